@@ -1,0 +1,1 @@
+"""In-memory implementations and helpers for tests (corral's and users' own)."""
