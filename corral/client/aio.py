@@ -1,0 +1,228 @@
+"""The asyncio Python client: :class:`AsyncClient`, a thin I/O layer over :mod:`corral.client.core`.
+
+The twin of :class:`corral.client.Client` (same methods, awaited).
+:meth:`AsyncClient.acquire` renews the lease from an asyncio task while the block runs and
+closes the ticket on exit, also when the block raises or is cancelled.
+
+This module must not describe requests or parse responses itself: that is the core's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from corral import exceptions
+from corral.client import core, models
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class AsyncClient:
+    """An asyncio client of a corral server (see :class:`corral.client.Client`)."""
+
+    def __init__(
+        self,
+        url: str = core.DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._http = http or httpx.AsyncClient(base_url=url, timeout=timeout)
+        self._headers = core.headers(token)
+
+    async def send(self, call: core.Call[T]) -> T:
+        """Send one call and return its typed result (raises the server's CorralError)."""
+        timeout = self.timeout + (call.read_timeout or 0.0)
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=dict(call.params),
+                json=call.body,
+                headers=self._headers,
+                timeout=timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise exceptions.CorralError(f"{self.url}: no answer within {timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise exceptions.CorralError(f"cannot reach corral at {self.url}: {exc}") from exc
+        return core.parse(call, response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- tickets ----------------------------------------------------------------------------
+
+    async def create_ticket(
+        self,
+        *,
+        pool: str | None = None,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        sandbox: str | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> models.Ticket:
+        """Ask for one VM; returns the new (usually still waiting) ticket."""
+        return await self.send(
+            core.create_ticket(
+                pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+            )
+        )
+
+    async def get_ticket(self, ticket_id: str, *, wait: float | None = None) -> models.Ticket:
+        """One ticket; with ``wait``, long-poll up to that many seconds for its assignment."""
+        return await self.send(core.get_ticket(ticket_id, wait=wait))
+
+    async def wait_ticket(self, ticket_id: str, timeout: float | None = None) -> models.Ticket:
+        """Wait until the ticket is assigned; :class:`TicketTimeout` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = core.MAX_WAIT_PER_REQUEST
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            ticket = await self.get_ticket(ticket_id, wait=remaining)
+            if ticket.state != "waiting":
+                return core.assigned_or_raise(ticket)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.TicketTimeout(
+                    f"ticket {ticket_id} was not assigned within {timeout:g} s"
+                )
+
+    async def renew_ticket(self, ticket_id: str) -> models.Ticket:
+        """Extend the ticket's lease."""
+        return await self.send(core.renew_ticket(ticket_id))
+
+    async def close_ticket(self, ticket_id: str) -> models.Ticket:
+        """Give the ticket's VM back, or cancel the ticket if it still waits."""
+        return await self.send(core.close_ticket(ticket_id))
+
+    async def list_tickets(
+        self, *, owner: str | None = None, state: str | None = None
+    ) -> list[models.Ticket]:
+        """Tickets visible to this token, optionally filtered."""
+        return await self.send(core.list_tickets(owner=owner, state=state))
+
+    @contextlib.asynccontextmanager
+    async def acquire(
+        self,
+        *,
+        pool: str | None = None,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        sandbox: str | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[models.Ticket]:
+        """Hold one VM for the ``async with`` block (see :meth:`corral.client.Client.acquire`)."""
+        ticket = await self.create_ticket(
+            pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+        )
+        renewer: asyncio.Task[None] | None = None
+        try:
+            ticket = await self.wait_ticket(ticket.id, timeout)
+            renewer = asyncio.create_task(self._renew_loop(ticket), name=f"renew-{ticket.id}")
+            yield ticket
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            # Shielded: a cancelled block must still give its VM back.
+            await asyncio.shield(self._close_quietly(ticket.id))
+
+    async def _renew_loop(self, ticket: models.Ticket) -> None:
+        while True:
+            await asyncio.sleep(core.renew_interval(ticket, time.time()))
+            try:
+                ticket = await self.renew_ticket(ticket.id)
+            except exceptions.CorralError as exc:
+                log.warning("cannot renew ticket %s: %s", ticket.id, exc)
+                if isinstance(exc, exceptions.NotFound | exceptions.Conflict):
+                    return
+
+    async def _close_quietly(self, ticket_id: str) -> None:
+        try:
+            await self.close_ticket(ticket_id)
+        except (exceptions.TicketClosed, exceptions.TicketStateTransitionError):
+            pass  # already closed, expired or failed: nothing left to give back
+
+    # --- pools, VMs, tasks, locks ------------------------------------------------------------
+
+    async def list_pools(self) -> list[models.PoolStatus]:
+        """Every pool with its counts."""
+        return await self.send(core.list_pools())
+
+    async def get_pool(self, name: str) -> models.PoolStatus:
+        """One pool."""
+        return await self.send(core.get_pool(name))
+
+    async def list_vms(
+        self, *, pool: str | None = None, state: str | None = None
+    ) -> list[models.VM]:
+        """VMs, optionally of one pool or in one state (admin)."""
+        return await self.send(core.list_vms(pool=pool, state=state))
+
+    async def get_vm(self, name: str) -> models.VM:
+        """One VM (admin)."""
+        return await self.send(core.get_vm(name))
+
+    async def terminate_vm(self, name: str) -> models.VM:
+        """Terminate a VM, even one still spawning (admin)."""
+        return await self.send(core.terminate_vm(name))
+
+    async def list_tasks(
+        self, *, state: str | None = None, tag: str | None = None
+    ) -> list[models.Task]:
+        """Tasks of the engine (admin)."""
+        return await self.send(core.list_tasks(state=state, tag=tag))
+
+    async def get_task(self, task_id: str) -> models.Task:
+        """One task (admin)."""
+        return await self.send(core.get_task(task_id))
+
+    async def stop_task(self, task_id: str, *, force: bool = False) -> models.Task:
+        """Stop a task (admin)."""
+        return await self.send(core.stop_task(task_id, force=force))
+
+    async def rollback_task(self, task_id: str) -> models.Task:
+        """Roll back a done task (admin)."""
+        return await self.send(core.rollback_task(task_id))
+
+    async def clean_task(self, task_id: str) -> None:
+        """Forget a done task (admin)."""
+        await self.send(core.clean_task(task_id))
+
+    async def list_locks(self) -> list[models.LockStatus]:
+        """Every lock's holders and queue (admin)."""
+        return await self.send(core.list_locks())
+
+    async def health(self) -> models.Health:
+        """The server's health."""
+        return await self.send(core.health())

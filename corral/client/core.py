@@ -1,0 +1,269 @@
+"""The I/O-free core shared by :class:`corral.client.Client` and :class:`corral.client.AsyncClient`.
+
+Every API operation is described here once, as a :class:`Call`: the HTTP method, path, query and
+body to send, and how to turn the response body into a typed result. Errors are decoded here too,
+back into the same :mod:`corral.exceptions` class the server raised. The sync and async clients only
+send calls (httpx's ``BaseClient`` pattern), so both behave identically by construction.
+
+This module must not do I/O: no sockets, no threads, no event loop, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import TypeAdapter, ValidationError
+
+from corral import __version__, exceptions
+from corral.client import models
+from corral.types import JSON
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8642"
+"""Where ``corral serve`` listens unless told otherwise."""
+
+MAX_WAIT_PER_REQUEST = 30.0
+"""Longest single long-poll; longer waits are split so proxies never see an idle connection."""
+
+Params = Mapping[str, str | int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One API request and the parser of its successful response."""
+
+    method: str
+    path: str
+    parse: Callable[[JSON], T]
+    params: Params = field(default_factory=dict)
+    body: JSON = None
+    read_timeout: float | None = None
+    """Extra seconds the server may legitimately take (long-polls)."""
+
+
+def _parser(model: type[T]) -> Callable[[JSON], T]:
+    adapter = TypeAdapter(model)
+
+    def parse(data: JSON) -> T:
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as exc:
+            name = getattr(model, "__name__", str(model))
+            raise exceptions.CorralError(
+                f"the server sent a {name} the client cannot read: {exc}"
+            ) from exc
+
+    return parse
+
+
+def _segment(value: str, what: str) -> str:
+    if not value:
+        raise exceptions.InvalidInput(f"{what} must not be empty")
+    return quote(value, safe="")
+
+
+def _params(**values: str | int | float | None) -> dict[str, str | int | float]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+_ticket = _parser(models.Ticket)
+_tickets = _parser(list[models.Ticket])
+_vm = _parser(models.VM)
+_vms = _parser(list[models.VM])
+_pool = _parser(models.PoolStatus)
+_pools = _parser(list[models.PoolStatus])
+_task = _parser(models.Task)
+_tasks = _parser(list[models.Task])
+_locks = _parser(list[models.LockStatus])
+_health = _parser(models.Health)
+
+
+def _ignore(_: JSON) -> None:
+    return None
+
+
+# --- tickets -----------------------------------------------------------------------------------
+
+
+def create_ticket(
+    *,
+    pool: str | None = None,
+    tags: Sequence[str] = (),
+    owner: str | None = None,
+    sandbox: str | None = None,
+    priority: int = 0,
+    ttl: float | None = None,
+) -> Call[models.Ticket]:
+    """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``."""
+    if isinstance(tags, str):
+        raise exceptions.InvalidInput("tags must be a list of strings, not one string")
+    request = models.TicketRequest(
+        pool=pool, tags=list(tags), owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+    )
+    body: JSON = request.model_dump(mode="json", exclude_none=True)
+    return Call("POST", "/v1/tickets", _ticket, body=body)
+
+
+def get_ticket(ticket_id: str, *, wait: float | None = None) -> Call[models.Ticket]:
+    """``GET /v1/tickets/{id}``; with ``wait``, long-poll up to that many seconds for assignment."""
+    if wait is not None and wait < 0:
+        raise exceptions.InvalidInput(f"wait must be >= 0, got {wait}")
+    wait = None if wait is None else min(wait, MAX_WAIT_PER_REQUEST)
+    return Call(
+        "GET",
+        f"/v1/tickets/{_segment(ticket_id, 'ticket id')}",
+        _ticket,
+        params=_params(wait=wait),
+        read_timeout=wait,
+    )
+
+
+def renew_ticket(ticket_id: str) -> Call[models.Ticket]:
+    """``POST /v1/tickets/{id}/renew``: extend the ticket's lease."""
+    return Call("POST", f"/v1/tickets/{_segment(ticket_id, 'ticket id')}/renew", _ticket)
+
+
+def close_ticket(ticket_id: str) -> Call[models.Ticket]:
+    """``POST /v1/tickets/{id}/close``: give the VM back (or cancel a waiting ticket)."""
+    return Call("POST", f"/v1/tickets/{_segment(ticket_id, 'ticket id')}/close", _ticket)
+
+
+def list_tickets(
+    *, owner: str | None = None, state: str | None = None
+) -> Call[list[models.Ticket]]:
+    """``GET /v1/tickets``: tickets, optionally of one owner or in one state."""
+    return Call("GET", "/v1/tickets", _tickets, params=_params(owner=owner, state=state))
+
+
+# --- pools and VMs -----------------------------------------------------------------------------
+
+
+def list_pools() -> Call[list[models.PoolStatus]]:
+    """``GET /v1/pools``."""
+    return Call("GET", "/v1/pools", _pools)
+
+
+def get_pool(name: str) -> Call[models.PoolStatus]:
+    """``GET /v1/pools/{name}``."""
+    return Call("GET", f"/v1/pools/{_segment(name, 'pool name')}", _pool)
+
+
+def list_vms(*, pool: str | None = None, state: str | None = None) -> Call[list[models.VM]]:
+    """``GET /v1/vms``: VMs, optionally of one pool or in one state."""
+    return Call("GET", "/v1/vms", _vms, params=_params(pool=pool, state=state))
+
+
+def get_vm(name: str) -> Call[models.VM]:
+    """``GET /v1/vms/{name}``."""
+    return Call("GET", f"/v1/vms/{_segment(name, 'VM name')}", _vm)
+
+
+def terminate_vm(name: str) -> Call[models.VM]:
+    """``POST /v1/vms/{name}/terminate``."""
+    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/terminate", _vm)
+
+
+# --- tasks, locks, health ----------------------------------------------------------------------
+
+
+def list_tasks(*, state: str | None = None, tag: str | None = None) -> Call[list[models.Task]]:
+    """``GET /v1/tasks``: tasks, optionally in one state or with one tag."""
+    return Call("GET", "/v1/tasks", _tasks, params=_params(state=state, tag=tag))
+
+
+def get_task(task_id: str) -> Call[models.Task]:
+    """``GET /v1/tasks/{id}``."""
+    return Call("GET", f"/v1/tasks/{_segment(task_id, 'task id')}", _task)
+
+
+def stop_task(task_id: str, *, force: bool = False) -> Call[models.Task]:
+    """``POST /v1/tasks/{id}/stop`` (``force`` for a task in recovery)."""
+    params = {"force": "true"} if force else {}
+    return Call("POST", f"/v1/tasks/{_segment(task_id, 'task id')}/stop", _task, params=params)
+
+
+def rollback_task(task_id: str) -> Call[models.Task]:
+    """``POST /v1/tasks/{id}/rollback``: roll back a done task (manual recovery)."""
+    return Call("POST", f"/v1/tasks/{_segment(task_id, 'task id')}/rollback", _task)
+
+
+def clean_task(task_id: str) -> Call[None]:
+    """``DELETE /v1/tasks/{id}``: forget a done task."""
+    return Call("DELETE", f"/v1/tasks/{_segment(task_id, 'task id')}", _ignore)
+
+
+def list_locks() -> Call[list[models.LockStatus]]:
+    """``GET /v1/locks``."""
+    return Call("GET", "/v1/locks", _locks)
+
+
+def health() -> Call[models.Health]:
+    """``GET /healthz``."""
+    return Call("GET", "/healthz", _health)
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+def headers(token: str | None) -> dict[str, str]:
+    """The headers every request carries."""
+    result = {"Accept": "application/json", "User-Agent": f"corral-client/{__version__}"}
+    if token:
+        result["Authorization"] = f"Bearer {token}"
+    return result
+
+
+def decode(status: int, content: bytes) -> JSON:
+    """The JSON body of a response; raises a server error as its :mod:`corral.exceptions` class."""
+    try:
+        data: JSON = json.loads(content) if content else None
+    except ValueError:
+        data = None
+        if status < 400:
+            raise exceptions.CorralError(
+                f"the server answered {status} with a body that is not JSON"
+            ) from None
+    if status >= 400:
+        raise error_from(status, data, content)
+    return data
+
+
+def error_from(status: int, data: JSON, content: bytes = b"") -> exceptions.CorralError:
+    """The exception for an error response (the same class the server raised when known)."""
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            if isinstance(code, str) and isinstance(message, str):
+                return exceptions.from_code(code, message)
+    snippet = content[:200].decode("utf-8", "replace")
+    return exceptions.CorralError(f"the server answered HTTP {status}: {snippet}")
+
+
+def parse(call: Call[T], status: int, content: bytes) -> T:
+    """The typed result of ``call`` from a response's status and body."""
+    return call.parse(decode(status, content))
+
+
+def renew_interval(ticket: models.Ticket, now: float) -> float:
+    """How long to sleep before renewing ``ticket``: a third of what is left of its lease.
+
+    ``now`` is wall-clock time (the server's ``expires_at`` is wall-clock). Without a lease the
+    ticket never expires and renewing is a cheap keep-alive every minute.
+    """
+    if ticket.expires_at is None:
+        lease = ticket.ttl if ticket.ttl is not None else 180.0
+        return max(0.5, lease / 3)
+    return max(0.5, (ticket.expires_at - now) / 3)
+
+
+def assigned_or_raise(ticket: models.Ticket) -> models.Ticket:
+    """``ticket`` if it holds a VM; :class:`TicketClosed` if it ended without one."""
+    if ticket.state == "assigned":
+        return ticket
+    raise exceptions.TicketClosed(f"ticket {ticket.id} is {ticket.state}, it holds no VM")

@@ -1,0 +1,176 @@
+"""The JSON shapes of corral's HTTP API, shared by the server (response models) and the clients.
+
+These pydantic models are the wire contract: the API validates what it sends against them and
+publishes them in its OpenAPI schema; :mod:`corral.client` parses responses into them, so callers
+get typed results. Unknown fields sent by a newer server are ignored, so an older client keeps
+working. This module must not import the server side (FastAPI, the controller, the store).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.types import JSON
+
+__all__ = [
+    "VM",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "LockHolder",
+    "LockStatus",
+    "LockWaiter",
+    "PoolStatus",
+    "Task",
+    "Ticket",
+    "TicketRequest",
+]
+
+
+class _Wire(BaseModel):
+    """Base of every wire model: immutable, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ErrorDetail(_Wire):
+    """The ``error`` member of an error response."""
+
+    code: str = Field(description="Stable machine-readable code (see corral.exceptions).")
+    message: str = Field(description="Human-readable explanation naming what is wrong.")
+
+
+class ErrorBody(_Wire):
+    """Every error response: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+class TicketRequest(BaseModel):
+    """Body of ``POST /v1/tickets``: a request for one VM, by pool or by tags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Pool to take the VM from."
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="A VM qualifies when these tags are a subset of its pool's tags.",
+    )
+    owner: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Owner of the ticket; defaults to the token's owner (admins may set it).",
+    )
+    sandbox: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="VMs are reused only within one sandbox.",
+    )
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher first.")
+    ttl: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Lease in seconds; the ticket expires unless renewed within it.",
+    )
+
+
+class Ticket(_Wire):
+    """A request for one VM and, once assigned, the VM it holds."""
+
+    id: str
+    owner: str
+    pool: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    sandbox: str | None = None
+    priority: int = 0
+    state: str = Field(description="waiting, assigned, closed, cancelled, expired or failed.")
+    vm: str | None = Field(default=None, description="Name of the assigned VM.")
+    address: str | None = Field(default=None, description="Address of the assigned VM.")
+    ttl: float | None = Field(default=None, description="Lease length in seconds.")
+    created_at: float | None = None
+    assigned_at: float | None = None
+    closed_at: float | None = None
+    expires_at: float | None = Field(default=None, description="When the lease lapses.")
+
+
+class VM(_Wire):
+    """One machine of a pool."""
+
+    name: str
+    pool: str
+    state: str = Field(description="spawning, ready, in_use, releasing, terminating, ...")
+    address: str | None = None
+    ticket: str | None = Field(default=None, description="Id of the ticket holding it.")
+    sandbox: str | None = Field(default=None, description="Last sandbox it served.")
+    uses: int = 0
+    created_at: float | None = None
+
+
+class PoolStatus(_Wire):
+    """A pool's configuration summary and current counts."""
+
+    name: str
+    backend: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    max: int | None = None
+    max_starting: int | None = None
+    min_ready: int | None = None
+    vms: dict[str, int] = Field(default_factory=dict, description="VM count per state.")
+    tickets: dict[str, int] = Field(default_factory=dict, description="Open tickets per state.")
+    stats: dict[str, JSON] = Field(default_factory=dict, description="Per-pool statistics.")
+    summary: str | None = Field(default=None, description="Human-readable summary.")
+
+
+class Task(_Wire):
+    """A durable operation of the task engine (SPEC §4)."""
+
+    id: str
+    verb: str
+    state: str
+    tag: str | None = None
+    priority: str | None = None
+    code: int | str | None = None
+    message: str | None = None
+    result: JSON = None
+    jobs_done: int | None = None
+    jobs_total: int | None = None
+    recoveries: list[str] = Field(default_factory=list)
+
+
+class LockHolder(_Wire):
+    """A holder of a lock."""
+
+    owner: str
+    mode: str | None = None
+    since: float | None = None
+    token: int | None = None
+
+
+class LockWaiter(_Wire):
+    """A request waiting in a lock's queue."""
+
+    owner: str
+    mode: str
+    since: float | None = None
+
+
+class LockStatus(_Wire):
+    """One resource of the lock manager: its mode, holders and queue."""
+
+    key: str
+    mode: str | None = None
+    holders: list[LockHolder] = Field(default_factory=list)
+    queue: list[LockWaiter] = Field(default_factory=list)
+
+
+class Health(_Wire):
+    """Body of ``GET /healthz``."""
+
+    status: str = "ok"
+    version: str
