@@ -290,3 +290,13 @@ def from_code(code: str, message: str) -> CorralError:
     """Rebuild the error a server sent: the same class when the code is known."""
     cls = registry().get(code, CorralError)
     return cls(message)
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+class MethodNotAllowed(CorralError):
+    """This HTTP method is not allowed on this endpoint."""
+
+    code = "method_not_allowed"
+    http_status = 405
