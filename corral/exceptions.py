@@ -300,3 +300,9 @@ class MethodNotAllowed(CorralError):
 
     code = "method_not_allowed"
     http_status = 405
+
+
+class LockRequestProcessed(LockError):
+    """The lock request was already submitted, granted, cancelled or released."""
+
+    code = "lock_request_processed"
