@@ -20,6 +20,7 @@ __all__ = [
     "LockHolder",
     "LockStatus",
     "LockWaiter",
+    "PoolStats",
     "PoolStatus",
     "Task",
     "Ticket",
@@ -85,18 +86,19 @@ class Ticket(_Wire):
 
     id: str
     owner: str
+    state: str = Field(description="waiting, assigned, closed, cancelled, expired or failed.")
     pool: str | None = None
     tags: list[str] = Field(default_factory=list)
     sandbox: str | None = None
     priority: int = 0
-    state: str = Field(description="waiting, assigned, closed, cancelled, expired or failed.")
+    ttl: float | None = Field(default=None, description="Lease length in seconds.")
     vm: str | None = Field(default=None, description="Name of the assigned VM.")
     address: str | None = Field(default=None, description="Address of the assigned VM.")
-    ttl: float | None = Field(default=None, description="Lease length in seconds.")
-    created_at: float | None = None
+    created_at: float | None = Field(default=None, description="Wall-clock time (Unix).")
     assigned_at: float | None = None
     closed_at: float | None = None
     expires_at: float | None = Field(default=None, description="When the lease lapses.")
+    reason: str | None = Field(default=None, description="Why it expired, failed or closed.")
 
 
 class VM(_Wire):
@@ -109,22 +111,43 @@ class VM(_Wire):
     ticket: str | None = Field(default=None, description="Id of the ticket holding it.")
     sandbox: str | None = Field(default=None, description="Last sandbox it served.")
     uses: int = 0
+    id_in_pool: int = 0
     created_at: float | None = None
+    state_since: float | None = None
+    ready_at: float | None = None
+    last_used_at: float | None = None
+    livecheck_failures: int = 0
+    reason: str | None = None
+
+
+class PoolStats(_Wire):
+    """Per-pool statistics (times in seconds, ``None`` without samples)."""
+
+    spawn_p50: float | None = None
+    spawn_p95: float | None = None
+    spawn_attempts: int = 0
+    spawn_failures: int = 0
+    spawn_success_rate: float | None = None
+    wait_p50: float | None = None
+    wait_p95: float | None = None
+    terminate_failures: int = 0
+    livecheck_failures: int = 0
 
 
 class PoolStatus(_Wire):
-    """A pool's configuration summary and current counts."""
+    """A pool's limits, its VMs counted per state, its ticket queue and its statistics."""
 
     name: str
-    backend: str | None = None
+    backend: str
     tags: list[str] = Field(default_factory=list)
-    max: int | None = None
-    max_starting: int | None = None
-    min_ready: int | None = None
+    max: int
+    max_starting: int
+    min_ready: int
     vms: dict[str, int] = Field(default_factory=dict, description="VM count per state.")
-    tickets: dict[str, int] = Field(default_factory=dict, description="Open tickets per state.")
-    stats: dict[str, JSON] = Field(default_factory=dict, description="Per-pool statistics.")
-    summary: str | None = Field(default=None, description="Human-readable summary.")
+    waiting_tickets: int = 0
+    assigned_tickets: int = 0
+    stats: PoolStats = Field(default_factory=PoolStats)
+    info: dict[str, JSON] = Field(default_factory=dict, description="Per-pool key/value info.")
 
 
 class Task(_Wire):

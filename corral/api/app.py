@@ -1,0 +1,63 @@
+"""The FastAPI application factory: :func:`create_app` wires the routes to one controller.
+
+The app does not own the controller's life: whoever creates the controller starts and stops it
+(``corral serve`` does so around uvicorn). This module must not start or stop the controller.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+
+from corral import __version__
+from corral.api import errors, routes
+from corral.api.auth import Authenticator
+from corral.api.context import Context, TaskView
+from corral.api.facade import ControllerFacade
+from corral.api.metrics import CONTENT_TYPE, Metrics
+from corral.client import models
+from corral.config import CorralConfig
+
+DESCRIPTION = """\
+corral keeps pools of virtual machines ready and hands them out to jobs.
+
+Every error is `{"error": {"code": ..., "message": ...}}` with a stable `code`
+(see `corral/exceptions.py`). Send `Authorization: Bearer <token>` when the server has tokens.
+"""
+
+
+def create_app(controller: ControllerFacade, config: CorralConfig) -> FastAPI:
+    """The HTTP API of ``controller``, authenticating with the tokens of ``config.api``."""
+    app = FastAPI(
+        title="corral",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+    )
+    tasks = TaskView(controller.tasks)
+    metrics = Metrics(controller, tasks.states)
+    app.state.corral = Context(
+        controller=controller,
+        auth=Authenticator(config.api.tokens),
+        tasks=tasks,
+        lock_manager=controller.locks,
+        metrics=metrics,
+    )
+    errors.install(app)
+    app.include_router(routes.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> models.Health:
+        """Liveness: the process answers and its event loop is not blocked."""
+        return models.Health(status="ok", version=__version__)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+    )
+    async def prometheus() -> Response:
+        """Tickets, VMs, tasks, latencies and backend failures in the Prometheus text format."""
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

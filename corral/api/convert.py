@@ -1,0 +1,96 @@
+"""Domain records (controller, task engine, lock manager) → the wire models of the API.
+
+Pure functions, except that a ticket's address is looked up on its VM (the ticket record names the
+VM, the client wants the address). This module must not change anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from corral import exceptions
+from corral.api.facade import ControllerFacade
+from corral.client import models
+from corral.pools import model
+
+
+async def ticket(controller: ControllerFacade, record: model.Ticket) -> models.Ticket:
+    """The wire form of a ticket, with the address of its VM while assigned."""
+    address = None
+    if record.vm is not None and record.state == model.TicketState.ASSIGNED:
+        try:
+            address = (await controller.get_vm(record.vm)).address
+        except exceptions.VMNotFound:
+            address = None
+    return models.Ticket(
+        id=record.id,
+        owner=record.owner,
+        state=record.state.value,
+        pool=record.pool,
+        tags=list(record.tags),
+        sandbox=record.sandbox,
+        priority=record.priority,
+        ttl=record.ttl,
+        vm=record.vm,
+        address=address,
+        created_at=record.created_at,
+        assigned_at=record.assigned_at,
+        closed_at=record.closed_at,
+        expires_at=record.expires_at,
+        reason=record.reason,
+    )
+
+
+async def tickets(
+    controller: ControllerFacade, records: Sequence[model.Ticket]
+) -> list[models.Ticket]:
+    """The wire form of several tickets."""
+    return [await ticket(controller, r) for r in records]
+
+
+def vm(record: model.VM) -> models.VM:
+    """The wire form of a VM (its backend handle stays inside)."""
+    return models.VM(
+        name=record.name,
+        pool=record.pool,
+        state=record.state.value,
+        address=record.address,
+        ticket=record.ticket,
+        sandbox=record.sandbox,
+        uses=record.uses,
+        id_in_pool=record.id_in_pool,
+        created_at=record.created_at,
+        state_since=record.state_since,
+        ready_at=record.ready_at,
+        last_used_at=record.last_used_at,
+        livecheck_failures=record.livecheck_failures,
+        reason=record.reason,
+    )
+
+
+def pool(record: model.PoolStatus) -> models.PoolStatus:
+    """The wire form of a pool's status."""
+    s = record.stats
+    return models.PoolStatus(
+        name=record.name,
+        backend=record.backend,
+        tags=list(record.tags),
+        max=record.max,
+        max_starting=record.max_starting,
+        min_ready=record.min_ready,
+        vms=dict(record.vms),
+        waiting_tickets=record.waiting_tickets,
+        assigned_tickets=record.assigned_tickets,
+        stats=models.PoolStats(
+            spawn_p50=s.spawn_p50,
+            spawn_p95=s.spawn_p95,
+            spawn_attempts=s.spawn_attempts,
+            spawn_failures=s.spawn_failures,
+            spawn_success_rate=s.spawn_success_rate,
+            wait_p50=s.wait_p50,
+            wait_p95=s.wait_p95,
+            terminate_failures=s.terminate_failures,
+            livecheck_failures=s.livecheck_failures,
+        ),
+        info=dict(record.info),
+    )

@@ -1,0 +1,69 @@
+"""What the API needs from the controller: the facade of docs/architecture.md, as a Protocol.
+
+:class:`corral.controller.Controller` satisfies it; so does anything else that offers the same
+methods. Typing the surfaces against this Protocol keeps them inside the documented seam (they
+cannot reach into the controller's internals). This module must not implement anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from corral.pools.model import VM, PoolStatus, Ticket
+
+
+class ControllerFacade(Protocol):
+    """The controller operations the HTTP API, the CLI and the metrics use."""
+
+    @property
+    def tasks(self) -> object:
+        """The task engine (``list``, ``show``, ``stop``, ``rollback``, ``clean``)."""
+
+    @property
+    def locks(self) -> object:
+        """The lock manager (``status()``)."""
+
+    async def create_ticket(
+        self,
+        *,
+        owner: str,
+        pool: str | None = ...,
+        tags: Sequence[str] = ...,
+        sandbox: str | None = ...,
+        priority: int = ...,
+        ttl: float | None = ...,
+    ) -> Ticket:
+        """Queue a request for one VM."""
+
+    async def get_ticket(self, ticket_id: str, /) -> Ticket:
+        """One ticket (``TicketNotFound`` otherwise)."""
+
+    async def wait_ticket(self, ticket_id: str, /, timeout: float | None) -> Ticket:
+        """Wait, event-driven, until the ticket leaves ``waiting`` or ``timeout`` elapses."""
+
+    async def renew_ticket(self, ticket_id: str, /) -> Ticket:
+        """Extend the ticket's lease."""
+
+    async def close_ticket(self, ticket_id: str, /) -> Ticket:
+        """Close (or cancel) the ticket, releasing its VM."""
+
+    async def list_tickets(
+        self, *, owner: str | None = ..., state: str | None = ...
+    ) -> Sequence[Ticket]:
+        """Tickets, optionally filtered."""
+
+    async def list_pools(self) -> Sequence[PoolStatus]:
+        """Every pool's status."""
+
+    async def get_pool(self, name: str, /) -> PoolStatus:
+        """One pool's status (``PoolNotFound`` otherwise)."""
+
+    async def list_vms(self, *, pool: str | None = ..., state: str | None = ...) -> Sequence[VM]:
+        """VMs, optionally filtered."""
+
+    async def get_vm(self, name: str, /) -> VM:
+        """One VM (``VMNotFound`` otherwise)."""
+
+    async def terminate_vm(self, name: str, /) -> VM:
+        """Start terminating a VM (also one still spawning)."""

@@ -1,0 +1,229 @@
+"""The ``/v1`` endpoints of SPEC §7: tickets, pools, VMs, tasks and locks.
+
+Each handler authenticates the caller, applies the authorisation rules (users see and close only
+their own tickets; pool, VM, task and lock operations need ``admin``), calls the controller facade
+and renders the result with the wire models of :mod:`corral.client.models`. Long-polls await the
+controller's event-driven ``wait_ticket``: no thread is held while a client waits.
+
+This module must not hold state of its own nor decide anything the controller decides.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from corral import exceptions
+from corral.api import convert
+from corral.api.auth import Principal
+from corral.api.context import Context
+from corral.api.errors import ERROR_RESPONSES
+from corral.client import models
+from corral.pools.model import TicketState, VMState
+
+MAX_WAIT = 300.0
+"""Longest long-poll the server accepts, in seconds."""
+
+_bearer = HTTPBearer(auto_error=False, description="A token from the config's api.tokens.")
+
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+Name = Annotated[str, Path(min_length=1, max_length=255)]
+
+
+def context(request: Request) -> Context:
+    """The application's context (controller, authenticator, metrics)."""
+    ctx: Context = request.app.state.corral
+    return ctx
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The authenticated caller (``Unauthorized`` without a valid token)."""
+    header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
+    return context(request).auth.authenticate(header)
+
+
+Ctx = Annotated[Context, Depends(context)]
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def admin(caller: Caller) -> Principal:
+    """The caller, who must be an admin."""
+    caller.require_admin("this operation")
+    return caller
+
+
+Admin = Annotated[Principal, Depends(admin)]
+
+
+# --- tickets -----------------------------------------------------------------------------------
+
+
+async def _own_ticket(ctx: Context, caller: Principal, ticket_id: str) -> models.Ticket:
+    ticket = await ctx.controller.get_ticket(ticket_id)
+    if not caller.may_see(ticket.owner):
+        raise exceptions.Forbidden(f"ticket {ticket_id} belongs to another owner")
+    return await convert.ticket(ctx.controller, ticket)
+
+
+@router.post("/tickets", status_code=201, tags=["tickets"])
+async def create_ticket(body: models.TicketRequest, ctx: Ctx, caller: Caller) -> models.Ticket:
+    """Ask for one VM, by pool or by tags. The ticket waits until a VM is assigned."""
+    if body.pool is None and not body.tags:
+        raise exceptions.InvalidInput("body field 'pool' or 'tags': give a pool or some tags")
+    ticket = await ctx.controller.create_ticket(
+        owner=caller.ticket_owner(body.owner),
+        pool=body.pool,
+        tags=tuple(body.tags),
+        sandbox=body.sandbox,
+        priority=body.priority,
+        ttl=body.ttl,
+    )
+    ctx.metrics.ticket_created()
+    return await convert.ticket(ctx.controller, ticket)
+
+
+@router.get("/tickets", tags=["tickets"])
+async def list_tickets(
+    ctx: Ctx,
+    caller: Caller,
+    owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    state: TicketState | None = None,
+) -> list[models.Ticket]:
+    """Tickets, optionally of one owner or in one state. Users see only their own."""
+    if caller.owner is not None and not caller.admin:
+        if owner is not None and owner != caller.owner:
+            raise exceptions.Forbidden("a user token sees only its own tickets")
+        owner = caller.owner
+    tickets = await ctx.controller.list_tickets(owner=owner, state=state)
+    return await convert.tickets(ctx.controller, tickets)
+
+
+@router.get("/tickets/{ticket_id}", tags=["tickets"])
+async def get_ticket(
+    ticket_id: Name,
+    ctx: Ctx,
+    caller: Caller,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT, description="Long-poll up to this many seconds for assignment."),
+    ] = 0,
+) -> models.Ticket:
+    """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``."""
+    current = await _own_ticket(ctx, caller, ticket_id)
+    if wait > 0 and current.state == TicketState.WAITING:
+        try:
+            ticket = await ctx.controller.wait_ticket(ticket_id, timeout=wait)
+        except exceptions.TicketTimeout:
+            ticket = await ctx.controller.get_ticket(ticket_id)
+        return await convert.ticket(ctx.controller, ticket)
+    return current
+
+
+@router.post("/tickets/{ticket_id}/renew", tags=["tickets"])
+async def renew_ticket(ticket_id: Name, ctx: Ctx, caller: Caller) -> models.Ticket:
+    """Extend the ticket's lease by its ttl."""
+    await _own_ticket(ctx, caller, ticket_id)
+    return await convert.ticket(ctx.controller, await ctx.controller.renew_ticket(ticket_id))
+
+
+@router.post("/tickets/{ticket_id}/close", tags=["tickets"])
+async def close_ticket(ticket_id: Name, ctx: Ctx, caller: Caller) -> models.Ticket:
+    """Close the ticket: its VM is reused or terminated; a waiting ticket is cancelled."""
+    await _own_ticket(ctx, caller, ticket_id)
+    return await convert.ticket(ctx.controller, await ctx.controller.close_ticket(ticket_id))
+
+
+# --- pools and VMs -----------------------------------------------------------------------------
+
+
+@router.get("/pools", tags=["pools"])
+async def list_pools(ctx: Ctx, caller: Admin) -> list[models.PoolStatus]:
+    """Every pool: limits, VMs per state, queue and statistics."""
+    return [convert.pool(p) for p in await ctx.controller.list_pools()]
+
+
+@router.get("/pools/{name}", tags=["pools"])
+async def get_pool(name: Name, ctx: Ctx, caller: Admin) -> models.PoolStatus:
+    """One pool."""
+    return convert.pool(await ctx.controller.get_pool(name))
+
+
+@router.get("/vms", tags=["vms"])
+async def list_vms(
+    ctx: Ctx,
+    caller: Admin,
+    pool: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    state: VMState | None = None,
+) -> list[models.VM]:
+    """VMs, optionally of one pool or in one state."""
+    if pool is not None:
+        await ctx.controller.get_pool(pool)  # PoolNotFound rather than an empty list
+    return [convert.vm(v) for v in await ctx.controller.list_vms(pool=pool, state=state)]
+
+
+@router.get("/vms/{name}", tags=["vms"])
+async def get_vm(name: Name, ctx: Ctx, caller: Admin) -> models.VM:
+    """One VM."""
+    return convert.vm(await ctx.controller.get_vm(name))
+
+
+@router.post("/vms/{name}/terminate", tags=["vms"])
+async def terminate_vm(name: Name, ctx: Ctx, caller: Admin) -> models.VM:
+    """Terminate a VM, also one still spawning; a ticket holding it fails."""
+    return convert.vm(await ctx.controller.terminate_vm(name))
+
+
+# --- tasks and locks ---------------------------------------------------------------------------
+
+
+@router.get("/tasks", tags=["tasks"])
+async def list_tasks(
+    ctx: Ctx,
+    caller: Admin,
+    state: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> list[models.Task]:
+    """Tasks of the engine, optionally in one state or with one tag."""
+    return await ctx.tasks.list(state=state, tag=tag)
+
+
+@router.get("/tasks/{task_id}", tags=["tasks"])
+async def get_task(task_id: Name, ctx: Ctx, caller: Admin) -> models.Task:
+    """One task: state, result, jobs done of total, recoveries."""
+    return await ctx.tasks.show(task_id)
+
+
+@router.post("/tasks/{task_id}/stop", tags=["tasks"])
+async def stop_task(
+    task_id: Name,
+    ctx: Ctx,
+    caller: Admin,
+    force: Annotated[bool, Query(description="Also abort a task in recovery.")] = False,
+) -> models.Task:
+    """Stop a task; its recovery policy decides what follows."""
+    return await ctx.tasks.stop(task_id, force=force)
+
+
+@router.post("/tasks/{task_id}/rollback", tags=["tasks"])
+async def rollback_task(task_id: Name, ctx: Ctx, caller: Admin) -> models.Task:
+    """Roll back a done task (manual recovery)."""
+    return await ctx.tasks.rollback(task_id)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, tags=["tasks"])
+async def clean_task(task_id: Name, ctx: Ctx, caller: Admin) -> Response:
+    """Forget a done task."""
+    await ctx.tasks.clean(task_id)
+    return Response(status_code=204)
+
+
+@router.get("/locks", tags=["locks"])
+async def list_locks(ctx: Ctx, caller: Admin) -> list[models.LockStatus]:
+    """Every locked or awaited resource: mode, holders (with fencing tokens) and queue."""
+    return ctx.locks()
