@@ -1,0 +1,42 @@
+"""The :class:`Store` object: one repository per concept, and how to close it.
+
+Adding a concept (see ``docs/store.md``) adds one attribute here. This module must not know
+about SQL or about any implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from corral.store.tasks import TaskRepository
+
+
+class Store:
+    """Everything corral persists, grouped by concept (``store.tasks``, ...).
+
+    Built by :func:`corral.store.open_store`; the repositories' methods are all async. Close it
+    with :meth:`close` (idempotent).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        tasks: TaskRepository,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.url = url
+        self.tasks = tasks
+        self._close = close
+        self._closed = False
+
+    async def close(self) -> None:
+        """Release connections and worker threads; further calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._close is not None:
+            await self._close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"

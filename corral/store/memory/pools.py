@@ -1,0 +1,307 @@
+"""In-memory pools repository (see :mod:`corral.store.pools` for the contract).
+
+Indexes (VMs per pool, state counts, free ready VMs per sandbox, open tickets, held counts) keep
+every method the controller calls on its hot path independent of the number of VMs, like the SQL
+indexes do. Each method runs without awaiting, so it is atomic on the event loop. Must not do I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from corral import exceptions
+from corral.store.pools import TICKET_COLUMNS, VM_COLUMNS, Closed, TicketRow, VMRow
+
+_DEAD = frozenset({"terminated", "failed"})
+_OPEN = frozenset({"waiting", "assigned"})
+SAMPLE_LIMIT = 10_000
+"""Samples kept per pool and kind."""
+
+
+def _ticket_order(row: TicketRow) -> tuple[int, int]:
+    return (-row.priority, row.seq)
+
+
+class MemoryPoolsRepository:
+    """Pools' rows in dicts with the indexes the controller's queries need."""
+
+    def __init__(self) -> None:
+        self._vms: dict[str, VMRow] = {}
+        self._by_pool: dict[str, dict[str, None]] = defaultdict(dict)
+        self._counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self._ready: dict[tuple[str, str | None], dict[str, None]] = defaultdict(dict)
+        self._ids: dict[str, set[int]] = defaultdict(set)
+        self._next: dict[str, int] = defaultdict(int)
+        self._held: Counter[tuple[str, str]] = Counter()
+        self._tickets: dict[str, TicketRow] = {}
+        self._open: dict[str, None] = {}
+        self._seq = itertools.count(1)
+        self._info: dict[str, dict[str, str]] = defaultdict(dict)
+        self._samples: dict[tuple[str, str], deque[float]] = {}
+        self._counters: dict[str, Counter[str]] = defaultdict(Counter)
+
+    # --- index maintenance --------------------------------------------------------------------
+
+    @staticmethod
+    def _ready_key(row: VMRow) -> tuple[str, str | None] | None:
+        if row.state != "ready" or row.ticket is not None:
+            return None
+        if row.uses == 0:
+            return (row.pool, None)
+        return None if row.sandbox is None else (row.pool, row.sandbox)
+
+    def _put_vm(self, old: VMRow | None, new: VMRow) -> None:
+        if old is not None:
+            self._counts[old.pool][old.state] -= 1
+            if self._counts[old.pool][old.state] == 0:
+                del self._counts[old.pool][old.state]
+            key = self._ready_key(old)
+            if key is not None:
+                self._ready[key].pop(old.name, None)
+            if old.ticket is not None and old.owner is not None:
+                self._held[(old.owner, old.pool)] -= 1
+                if self._held[(old.owner, old.pool)] <= 0:
+                    del self._held[(old.owner, old.pool)]
+            if old.state not in _DEAD and new.state in _DEAD:
+                self._ids[old.pool].discard(old.id_in_pool)
+        self._vms[new.name] = new
+        self._counts[new.pool][new.state] += 1
+        key = self._ready_key(new)
+        if key is not None:
+            self._ready[key][new.name] = None
+        if new.ticket is not None and new.owner is not None:
+            self._held[(new.owner, new.pool)] += 1
+
+    def _put_ticket(self, new: TicketRow) -> None:
+        self._tickets[new.id] = new
+        if new.state in _OPEN:
+            self._open[new.id] = None
+        else:
+            self._open.pop(new.id, None)
+
+    # --- VMs ----------------------------------------------------------------------------------
+
+    async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
+        """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
+        self._next[pool] += 1
+        used = self._ids[pool]
+        id_in_pool = next(i for i in itertools.count() if i not in used)
+        used.add(id_in_pool)
+        row = VMRow(
+            name=f"{pool}-{self._next[pool]:06d}",
+            pool=pool,
+            state=state,
+            created_at=now,
+            state_since=now,
+            id_in_pool=id_in_pool,
+        )
+        self._by_pool[pool][row.name] = None
+        self._put_vm(None, row)
+        return row
+
+    async def get_vm(self, name: str) -> VMRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.get_vm`."""
+        return self._vms.get(name)
+
+    async def list_vms(
+        self,
+        *,
+        pool: str | None = None,
+        states: Sequence[str] | None = None,
+        address: str | None = None,
+        ticket: str | None = None,
+    ) -> list[VMRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_vms`."""
+        names = self._by_pool.get(pool, {}) if pool is not None else self._vms
+        wanted = None if states is None else frozenset(states)
+        rows = []
+        for name in names:
+            row = self._vms[name]
+            if wanted is not None and row.state not in wanted:
+                continue
+            if address is not None and row.address != address:
+                continue
+            if ticket is not None and row.ticket != ticket:
+                continue
+            rows.append(row)
+        return rows
+
+    async def count_vms(self, pool: str) -> dict[str, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.count_vms`."""
+        return {state: n for state, n in self._counts.get(pool, Counter()).items() if n > 0}
+
+    async def ready_vms(self, pool: str, *, sandbox: str | None, limit: int) -> list[VMRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.ready_vms`."""
+        names = self._ready.get((pool, sandbox), {})
+        return [self._vms[name] for name in itertools.islice(names, max(0, limit))]
+
+    async def update_vm(
+        self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
+    ) -> VMRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.update_vm`."""
+        bad = set(changes) - set(VM_COLUMNS)
+        if bad:
+            raise exceptions.InvalidInput(f"cannot change VM columns {sorted(bad)}")
+        old = self._vms.get(name)
+        if old is None or (expect is not None and old.state not in expect):
+            return None
+        new = replace(old, **changes)  # type: ignore[arg-type]
+        self._put_vm(old, new)
+        return new
+
+    async def delete_vm(self, name: str) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.delete_vm`."""
+        row = self._vms.get(name)
+        if row is None or row.state not in _DEAD:
+            return False
+        del self._vms[name]
+        self._by_pool[row.pool].pop(name, None)
+        self._counts[row.pool][row.state] -= 1
+        return True
+
+    # --- tickets ------------------------------------------------------------------------------
+
+    async def insert_ticket(self, row: TicketRow) -> TicketRow:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
+        if row.id in self._tickets:
+            raise exceptions.Conflict(f"ticket {row.id} already exists")
+        stored = replace(row, seq=next(self._seq))
+        self._put_ticket(stored)
+        return stored
+
+    async def get_ticket(self, ticket_id: str) -> TicketRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
+        return self._tickets.get(ticket_id)
+
+    async def list_tickets(
+        self,
+        *,
+        owner: str | None = None,
+        states: Sequence[str] | None = None,
+        expired_before: float | None = None,
+    ) -> list[TicketRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_tickets`."""
+        wanted = None if states is None else frozenset(states)
+        source = self._open if wanted is not None and wanted <= _OPEN else self._tickets
+        rows = []
+        for tid in source:
+            row = self._tickets[tid]
+            if wanted is not None and row.state not in wanted:
+                continue
+            if owner is not None and row.owner != owner:
+                continue
+            if expired_before is not None and (
+                row.expires_at is None or row.expires_at >= expired_before
+            ):
+                continue
+            rows.append(row)
+        rows.sort(key=_ticket_order)
+        return rows
+
+    async def update_ticket(
+        self, ticket_id: str, *, expect: Sequence[str], changes: Mapping[str, object]
+    ) -> TicketRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.update_ticket`."""
+        bad = set(changes) - set(TICKET_COLUMNS)
+        if bad:
+            raise exceptions.InvalidInput(f"cannot change ticket columns {sorted(bad)}")
+        old = self._tickets.get(ticket_id)
+        if old is None or old.state not in expect:
+            return None
+        new = replace(old, **changes)  # type: ignore[arg-type]
+        self._put_ticket(new)
+        return new
+
+    async def held(self) -> dict[tuple[str, str], int]:
+        """See :meth:`corral.store.pools.PoolsRepository.held`."""
+        return {key: n for key, n in self._held.items() if n > 0}
+
+    async def assign(self, ticket_id: str, vm_name: str, *, now: float) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.assign`."""
+        vm = self._vms.get(vm_name)
+        ticket = self._tickets.get(ticket_id)
+        if vm is None or ticket is None:
+            return False
+        if vm.state != "ready" or vm.ticket is not None or ticket.state != "waiting":
+            return False
+        self._put_vm(
+            vm,
+            replace(
+                vm,
+                state="in_use",
+                state_since=now,
+                ticket=ticket_id,
+                owner=ticket.owner,
+                sandbox=ticket.sandbox,
+                uses=vm.uses + 1,
+                last_used_at=now,
+            ),
+        )
+        self._put_ticket(replace(ticket, state="assigned", vm=vm_name, assigned_at=now))
+        return True
+
+    async def close_ticket(
+        self,
+        ticket_id: str,
+        *,
+        expect: Sequence[str],
+        state: str,
+        vm_state: str | None,
+        now: float,
+        reason: str | None = None,
+    ) -> Closed | None:
+        """See :meth:`corral.store.pools.PoolsRepository.close_ticket`."""
+        ticket = self._tickets.get(ticket_id)
+        if ticket is None or ticket.state not in expect:
+            return None
+        vm = self._vms.get(ticket.vm) if ticket.vm is not None else None
+        new_vm = None
+        if vm is not None and vm.ticket == ticket_id and vm.state == "in_use":
+            new_vm = replace(
+                vm,
+                state=vm_state or vm.state,
+                state_since=now,
+                ticket=None,
+                owner=None,
+                last_used_at=now,
+            )
+            self._put_vm(vm, new_vm)
+        new_ticket = replace(ticket, state=state, closed_at=now, reason=reason)
+        self._put_ticket(new_ticket)
+        return Closed(ticket=new_ticket, vm=new_vm)
+
+    # --- info and statistics ------------------------------------------------------------------
+
+    async def set_info(self, pool: str, key: str, value: str | None) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.set_info`."""
+        if value is None:
+            self._info[pool].pop(key, None)
+        else:
+            self._info[pool][key] = value
+
+    async def get_info(self, pool: str) -> dict[str, str]:
+        """See :meth:`corral.store.pools.PoolsRepository.get_info`."""
+        return dict(self._info.get(pool, {}))
+
+    async def add_sample(self, pool: str, kind: str, value: float, *, at: float) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.add_sample`."""
+        bucket = self._samples.get((pool, kind))
+        if bucket is None:
+            bucket = self._samples[(pool, kind)] = deque(maxlen=SAMPLE_LIMIT)
+        bucket.append(value)
+
+    async def samples(self, pool: str, kind: str, *, limit: int) -> list[float]:
+        """See :meth:`corral.store.pools.PoolsRepository.samples`."""
+        bucket = self._samples.get((pool, kind), deque())
+        return list(bucket)[-limit:] if limit > 0 else []
+
+    async def bump(self, pool: str, counter: str, by: int = 1) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.bump`."""
+        self._counters[pool][counter] += by
+
+    async def counters(self, pool: str) -> dict[str, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.counters`."""
+        return dict(self._counters.get(pool, Counter()))

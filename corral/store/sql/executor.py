@@ -1,0 +1,167 @@
+"""Runs synchronous SQLAlchemy work in worker threads so the asyncio loop never blocks.
+
+Each call of :meth:`SqlExecutor.run` is one unit of work ``fn(connection)`` run in one
+transaction, one thread hop away. A worker takes every unit waiting when it wakes up (up to
+``batch``) and commits them together: group commit. That is still all-or-nothing per unit (a
+batch is a superset of each unit's transaction); if a batch fails, its units are retried one per
+transaction so that only the failing one reports the error. A caller is answered only after the
+commit that contains its unit, so "committed before it takes effect" holds per unit.
+
+SQLite gets one worker (one writer, one connection); PostgreSQL a few. This module must not know
+about tables or queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, exc
+
+from corral import exceptions
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Unit(Generic[T]):
+    fn: Callable[[Connection], T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+_STOP = object()
+
+
+def _translate(error: BaseException) -> BaseException:
+    if isinstance(error, exceptions.CorralError):
+        return error
+    if isinstance(error, exc.IntegrityError):
+        conflict = exceptions.Conflict(f"the write conflicts with stored data: {error.orig}")
+        conflict.__cause__ = error
+        return conflict
+    if isinstance(error, exc.SQLAlchemyError):
+        failed = exceptions.StoreError(f"the store failed: {error}")
+        failed.__cause__ = error
+        return failed
+    return error
+
+
+def _settle(done: list[tuple[_Unit[Any], bool, Any]]) -> None:
+    for unit, ok, value in done:
+        if unit.future.done():  # the caller was cancelled; the work still happened
+            continue
+        if ok:
+            unit.future.set_result(value)
+        else:
+            unit.future.set_exception(value)
+
+
+class SqlExecutor:
+    """A bounded pool of worker threads, each with its own connection, running units of work."""
+
+    def __init__(self, engine: Engine, *, workers: int = 1, batch: int = 256) -> None:
+        if workers < 1 or batch < 1:
+            raise exceptions.InvalidInput("SqlExecutor needs at least one worker and a batch of 1")
+        self.engine = engine
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._batch = batch
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"corral-store-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a worker, inside a transaction committed before this returns.
+
+        Cancelling the caller does not cancel the unit: it may still be committed.
+        """
+        if self._closed:
+            raise exceptions.StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Unit(fn, loop, future))
+        return await future
+
+    def run_sync(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction in the calling thread (for migrations and tools)."""
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        except BaseException as error:
+            raise _translate(error) from error
+
+    async def close(self) -> None:
+        """Finish the queued units, stop the workers and dispose of the engine."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        self.engine.dispose()
+
+    def _take(self) -> tuple[list[_Unit[Any]], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        units: list[_Unit[Any]] = [first]  # type: ignore[list-item]
+        stop = False
+        while len(units) < self._batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            units.append(item)  # type: ignore[arg-type]
+        return units, stop
+
+    def _work(self) -> None:
+        while True:
+            units, stop = self._take()
+            if units:
+                self._run_batch(units)
+            if stop:
+                return
+
+    def _run_batch(self, units: list[_Unit[Any]]) -> None:
+        results: list[tuple[_Unit[Any], bool, Any]] = []
+        try:
+            with self.engine.begin() as conn:
+                for unit in units:
+                    results.append((unit, True, unit.fn(conn)))
+        except BaseException as error:
+            if len(units) == 1:
+                results = [(units[0], False, _translate(error))]
+            else:
+                results = [self._run_alone(unit) for unit in units]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit[Any], bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, done in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, done)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                log.debug("store: dropping %d answers for a closed event loop", len(done))
+
+    def _run_alone(self, unit: _Unit[Any]) -> tuple[_Unit[Any], bool, Any]:
+        try:
+            with self.engine.begin() as conn:
+                return (unit, True, unit.fn(conn))
+        except BaseException as error:
+            return (unit, False, _translate(error))
