@@ -1,0 +1,385 @@
+"""The ``script`` backend: the operator's own commands create and destroy VMs (resalloc's model).
+
+Commands are argv lists run WITHOUT a shell as asyncio subprocesses (no thread per command), each in
+its own process group with a timeout after which the whole group is killed. The VM's identity is in
+environment variables, resalloc's included, so resalloc scripts work unchanged. ``new`` prints the
+VM's address on its first line; anything else there, or a non-zero exit, is a failure whose message
+carries the script's stderr. A semaphore bounds the processes running at once, so hundreds of
+spawns never exhaust file descriptors (resalloc issues #173/#178).
+
+This module must not interpret the operator's commands beyond that protocol, and must never pass
+them through a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import pydantic
+
+from corral import exceptions
+from corral.backends.base import (
+    Backend,
+    BackendOptions,
+    Capability,
+    Handle,
+    PollResult,
+    PollStatus,
+    VMSpec,
+    is_valid_address,
+)
+
+Argv = Annotated[list[str], pydantic.Field(min_length=1)]
+Seconds = Annotated[float, pydantic.Field(gt=0)]
+
+CAPTURE_LIMIT = 64 * 1024
+"""Bytes of each output stream kept (stdout's head, stderr's tail); the rest is read and dropped."""
+STDERR_IN_ERRORS = 2000
+"""Characters of stderr (its end) quoted in an error message."""
+KILL_GRACE = 2.0
+"""Seconds to wait for the pipes to close after the process group was killed."""
+
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+"""Shipped example commands that keep each "VM" as a file in a folder (for docs, tests, demos)."""
+
+
+def example_options(vm_dir: Path | str, *, boot_seconds: float | None = None) -> dict[str, object]:
+    """Raw ``script`` options using the shipped example commands, with the "VMs" in ``vm_dir``.
+
+    ``boot_seconds`` makes ``new`` wait that long after creating the VM's file, like a real boot.
+    """
+    folder = str(vm_dir)
+    new = [str(EXAMPLES_DIR / "new.sh"), folder]
+    if boot_seconds is not None:
+        new.append(f"{boot_seconds:g}")
+    options: dict[str, object] = {"new": new}
+    for key in ("delete", "list", "livecheck", "release"):
+        options[key] = [str(EXAMPLES_DIR / f"{key}.sh"), folder]
+    return options
+
+
+class ScriptTimeouts(pydantic.BaseModel):
+    """Seconds each command may run before its process group is killed."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    new: Seconds = 600.0
+    delete: Seconds = 300.0
+    livecheck: Seconds = 60.0
+    release: Seconds = 300.0
+    list: Seconds = 60.0
+
+
+class ScriptOptions(BackendOptions):
+    """Options of the ``script`` backend: the commands (argv lists) and how to run them."""
+
+    new: Argv
+    """Creates a VM and prints its address (IP or host name) on the first line of stdout."""
+    delete: Argv
+    """Destroys a VM; must succeed for a VM that does not exist (idempotent)."""
+    livecheck: Argv | None = None
+    """Exits 0 when the VM is alive (enables the ``livecheck`` capability)."""
+    release: Argv | None = None
+    """Cleans a used VM for reuse (enables ``release``)."""
+    list: Argv | None = None
+    """Prints the name of every VM of the pool, one per line (enables ``list``)."""
+    workdir: str | None = None
+    """Where commands run and relative command paths resolve (relative to the config's folder)."""
+    env: dict[str, str] = pydantic.Field(default_factory=dict)
+    """Extra environment variables for every command."""
+    timeouts: ScriptTimeouts = ScriptTimeouts()
+    """Per-command timeouts in seconds."""
+    max_processes: int = pydantic.Field(32, ge=1, le=1024)
+    """Commands running at once for this pool; the others wait for a slot."""
+
+    @pydantic.field_validator("new", "delete", "livecheck", "release", "list")
+    @classmethod
+    def _argv(cls, value: Argv | None) -> Argv | None:
+        if value is not None and (not value[0] or any("\0" in arg for arg in value)):
+            raise ValueError("the command must be a non-empty program name without NUL bytes")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptResult:
+    """What one command run produced."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Capture:
+    """Reads a stream to its end keeping ``limit`` bytes (the head or the tail)."""
+
+    def __init__(self, *, keep_tail: bool) -> None:
+        self.keep_tail = keep_tail
+        self.data = bytearray()
+        self.total = 0
+
+    async def drain(self, stream: asyncio.StreamReader | None) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(16384):
+            self.total += len(chunk)
+            if self.keep_tail:
+                self.data += chunk
+                del self.data[:-CAPTURE_LIMIT]
+            elif len(self.data) < CAPTURE_LIMIT:
+                self.data += chunk[: CAPTURE_LIMIT - len(self.data)]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def stderr_excerpt(stderr: str) -> str:
+    """The end of a script's stderr, trimmed for an error message."""
+    text = stderr.strip()
+    if not text:
+        return "(no stderr)"
+    if len(text) > STDERR_IN_ERRORS:
+        return f"[...{len(text) - STDERR_IN_ERRORS} chars cut] " + text[-STDERR_IN_ERRORS:]
+    return text
+
+
+def encode_ref(address: str, id_in_pool: int) -> str:
+    """A script VM's handle ``ref``: the address ``new`` printed and the VM's id in its pool."""
+    return json.dumps({"address": address, "id_in_pool": id_in_pool}, sort_keys=True)
+
+
+def decode_ref(ref: str) -> tuple[str | None, int | None]:
+    """Read :func:`encode_ref`'s output; anything else yields ``(None, None)`` (never raises)."""
+    try:
+        data = json.loads(ref) if ref else {}
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    address, id_in_pool = data.get("address"), data.get("id_in_pool")
+    return (
+        address if isinstance(address, str) else None,
+        id_in_pool if isinstance(id_in_pool, int) and not isinstance(id_in_pool, bool) else None,
+    )
+
+
+def _valid_name(line: str) -> bool:
+    return 0 < len(line) <= 255 and line.isprintable() and not any(c.isspace() for c in line)
+
+
+class ScriptBackend(Backend):
+    """VMs made and destroyed by the operator's commands (type ``script``)."""
+
+    type_name: ClassVar[str] = "script"
+    options_model: ClassVar[type[BackendOptions]] = ScriptOptions
+
+    def __init__(self, options: BackendOptions, *, pool: str, base_dir: Path | None = None) -> None:
+        """Resolve the working folder and the commands; a missing program is a ``ConfigError``."""
+        if not isinstance(options, ScriptOptions):
+            raise exceptions.ConfigError("ScriptBackend needs ScriptOptions")
+        super().__init__(options, pool=pool, base_dir=base_dir)
+        self._opts = options
+        workdir = Path(options.workdir) if options.workdir is not None else Path()
+        self.workdir = (self.base_dir / workdir).resolve()
+        if not self.workdir.is_dir():
+            raise exceptions.ConfigError(f"script backend: workdir {self.workdir} is not a folder")
+        self._commands: dict[str, list[str]] = {}
+        for key in ("new", "delete", "livecheck", "release", "list"):
+            argv = getattr(options, key)
+            if argv is not None:
+                self._commands[key] = self._resolve(key, argv)
+        self.capabilities = self.capabilities | {
+            cap
+            for cap in (Capability.LIVECHECK, Capability.RELEASE, Capability.LIST)
+            if cap.value in self._commands
+        }
+        self._slots = asyncio.Semaphore(options.max_processes)
+        self.running = 0
+        """Commands running right now (never above ``max_processes``)."""
+
+    def _resolve(self, key: str, argv: list[str]) -> list[str]:
+        program = argv[0]
+        if os.sep in program:
+            path = Path(program)
+            if not path.is_absolute():
+                path = self.workdir / path
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                raise exceptions.ConfigError(
+                    f"script backend: {key}: {path} is not an executable file"
+                )
+            return [str(path), *argv[1:]]
+        if shutil.which(program) is None:
+            raise exceptions.ConfigError(f"script backend: {key}: program {program!r} not on PATH")
+        return list(argv)
+
+    # --- running commands ------------------------------------------------------------------
+
+    def _environment(
+        self,
+        name: str | None,
+        id_in_pool: int | None,
+        address: str | None,
+        extra: Mapping[str, str],
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self._opts.env)
+        env["CORRAL_POOL"] = env["RESALLOC_POOL_ID"] = self.pool
+        if name is not None:
+            env["CORRAL_VM_NAME"] = env["RESALLOC_NAME"] = name
+        if id_in_pool is not None:
+            env["CORRAL_ID_IN_POOL"] = env["RESALLOC_ID_IN_POOL"] = str(id_in_pool)
+        if address is not None:
+            env["CORRAL_VM_ADDRESS"] = address
+        env.update(extra)
+        return env
+
+    async def run(self, key: str, env: Mapping[str, str], subject: str) -> ScriptResult:
+        """Run command ``key`` with ``env``; kill its process group on timeout or cancellation."""
+        argv = self._commands[key]
+        limit: float = getattr(self._opts.timeouts, key)
+        async with self._slots:
+            self.running += 1
+            try:
+                return await self._run_process(key, argv, env, limit, subject)
+            finally:
+                self.running -= 1
+
+    async def _run_process(
+        self, key: str, argv: list[str], env: Mapping[str, str], limit: float, subject: str
+    ) -> ScriptResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.workdir,
+                env=dict(env),
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        except OSError as exc:
+            raise exceptions.BackendError(
+                f"script {key} for {subject}: cannot start {argv[0]}: {exc}"
+            ) from exc
+        out, err = _Capture(keep_tail=False), _Capture(keep_tail=True)
+        readers = {
+            asyncio.create_task(out.drain(proc.stdout)),
+            asyncio.create_task(err.drain(proc.stderr)),
+        }
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.wait(readers)  # cancelling wait() leaves the readers running
+                returncode = await proc.wait()
+        except TimeoutError as exc:
+            await _kill(proc, readers)
+            raise exceptions.BackendTimeout(
+                f"script {key} for {subject} killed after {limit:g} s; "
+                f"stderr: {stderr_excerpt(err.text())}"
+            ) from exc
+        except BaseException:
+            await _kill(proc, readers)
+            raise
+        return ScriptResult(returncode, out.text(), err.text())
+
+    def _failure(self, key: str, subject: str, result: ScriptResult) -> exceptions.BackendError:
+        code = result.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+        return exceptions.BackendError(
+            f"script {key} for {subject} {how}; stderr: {stderr_excerpt(result.stderr)}"
+        )
+
+    # --- the interface ---------------------------------------------------------------------
+
+    async def spawn(self, spec: VMSpec) -> Handle:
+        """Run ``new``; its first stdout line must be the VM's address. Returns when it is up."""
+        template = json.dumps(dict(spec.template), sort_keys=True, default=str)
+        env = self._environment(spec.name, spec.id_in_pool, None, {"CORRAL_TEMPLATE": template})
+        subject = f"VM {spec.name}"
+        result = await self.run("new", env, subject)
+        if result.returncode != 0:
+            raise self._failure("new", subject, result)
+        lines = result.stdout.splitlines()
+        address = lines[0].strip() if lines else ""
+        if not is_valid_address(address):
+            raise exceptions.BackendError(
+                f"script new for {subject} printed {address[:100]!r} on its first line, "
+                f"not an IP address or host name; stderr: {stderr_excerpt(result.stderr)}"
+            )
+        return Handle(spec.name, ref=encode_ref(address, spec.id_in_pool))
+
+    async def poll(self, handle: Handle) -> PollResult:
+        """``new`` only returns once the VM is up, so a handle with an address is ``UP``."""
+        address, _ = decode_ref(handle.ref)
+        if address is None:
+            return PollResult(PollStatus.FAILED, reason=f"no address known for {handle.name}")
+        return PollResult(PollStatus.UP, address=address)
+
+    def _handle_env(self, handle: Handle) -> dict[str, str]:
+        address, id_in_pool = decode_ref(handle.ref)
+        return self._environment(handle.name, id_in_pool, address, {})
+
+    async def terminate(self, handle: Handle) -> None:
+        """Run ``delete``; a non-zero exit is a failure (the VM may still exist)."""
+        subject = f"VM {handle.name}"
+        result = await self.run("delete", self._handle_env(handle), subject)
+        if result.returncode != 0:
+            raise self._failure("delete", subject, result)
+
+    async def livecheck(self, handle: Handle) -> bool:
+        """Run ``livecheck``: alive when it exits 0. A timeout raises ``BackendTimeout``."""
+        self._require("livecheck")
+        result = await self.run("livecheck", self._handle_env(handle), f"VM {handle.name}")
+        return result.returncode == 0
+
+    async def release(self, handle: Handle) -> None:
+        """Run ``release``; a non-zero exit is a failure."""
+        self._require("release")
+        subject = f"VM {handle.name}"
+        result = await self.run("release", self._handle_env(handle), subject)
+        if result.returncode != 0:
+            raise self._failure("release", subject, result)
+
+    async def list(self) -> list[Handle]:
+        """Run ``list``: one VM name per line (blank lines ignored, a malformed one is an error)."""
+        self._require("list")
+        subject = f"pool {self.pool}"
+        result = await self.run("list", self._environment(None, None, None, {}), subject)
+        if result.returncode != 0:
+            raise self._failure("list", subject, result)
+        names: dict[str, None] = {}
+        for number, raw in enumerate(result.stdout.splitlines(), start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            if not _valid_name(line):
+                raise exceptions.BackendError(
+                    f"script list for {subject}: line {number} {line[:100]!r} is not a VM name"
+                )
+            names[line] = None
+        return [Handle(name) for name in names]
+
+    def _require(self, key: str) -> None:
+        if key not in self._commands:
+            raise exceptions.CapabilityMissing(
+                f"script backend of pool {self.pool!r} has no {key!r} command"
+            )
+
+
+async def _kill(proc: asyncio.subprocess.Process, readers: set[asyncio.Task[None]]) -> None:
+    """Kill the process group, let the pipes close, and reap the process."""
+    try:  # even if the leader exited: its children may still hold the pipes
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    _, pending = await asyncio.wait(readers, timeout=KILL_GRACE)
+    for task in pending:  # a grandchild escaped the group and still holds a pipe
+        task.cancel()
+    await proc.wait()
