@@ -1,0 +1,235 @@
+"""The allocation and preallocation decisions, pure (SPEC §5).
+
+Given tickets, VMs, limits and ``now``, these functions say which ticket gets which VM, how many VMs
+to spawn and which VMs to terminate. They return data; the controller performs the writes (each
+assignment is one atomic conditional write in the store) and the backend calls. This module must not
+do I/O, read a clock, or import the store, the backends or asyncio.
+
+Rules (Copr's ``acquire_vm`` and resalloc's matching, with their gaps closed):
+
+- a VM qualifies for a ticket when it is in the ticket's pool (if one is named) and the ticket's
+  tags are a subset of the VM's pool's tags;
+- among qualifying ready VMs, one whose last sandbox equals the ticket's sandbox comes first, then
+  a fresh (never used) VM; a VM used by one sandbox is never handed to another sandbox, nor to a
+  ticket without a sandbox;
+- tickets are served by priority (higher first), then age (lower ``seq`` first);
+- an owner at its pool's ``max_per_owner`` waits for that pool; nobody else is held up by it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from corral.pools.model import VM, Ticket, TicketState, VMState
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Give VM ``vm`` to ticket ``ticket``."""
+
+    ticket: str
+    vm: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """The part of a pool's configuration the decisions need (see ``corral.pools.config``)."""
+
+    name: str
+    tags: frozenset[str] = frozenset()
+    max: int = 10
+    max_starting: int = 4
+    min_ready: int = 0
+    max_per_owner: int | None = None
+    reuse_sandbox: bool = False
+    max_uses: int | None = None
+    max_age: float | None = None
+    idle_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """Terminate VM ``vm`` of its pool, for ``reason`` (``max_age``, ``max_uses``, ...)."""
+
+    vm: str
+    reason: str
+
+
+def ticket_order(ticket: Ticket) -> tuple[int, int]:
+    """The serving order of tickets: priority (higher first), then age."""
+    return (-ticket.priority, ticket.seq)
+
+
+def pools_for(ticket: Ticket, pools: Iterable[PoolLimits]) -> list[str]:
+    """Names of the pools that can serve ``ticket``, sorted by name."""
+    wanted = frozenset(ticket.tags)
+    return sorted(
+        p.name for p in pools if (ticket.pool is None or ticket.pool == p.name) and wanted <= p.tags
+    )
+
+
+def sandbox_allows(sandbox: str | None, vm: VM) -> bool:
+    """True if a ticket with ``sandbox`` may receive ``vm`` under the sandbox rule."""
+    if vm.fresh:
+        return True
+    return sandbox is not None and vm.sandbox == sandbox
+
+
+def _vm_order(vm: VM) -> tuple[float, str]:
+    return (vm.ready_at if vm.ready_at is not None else vm.state_since, vm.name)
+
+
+def allocate(
+    tickets: Iterable[Ticket],
+    vms: Iterable[VM],
+    pools: Mapping[str, PoolLimits],
+    held: Mapping[tuple[str, str], int],
+) -> list[Assignment]:
+    """Decide which waiting tickets get which ready VMs.
+
+    ``held`` counts the tickets each ``(owner, pool)`` holds already (assigned, not closed).
+    Tickets that are not waiting and VMs that are not ready and free are ignored, so the caller may
+    pass a superset. The result never gives one VM to two tickets nor two VMs to one ticket.
+    """
+    buckets: dict[tuple[str, str | None], list[VM]] = defaultdict(list)
+    for vm in vms:
+        if vm.state is not VMState.READY or vm.ticket is not None or vm.pool not in pools:
+            continue
+        key = None if vm.fresh else vm.sandbox
+        if not vm.fresh and key is None:
+            continue  # used by a sandbox-less ticket: serves nobody again
+        buckets[(vm.pool, key)].append(vm)
+    for bucket in buckets.values():
+        bucket.sort(key=_vm_order, reverse=True)  # pop() from the end takes the oldest
+    counts: dict[tuple[str, str], int] = dict(held)
+    result: list[Assignment] = []
+    for ticket in sorted(tickets, key=ticket_order):
+        if ticket.state is not TicketState.WAITING:
+            continue
+        choice = _choose(ticket, buckets, pools, counts)
+        if choice is None:
+            continue
+        bucket = buckets[choice]
+        vm = bucket.pop()
+        counts[(ticket.owner, vm.pool)] = counts.get((ticket.owner, vm.pool), 0) + 1
+        result.append(Assignment(ticket=ticket.id, vm=vm.name))
+    return result
+
+
+def _choose(
+    ticket: Ticket,
+    buckets: Mapping[tuple[str, str | None], list[VM]],
+    pools: Mapping[str, PoolLimits],
+    counts: Mapping[tuple[str, str], int],
+) -> tuple[str, str | None] | None:
+    best: tuple[tuple[int, float, str], tuple[str, str | None]] | None = None
+    for pool in pools_for(ticket, pools.values()):
+        limit = pools[pool].max_per_owner
+        if limit is not None and counts.get((ticket.owner, pool), 0) >= limit:
+            continue
+        keys: list[tuple[int, str | None]] = [(1, None)]
+        if ticket.sandbox is not None:
+            keys.insert(0, (0, ticket.sandbox))
+        for rank, key in keys:
+            bucket = buckets.get((pool, key))
+            if not bucket:
+                continue
+            when, name = _vm_order(bucket[-1])
+            candidate = ((rank, when, name), (pool, key))
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+    return None if best is None else best[1]
+
+
+def route_demand(tickets: Iterable[Ticket], pools: Sequence[PoolLimits]) -> dict[str, int]:
+    """How many waiting tickets each pool should spawn for.
+
+    A ticket counts for one pool only: the first matching pool (by name) with room below ``max``.
+    Tickets of owners at their limit are the caller's to leave out.
+    """
+    demand: dict[str, int] = {p.name: 0 for p in pools}
+    for ticket in tickets:
+        if ticket.state is not TicketState.WAITING:
+            continue
+        names = pools_for(ticket, pools)
+        if names:
+            demand[names[0]] += 1
+    return demand
+
+
+def plan_spawns(limits: PoolLimits, counts: Mapping[VMState, int], demand: int = 0) -> int:
+    """How many VMs to spawn now.
+
+    Keeps ``min_ready`` idle ready VMs plus one per waiting ticket (``demand``), counting VMs being
+    spawned, within ``max_starting`` spawns in flight and ``max`` VMs alive (terminating ones count:
+    the backend still has them).
+    """
+    spawning = counts.get(VMState.SPAWNING, 0)
+    ready = counts.get(VMState.READY, 0)
+    alive = sum(counts.get(s, 0) for s in _ALIVE)
+    need = limits.min_ready + demand - ready - spawning
+    room_starting = limits.max_starting - spawning
+    room_total = limits.max - alive
+    return max(0, min(need, room_starting, room_total))
+
+
+_ALIVE = (
+    VMState.SPAWNING,
+    VMState.READY,
+    VMState.IN_USE,
+    VMState.RELEASING,
+    VMState.TERMINATING,
+)
+
+
+def expired_reason(limits: PoolLimits, vm: VM, now: float) -> str | None:
+    """Why an idle ready VM must go now (``max_age``, ``max_uses``, ``idle_timeout``), or None."""
+    if limits.max_age is not None and now - vm.created_at >= limits.max_age:
+        return "max_age"
+    if limits.max_uses is not None and vm.uses >= limits.max_uses:
+        return "max_uses"
+    if (
+        limits.idle_timeout is not None
+        and not vm.fresh
+        and now - (vm.last_used_at if vm.last_used_at is not None else vm.state_since)
+        >= limits.idle_timeout
+    ):
+        return "idle_timeout"
+    return None
+
+
+def plan_terminations(limits: PoolLimits, vms: Sequence[VM], now: float) -> list[Termination]:
+    """Which idle ready VMs of one pool to terminate: past their age, uses or idle time, and the
+    oldest idle ones beyond ``max`` (after the configuration shrank)."""
+    idle = sorted(
+        (v for v in vms if v.pool == limits.name and v.state is VMState.READY and v.ticket is None),
+        key=_vm_order,
+    )
+    alive = sum(1 for v in vms if v.pool == limits.name and v.alive)
+    result: list[Termination] = []
+    keep: list[VM] = []
+    for vm in idle:
+        reason = expired_reason(limits, vm, now)
+        if reason is None:
+            keep.append(vm)
+        else:
+            result.append(Termination(vm=vm.name, reason=reason))
+    excess = alive - limits.max
+    for vm in keep[: max(0, excess)]:
+        result.append(Termination(vm=vm.name, reason="over_max"))
+    return result
+
+
+def may_reuse(limits: PoolLimits, vm: VM, sandbox: str | None, now: float) -> bool:
+    """True if a VM whose ticket (with ``sandbox``) just closed may go back to the pool.
+
+    Only VMs served to a sandbox are reused (the next ticket of that sandbox gets them); a VM past
+    ``max_uses`` or ``max_age`` is terminated instead.
+    """
+    if not limits.reuse_sandbox or sandbox is None:
+        return False
+    if limits.max_uses is not None and vm.uses >= limits.max_uses:
+        return False
+    return not (limits.max_age is not None and now - vm.created_at >= limits.max_age)

@@ -1,0 +1,181 @@
+"""Pool configuration models (SPEC §5, the ``pools`` part of §9), validated with pydantic 2.
+
+Every model is frozen and forbids unknown keys. Cross-field rules (``max_starting <= max``,
+``min_ready <= max``) and the backend's own options are checked by :func:`validate_pool`, which
+collects every problem with its location instead of stopping at the first. This module must not
+start backends or touch the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated
+
+import pydantic
+from pydantic import Field
+
+from corral.pools.allocation import PoolLimits
+
+POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+"""Pool names: lower-case, usable in VM names and lock keys (``vm/<pool>-0007``)."""
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:+-]+$")]
+
+
+class _Frozen(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class LivecheckConfig(_Frozen):
+    """How often a VM is health-checked, and how many failures in a row terminate it."""
+
+    period: Seconds = 60.0
+    attempts: int = Field(default=3, ge=1, le=1000)
+
+
+class ReuseConfig(_Frozen):
+    """When a released VM goes back to the pool instead of being terminated."""
+
+    sandbox: bool = False
+    """Reuse a VM for the next ticket with the same sandbox (tickets without one never reuse)."""
+    max_uses: int | None = Field(default=None, ge=1)
+    """Terminate a VM after this many tickets."""
+    max_age: Seconds | None = None
+    """Terminate an idle VM older than this (seconds since its spawn started)."""
+    idle_timeout: Seconds | None = None
+    """Terminate a used VM left idle this long (fresh VMs are the preallocation: they stay)."""
+
+
+class DiskConfig(_Frozen):
+    """One disk of the VM template."""
+
+    size_gib: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    bus: str = Field(default="virtio", pattern=r"^[a-z0-9_-]{1,16}$")
+    source: str | None = Field(default=None, min_length=1, max_length=4096)
+    """An image to base the disk on (backend-specific path or id)."""
+
+
+class NicConfig(_Frozen):
+    """One network interface of the VM template."""
+
+    network: str = Field(default="default", min_length=1, max_length=255)
+    model: str = Field(default="virtio", pattern=r"^[a-z0-9_-]{1,32}$")
+
+
+class TemplateConfig(_Frozen):
+    """What a VM of the pool looks like (the backend turns it into a machine)."""
+
+    memory_mib: int = Field(default=1024, ge=16, le=16 * 1024 * 1024)
+    vcpus: int = Field(default=1, ge=1, le=4096)
+    disks: tuple[DiskConfig, ...] = ()
+    nics: tuple[NicConfig, ...] = ()
+
+    def as_mapping(self) -> dict[str, object]:
+        """The template as plain data, as ``VMSpec.template`` carries it."""
+        return self.model_dump(mode="json")
+
+
+class BackendConfig(_Frozen):
+    """The pool's backend: its ``type`` and that backend's own options (checked by the backend)."""
+
+    type: str = Field(min_length=1, max_length=64)
+    options: Mapping[str, object] = Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: object) -> object:
+        # The YAML writes options next to ``type``; keep them apart so that the backend's model,
+        # not this one, decides which keys exist.
+        if isinstance(data, Mapping) and "options" not in data:
+            rest = {k: v for k, v in data.items() if k != "type"}
+            return {"type": data.get("type"), "options": rest}
+        return data
+
+
+class PoolConfig(_Frozen):
+    """One pool (SPEC §5). Times are in seconds."""
+
+    name: str = Field(pattern=POOL_NAME.pattern)
+    backend: BackendConfig
+    tags: tuple[Tag, ...] = ()
+    max: int = Field(default=10, ge=0, le=1_000_000)
+    max_starting: int = Field(default=4, ge=1, le=100_000)
+    min_ready: int = Field(default=0, ge=0)
+    max_per_owner: int | None = Field(default=None, ge=1)
+    spawn_timeout: Seconds = 600.0
+    terminate_timeout: Seconds = 300.0
+    livecheck: LivecheckConfig = LivecheckConfig()
+    reuse: ReuseConfig = ReuseConfig()
+    ticket_ttl: Seconds | None = 900.0
+    """A ticket not renewed within this lease is expired and its VM reclaimed; null: no lease."""
+    template: TemplateConfig = TemplateConfig()
+
+    def limits(self) -> PoolLimits:
+        """The limits the pure allocation and preallocation decisions need."""
+        return PoolLimits(
+            name=self.name,
+            tags=frozenset(self.tags),
+            max=self.max,
+            max_starting=self.max_starting,
+            min_ready=self.min_ready,
+            max_per_owner=self.max_per_owner,
+            reuse_sandbox=self.reuse.sandbox,
+            max_uses=self.reuse.max_uses,
+            max_age=self.reuse.max_age,
+            idle_timeout=self.reuse.idle_timeout,
+        )
+
+
+def describe_errors(exc: pydantic.ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Turn pydantic errors into ``where.the.key: what is wrong`` lines."""
+    lines = []
+    for err in exc.errors():
+        loc = [*prefix, *(str(part) for part in err["loc"])]
+        if loc and loc[-1] == "options" and len(loc) >= 2 and loc[-2] == "backend":
+            loc = loc[:-1]
+        where = ".".join(loc) or "(top)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required")
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    return lines
+
+
+def validate_pool(
+    name: str, raw: object, prefix: tuple[str, ...] = ("pools",)
+) -> PoolConfig | list[str]:
+    """Validate one pool's raw mapping; return the pool, or every problem found as text lines."""
+    where = (*prefix, name)
+    if not isinstance(raw, Mapping):
+        return [f"{'.'.join(where)}: must be a mapping"]
+    if "name" in raw:
+        return [f"{'.'.join((*where, 'name'))}: unknown key (the pool's key is its name)"]
+    try:
+        pool = PoolConfig.model_validate({**raw, "name": name})
+    except pydantic.ValidationError as exc:
+        return describe_errors(exc, where)
+    problems = []
+    if pool.max_starting > pool.max and pool.max > 0:
+        problems.append(f"{'.'.join((*where, 'max_starting'))}: must be <= max ({pool.max})")
+    if pool.min_ready > pool.max:
+        problems.append(f"{'.'.join((*where, 'min_ready'))}: must be <= max ({pool.max})")
+    backend_problem = _check_backend(pool.backend)
+    if backend_problem is not None:
+        problems.append(f"{'.'.join((*where, 'backend'))}: {backend_problem}")
+    return problems or pool
+
+
+def _check_backend(backend: BackendConfig) -> str | None:
+    # Imported here: corral.backends imports pydantic models only, but the registry reads entry
+    # points, which is slow-ish and not needed to import this module.
+    from corral import backends, exceptions
+
+    try:
+        backends.validate_options(backend.type, backend.options)
+    except exceptions.ConfigError as exc:
+        return exc.message
+    return None

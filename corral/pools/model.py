@@ -1,0 +1,205 @@
+"""VM and ticket lifecycles as transition tables, and the frozen values the store hands out.
+
+This module is the pure core of SPEC §5: states, the tables of allowed moves, a ten-line engine that
+refuses anything else, and the ``VM``/``Ticket``/``PoolStatus`` records. It must not do I/O, read a
+clock or know about the store, the backends or asyncio; times are passed in as floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+from corral import exceptions
+from corral.types import JSON
+
+
+class VMState(StrEnum):
+    """Where a VM is in its life (SPEC §5)."""
+
+    SPAWNING = "spawning"
+    READY = "ready"
+    IN_USE = "in_use"
+    RELEASING = "releasing"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+class TicketState(StrEnum):
+    """Where a ticket is in its life (SPEC §5)."""
+
+    WAITING = "waiting"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+VM_TRANSITIONS: Mapping[VMState, frozenset[VMState]] = {
+    VMState.SPAWNING: frozenset({VMState.READY, VMState.TERMINATING, VMState.FAILED}),
+    VMState.READY: frozenset({VMState.IN_USE, VMState.TERMINATING, VMState.FAILED}),
+    VMState.IN_USE: frozenset({VMState.RELEASING, VMState.TERMINATING, VMState.FAILED}),
+    VMState.RELEASING: frozenset({VMState.READY, VMState.TERMINATING, VMState.FAILED}),
+    VMState.TERMINATING: frozenset({VMState.TERMINATED}),
+    VMState.TERMINATED: frozenset(),
+    VMState.FAILED: frozenset(),
+}
+"""Allowed VM moves. ``failed`` means the backend no longer has the VM although it was never
+terminated cleanly (a spawn rolled back, or a VM the backend lost); ``terminated`` means the
+backend confirmed its termination. Both are terminal: a VM is forgotten only once the backend
+cannot have it."""
+
+TICKET_TRANSITIONS: Mapping[TicketState, frozenset[TicketState]] = {
+    TicketState.WAITING: frozenset(
+        {TicketState.ASSIGNED, TicketState.CANCELLED, TicketState.EXPIRED, TicketState.FAILED}
+    ),
+    TicketState.ASSIGNED: frozenset({TicketState.CLOSED, TicketState.EXPIRED, TicketState.FAILED}),
+    TicketState.CLOSED: frozenset(),
+    TicketState.CANCELLED: frozenset(),
+    TicketState.EXPIRED: frozenset(),
+    TicketState.FAILED: frozenset(),
+}
+"""Allowed ticket moves. A waiting ticket fails when no pool can serve it any more."""
+
+ALIVE_VM_STATES: frozenset[VMState] = frozenset(
+    {VMState.SPAWNING, VMState.READY, VMState.IN_USE, VMState.RELEASING, VMState.TERMINATING}
+)
+"""States in which the backend may still have the VM."""
+
+OPEN_TICKET_STATES: frozenset[TicketState] = frozenset({TicketState.WAITING, TicketState.ASSIGNED})
+"""States of a ticket that still holds, or waits for, a VM."""
+
+_S = TypeVar("_S", VMState, TicketState)
+
+
+def _check(table: Mapping[_S, frozenset[_S]], current: _S, target: _S) -> bool:
+    return target in table[current]
+
+
+def check_vm_transition(current: VMState, target: VMState) -> VMState:
+    """Return ``target`` if a VM may move there from ``current``; raise otherwise."""
+    if not _check(VM_TRANSITIONS, current, target):
+        raise exceptions.VMStateTransitionError(f"a VM cannot move from {current} to {target}")
+    return target
+
+
+def check_ticket_transition(current: TicketState, target: TicketState) -> TicketState:
+    """Return ``target`` if a ticket may move there from ``current``; raise otherwise."""
+    if not _check(TICKET_TRANSITIONS, current, target):
+        raise exceptions.TicketStateTransitionError(
+            f"a ticket cannot move from {current} to {target}"
+        )
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class VM:
+    """One machine of a pool, as the store records it.
+
+    ``sandbox`` is the sandbox of the last ticket the VM served (``None`` while it is fresh);
+    ``handle`` is the backend's handle as JSON text (``None`` until the backend made the VM).
+    """
+
+    name: str
+    pool: str
+    state: VMState
+    created_at: float
+    state_since: float
+    id_in_pool: int = 0
+    address: str | None = None
+    handle: str | None = None
+    ticket: str | None = None
+    sandbox: str | None = None
+    uses: int = 0
+    ready_at: float | None = None
+    last_used_at: float | None = None
+    livecheck_failures: int = 0
+    last_livecheck_at: float | None = None
+    reason: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the backend may still have this VM."""
+        return self.state in ALIVE_VM_STATES
+
+    @property
+    def fresh(self) -> bool:
+        """True while the VM has never served a ticket."""
+        return self.uses == 0
+
+    def with_state(self, state: VMState, now: float, **changes: object) -> VM:
+        """A copy moved to ``state`` (checked against the table) with other fields changed."""
+        check_vm_transition(self.state, state)
+        return dataclasses.replace(self, state=state, state_since=now, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A request for one VM (SPEC §5). ``seq`` orders tickets by age within a priority."""
+
+    id: str
+    owner: str
+    state: TicketState
+    created_at: float
+    expires_at: float | None
+    pool: str | None = None
+    tags: tuple[str, ...] = ()
+    sandbox: str | None = None
+    priority: int = 0
+    ttl: float | None = None
+    seq: int = 0
+    vm: str | None = None
+    assigned_at: float | None = None
+    closed_at: float | None = None
+    reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """True while the ticket holds or waits for a VM."""
+        return self.state in OPEN_TICKET_STATES
+
+    def with_state(self, state: TicketState, **changes: object) -> Ticket:
+        """A copy moved to ``state`` (checked against the table) with other fields changed."""
+        check_ticket_transition(self.state, state)
+        return dataclasses.replace(self, state=state, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Per-pool statistics over the recent samples (times in seconds, ``None`` without samples)."""
+
+    spawn_p50: float | None = None
+    spawn_p95: float | None = None
+    spawn_attempts: int = 0
+    spawn_failures: int = 0
+    spawn_success_rate: float | None = None
+    wait_p50: float | None = None
+    wait_p95: float | None = None
+    terminate_failures: int = 0
+    livecheck_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """A pool's configuration limits, its VMs counted per state, its queue and its statistics."""
+
+    name: str
+    backend: str
+    tags: tuple[str, ...]
+    max: int
+    max_starting: int
+    min_ready: int
+    vms: Mapping[str, int] = field(default_factory=dict)
+    waiting_tickets: int = 0
+    assigned_tickets: int = 0
+    stats: PoolStats = field(default_factory=PoolStats)
+    info: Mapping[str, JSON] = field(default_factory=dict)
+
+    def count(self, state: VMState) -> int:
+        """How many VMs of this pool are in ``state``."""
+        return self.vms.get(state.value, 0)
