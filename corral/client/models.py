@@ -8,9 +8,7 @@ working. This module must not import the server side (FastAPI, the controller, t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from corral.types import JSON
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
     "VM",
@@ -147,7 +145,7 @@ class PoolStatus(_Wire):
     waiting_tickets: int = 0
     assigned_tickets: int = 0
     stats: PoolStats = Field(default_factory=PoolStats)
-    info: dict[str, JSON] = Field(default_factory=dict, description="Per-pool key/value info.")
+    info: dict[str, JsonValue] = Field(default_factory=dict, description="Per-pool key/value info.")
 
 
 class Task(_Wire):
@@ -160,7 +158,7 @@ class Task(_Wire):
     priority: str | None = None
     code: int | str | None = None
     message: str | None = None
-    result: JSON = None
+    result: JsonValue = None
     jobs_done: int | None = None
     jobs_total: int | None = None
     recoveries: list[str] = Field(default_factory=list)

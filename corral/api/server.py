@@ -1,0 +1,252 @@
+"""Running the controller and the API in one process: what ``corral serve`` does.
+
+:func:`serve` creates the controller from the config, starts it, serves the API with uvicorn until
+SIGINT/SIGTERM (or :meth:`Server.shutdown`), then stops the controller gracefully (in-flight tasks
+persisted, recovered on the next start). :class:`BackgroundServer` runs the same in a thread, for
+tests and for embedding in another program.
+
+This module must not implement controller or API behaviour; it only wires and runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+import uvicorn
+
+from corral import exceptions
+from corral.api.app import create_app
+from corral.api.facade import ControllerFacade
+from corral.config import CorralConfig
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+class ManagedController(ControllerFacade, Protocol):
+    """A controller whose life the server manages."""
+
+    async def start(self) -> None:
+        """Start preallocating, assigning, checking."""
+
+    async def stop(self) -> None:
+        """Stop gracefully; in-flight tasks are persisted."""
+
+
+ControllerFactory = Callable[[CorralConfig], Awaitable[ManagedController]]
+
+
+async def _create_controller(config: CorralConfig) -> ManagedController:
+    # Imported at call time: the surfaces depend on the controller's facade, not its module.
+    module = importlib.import_module("corral.controller")
+    controller: ManagedController = await module.Controller.create(config)
+    return controller
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_host(config: CorralConfig, host: str) -> tuple[str, str | None]:
+    """The host to bind and, when it differs from the one asked for, why.
+
+    With no tokens configured anyone reaching the port could take and terminate VMs, so the server
+    binds loopback only.
+    """
+    if config.api.tokens or is_loopback(host):
+        return host, None
+    return LOOPBACK, (
+        f"no api.tokens configured: listening on {LOOPBACK} only, not {host} "
+        "(configure tokens to listen on other interfaces)"
+    )
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port free on ``host`` right now (for tests and benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """The controller and its API under uvicorn, in the running event loop."""
+
+    def __init__(
+        self,
+        config: CorralConfig,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        factory: ControllerFactory = _create_controller,
+        install_signal_handlers: bool = True,
+        access_log: bool = False,
+    ) -> None:
+        self.config = config
+        self.host, self.warning = listen_host(config, host or config.api.host)
+        self.port = config.api.port if port is None else port
+        self._factory = factory
+        self._signals = install_signal_handlers
+        self._access_log = access_log
+        self._uvicorn: uvicorn.Server | None = None
+        self.started = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use."""
+        return f"http://{self.host}:{self.port}"
+
+    async def run(self) -> None:
+        """Create and start the controller, serve until told to stop, stop the controller."""
+        controller = await self._factory(self.config)
+        try:
+            await controller.start()
+            app = create_app(controller, self.config)
+            config = uvicorn.Config(
+                app,
+                host=self.host,
+                port=self.port,
+                log_level="warning",
+                access_log=self._access_log,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+            self._uvicorn = _Uvicorn(config)
+            serving = asyncio.create_task(self._serve(self._uvicorn))
+            while not self._uvicorn.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if self._uvicorn.started:
+                self.started.set()
+            await serving
+        finally:
+            await controller.stop()
+
+    async def _serve(self, server: uvicorn.Server) -> None:
+        loop = asyncio.get_running_loop()
+        if self._signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await server.serve()
+        finally:
+            if self._signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        if not server.started:
+            raise exceptions.CorralError(f"cannot listen on {self.host}:{self.port}")
+
+    def _on_signal(self) -> None:
+        server = self._uvicorn
+        if server is None:
+            return
+        if server.should_exit:
+            server.force_exit = True  # a second signal: stop waiting for open connections
+        server.should_exit = True
+
+    def shutdown(self) -> None:
+        """Ask the server to stop (thread-safe flag; the controller stops after the API)."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: :class:`Server` handles SIGINT/SIGTERM itself.
+
+    uvicorn re-raises the captured signal once it has shut down, which would kill the process
+    before the controller is stopped; corral must stop the controller first.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Do not touch signal handlers."""
+        yield
+
+
+class BackgroundServer:
+    """A :class:`Server` on a free loopback port, in a thread with its own event loop.
+
+    ``with BackgroundServer(config) as server: Client(server.url)...`` — the controller is created
+    and started in the thread, and stopped gracefully on exit.
+    """
+
+    def __init__(
+        self,
+        config: CorralConfig,
+        *,
+        factory: ControllerFactory = _create_controller,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.server = Server(
+            config,
+            host=LOOPBACK,
+            port=free_port(),
+            factory=factory,
+            install_signal_handlers=False,
+        )
+        self._timeout = startup_timeout
+        self._thread = threading.Thread(target=self._main, name="corral-server", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL of the running server."""
+        return self.server.url
+
+    def _main(self) -> None:
+        async def main() -> None:
+            watcher = asyncio.create_task(self._signal_ready())
+            try:
+                await self.server.run()
+            finally:
+                watcher.cancel()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to the thread that waits for startup
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _signal_ready(self) -> None:
+        await self.server.started.wait()
+        self._ready.set()
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        if not self._ready.wait(self._timeout):
+            self.server.shutdown()
+            raise exceptions.CorralError(f"the server did not start within {self._timeout:g} s")
+        if self._error is not None:
+            raise exceptions.CorralError(f"the server failed to start: {self._error}") from (
+                self._error
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.server.shutdown()
+        self._thread.join(self._timeout)
+        if self._thread.is_alive():
+            raise exceptions.CorralError("the server did not stop in time")
