@@ -306,3 +306,23 @@ class LockRequestProcessed(LockError):
     """The lock request was already submitted, granted, cancelled or released."""
 
     code = "lock_request_processed"
+
+
+class TaskNotDone(TaskError):
+    """The task is not done yet, so it cannot be cleaned."""
+
+    code = "task_not_done"
+
+
+class TaskWaitTimeout(TaskError):
+    """The task did not settle within the timeout."""
+
+    code = "task_wait_timeout"
+    http_status = 408
+
+
+class ServerUnreachable(CorralError):
+    """The corral server cannot be reached (client side: connection refused, timeout)."""
+
+    code = "server_unreachable"
+    http_status = 503
