@@ -1,0 +1,183 @@
+"""The backend contract, run against every implementation (STYLE 5).
+
+Each implementation is a parametrised fixture; a test that needs a capability the implementation
+lacks is skipped with the reason, and a separate test checks that calling it raises
+``CapabilityMissing`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from corral import exceptions
+from corral.backends import load_backend
+from corral.backends.base import Backend, Capability, Handle, PollStatus, is_valid_address
+from corral.backends.guard import GuardedBackend
+from corral.backends.script import example_options
+
+from .conftest import spec
+
+
+def _fake(tmp_path: Path) -> Backend:
+    options = {"spawn_latency": [0.005, 0.02], "seed": 7}
+    return load_backend("fake", options, pool="p", base_dir=tmp_path)
+
+
+def _fake_minimal(tmp_path: Path) -> Backend:
+    options = {"spawn_latency": 0.005, "capabilities": []}
+    return load_backend("fake", options, pool="p", base_dir=tmp_path)
+
+
+def _script(tmp_path: Path) -> Backend:
+    return load_backend("script", example_options(tmp_path / "vms"), pool="p", base_dir=tmp_path)
+
+
+def _script_minimal(tmp_path: Path) -> Backend:
+    full = example_options(tmp_path / "vms")
+    options = {"new": full["new"], "delete": full["delete"]}
+    return load_backend("script", options, pool="p", base_dir=tmp_path)
+
+
+IMPLEMENTATIONS: dict[str, Callable[[Path], Backend]] = {
+    "fake": _fake,
+    "fake-minimal": _fake_minimal,
+    "script": _script,
+    "script-minimal": _script_minimal,
+}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Each backend implementation, freshly created and closed after the test."""
+    instance = IMPLEMENTATIONS[request.param](tmp_path)
+    yield instance
+    await instance.aclose()
+
+
+@pytest.fixture
+def guarded(backend: Backend) -> GuardedBackend:
+    """The backend behind the guard, polling quickly."""
+    return GuardedBackend(backend, call_timeout=10.0, poll_interval=0.01)
+
+
+def need(backend: Backend, capability: Capability) -> None:
+    """Skip, visibly, a test that needs a capability the backend lacks."""
+    if capability not in backend.capabilities:
+        pytest.skip(f"{backend.type_name} backend lacks the {capability.value} capability")
+
+
+async def up(guarded: GuardedBackend, name: str, id_in_pool: int = 0) -> Handle:
+    handle = await guarded.spawn(spec(name, id_in_pool=id_in_pool))
+    result = await guarded.wait_up(handle, timeout=5.0)
+    assert result.status is PollStatus.UP, result
+    return handle
+
+
+async def test_spawned_vm_comes_up_with_a_valid_address(guarded: GuardedBackend) -> None:
+    handle = await guarded.spawn(spec("vm-1"))
+    assert handle.name == "vm-1"
+    result = await guarded.wait_up(handle, timeout=5.0)
+    assert result.status is PollStatus.UP
+    assert result.address is not None and is_valid_address(result.address)
+
+
+async def test_handle_survives_json_round_trip(guarded: GuardedBackend) -> None:
+    handle = await up(guarded, "vm-1")
+    restored = Handle.from_json(handle.to_json())
+    assert restored == handle
+    assert (await guarded.poll(restored)).status is PollStatus.UP
+    await guarded.terminate(restored)
+
+
+async def test_terminate_is_idempotent(guarded: GuardedBackend) -> None:
+    handle = await up(guarded, "vm-1")
+    await guarded.terminate(handle)
+    await guarded.terminate(handle)
+    await guarded.terminate(Handle("never-existed"))
+
+
+async def test_list_shows_exactly_the_living_vms(guarded: GuardedBackend, backend: Backend) -> None:
+    need(backend, Capability.LIST)
+    assert await guarded.list() == []
+    handles = [await up(guarded, f"vm-{i}", i) for i in range(3)]
+    assert {h.name for h in await guarded.list()} == {"vm-0", "vm-1", "vm-2"}
+    await guarded.terminate(handles[1])
+    assert {h.name for h in await guarded.list()} == {"vm-0", "vm-2"}
+
+
+async def test_livecheck_tells_alive_from_terminated(
+    guarded: GuardedBackend, backend: Backend
+) -> None:
+    need(backend, Capability.LIVECHECK)
+    handle = await up(guarded, "vm-1")
+    assert await guarded.livecheck(handle) is True
+    await guarded.terminate(handle)
+    assert await guarded.livecheck(handle) is False
+
+
+async def test_release_keeps_the_vm_usable(guarded: GuardedBackend, backend: Backend) -> None:
+    need(backend, Capability.RELEASE)
+    handle = await up(guarded, "vm-1")
+    await guarded.release(handle)
+    assert (await guarded.poll(handle)).status is PollStatus.UP
+    if Capability.LIVECHECK in backend.capabilities:
+        assert await guarded.livecheck(handle) is True
+
+
+@pytest.mark.parametrize("capability", [Capability.LIVECHECK, Capability.LIST, Capability.RELEASE])
+async def test_missing_capability_raises(
+    guarded: GuardedBackend, backend: Backend, capability: Capability
+) -> None:
+    if capability in backend.capabilities:
+        pytest.skip(f"{backend.type_name} backend has {capability.value}")
+    handle = Handle("vm-1")
+    calls = {
+        Capability.LIVECHECK: lambda: backend.livecheck(handle),
+        Capability.LIST: backend.list,
+        Capability.RELEASE: lambda: backend.release(handle),
+    }
+    with pytest.raises(exceptions.CapabilityMissing):
+        await calls[capability]()  # the backend itself refuses...
+    guarded_calls = {
+        Capability.LIVECHECK: lambda: guarded.livecheck(handle),
+        Capability.LIST: guarded.list,
+        Capability.RELEASE: lambda: guarded.release(handle),
+    }
+    with pytest.raises(exceptions.CapabilityMissing):
+        await guarded_calls[capability]()  # ...and so does the guard, before calling it
+
+
+async def test_terminate_right_after_spawn_leaves_nothing(
+    guarded: GuardedBackend, backend: Backend
+) -> None:
+    need(backend, Capability.LIST)
+    handle = await guarded.spawn(spec("vm-1"))  # possibly still booting
+    await guarded.terminate(handle)
+    assert await guarded.list() == []
+    if Capability.LIVECHECK in backend.capabilities:
+        assert await guarded.livecheck(handle) is False
+
+
+async def test_concurrent_spawns_all_come_up_distinctly(
+    guarded: GuardedBackend, backend: Backend
+) -> None:
+    handles = await asyncio.gather(*(up(guarded, f"vm-{i}", i) for i in range(12)))
+    assert len({h.name for h in handles}) == 12
+    if Capability.LIST in backend.capabilities:
+        assert {h.name for h in await guarded.list()} == {f"vm-{i}" for i in range(12)}
+    await asyncio.gather(*(guarded.terminate(h) for h in handles))
+    if Capability.LIST in backend.capabilities:
+        assert await guarded.list() == []
+
+
+async def test_mandatory_operations_are_counted(guarded: GuardedBackend) -> None:
+    handle = await up(guarded, "vm-1")
+    await guarded.terminate(handle)
+    stats = guarded.stats()
+    assert stats["spawn"].calls == 1 and stats["spawn"].failures == 0
+    assert stats["poll"].calls >= 1
+    assert stats["terminate"].calls == 1
