@@ -119,7 +119,7 @@ async def test_guard_recommits_existing_vms(tmp_path: Path) -> None:
 
 
 def test_capacity_options_are_validated() -> None:
-    with pytest.raises(exceptions.ConfigError, match="capacity.memory_mib"):
+    with pytest.raises(exceptions.ConfigError, match=r"capacity\.memory_mib"):
         load_backend("fake", {"capacity": {"memory_mib": 0, "vcpus": 1}}, pool="p")
-    with pytest.raises(exceptions.ConfigError, match="capacity.cpus: unknown option"):
+    with pytest.raises(exceptions.ConfigError, match=r"capacity\.cpus: unknown option"):
         load_backend("fake", {"capacity": {"memory_mib": 1, "vcpus": 1, "cpus": 2}}, pool="p")

@@ -63,7 +63,7 @@ async def test_hanging_call_times_out_and_is_counted(tmp_path: Path) -> None:
     guard = GuardedBackend(
         fake(tmp_path, hang_rate=1.0, hang_operations=["poll"]), call_timeout=0.05
     )
-    with pytest.raises(exceptions.BackendTimeout, match="no answer within 0.05 s"):
+    with pytest.raises(exceptions.BackendTimeout, match=r"no answer within 0\.05 s"):
         await guard.poll(Handle("vm-1"))
     stats = guard.stats()[Operation.POLL]
     assert (stats.calls, stats.failures, stats.timeouts) == (1, 1, 1)
@@ -187,7 +187,7 @@ async def test_wait_up_returns_a_failed_boot(tmp_path: Path) -> None:
 async def test_wait_up_times_out_naming_the_last_error(tmp_path: Path) -> None:
     guard = GuardedBackend(fake(tmp_path, poll_failure_rate=1.0), poll_interval=0.005)
     handle = await guard.spawn(spec("vm-1"))
-    with pytest.raises(exceptions.BackendTimeout, match="not up within 0.05 s.*injected poll"):
+    with pytest.raises(exceptions.BackendTimeout, match=r"not up within 0\.05 s.*injected poll"):
         await guard.wait_up(handle, timeout=0.05)
 
 
