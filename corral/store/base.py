@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from corral.store.pools import PoolsRepository
 from corral.store.tasks import TaskRepository
 
 
@@ -23,10 +24,12 @@ class Store:
         *,
         url: str,
         tasks: TaskRepository,
+        pools: PoolsRepository,
         close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.tasks = tasks
+        self.pools = pools
         self._close = close
         self._closed = False
 

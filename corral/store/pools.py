@@ -167,11 +167,14 @@ class PoolsRepository(Protocol):
         """Assigned tickets per ``(owner, pool)``: the VMs that have a ticket."""
         ...
 
-    async def assign(self, ticket_id: str, vm_name: str, *, now: float) -> bool:
+    async def assign(
+        self, ticket_id: str, vm_name: str, *, now: float, max_per_owner: int | None = None
+    ) -> bool:
         """Give the VM to the ticket in ONE atomic conditional write: only if the VM is
-        ``ready`` with no ticket and the ticket is ``waiting``. The VM becomes ``in_use`` (uses +1,
+        ``ready`` with no ticket, the ticket is ``waiting`` and (with ``max_per_owner``) the
+        ticket's owner holds fewer VMs of the VM's pool. The VM becomes ``in_use`` (uses +1,
         sandbox and owner from the ticket, ``last_used_at=now``), the ticket ``assigned``. False
-        (and nothing changed) if either condition failed."""
+        (and nothing changed) if any condition failed."""
         ...
 
     async def close_ticket(

@@ -7,6 +7,7 @@ the process. It must not import SQLAlchemy.
 from __future__ import annotations
 
 from corral.store.base import Store
+from corral.store.memory.pools import MemoryPoolsRepository
 from corral.store.memory.tasks import MemoryTaskRepository
 from corral.store.url import StoreURL, parse
 
@@ -15,4 +16,8 @@ __all__ = ["MemoryTaskRepository", "open_memory"]
 
 def open_memory(url: StoreURL | None = None) -> Store:
     """A fresh, empty in-memory store."""
-    return Store(url=(url or parse("memory://")).url, tasks=MemoryTaskRepository())
+    return Store(
+        url=(url or parse("memory://")).url,
+        tasks=MemoryTaskRepository(),
+        pools=MemoryPoolsRepository(),
+    )

@@ -219,13 +219,17 @@ class MemoryPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.held`."""
         return {key: n for key, n in self._held.items() if n > 0}
 
-    async def assign(self, ticket_id: str, vm_name: str, *, now: float) -> bool:
+    async def assign(
+        self, ticket_id: str, vm_name: str, *, now: float, max_per_owner: int | None = None
+    ) -> bool:
         """See :meth:`corral.store.pools.PoolsRepository.assign`."""
         vm = self._vms.get(vm_name)
         ticket = self._tickets.get(ticket_id)
         if vm is None or ticket is None:
             return False
         if vm.state != "ready" or vm.ticket is not None or ticket.state != "waiting":
+            return False
+        if max_per_owner is not None and self._held[(ticket.owner, vm.pool)] >= max_per_owner:
             return False
         self._put_vm(
             vm,

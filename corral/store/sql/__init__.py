@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from corral.store.base import Store
 from corral.store.sql.executor import SqlExecutor
+from corral.store.sql.pools import SqlPoolsRepository
 from corral.store.sql.tasks import SqlTaskRepository
 from corral.store.url import StoreURL
 
@@ -68,4 +69,9 @@ async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
     except BaseException:
         await executor.close()
         raise
-    return Store(url=url.url, tasks=SqlTaskRepository(executor), close=executor.close)
+    return Store(
+        url=url.url,
+        tasks=SqlTaskRepository(executor),
+        pools=SqlPoolsRepository(executor),
+        close=executor.close,
+    )

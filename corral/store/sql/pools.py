@@ -1,0 +1,623 @@
+"""SQL pools repository: every query of the pools concept, named, with bound parameters only.
+
+The two writes that must be atomic across processes are single units of work: :func:`assign` (a
+conditional ``UPDATE ... WHERE state = 'waiting'`` on the ticket, then ``UPDATE ... WHERE state =
+'ready' AND ticket IS NULL`` on the VM, both checked by row count; PostgreSQL's row locks make the
+second writer re-check the condition and fail) and :func:`close_ticket`. Must not be called from
+the event loop thread directly: everything goes through :class:`SqlExecutor`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from corral import exceptions
+from corral.store.pools import TICKET_COLUMNS, VM_COLUMNS, Closed, TicketRow, VMRow
+from corral.store.sql.executor import SqlExecutor
+from corral.store.sql.schema_pools import (
+    pool_counters,
+    pool_info,
+    pool_samples,
+    pools,
+    tickets,
+    vms,
+)
+
+_DEAD = ("terminated", "failed")
+SAMPLE_LIMIT = 10_000
+"""Samples kept per pool and kind (older ones are pruned now and then)."""
+
+# --- the named queries ---------------------------------------------------------------------
+
+SELECT_POOL_SEQ = select(pools.c.next_seq).where(pools.c.name == bindparam("b_pool"))
+LOCK_POOL = SELECT_POOL_SEQ.with_for_update()
+INSERT_POOL = insert(pools)
+BUMP_POOL_SEQ = (
+    update(pools).where(pools.c.name == bindparam("b_pool")).values(next_seq=pools.c.next_seq + 1)
+)
+ALIVE_IDS = select(vms.c.id_in_pool).where(
+    vms.c.pool == bindparam("b_pool"), vms.c.state.not_in(_DEAD)
+)
+INSERT_VM = insert(vms)
+SELECT_VM = select(vms).where(vms.c.name == bindparam("b_name"))
+COUNT_VMS = (
+    select(vms.c.state, func.count()).where(vms.c.pool == bindparam("b_pool")).group_by(vms.c.state)
+)
+READY_FRESH = (
+    select(vms)
+    .where(
+        vms.c.pool == bindparam("b_pool"),
+        vms.c.state == "ready",
+        vms.c.sandbox.is_(None),
+        vms.c.ticket.is_(None),
+        vms.c.uses == 0,
+    )
+    .order_by(vms.c.ready_at, vms.c.name)
+    .limit(bindparam("b_limit"))
+)
+READY_SANDBOX = (
+    select(vms)
+    .where(
+        vms.c.pool == bindparam("b_pool"),
+        vms.c.state == "ready",
+        vms.c.sandbox == bindparam("b_sandbox"),
+        vms.c.ticket.is_(None),
+        vms.c.uses > 0,
+    )
+    .order_by(vms.c.ready_at, vms.c.name)
+    .limit(bindparam("b_limit"))
+)
+DELETE_DEAD_VM = delete(vms).where(vms.c.name == bindparam("b_name"), vms.c.state.in_(_DEAD))
+INSERT_TICKET = insert(tickets)
+SELECT_TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
+HELD = (
+    select(vms.c.owner, vms.c.pool, func.count())
+    .where(vms.c.ticket.is_not(None), vms.c.owner.is_not(None))
+    .group_by(vms.c.owner, vms.c.pool)
+)
+HELD_BY = select(func.count()).where(
+    vms.c.pool == bindparam("b_pool"),
+    vms.c.owner == bindparam("b_owner"),
+    vms.c.ticket.is_not(None),
+)
+TAKE_TICKET = (
+    update(tickets)
+    .where(tickets.c.id == bindparam("b_id"), tickets.c.state == "waiting")
+    .values(state="assigned", vm=bindparam("b_vm"), assigned_at=bindparam("b_now"))
+)
+UNDO_TAKE_TICKET = (
+    update(tickets)
+    .where(tickets.c.id == bindparam("b_id"))
+    .values(state="waiting", vm=None, assigned_at=None)
+)
+TAKE_VM = (
+    update(vms)
+    .where(vms.c.name == bindparam("b_name"), vms.c.state == "ready", vms.c.ticket.is_(None))
+    .values(
+        state="in_use",
+        state_since=bindparam("b_now"),
+        ticket=bindparam("b_ticket"),
+        owner=bindparam("b_owner"),
+        sandbox=bindparam("b_sandbox"),
+        uses=vms.c.uses + 1,
+        last_used_at=bindparam("b_now"),
+    )
+)
+FREE_VM = (
+    update(vms)
+    .where(
+        vms.c.name == bindparam("b_name"),
+        vms.c.ticket == bindparam("b_ticket"),
+        vms.c.state == "in_use",
+    )
+    .values(
+        state=bindparam("b_state"),
+        state_since=bindparam("b_now"),
+        ticket=None,
+        owner=None,
+        last_used_at=bindparam("b_now"),
+    )
+)
+END_TICKET = (
+    update(tickets)
+    .where(
+        tickets.c.id == bindparam("b_id"),
+        tickets.c.state.in_(bindparam("b_expect", expanding=True)),
+    )
+    .values(state=bindparam("b_state"), closed_at=bindparam("b_now"), reason=bindparam("b_reason"))
+)
+SELECT_INFO = select(pool_info.c.key, pool_info.c.value).where(
+    pool_info.c.pool == bindparam("b_pool")
+)
+DELETE_INFO = delete(pool_info).where(
+    pool_info.c.pool == bindparam("b_pool"), pool_info.c.key == bindparam("b_key")
+)
+INSERT_SAMPLE = insert(pool_samples)
+SELECT_SAMPLES = (
+    select(pool_samples.c.value)
+    .where(pool_samples.c.pool == bindparam("b_pool"), pool_samples.c.kind == bindparam("b_kind"))
+    .order_by(pool_samples.c.id.desc())
+    .limit(bindparam("b_limit"))
+)
+SAMPLE_CUTOFF = (
+    select(pool_samples.c.id)
+    .where(pool_samples.c.pool == bindparam("b_pool"), pool_samples.c.kind == bindparam("b_kind"))
+    .order_by(pool_samples.c.id.desc())
+    .offset(SAMPLE_LIMIT)
+    .limit(1)
+)
+PRUNE_SAMPLES = delete(pool_samples).where(
+    pool_samples.c.pool == bindparam("b_pool"),
+    pool_samples.c.kind == bindparam("b_kind"),
+    pool_samples.c.id <= bindparam("b_cutoff"),
+)
+SELECT_COUNTERS = select(pool_counters.c.name, pool_counters.c.value).where(
+    pool_counters.c.pool == bindparam("b_pool")
+)
+
+
+def _vm(r: Row[Any]) -> VMRow:
+    m = r._mapping
+    return VMRow(
+        name=m["name"],
+        pool=m["pool"],
+        state=m["state"],
+        created_at=m["created_at"],
+        state_since=m["state_since"],
+        id_in_pool=m["id_in_pool"],
+        address=m["address"],
+        handle=m["handle"],
+        ticket=m["ticket"],
+        owner=m["owner"],
+        sandbox=m["sandbox"],
+        uses=m["uses"],
+        ready_at=m["ready_at"],
+        last_used_at=m["last_used_at"],
+        livecheck_failures=m["livecheck_failures"],
+        last_livecheck_at=m["last_livecheck_at"],
+        reason=m["reason"],
+    )
+
+
+def _ticket(r: Row[Any]) -> TicketRow:
+    m = r._mapping
+    return TicketRow(
+        id=m["id"],
+        owner=m["owner"],
+        state=m["state"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        pool=m["pool"],
+        tags=tuple(json.loads(m["tags"])),
+        sandbox=m["sandbox"],
+        priority=m["priority"],
+        ttl=m["ttl"],
+        seq=m["seq"],
+        vm=m["vm"],
+        assigned_at=m["assigned_at"],
+        closed_at=m["closed_at"],
+        reason=m["reason"],
+    )
+
+
+def _upsert(
+    conn: Connection, table: Any, values: dict[str, Any], keys: list[str], set_: dict[str, Any]
+) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_))
+
+
+# --- VMs -----------------------------------------------------------------------------------
+
+
+def create_vm(conn: Connection, pool: str, state: str, now: float) -> VMRow:
+    """Take the pool's next number and the smallest free ``id_in_pool``; insert the VM."""
+    _upsert(
+        conn, pools, {"name": pool, "next_seq": 1}, ["name"], {"next_seq": pools.c.next_seq + 1}
+    )
+    seq = conn.execute(SELECT_POOL_SEQ, {"b_pool": pool}).scalar_one()
+    used = {r[0] for r in conn.execute(ALIVE_IDS, {"b_pool": pool})}
+    id_in_pool = next(i for i in range(len(used) + 1) if i not in used)
+    row = VMRow(
+        name=f"{pool}-{seq:06d}",
+        pool=pool,
+        state=state,
+        created_at=now,
+        state_since=now,
+        id_in_pool=id_in_pool,
+    )
+    conn.execute(
+        INSERT_VM,
+        {
+            "name": row.name,
+            "pool": pool,
+            "state": state,
+            "created_at": now,
+            "state_since": now,
+            "id_in_pool": id_in_pool,
+            "uses": 0,
+            "livecheck_failures": 0,
+        },
+    )
+    return row
+
+
+def list_vms(
+    conn: Connection,
+    pool: str | None,
+    states: Sequence[str] | None,
+    address: str | None,
+    ticket: str | None,
+) -> list[VMRow]:
+    """VMs matching the filters, oldest first."""
+    query = select(vms)
+    if pool is not None:
+        query = query.where(vms.c.pool == pool)
+    if states is not None:
+        query = query.where(vms.c.state.in_(list(states)))
+    if address is not None:
+        query = query.where(vms.c.address == address)
+    if ticket is not None:
+        query = query.where(vms.c.ticket == ticket)
+    query = query.order_by(vms.c.created_at, vms.c.name)
+    return [_vm(r) for r in conn.execute(query)]
+
+
+def update_vm(
+    conn: Connection, name: str, expect: Sequence[str] | None, changes: Mapping[str, object]
+) -> VMRow | None:
+    """Conditional update of one VM; the new row or ``None``."""
+    if changes:
+        query = update(vms).where(vms.c.name == name)
+        if expect is not None:
+            query = query.where(vms.c.state.in_(list(expect)))
+        if conn.execute(query.values(**changes)).rowcount != 1:
+            return None
+    row = conn.execute(SELECT_VM, {"b_name": name}).first()
+    if row is None or (not changes and expect is not None and row._mapping["state"] not in expect):
+        return None
+    return _vm(row)
+
+
+# --- tickets -------------------------------------------------------------------------------
+
+
+def insert_ticket(conn: Connection, row: TicketRow) -> TicketRow:
+    """Insert a ticket; the store numbers it."""
+    values = {
+        "id": row.id,
+        "owner": row.owner,
+        "state": row.state,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "pool": row.pool,
+        "tags": json.dumps(list(row.tags)),
+        "sandbox": row.sandbox,
+        "priority": row.priority,
+        "ttl": row.ttl,
+        "vm": row.vm,
+        "assigned_at": row.assigned_at,
+        "closed_at": row.closed_at,
+        "reason": row.reason,
+    }
+    if conn.execute(SELECT_TICKET, {"b_id": row.id}).first() is not None:
+        raise exceptions.Conflict(f"ticket {row.id} already exists")
+    conn.execute(INSERT_TICKET, values)
+    stored = conn.execute(SELECT_TICKET, {"b_id": row.id}).one()
+    return _ticket(stored)
+
+
+def list_tickets(
+    conn: Connection,
+    owner: str | None,
+    states: Sequence[str] | None,
+    expired_before: float | None,
+) -> list[TicketRow]:
+    """Tickets matching the filters, by priority then age."""
+    query = select(tickets)
+    if owner is not None:
+        query = query.where(tickets.c.owner == owner)
+    if states is not None:
+        query = query.where(tickets.c.state.in_(list(states)))
+    if expired_before is not None:
+        query = query.where(tickets.c.expires_at < expired_before)
+    query = query.order_by(tickets.c.priority.desc(), tickets.c.seq)
+    return [_ticket(r) for r in conn.execute(query)]
+
+
+def update_ticket(
+    conn: Connection, ticket_id: str, expect: Sequence[str], changes: Mapping[str, object]
+) -> TicketRow | None:
+    """Conditional update of one ticket; the new row or ``None``."""
+    if changes:
+        query = (
+            update(tickets)
+            .where(tickets.c.id == ticket_id, tickets.c.state.in_(list(expect)))
+            .values(**changes)
+        )
+        if conn.execute(query).rowcount != 1:
+            return None
+    row = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
+    if row is None or (not changes and row._mapping["state"] not in expect):
+        return None
+    return _ticket(row)
+
+
+def assign(
+    conn: Connection, ticket_id: str, vm_name: str, now: float, max_per_owner: int | None
+) -> bool:
+    """The atomic conditional assignment (see the module docstring)."""
+    ticket = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
+    vm = conn.execute(SELECT_VM, {"b_name": vm_name}).first()
+    if ticket is None or vm is None:
+        return False
+    owner, sandbox, pool = ticket._mapping["owner"], ticket._mapping["sandbox"], vm._mapping["pool"]
+    if max_per_owner is not None:
+        # Serialise this pool's assignments (row lock on PostgreSQL; SQLite has one writer) so
+        # that two processes cannot both see the owner below the limit.
+        conn.execute(LOCK_POOL, {"b_pool": pool}).first()
+        held = conn.execute(HELD_BY, {"b_pool": pool, "b_owner": owner}).scalar_one()
+        if held >= max_per_owner:
+            return False
+    if conn.execute(TAKE_TICKET, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now}).rowcount != 1:
+        return False
+    params = {
+        "b_name": vm_name,
+        "b_now": now,
+        "b_ticket": ticket_id,
+        "b_owner": owner,
+        "b_sandbox": sandbox,
+    }
+    if conn.execute(TAKE_VM, params).rowcount != 1:
+        # Same transaction: restoring the ticket's previous values is the same as never having
+        # written them (nobody else can have seen them).
+        conn.execute(UNDO_TAKE_TICKET, {"b_id": ticket_id})
+        return False
+    return True
+
+
+def close_ticket(
+    conn: Connection,
+    ticket_id: str,
+    expect: Sequence[str],
+    state: str,
+    vm_state: str | None,
+    now: float,
+    reason: str | None,
+) -> Closed | None:
+    """End a ticket and free its VM in one transaction."""
+    params = {
+        "b_id": ticket_id,
+        "b_expect": list(expect),
+        "b_state": state,
+        "b_now": now,
+        "b_reason": reason,
+    }
+    if conn.execute(END_TICKET, params).rowcount != 1:
+        return None
+    ticket = _ticket(conn.execute(SELECT_TICKET, {"b_id": ticket_id}).one())
+    vm: VMRow | None = None
+    if ticket.vm is not None:
+        freed = conn.execute(
+            FREE_VM,
+            {
+                "b_name": ticket.vm,
+                "b_ticket": ticket_id,
+                "b_state": vm_state or "in_use",
+                "b_now": now,
+            },
+        ).rowcount
+        if freed == 1:
+            vm = _vm(conn.execute(SELECT_VM, {"b_name": ticket.vm}).one())
+    return Closed(ticket=ticket, vm=vm)
+
+
+# --- info and statistics -------------------------------------------------------------------
+
+
+def set_info(conn: Connection, pool: str, key: str, value: str | None) -> None:
+    """Upsert or delete one info pair."""
+    if value is None:
+        conn.execute(DELETE_INFO, {"b_pool": pool, "b_key": key})
+    else:
+        _upsert(
+            conn,
+            pool_info,
+            {"pool": pool, "key": key, "value": value},
+            ["pool", "key"],
+            {"value": value},
+        )
+
+
+def add_sample(conn: Connection, pool: str, kind: str, value: float, at: float) -> None:
+    """Insert a sample; every so often prune the ones beyond :data:`SAMPLE_LIMIT`."""
+    new_id = conn.execute(
+        INSERT_SAMPLE, {"pool": pool, "kind": kind, "value": value, "at": at}
+    ).inserted_primary_key
+    if new_id is not None and new_id[0] % 1000 == 0:
+        cutoff = conn.execute(SAMPLE_CUTOFF, {"b_pool": pool, "b_kind": kind}).scalar()
+        if cutoff is not None:
+            conn.execute(PRUNE_SAMPLES, {"b_pool": pool, "b_kind": kind, "b_cutoff": cutoff})
+
+
+def bump(conn: Connection, pool: str, counter: str, by: int) -> None:
+    """Add to a counter, creating it at ``by``."""
+    _upsert(
+        conn,
+        pool_counters,
+        {"pool": pool, "name": counter, "value": by},
+        ["pool", "name"],
+        {"value": pool_counters.c.value + by},
+    )
+
+
+class SqlPoolsRepository:
+    """The pools repository over SQLite or PostgreSQL (see :mod:`corral.store.pools`)."""
+
+    def __init__(self, executor: SqlExecutor) -> None:
+        self._executor = executor
+
+    async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
+        """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
+        return await self._executor.run(lambda conn: create_vm(conn, pool, state, now))
+
+    async def get_vm(self, name: str) -> VMRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.get_vm`."""
+
+        def run(conn: Connection) -> VMRow | None:
+            row = conn.execute(SELECT_VM, {"b_name": name}).first()
+            return None if row is None else _vm(row)
+
+        return await self._executor.run(run)
+
+    async def list_vms(
+        self,
+        *,
+        pool: str | None = None,
+        states: Sequence[str] | None = None,
+        address: str | None = None,
+        ticket: str | None = None,
+    ) -> builtins.list[VMRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_vms`."""
+        return await self._executor.run(lambda conn: list_vms(conn, pool, states, address, ticket))
+
+    async def count_vms(self, pool: str) -> dict[str, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.count_vms`."""
+        return await self._executor.run(
+            lambda conn: {r[0]: r[1] for r in conn.execute(COUNT_VMS, {"b_pool": pool})}
+        )
+
+    async def ready_vms(
+        self, pool: str, *, sandbox: str | None, limit: int
+    ) -> builtins.list[VMRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.ready_vms`."""
+        query = READY_FRESH if sandbox is None else READY_SANDBOX
+        params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": max(0, limit)}
+        return await self._executor.run(lambda conn: [_vm(r) for r in conn.execute(query, params)])
+
+    async def update_vm(
+        self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
+    ) -> VMRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.update_vm`."""
+        bad = set(changes) - set(VM_COLUMNS)
+        if bad:
+            raise exceptions.InvalidInput(f"cannot change VM columns {sorted(bad)}")
+        values = dict(changes)
+        return await self._executor.run(lambda conn: update_vm(conn, name, expect, values))
+
+    async def delete_vm(self, name: str) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.delete_vm`."""
+        return await self._executor.run(
+            lambda conn: conn.execute(DELETE_DEAD_VM, {"b_name": name}).rowcount == 1
+        )
+
+    async def insert_ticket(self, row: TicketRow) -> TicketRow:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
+        return await self._executor.run(lambda conn: insert_ticket(conn, row))
+
+    async def get_ticket(self, ticket_id: str) -> TicketRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
+
+        def run(conn: Connection) -> TicketRow | None:
+            row = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
+            return None if row is None else _ticket(row)
+
+        return await self._executor.run(run)
+
+    async def list_tickets(
+        self,
+        *,
+        owner: str | None = None,
+        states: Sequence[str] | None = None,
+        expired_before: float | None = None,
+    ) -> builtins.list[TicketRow]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_tickets`."""
+        return await self._executor.run(
+            lambda conn: list_tickets(conn, owner, states, expired_before)
+        )
+
+    async def update_ticket(
+        self, ticket_id: str, *, expect: Sequence[str], changes: Mapping[str, object]
+    ) -> TicketRow | None:
+        """See :meth:`corral.store.pools.PoolsRepository.update_ticket`."""
+        bad = set(changes) - set(TICKET_COLUMNS)
+        if bad:
+            raise exceptions.InvalidInput(f"cannot change ticket columns {sorted(bad)}")
+        values = dict(changes)
+        return await self._executor.run(lambda conn: update_ticket(conn, ticket_id, expect, values))
+
+    async def held(self) -> dict[tuple[str, str], int]:
+        """See :meth:`corral.store.pools.PoolsRepository.held`."""
+        return await self._executor.run(
+            lambda conn: {(r[0], r[1]): r[2] for r in conn.execute(HELD)}
+        )
+
+    async def assign(
+        self, ticket_id: str, vm_name: str, *, now: float, max_per_owner: int | None = None
+    ) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.assign`."""
+        return await self._executor.run(
+            lambda conn: assign(conn, ticket_id, vm_name, now, max_per_owner)
+        )
+
+    async def close_ticket(
+        self,
+        ticket_id: str,
+        *,
+        expect: Sequence[str],
+        state: str,
+        vm_state: str | None,
+        now: float,
+        reason: str | None = None,
+    ) -> Closed | None:
+        """See :meth:`corral.store.pools.PoolsRepository.close_ticket`."""
+        return await self._executor.run(
+            lambda conn: close_ticket(conn, ticket_id, expect, state, vm_state, now, reason)
+        )
+
+    async def set_info(self, pool: str, key: str, value: str | None) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.set_info`."""
+        await self._executor.run(lambda conn: set_info(conn, pool, key, value))
+
+    async def get_info(self, pool: str) -> dict[str, str]:
+        """See :meth:`corral.store.pools.PoolsRepository.get_info`."""
+        return await self._executor.run(
+            lambda conn: {r[0]: r[1] for r in conn.execute(SELECT_INFO, {"b_pool": pool})}
+        )
+
+    async def add_sample(self, pool: str, kind: str, value: float, *, at: float) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.add_sample`."""
+        await self._executor.run(lambda conn: add_sample(conn, pool, kind, value, at))
+
+    async def samples(self, pool: str, kind: str, *, limit: int) -> builtins.list[float]:
+        """See :meth:`corral.store.pools.PoolsRepository.samples`."""
+        params = {"b_pool": pool, "b_kind": kind, "b_limit": max(0, limit)}
+        return await self._executor.run(
+            lambda conn: [r[0] for r in conn.execute(SELECT_SAMPLES, params)][::-1]
+        )
+
+    async def bump(self, pool: str, counter: str, by: int = 1) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.bump`."""
+        await self._executor.run(lambda conn: bump(conn, pool, counter, by))
+
+    async def counters(self, pool: str) -> dict[str, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.counters`."""
+        return await self._executor.run(
+            lambda conn: {r[0]: r[1] for r in conn.execute(SELECT_COUNTERS, {"b_pool": pool})}
+        )

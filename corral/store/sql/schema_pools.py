@@ -1,0 +1,93 @@
+"""Tables of the pools concept: ``pools``, ``vms``, ``tickets``, ``pool_info``, ``pool_samples``,
+``pool_counters``.
+
+Must stay identical to what migration ``0002`` creates (``tests/store/test_migrations.py`` checks).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, Integer, String, Table, Text
+
+from corral.store.sql.schema import metadata
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("next_seq", Integer, nullable=False),
+)
+
+vms = Table(
+    "vms",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("pool", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("state_since", Float, nullable=False),
+    Column("id_in_pool", Integer, nullable=False),
+    Column("address", String(255), nullable=True),
+    Column("handle", Text, nullable=True),
+    Column("ticket", String(64), nullable=True),
+    Column("owner", String(255), nullable=True),
+    Column("sandbox", String(255), nullable=True),
+    Column("uses", Integer, nullable=False),
+    Column("ready_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("livecheck_failures", Integer, nullable=False),
+    Column("last_livecheck_at", Float, nullable=True),
+    Column("reason", Text, nullable=True),
+)
+Index("ix_vms_pool_state_sandbox_ready_at", vms.c.pool, vms.c.state, vms.c.sandbox, vms.c.ready_at)
+Index("ix_vms_ticket", vms.c.ticket)
+Index("ix_vms_address", vms.c.address)
+Index("ix_vms_state", vms.c.state)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("owner", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("pool", String(64), nullable=True),
+    Column("tags", Text, nullable=False),
+    Column("sandbox", String(255), nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("ttl", Float, nullable=True),
+    Column("vm", String(128), nullable=True),
+    Column("assigned_at", Float, nullable=True),
+    Column("closed_at", Float, nullable=True),
+    Column("reason", Text, nullable=True),
+)
+Index("ix_tickets_state", tickets.c.state)
+Index("ix_tickets_owner", tickets.c.owner)
+
+pool_info = Table(
+    "pool_info",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+pool_samples = Table(
+    "pool_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pool", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_pool_samples_pool_kind_id", pool_samples.c.pool, pool_samples.c.kind, pool_samples.c.id)
+
+pool_counters = Table(
+    "pool_counters",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+)

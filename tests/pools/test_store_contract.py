@@ -1,0 +1,152 @@
+"""The pools repository contract, run against memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from corral import exceptions
+from corral.store import Store
+from corral.store.pools import TicketRow
+
+
+def _ticket(tid: str, owner: str = "alice", priority: int = 0, **kw: object) -> TicketRow:
+    base: dict[str, object] = {
+        "id": tid,
+        "owner": owner,
+        "state": "waiting",
+        "created_at": 1.0,
+        "expires_at": kw.pop("expires_at", None),
+        "pool": "p",
+        "tags": ("a", "b"),
+        "sandbox": None,
+        "priority": priority,
+        "ttl": None,
+    }
+    base.update(kw)
+    return TicketRow(**base)  # type: ignore[arg-type]
+
+
+async def _ready(store: Store, pool: str = "p", now: float = 1.0) -> str:
+    vm = await store.pools.create_vm(pool, state="spawning", now=now)
+    done = await store.pools.update_vm(
+        vm.name,
+        expect=["spawning"],
+        changes={"state": "ready", "ready_at": now, "address": "10.0.0.1"},
+    )
+    assert done is not None
+    return vm.name
+
+
+async def test_create_vm_names_and_ids(store: Store) -> None:
+    a = await store.pools.create_vm("p", state="spawning", now=1.0)
+    b = await store.pools.create_vm("p", state="spawning", now=2.0)
+    c = await store.pools.create_vm("q", state="spawning", now=3.0)
+    assert (a.name, b.name, c.name) == ("p-000001", "p-000002", "q-000001")
+    assert (a.id_in_pool, b.id_in_pool, c.id_in_pool) == (0, 1, 0)
+    await store.pools.update_vm(a.name, expect=None, changes={"state": "failed"})
+    d = await store.pools.create_vm("p", state="spawning", now=4.0)
+    assert d.name == "p-000003" and d.id_in_pool == 0  # the freed id is reused, the name never
+    assert await store.pools.count_vms("p") == {"failed": 1, "spawning": 2}
+    assert [v.name for v in await store.pools.list_vms(pool="p", states=["spawning"])] == [
+        b.name,
+        d.name,
+    ]
+
+
+async def test_update_vm_is_conditional_and_checks_columns(store: Store) -> None:
+    vm = await store.pools.create_vm("p", state="spawning", now=1.0)
+    assert await store.pools.update_vm(vm.name, expect=["ready"], changes={"uses": 3}) is None
+    moved = await store.pools.update_vm(vm.name, expect=["spawning"], changes={"state": "ready"})
+    assert moved is not None and moved.state == "ready"
+    with pytest.raises(exceptions.InvalidInput):
+        await store.pools.update_vm(vm.name, expect=None, changes={"pool": "x"})
+    assert (await store.pools.get_vm(vm.name)) == moved
+    assert await store.pools.get_vm("nope") is None
+    assert not await store.pools.delete_vm(vm.name)  # alive: kept
+    await store.pools.update_vm(vm.name, expect=None, changes={"state": "terminated"})
+    assert await store.pools.delete_vm(vm.name)
+
+
+async def test_assign_is_conditional(store: Store) -> None:
+    name = await _ready(store)
+    t1 = await store.pools.insert_ticket(_ticket("t1"))
+    t2 = await store.pools.insert_ticket(_ticket("t2", sandbox="s"))
+    assert t2.seq > t1.seq
+    with pytest.raises(exceptions.Conflict):
+        await store.pools.insert_ticket(_ticket("t1"))
+    assert await store.pools.assign("t1", name, now=5.0)
+    assert not await store.pools.assign("t2", name, now=5.0)  # VM taken
+    vm = await store.pools.get_vm(name)
+    assert vm is not None and vm.state == "in_use" and vm.ticket == "t1" and vm.uses == 1
+    t2_after = await store.pools.get_ticket("t2")
+    assert t2_after is not None and t2_after.state == "waiting" and t2_after.vm is None
+    assert await store.pools.held() == {("alice", "p"): 1}
+    other = await _ready(store)
+    assert not await store.pools.assign("t1", other, now=6.0)  # ticket no longer waiting
+    assert (await store.pools.get_vm(other)).state == "ready"  # type: ignore[union-attr]
+    assert not await store.pools.assign("t2", other, now=6.0, max_per_owner=1)  # owner limit
+    assert await store.pools.assign("t2", other, now=6.0, max_per_owner=2)
+
+
+async def test_concurrent_assign_gives_each_vm_once(store: Store) -> None:
+    names = [await _ready(store) for _ in range(5)]
+    for i in range(20):
+        await store.pools.insert_ticket(_ticket(f"t{i}", owner=f"o{i}"))
+    attempts = [store.pools.assign(f"t{i}", names[i % 5], now=2.0) for i in range(20)]
+    results = await asyncio.gather(*attempts)
+    assert sum(results) == 5
+    owners = {(await store.pools.get_vm(n)).ticket for n in names}  # type: ignore[union-attr]
+    assert len(owners) == 5
+
+
+async def test_close_ticket_frees_vm_in_one_step(store: Store) -> None:
+    name = await _ready(store)
+    await store.pools.insert_ticket(_ticket("t1", sandbox="s1"))
+    await store.pools.assign("t1", name, now=2.0)
+    assert (
+        await store.pools.close_ticket(
+            "t1", expect=["waiting"], state="cancelled", vm_state=None, now=3.0
+        )
+        is None
+    )
+    closed = await store.pools.close_ticket(
+        "t1", expect=["assigned"], state="closed", vm_state="releasing", now=3.0
+    )
+    assert closed is not None and closed.ticket.state == "closed" and closed.ticket.closed_at == 3.0
+    assert closed.vm is not None and closed.vm.state == "releasing" and closed.vm.ticket is None
+    assert closed.vm.sandbox == "s1"
+    assert await store.pools.held() == {}
+    back = await store.pools.update_vm(name, expect=["releasing"], changes={"state": "ready"})
+    assert back is not None
+    assert [v.name for v in await store.pools.ready_vms("p", sandbox="s1", limit=5)] == [name]
+    assert await store.pools.ready_vms("p", sandbox=None, limit=5) == []
+
+
+async def test_ticket_listing_order_and_expiry(store: Store) -> None:
+    await store.pools.insert_ticket(_ticket("low", priority=0, expires_at=10.0))
+    await store.pools.insert_ticket(_ticket("high", priority=5, expires_at=30.0))
+    await store.pools.insert_ticket(_ticket("bob", owner="bob", priority=5))
+    rows = await store.pools.list_tickets(states=["waiting"])
+    assert [r.id for r in rows] == ["high", "bob", "low"]
+    assert [r.id for r in await store.pools.list_tickets(owner="bob")] == ["bob"]
+    assert [r.id for r in await store.pools.list_tickets(expired_before=20.0)] == ["low"]
+    renewed = await store.pools.update_ticket("low", expect=["waiting"], changes={"expires_at": 50})
+    assert renewed is not None and renewed.expires_at == 50
+    assert await store.pools.update_ticket("low", expect=["assigned"], changes={}) is None
+    assert (await store.pools.get_ticket("high")).tags == ("a", "b")  # type: ignore[union-attr]
+
+
+async def test_info_samples_counters(store: Store) -> None:
+    await store.pools.set_info("p", "note", '"hello"')
+    await store.pools.set_info("p", "note", '"again"')
+    await store.pools.set_info("p", "gone", "1")
+    await store.pools.set_info("p", "gone", None)
+    assert await store.pools.get_info("p") == {"note": '"again"'}
+    for i in range(5):
+        await store.pools.add_sample("p", "spawn_time", float(i), at=float(i))
+    assert await store.pools.samples("p", "spawn_time", limit=3) == [2.0, 3.0, 4.0]
+    await store.pools.bump("p", "spawn_failures")
+    await store.pools.bump("p", "spawn_failures", 2)
+    assert await store.pools.counters("p") == {"spawn_failures": 3}
