@@ -56,9 +56,11 @@ class AsyncClient:
                 timeout=timeout,
             )
         except httpx.TimeoutException as exc:
-            raise exceptions.CorralError(f"{self.url}: no answer within {timeout:g} s") from exc
+            raise exceptions.ServerUnreachable(
+                f"{self.url}: no answer within {timeout:g} s"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise exceptions.CorralError(f"cannot reach corral at {self.url}: {exc}") from exc
+            raise exceptions.ServerUnreachable(f"cannot reach corral at {self.url}: {exc}") from exc
         return core.parse(call, response.status_code, response.content)
 
     async def aclose(self) -> None:

@@ -1,0 +1,477 @@
+"""The ``corral`` command (SPEC §7): serve, acquire, release and inspect, over the HTTP API.
+
+Every client command takes ``--url``/``CORRAL_URL`` and ``--token``/``CORRAL_TOKEN`` and prints a
+rich table for people or JSON with ``--json``; failures print ``error: <code>: <message>`` on
+standard error and exit with a code per kind of failure (:class:`corral.cli.output.Exit`).
+
+This module must not contain controller or API logic: it parses arguments, calls the client (or,
+for ``serve``/``config``/``db``, the server-side entry points) and prints.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from corral import __version__, exceptions
+from corral.cli import admin, output
+from corral.client import Client, core, models
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="corral",
+    help="corral keeps pools of VMs ready and hands them out. See docs/cli.md.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+vm_app = typer.Typer(help="Act on one VM.", no_args_is_help=True)
+task_app = typer.Typer(help="Act on one task of the engine.", no_args_is_help=True)
+app.add_typer(vm_app, name="vm")
+app.add_typer(task_app, name="task")
+app.add_typer(admin.config_app, name="config")
+app.add_typer(admin.db_app, name="db")
+app.command("serve")(admin.serve)
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="CORRAL_URL", show_envvar=True, help="The corral server."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CORRAL_TOKEN",
+        show_envvar=True,
+        show_default=False,
+        help="Bearer token (from the server's api.tokens).",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a CorralError into ``error: code: message`` on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except exceptions.CorralError as exc:
+            output.errors.print(f"error: {exc.code}: {exc.message}", markup=False)
+            raise typer.Exit(output.exit_code(exc)) from None
+
+    return wrapper
+
+
+@contextmanager
+def client(url: str, token: str | None) -> Iterator[Client]:
+    """A client of ``url``, closed afterwards."""
+    with Client(url, token=token) as c:
+        yield c
+
+
+def _tickets_table(tickets: list[models.Ticket]) -> None:
+    output.table(
+        "Tickets",
+        ["id", "owner", "state", "pool", "tags", "sandbox", "prio", "vm", "address", "created"],
+        [
+            [
+                t.id,
+                t.owner,
+                t.state,
+                t.pool,
+                ",".join(t.tags),
+                t.sandbox,
+                t.priority,
+                t.vm,
+                t.address,
+                output.when(t.created_at),
+            ]
+            for t in tickets
+        ],
+    )
+
+
+def _ticket_line(ticket: models.Ticket) -> str:
+    where = f" VM {ticket.vm} at {ticket.address}" if ticket.vm else ""
+    return f"ticket {ticket.id} ({ticket.owner}): {ticket.state}{where}"
+
+
+# --- tickets -----------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def acquire(
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="Take a VM of this pool.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Any pool carrying this tag (repeatable).")
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Owner (admins only; else the token's).")
+    ] = None,
+    sandbox: Annotated[str | None, typer.Option(help="Reuse VMs only within this sandbox.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher is served first.")] = 0,
+    ttl: Annotated[
+        float | None, typer.Option(help="Lease in seconds; renew with 'corral renew'.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up (exit 7) after this many seconds.")
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Wait for a VM and print the ticket id, VM name and address. The ticket stays open."""
+    if pool is None and not tag:
+        raise exceptions.InvalidInput("give --pool or at least one --tag")
+    if timeout is not None and timeout < 0:
+        raise exceptions.InvalidInput(f"--timeout must be >= 0, got {timeout}")
+    with client(url, token) as c:
+        ticket = c.create_ticket(
+            pool=pool, tags=tag or (), owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+        )
+        try:
+            spinner = output.errors.is_terminal and not json
+            if spinner:
+                with output.errors.status(f"waiting for a VM (ticket {ticket.id})..."):
+                    ticket = c.wait_ticket(ticket.id, timeout)
+            else:
+                ticket = c.wait_ticket(ticket.id, timeout)
+        except (exceptions.TicketTimeout, KeyboardInterrupt):
+            # Nobody will use this ticket: cancel it rather than leave it queued.
+            _cancel(c, ticket.id)
+            raise
+    if json:
+        output.print_json(ticket)
+        return
+    output.console.print(_ticket_line(ticket), markup=False)
+    output.console.print(f"release it with: corral release {ticket.id}", markup=False)
+
+
+def _cancel(c: Client, ticket_id: str) -> None:
+    try:
+        c.close_ticket(ticket_id)
+    except exceptions.CorralError as exc:
+        output.errors.print(f"note: could not cancel ticket {ticket_id}: {exc}", markup=False)
+
+
+@app.command()
+@handle_errors
+def release(
+    ticket: Annotated[str, typer.Argument(help="The ticket id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Close a ticket: its VM is reused or terminated (a waiting ticket is cancelled)."""
+    with client(url, token) as c:
+        closed = c.close_ticket(ticket)
+    if json:
+        output.print_json(closed)
+    else:
+        output.console.print(_ticket_line(closed), markup=False)
+
+
+@app.command()
+@handle_errors
+def renew(
+    ticket: Annotated[str, typer.Argument(help="The ticket id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Extend a ticket's lease by its ttl."""
+    with client(url, token) as c:
+        renewed = c.renew_ticket(ticket)
+    if json:
+        output.print_json(renewed)
+    else:
+        output.console.print(
+            f"{_ticket_line(renewed)}; lease until {output.when(renewed.expires_at) or 'never'}",
+            markup=False,
+        )
+
+
+@app.command()
+@handle_errors
+def tickets(
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's tickets.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only tickets in this state.")] = None,
+    json: Json = False,
+) -> None:
+    """List tickets (users see their own)."""
+    with client(url, token) as c:
+        found = c.list_tickets(owner=owner, state=state)
+    if json:
+        output.print_json(found)
+    else:
+        _tickets_table(found)
+
+
+# --- pools and VMs -----------------------------------------------------------------------------
+
+
+def _pools_table(pools: list[models.PoolStatus]) -> None:
+    output.table(
+        "Pools",
+        ["pool", "backend", "tags", "ready", "in use", "spawning", "max", "waiting", "spawn p50"],
+        [
+            [
+                p.name,
+                p.backend,
+                ",".join(p.tags),
+                p.vms.get("ready", 0),
+                p.vms.get("in_use", 0),
+                p.vms.get("spawning", 0),
+                p.max,
+                p.waiting_tickets,
+                "" if p.stats.spawn_p50 is None else f"{p.stats.spawn_p50:.2f}s",
+            ]
+            for p in pools
+        ],
+    )
+
+
+@app.command()
+@handle_errors
+def pools(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
+    """List pools with their VMs per state, queue and statistics (admin)."""
+    with client(url, token) as c:
+        found = c.list_pools()
+    if json:
+        output.print_json(found)
+    else:
+        _pools_table(found)
+
+
+@app.command()
+@handle_errors
+def vms(
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    pool: Annotated[str | None, typer.Option(help="Only this pool's VMs.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only VMs in this state.")] = None,
+    json: Json = False,
+) -> None:
+    """List VMs (admin)."""
+    with client(url, token) as c:
+        found = c.list_vms(pool=pool, state=state)
+    if json:
+        output.print_json(found)
+        return
+    output.table(
+        "VMs",
+        ["name", "pool", "state", "address", "ticket", "sandbox", "uses", "since"],
+        [
+            [
+                *(v.name, v.pool, v.state, v.address, v.ticket, v.sandbox, v.uses),
+                output.when(v.state_since),
+            ]
+            for v in found
+        ],
+    )
+
+
+@vm_app.command("terminate")
+@handle_errors
+def vm_terminate(
+    name: Annotated[str, typer.Argument(help="The VM's name.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Terminate a VM, also one still spawning (admin)."""
+    with client(url, token) as c:
+        vm = c.terminate_vm(name)
+    if json:
+        output.print_json(vm)
+    else:
+        output.console.print(f"VM {vm.name} ({vm.pool}): {vm.state}", markup=False)
+
+
+# --- tasks, locks, status ----------------------------------------------------------------------
+
+
+def _task_rows(found: list[models.Task]) -> list[list[object]]:
+    return [
+        [
+            t.id,
+            t.verb,
+            t.state,
+            t.tag,
+            t.priority,
+            f"{t.jobs_done}/{t.jobs_total}" if t.jobs_total is not None else "",
+            t.message,
+        ]
+        for t in found
+    ]
+
+
+TASK_COLUMNS = ["id", "verb", "state", "tag", "priority", "jobs", "message"]
+
+
+@app.command()
+@handle_errors
+def tasks(
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    state: Annotated[str | None, typer.Option(help="Only tasks in this state.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only tasks with this tag.")] = None,
+    json: Json = False,
+) -> None:
+    """List the engine's tasks (admin)."""
+    with client(url, token) as c:
+        found = c.list_tasks(state=state, tag=tag)
+    if json:
+        output.print_json(found)
+    else:
+        output.table("Tasks", TASK_COLUMNS, _task_rows(found))
+
+
+def _show_task(task: models.Task, json: bool) -> None:
+    if json:
+        output.print_json(task)
+        return
+    output.table("Task", TASK_COLUMNS, _task_rows([task]))
+    if task.recoveries:
+        output.console.print("recoveries (top last): " + ", ".join(task.recoveries), markup=False)
+    if task.result is not None:
+        output.console.print(f"result: {task.result}", markup=False)
+
+
+@task_app.command("show")
+@handle_errors
+def task_show(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Show one task: state, result, jobs done of total, recoveries (admin)."""
+    with client(url, token) as c:
+        _show_task(c.get_task(task_id), json)
+
+
+@task_app.command("stop")
+@handle_errors
+def task_stop(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    force: Annotated[bool, typer.Option(help="Also abort a task in recovery.")] = False,
+    json: Json = False,
+) -> None:
+    """Stop a task; its recovery policy decides what follows (admin)."""
+    with client(url, token) as c:
+        _show_task(c.stop_task(task_id, force=force), json)
+
+
+@task_app.command("rollback")
+@handle_errors
+def task_rollback(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Roll back a done task (admin)."""
+    with client(url, token) as c:
+        _show_task(c.rollback_task(task_id), json)
+
+
+@task_app.command("clean")
+@handle_errors
+def task_clean(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    json: Json = False,
+) -> None:
+    """Forget a done task (admin)."""
+    with client(url, token) as c:
+        c.clean_task(task_id)
+    if json:
+        output.print_json({"id": task_id, "cleaned": True})
+    else:
+        output.console.print(f"task {task_id} cleaned", markup=False)
+
+
+@app.command()
+@handle_errors
+def locks(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
+    """Show every locked or awaited resource: holders (with tokens) and queue (admin)."""
+    with client(url, token) as c:
+        found = c.list_locks()
+    if json:
+        output.print_json(found)
+        return
+    output.table(
+        "Locks",
+        ["resource", "mode", "holders", "queue"],
+        [
+            [
+                lock.key,
+                lock.mode,
+                ", ".join(f"{h.owner}#{h.token}" if h.token else h.owner for h in lock.holders),
+                ", ".join(f"{w.owner}({w.mode})" for w in lock.queue),
+            ]
+            for lock in found
+        ],
+    )
+
+
+@app.command()
+@handle_errors
+def status(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
+    """The server's health, its pools and the ticket queue at a glance."""
+    with client(url, token) as c:
+        health = c.health()
+        found = c.list_pools()
+    if json:
+        output.print_json(
+            {
+                "health": health.model_dump(mode="json"),
+                "pools": [p.model_dump(mode="json") for p in found],
+            }
+        )
+        return
+    waiting = sum(p.waiting_tickets for p in found)
+    assigned = sum(p.assigned_tickets for p in found)
+    output.console.print(
+        f"corral {health.version} at {url}: {health.status}; "
+        f"{len(found)} pools, {assigned} tickets assigned, {waiting} waiting",
+        markup=False,
+    )
+    _pools_table(found)
+
+
+def version_callback(value: bool) -> None:
+    """Print the version and exit."""
+    if value:
+        output.console.print(f"corral {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Print version."),
+    ] = False,
+) -> None:
+    """corral keeps pools of VMs ready and hands them out."""
+
+
+def main() -> None:
+    """The console-script entry point."""
+    app()
