@@ -20,7 +20,7 @@ class TaskProgress:
 
     state: str
     jobs_done: int
-    code: int
+    code: str
     message: str
     result: str
     """The task's result as JSON text."""

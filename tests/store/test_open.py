@@ -38,7 +38,7 @@ async def test_sqlite_uses_wal_and_normal_sync_and_survives_reopen(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'c.db'}"
     store = await open_store(url)
     row = TaskRow("a", "v", "", "low", "auto", "auto", "manual", "{}", "[]", 1.0,
-                  TaskProgress("preparing", 0, 0, "", "null", 1.0))  # fmt: skip
+                  TaskProgress("preparing", 0, "", "", "null", 1.0))  # fmt: skip
     await store.tasks.apply([InsertTask(row)])
     executor = store.tasks._executor  # type: ignore[attr-defined]
     modes = await executor.run(

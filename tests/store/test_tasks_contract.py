@@ -21,7 +21,7 @@ from corral.store.tasks import (
 
 
 def progress(state: str = "preparing", jobs_done: int = 0, t: float = 1.0) -> TaskProgress:
-    return TaskProgress(state, jobs_done, 0, "", "null", t)
+    return TaskProgress(state, jobs_done, "", "", "null", t)
 
 
 def row(tid: str, *, tag: str = "t", state: str = "preparing", created: float = 1.0) -> TaskRow:
@@ -56,7 +56,7 @@ async def test_insert_then_get_returns_the_same_task(store: Store) -> None:
 
 async def test_update_overwrites_progress_only(store: Store) -> None:
     await store.tasks.apply([InsertTask(row("a"))])
-    new = TaskProgress("running", 2, 7, "running job 3 of 3", '{"x": [1, 2]}', 5.5)
+    new = TaskProgress("running", 2, "backend_error", "running job 3 of 3", '{"x": [1, 2]}', 5.5)
     await store.tasks.apply([UpdateTask("a", new)])
     got = await store.tasks.get("a")
     assert got is not None

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("jobs_done", sa.Integer(), nullable=False),
-        sa.Column("code", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(64), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("result", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
