@@ -1,0 +1,63 @@
+"""How a task takes its locks from the lock manager (``corral.locks``, SPEC §3).
+
+A task's locks are one ``{key: mode}`` mapping, requested in one all-or-nothing request (the
+lock manager takes keys in one global order, so two tasks never wait for each other in a
+cycle). The grant is kept (and released) by the engine. Must not change task state: waiting is
+reported through ``on_wait`` and the engine decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+from corral import exceptions
+
+MODES = ("shared", "exclusive")
+
+
+class HeldLike(Protocol):
+    """A granted lock request (``corral.locks.AsyncHeld``)."""
+
+    def release(self) -> None:
+        """Release every key of the grant."""
+        ...
+
+
+class LockManagerLike(Protocol):
+    """The part of ``corral.locks.LockManager`` the engine uses."""
+
+    def acquire(
+        self,
+        *keys: object,
+        owner: str,
+        timeout: float | None = ...,
+        on_wait: Callable[[], object] | None = ...,
+    ) -> Awaitable[HeldLike]:
+        """A request for ``keys`` (a ``{key: mode}`` mapping here); await it to be granted."""
+        ...
+
+
+def check_locks(locks: object) -> dict[str, str]:
+    """``{key: mode}`` validated (keys as SPEC §3 says, modes shared/exclusive)."""
+    from corral.locks.keys import validate_key
+
+    if not isinstance(locks, Mapping):
+        raise exceptions.InvalidInput("locks must be a mapping of resource key to mode")
+    checked: dict[str, str] = {}
+    for key, mode in locks.items():
+        if mode not in MODES:
+            raise exceptions.InvalidInput(f"lock {key!r}: mode must be shared or exclusive")
+        checked[validate_key(key)] = str(mode)
+    return checked
+
+
+async def acquire(
+    manager: LockManagerLike,
+    locks: Mapping[str, str],
+    *,
+    owner: str,
+    on_wait: Callable[[], object] | None,
+) -> HeldLike:
+    """Wait until ``owner`` holds every lock (no timeout); cancelling withdraws the request."""
+    return await manager.acquire(dict(locks), owner=owner, timeout=None, on_wait=on_wait)
