@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from corral import __version__
 from corral.api import errors, routes
 from corral.api.auth import Authenticator
-from corral.api.context import Context, TaskView
+from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
 from corral.api.metrics import CONTENT_TYPE, Metrics
 from corral.client import models
@@ -39,7 +39,7 @@ def create_app(controller: ControllerFacade, config: CorralConfig) -> FastAPI:
         controller=controller,
         auth=Authenticator(config.api.tokens),
         tasks=tasks,
-        lock_manager=controller.locks,
+        locks=LockView(controller.locks),
         metrics=metrics,
     )
     errors.install(app)

@@ -6,123 +6,100 @@ to the wire models. This module must not decide anything: it translates.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from corral import exceptions
 from corral.api.auth import Authenticator
 from corral.api.facade import ControllerFacade
 from corral.api.metrics import Metrics
 from corral.client import models
-from corral.types import JSON
+from corral.locks import LockManager
+from corral.locks.status import ResourceStatus
+from corral.tasks import TaskEngine
+from corral.tasks.model import TaskInfo
 
 
-async def _resolve(value: Any) -> Any:
-    # The engine's read methods may be sync (in-memory state) or async (store-backed).
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _json(value: object) -> JSON:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    return str(value)
-
-
-def task_model(info: object) -> models.Task:
+def task_model(info: TaskInfo) -> models.Task:
     """The wire form of a task engine's ``TaskInfo``."""
-    recoveries = getattr(info, "recoveries", ()) or ()
     return models.Task(
-        id=str(getattr(info, "id", "")),
-        verb=str(getattr(info, "verb", getattr(info, "name", ""))),
-        state=str(getattr(info, "state", "")),
-        tag=_text(getattr(info, "tag", None)),
-        priority=_text(getattr(info, "priority", None)),
-        code=getattr(info, "code", None),
-        message=_text(getattr(info, "message", None)),
-        result=_json(getattr(info, "result", None)),
-        jobs_done=getattr(info, "jobs_done", None),
-        jobs_total=getattr(info, "jobs_total", None),
-        recoveries=[str(getattr(r, "name", r)) for r in recoveries],
+        id=info.id,
+        verb=info.verb,
+        state=info.state.value,
+        tag=info.tag,
+        priority=str(info.priority),
+        code=info.code,
+        message=info.message,
+        result=info.result,
+        recovery=str(info.recovery),
+        persist=str(info.persist),
+        clean=str(info.clean),
+        jobs_done=info.jobs_done,
+        jobs_total=info.jobs_total,
+        jobs=list(info.jobs),
+        recoveries=list(info.recoveries),
+        locks={str(k): str(v) for k, v in info.locks.items()},
+        created_at=info.created_at,
+        updated_at=info.updated_at,
     )
 
 
-def lock_model(status: object) -> models.LockStatus:
+def lock_model(status: ResourceStatus) -> models.LockStatus:
     """The wire form of one resource of ``LockManager.status()``."""
-    holders = [
-        models.LockHolder(
-            owner=str(getattr(h, "owner", "")),
-            mode=_text(getattr(h, "mode", None)),
-            since=getattr(h, "since", None),
-            token=getattr(h, "token", None),
-        )
-        for h in getattr(status, "holders", ()) or ()
-    ]
-    queue = [
-        models.LockWaiter(
-            owner=str(getattr(w, "owner", "")),
-            mode=str(getattr(w, "mode", "")),
-            since=getattr(w, "since", None),
-        )
-        for w in getattr(status, "queue", ()) or ()
-    ]
     return models.LockStatus(
-        key=str(getattr(status, "key", "")),
-        mode=_text(getattr(status, "mode", None)),
-        holders=holders,
-        queue=queue,
+        key=status.key,
+        mode=None if status.mode is None else str(status.mode),
+        token=status.token,
+        holders=[
+            models.LockHolder(owner=h.owner, mode=str(h.mode), since=h.since, token=h.token)
+            for h in status.holders
+        ],
+        queue=[
+            models.LockWaiter(owner=w.owner, mode=str(w.mode), since=w.since, upgrade=w.upgrade)
+            for w in status.queue
+        ],
     )
 
 
 class TaskView:
     """The task engine's operations, returning wire models."""
 
-    def __init__(self, engine: object) -> None:
-        self._engine: Any = engine
+    def __init__(self, engine: TaskEngine) -> None:
+        self._engine = engine
 
     async def list(self, *, state: str | None = None, tag: str | None = None) -> list[models.Task]:
-        """Tasks, optionally in one state or with one tag."""
-        infos = await _resolve(self._engine.list(state=state, tag=tag))
-        return [task_model(i) for i in infos]
+        """Tasks, optionally in one state or with one tag (``InvalidInput`` for a bad state)."""
+        return [task_model(i) for i in self._engine.list(state=state, tag=tag)]
 
     async def states(self) -> Sequence[str]:
         """The state of every task (for the metrics)."""
-        return [t.state for t in await self.list()]
+        return [i.state.value for i in self._engine.list()]
 
     async def show(self, task_id: str) -> models.Task:
-        """One task."""
-        info = await _resolve(self._engine.show(task_id))
-        if info is None:
-            raise exceptions.TaskNotFound(f"no task with id {task_id!r}")
-        return task_model(info)
+        """One task (``TaskNotFound`` otherwise)."""
+        return task_model(self._engine.show(task_id))
 
     async def stop(self, task_id: str, *, force: bool = False) -> models.Task:
         """Stop a task."""
-        await self.show(task_id)
-        await _resolve(self._engine.stop(task_id, force=force))
-        return await self.show(task_id)
+        return task_model(await self._engine.stop(task_id, force=force))
 
     async def rollback(self, task_id: str) -> models.Task:
         """Roll back a done task."""
-        await self.show(task_id)
-        await _resolve(self._engine.rollback(task_id))
-        return await self.show(task_id)
+        return task_model(await self._engine.rollback(task_id))
 
     async def clean(self, task_id: str) -> None:
         """Forget a done task."""
-        await self.show(task_id)
-        await _resolve(self._engine.clean(task_id))
+        await self._engine.clean(task_id)
+
+
+class LockView:
+    """The lock manager's status, as wire models."""
+
+    def __init__(self, manager: LockManager) -> None:
+        self._manager = manager
+
+    def status(self) -> list[models.LockStatus]:
+        """Every locked or awaited resource."""
+        return [lock_model(s) for s in self._manager.status()]
 
 
 @dataclass(slots=True)
@@ -132,10 +109,5 @@ class Context:
     controller: ControllerFacade
     auth: Authenticator
     tasks: TaskView
-    lock_manager: object
+    locks: LockView
     metrics: Metrics
-
-    def locks(self) -> list[models.LockStatus]:
-        """Every locked or awaited resource."""
-        manager: Any = self.lock_manager
-        return [lock_model(s) for s in manager.status()]

@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from corral.locks import LockManager
 from corral.pools.model import VM, PoolStatus, Ticket
+from corral.tasks import TaskEngine
 
 
 class ControllerFacade(Protocol):
     """The controller operations the HTTP API, the CLI and the metrics use."""
 
     @property
-    def tasks(self) -> object:
+    def tasks(self) -> TaskEngine:
         """The task engine (``list``, ``show``, ``stop``, ``rollback``, ``clean``)."""
 
     @property
-    def locks(self) -> object:
+    def locks(self) -> LockManager:
         """The lock manager (``status()``)."""
 
     async def create_ticket(

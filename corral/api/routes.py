@@ -226,4 +226,4 @@ async def clean_task(task_id: Name, ctx: Ctx, caller: Admin) -> Response:
 @router.get("/locks", tags=["locks"])
 async def list_locks(ctx: Ctx, caller: Admin) -> list[models.LockStatus]:
     """Every locked or awaited resource: mode, holders (with fencing tokens) and queue."""
-    return ctx.locks()
+    return ctx.locks.status()

@@ -154,31 +154,39 @@ class Task(_Wire):
     id: str
     verb: str
     state: str
-    tag: str | None = None
-    priority: str | None = None
-    code: int | str | None = None
-    message: str | None = None
+    tag: str = ""
+    priority: str = "medium"
+    code: str = Field(default="ok", description="``ok``, or the stable code of the first error.")
+    message: str = ""
     result: JsonValue = None
-    jobs_done: int | None = None
-    jobs_total: int | None = None
-    recoveries: list[str] = Field(default_factory=list)
+    recovery: str | None = None
+    persist: str | None = None
+    clean: str | None = None
+    jobs_done: int = 0
+    jobs_total: int = 0
+    jobs: list[str] = Field(default_factory=list)
+    recoveries: list[str] = Field(default_factory=list, description="Bottom first.")
+    locks: dict[str, str] = Field(default_factory=dict)
+    created_at: float | None = None
+    updated_at: float | None = None
 
 
 class LockHolder(_Wire):
     """A holder of a lock."""
 
     owner: str
-    mode: str | None = None
-    since: float | None = None
-    token: int | None = None
+    mode: str
+    since: float = Field(description="Seconds on the server's monotonic clock.")
+    token: int = Field(description="Fencing token of the grant.")
 
 
 class LockWaiter(_Wire):
-    """A request waiting in a lock's queue."""
+    """A request waiting in a lock's queue (queue order)."""
 
     owner: str
     mode: str
-    since: float | None = None
+    since: float
+    upgrade: bool = False
 
 
 class LockStatus(_Wire):
@@ -186,6 +194,7 @@ class LockStatus(_Wire):
 
     key: str
     mode: str | None = None
+    token: int = Field(default=0, description="The newest fencing token issued for it.")
     holders: list[LockHolder] = Field(default_factory=list)
     queue: list[LockWaiter] = Field(default_factory=list)
 

@@ -12,39 +12,27 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from corral import exceptions
 from corral.config import CorralConfig
+from corral.locks import LockManager
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
+from corral.tasks import JobContext, StepRegistry, TaskEngine
+from corral.types import JSON
+
+TEST_STEPS = StepRegistry()
 
 
-@dataclass
-class _Tasks:
-    infos: dict[str, object] = field(default_factory=dict)
-
-    def list(self, state: str | None = None, tag: str | None = None) -> list[object]:
-        return list(self.infos.values())
-
-    def show(self, task_id: str) -> object:
-        if task_id not in self.infos:
-            raise exceptions.TaskNotFound(task_id)
-        return self.infos[task_id]
-
-    def stop(self, task_id: str, force: bool = False) -> None:
-        self.show(task_id)
-
-    def rollback(self, task_id: str) -> None:
-        self.show(task_id)
-
-    def clean(self, task_id: str) -> None:
-        self.show(task_id)
-        del self.infos[task_id]
+@TEST_STEPS.job("test.noop")
+async def _noop(ctx: JobContext, **args: JSON) -> JSON:
+    await ctx.push_recovery("test.undo")
+    return {"ok": True}
 
 
-class _Locks:
-    def status(self) -> list[object]:
-        return []
+@TEST_STEPS.recovery("test.undo")
+async def _undo(ctx: JobContext, **args: JSON) -> JSON:
+    return None
 
 
 class StandInController:
@@ -56,20 +44,21 @@ class StandInController:
         self.vms: dict[str, VM] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
-        self.tasks = _Tasks()
-        self.locks = _Locks()
+        self.locks = LockManager()
+        self.tasks = TaskEngine(None, self.locks, TEST_STEPS)
 
     @classmethod
     async def create(cls, config: CorralConfig) -> StandInController:
         return cls(config)
 
     async def start(self) -> None:
+        await self.tasks.start()
         for name in self.config.pools:
             for _ in range(self.config.pools[name].min_ready):
                 self._spawn(name)
 
     async def stop(self) -> None:
-        return None
+        await self.tasks.close()
 
     def _spawn(self, pool: str) -> VM:
         now = time.time()
