@@ -34,6 +34,11 @@ _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 def is_valid_address(text: str) -> bool:
     """Whether ``text`` is an IPv4/IPv6 address or an RFC 1123 host name (what ``poll`` returns)."""
+    return _valid_address(text) if isinstance(text, str) else False
+
+
+@functools.lru_cache(maxsize=4096)  # the same few addresses are checked on every poll
+def _valid_address(text: str) -> bool:
     if not text or len(text) > 253 or text != text.strip():
         return False
     try:
