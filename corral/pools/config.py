@@ -111,6 +111,12 @@ class PoolConfig(_Frozen):
     ticket_ttl: Seconds | None = 900.0
     """A ticket not renewed within this lease is expired and its VM reclaimed; null: no lease."""
     template: TemplateConfig = TemplateConfig()
+    call_timeout: Seconds = 60.0
+    """Timeout of one backend call other than spawn and terminate (poll, livecheck, list, ...)."""
+    poll_interval: Seconds = 1.0
+    """Longest pause between two polls of a VM coming up."""
+    backend_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    """Backend calls in flight at most; default ``max_starting + 8``."""
 
     def limits(self) -> PoolLimits:
         """The limits the pure allocation and preallocation decisions need."""

@@ -1,0 +1,940 @@
+"""The controller (SPEC §6): keeps pools at ``min_ready``, assigns tickets, checks, expires, reuses.
+
+:class:`Controller` is the facade the API, CLI and client use (docs/architecture.md). Decisions
+come from the pure :mod:`corral.pools.allocation`; every backend action is a task of the engine
+(:mod:`corral.controller.steps`) holding the VM's exclusive lock; every assignment is one atomic
+conditional write in the store. Assignment and top-up are event-driven: any change that can make a
+ticket servable (a ticket created, a VM ready, a ticket closed) marks a "dirty" flag and the one
+runner re-reads and decides again, so no wake-up is lost and nothing polls in between. A
+maintenance loop runs livechecks, lease expiry and age limits on a timer.
+
+This module must not block the event loop, call a backend outside a ``GuardedBackend``, or make a
+decision that :mod:`corral.pools.allocation` can make purely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import cast
+
+from corral import exceptions
+from corral.backends import load_backend
+from corral.backends.base import Backend, Capability
+from corral.backends.guard import GuardedBackend
+from corral.config import CorralConfig
+from corral.controller import reconcile as reconciliation
+from corral.controller import records
+from corral.controller.events import Event, EventBus
+from corral.controller.maintenance import Maintenance
+from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
+from corral.locks import LockManager
+from corral.pools import allocation, stats
+from corral.pools.allocation import PoolLimits
+from corral.pools.config import PoolConfig
+from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
+from corral.store import Store, open_store
+from corral.store.pools import TicketRow, VMRow
+from corral.store.tasks import StoredTask, TaskOp, TaskRepository, TaskRow
+from corral.tasks import DONE, Step, TaskEngine, TaskEvent
+from corral.tasks.locking import LockManagerLike
+from corral.types import JSON
+
+log = logging.getLogger(__name__)
+
+MAX_OWNER = 255
+MAX_PRIORITY = 1_000_000
+MAX_TTL = 7 * 24 * 3600.0
+SAMPLES = 1000
+"""Statistics are computed over this many recent samples."""
+
+
+def guard(
+    pool: PoolConfig, backend: Backend, *, poll_interval: float | None = None
+) -> GuardedBackend:
+    """Wrap a pool's backend with the pool's timeouts and concurrency bound."""
+    return GuardedBackend(
+        backend,
+        call_timeout=pool.call_timeout,
+        timeouts={"spawn": pool.spawn_timeout, "terminate": pool.terminate_timeout},
+        max_concurrency=pool.backend_concurrency or pool.max_starting + 8,
+        poll_interval=poll_interval if poll_interval is not None else pool.poll_interval,
+    )
+
+
+class _FreshTasks:
+    """The tasks repository as a process that must not recover anybody's tasks sees it."""
+
+    def __init__(self, repo: TaskRepository) -> None:
+        self._repo = repo
+
+    async def apply(self, ops: Sequence[TaskOp]) -> None:
+        await self._repo.apply(ops)
+
+    async def get(self, task_id: str) -> StoredTask | None:
+        return await self._repo.get(task_id)
+
+    async def list(
+        self, *, state: str | None = None, tag: str | None = None
+    ) -> builtins.list[TaskRow]:
+        return await self._repo.list(state=state, tag=tag)
+
+    async def load_all(self) -> builtins.list[StoredTask]:
+        return []
+
+
+def _without_recovery(store: Store) -> Store:
+    return Store(url=store.url, tasks=_FreshTasks(store.tasks), pools=store.pools)
+
+
+def _check_text(value: object, what: str, *, limit: int = 255) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise exceptions.InvalidInput(f"{what} must be 1 to {limit} printable characters")
+    return value
+
+
+class Controller:
+    """The daemon's core and the facade every surface uses. Build it with :meth:`create`."""
+
+    def __init__(
+        self,
+        config: CorralConfig,
+        store: Store,
+        backends: Mapping[str, GuardedBackend],
+        *,
+        clock: Callable[[], float] = time.time,
+        tick: float = 1.0,
+        owns_store: bool = True,
+        max_running: int | None = None,
+        recover: bool = True,
+    ) -> None:
+        """Wire the parts; prefer :meth:`create`, which also recovers and reconciles."""
+        missing = sorted(set(config.pools) - set(backends))
+        if missing:
+            raise exceptions.ConfigError(f"no backend for pools {missing}")
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.tick = tick
+        self.events = EventBus()
+        self.locks = LockManager()
+        running = max_running or max(16, sum(p.max_starting + 8 for p in config.pools.values()))
+        self.maintains = recover
+        """Whether this controller preallocates and maintains (False: it only assigns)."""
+        engine_store = store if recover else _without_recovery(store)
+        self.tasks = TaskEngine(
+            engine_store,
+            cast(LockManagerLike, self.locks),
+            REGISTRY,
+            deps=self,
+            max_running=running,
+        )
+        self._backends = dict(backends)
+        self._limits = {name: pool.limits() for name, pool in config.pools.items()}
+        self._owns_store = owns_store
+        self._busy: dict[str, str] = {}
+        self._task_vm: dict[str, str] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._assign_dirty = False
+        self._assign_runner: asyncio.Task[None] | None = None
+        self._spawn_dirty: set[str] = set()
+        self._spawn_runner: asyncio.Task[None] | None = None
+        self._hold: dict[str, tuple[int, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._started = False
+        self._stopped = False
+        self.maintenance = Maintenance(self)
+        self._unsubscribe = self.tasks.subscribe(self._on_task)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls,
+        config: CorralConfig,
+        *,
+        store: Store | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick: float = 1.0,
+        poll_interval: float | None = None,
+        recover: bool = True,
+    ) -> Controller:
+        """Open the store and backends, recover unfinished tasks and reconcile every backend.
+
+        ``backends`` (pool name → backend) replaces the configured ones (tests); ``recover=False``
+        makes a secondary controller sharing a database: it creates, assigns and closes tickets
+        but neither recovers the others' tasks, reconciles, preallocates nor maintains.
+        """
+        opened = store is None
+        the_store = store if store is not None else await open_store(config.store)
+        guarded: dict[str, GuardedBackend] = {}
+        try:
+            base = config.base_dir if config.base_dir is not None else Path.cwd()
+            for name, pool in config.pools.items():
+                raw = backends[name] if backends is not None and name in backends else None
+                if raw is None:
+                    raw = load_backend(
+                        pool.backend.type, pool.backend.options, pool=name, base_dir=base
+                    )
+                guarded[name] = guard(pool, raw, poll_interval=poll_interval)
+            ctl = cls(
+                config,
+                the_store,
+                guarded,
+                clock=clock,
+                tick=tick,
+                owns_store=opened,
+                recover=recover,
+            )
+            await ctl.tasks.start()
+            if recover:
+                ctl._note_recovered()
+                await ctl.reconcile()
+        except BaseException:
+            for backend in guarded.values():
+                await backend.aclose()
+            if opened:
+                await the_store.close()
+            raise
+        return ctl
+
+    async def start(self) -> None:
+        """Start preallocating, assigning and the maintenance loop."""
+        if self._started:
+            return
+        self._started = True
+        if self.maintains:
+            self.maintenance.start()
+            for name in self._limits:
+                self._kick_spawn(name)
+        self._kick_assign()
+
+    async def stop(self) -> None:
+        """Stop the loops and the engine (in-flight tasks stay persisted), close everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for timer in self._timers:
+            timer.cancel()
+        await self.maintenance.stop()
+        runners = [t for t in (self._assign_runner, self._spawn_runner) if t is not None]
+        runners.extend(self._background)
+        for job in runners:
+            job.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._unsubscribe()
+        await self.tasks.close()
+        for backend in self._backends.values():
+            try:
+                await backend.aclose()
+            except exceptions.BackendError as exc:
+                log.warning("closing backend of pool %s: %s", backend.pool, exc)
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        if self._owns_store:
+            await self.store.close()
+
+    def _spawn_bg(self, coro: Coroutine[object, object, None]) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    # --- hooks used by the steps (corral.controller.steps.VMHooks) ---------------------------
+
+    def backend(self, pool: str) -> GuardedBackend:
+        """The guarded backend of ``pool``."""
+        try:
+            return self._backends[pool]
+        except KeyError:
+            raise exceptions.PoolNotFound(f"no pool named {pool!r}") from None
+
+    def limits(self, pool: str) -> PoolLimits:
+        """The allocation limits of ``pool``."""
+        self.config.pool(pool)
+        return self._limits[pool]
+
+    def pool_config(self, pool: str) -> PoolConfig:
+        """The configuration of ``pool``."""
+        return self.config.pool(pool)
+
+    def vm_changed(self, row: VMRow) -> None:
+        """Publish a VM change and re-run whatever it may unblock."""
+        self.events.publish(
+            Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
+        )
+        if row.pool in self._limits:
+            if row.state == "ready":
+                self._kick_assign()
+            self._kick_spawn(row.pool)
+
+    async def spawn_finished(self, pool: str, ok: bool, seconds: float | None) -> None:
+        """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
+        if ok:
+            self._hold.pop(pool, None)
+            if seconds is not None:
+                await self.store.pools.add_sample(pool, "spawn_time", seconds, at=self.clock())
+            return
+        await self.store.pools.bump(pool, "spawn_failures")
+        failures = self._hold.get(pool, (0, 0.0))[0] + 1
+        delay = min(30.0, 0.05 * 2 ** min(failures - 1, 20))
+        loop = asyncio.get_running_loop()
+        self._hold[pool] = (failures, loop.time() + delay)
+        self._later(delay, lambda: self._kick_spawn(pool))
+
+    def terminate_later(self, name: str, delay: float) -> None:
+        """Submit a termination task for ``name`` after ``delay`` seconds."""
+
+        def fire() -> None:
+            if not self._stopped:
+                self._spawn_bg(self.submit_terminate(name))
+
+        self._later(delay, fire)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        if self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def run() -> None:
+            self._timers.discard(handle)
+            fn()
+
+        handle = loop.call_later(max(0.0, delay), run)
+        self._timers.add(handle)
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def _on_task(self, event: TaskEvent) -> None:
+        info = event.info
+        self.events.publish(
+            Event(
+                "task",
+                info.id,
+                info.state.value,
+                self.clock(),
+                {"verb": info.verb, "tag": info.tag},
+            )
+        )
+        if event.state in DONE:
+            name = self._task_vm.pop(info.id, None)
+            if name is not None and self._busy.get(name) == info.id:
+                del self._busy[name]
+                if not self._stopped:
+                    self._spawn_bg(self._after_task(name))
+
+    async def _after_task(self, name: str) -> None:
+        """A task on VM ``name`` ended: make sure the VM is not left half-way."""
+        if self.busy(name):
+            return
+        row = await self.store.pools.get_vm(name)
+        if row is None:
+            return
+        if row.state in ("spawning", "releasing"):
+            moved = await self.store.pools.update_vm(
+                name,
+                expect=[row.state],
+                changes={"state": "terminating", "state_since": self.clock()},
+            )
+            if moved is not None:
+                self.vm_changed(moved)
+                await self.submit_terminate(name)
+        elif row.state == "terminating":
+            self.terminate_later(name, min(30.0, self.pool_config(row.pool).terminate_timeout))
+        elif row.state in ("terminated", "failed"):
+            self.maintenance.forget(name)
+
+    def _note_recovered(self) -> None:
+        for info in self.tasks.list():
+            if not info.done and info.tag.startswith("vm:"):
+                name = info.tag[3:]
+                self._busy[name] = info.id
+                self._task_vm[info.id] = name
+
+    async def _submit(self, verb: str, step: Step, name: str) -> str:
+        tid = await self.tasks.submit(
+            verb,
+            jobs=[step],
+            locks={f"vm/{name}": "exclusive"},
+            tag=f"vm:{name}",
+            priority="high" if verb == "terminate" else "medium",
+        )
+        # submit() returns before the task's driver first runs, so no "done" event can have
+        # been missed here.
+        self._busy[name] = tid
+        self._task_vm[tid] = name
+        return tid
+
+    async def submit_terminate(self, name: str) -> None:
+        row = await self.store.pools.get_vm(name)
+        if row is not None and row.state == "terminating":
+            await self._submit("terminate", Step("vm.terminate", {"name": name}), name)
+
+    async def submit_release(self, name: str) -> None:
+        await self._submit("release", Step("vm.release", {"name": name}), name)
+
+    def busy(self, name: str) -> bool:
+        """Whether an unfinished task of this controller works on VM ``name``."""
+        return name in self._busy
+
+    # --- preallocation (event-driven top-up) --------------------------------------------------
+
+    def _kick_spawn(self, pool: str) -> None:
+        if self._stopped or not self._started or not self.maintains:
+            return
+        self._spawn_dirty.add(pool)
+        if self._spawn_runner is None or self._spawn_runner.done():
+            self._spawn_runner = asyncio.get_running_loop().create_task(self._spawn_loop())
+
+    async def _spawn_loop(self) -> None:
+        while self._spawn_dirty and not self._stopped:
+            pools = sorted(self._spawn_dirty)
+            self._spawn_dirty.clear()
+            demand = await self._demand()
+            for name in pools:
+                try:
+                    await self._top_up(name, demand.get(name, 0))
+                except exceptions.CorralError as exc:
+                    log.warning("pool %s: top-up failed: %s", name, exc)
+                    self._later(self.tick, functools.partial(self._kick_spawn, name))
+
+    async def _demand(self) -> dict[str, int]:
+        rows = await self.store.pools.list_tickets(states=["waiting"])
+        if not rows:
+            return {}
+        held = await self.store.pools.held()
+        eligible = []
+        for row in rows:
+            t = records.ticket(row)
+            for name in allocation.pools_for(t, self._limits.values()):
+                limit = self._limits[name].max_per_owner
+                if limit is None or held.get((t.owner, name), 0) < limit:
+                    eligible.append(t)
+                    break
+        return allocation.route_demand(eligible, list(self._limits.values()))
+
+    async def _top_up(self, pool: str, demand: int) -> None:
+        hold = self._hold.get(pool)
+        if hold is not None and hold[1] > asyncio.get_running_loop().time():
+            return
+        counts = await self.store.pools.count_vms(pool)
+        wanted = allocation.plan_spawns(
+            self._limits[pool], {VMState(k): v for k, v in counts.items()}, demand
+        )
+        for _ in range(wanted):
+            await self._start_spawn(pool)
+
+    async def _start_spawn(self, pool: str) -> None:
+        row = await self.store.pools.create_vm(pool, state="spawning", now=self.clock())
+        await self.store.pools.bump(pool, "spawn_attempts")
+        self._busy[row.name] = ""  # reserved until the task id is known
+        try:
+            await self._submit("spawn", Step("vm.spawn", {"name": row.name}), row.name)
+        except BaseException:
+            self._busy.pop(row.name, None)
+            raise
+        self.events.publish(Event("vm", row.name, row.state, self.clock(), {"pool": pool}))
+
+    # --- assignment (event-driven) -----------------------------------------------------------
+
+    def _kick_assign(self) -> None:
+        if self._stopped:
+            return
+        self._assign_dirty = True
+        if self._assign_runner is None or self._assign_runner.done():
+            self._assign_runner = asyncio.get_running_loop().create_task(self._assign_loop())
+
+    async def _assign_loop(self) -> None:
+        while self._assign_dirty and not self._stopped:
+            self._assign_dirty = False
+            try:
+                await self.assign_once()
+            except exceptions.CorralError as exc:
+                log.warning("assignment failed: %s", exc)
+                self._later(self.tick, self._kick_assign)
+
+    async def assign_once(self) -> int:
+        """Match waiting tickets with ready VMs once; returns how many were assigned."""
+        rows = await self.store.pools.list_tickets(states=["waiting"])
+        if not rows:
+            return 0
+        waiting = [records.ticket(r) for r in rows]
+        held = await self.store.pools.held()
+        vms: list[VM] = []
+        for name, limits in self._limits.items():
+            mine = [t for t in waiting if name in allocation.pools_for(t, (limits,))]
+            if not mine:
+                continue
+            fresh = await self.store.pools.ready_vms(name, sandbox=None, limit=len(mine))
+            vms.extend(records.vm(r) for r in fresh)
+            for sandbox in sorted({t.sandbox for t in mine if t.sandbox is not None}):
+                count = sum(1 for t in mine if t.sandbox == sandbox)
+                used = await self.store.pools.ready_vms(name, sandbox=sandbox, limit=count)
+                vms.extend(records.vm(r) for r in used)
+        plan = allocation.allocate(waiting, vms, self._limits, held)
+        by_id = {t.id: t for t in waiting}
+        pools_of = {v.name: v.pool for v in vms}
+        done = 0
+        for choice in plan:
+            pool = pools_of[choice.vm]
+            now = self.clock()
+            ok = await self.store.pools.assign(
+                choice.ticket, choice.vm, now=now, max_per_owner=self._limits[pool].max_per_owner
+            )
+            if not ok:
+                self._assign_dirty = True  # someone else moved first: decide again
+                continue
+            done += 1
+            ticket = by_id[choice.ticket]
+            await self.store.pools.add_sample(pool, "wait_time", now - ticket.created_at, at=now)
+            self._ticket_changed(ticket.id, "assigned", {"vm": choice.vm, "pool": pool})
+            self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
+            self._kick_spawn(pool)
+        if len(plan) < len(waiting):
+            for name in self._limits:
+                self._kick_spawn(name)
+        return done
+
+    def _ticket_changed(self, ticket_id: str, state: str, data: Mapping[str, JSON]) -> None:
+        self.events.publish(Event("ticket", ticket_id, state, self.clock(), dict(data)))
+        for future in self._waiters.pop(ticket_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    # --- tickets (facade) --------------------------------------------------------------------
+
+    async def create_ticket(
+        self,
+        *,
+        owner: str,
+        pool: str | None = None,
+        tags: Sequence[str] = (),
+        sandbox: str | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Ticket:
+        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
+        _check_text(owner, "owner", limit=MAX_OWNER)
+        if pool is not None:
+            self.config.pool(_check_text(pool, "pool", limit=64))
+        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+            raise exceptions.InvalidInput("tags must be a list of non-empty strings")
+        if sandbox is not None:
+            _check_text(sandbox, "sandbox")
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or abs(priority) > MAX_PRIORITY
+        ):
+            raise exceptions.InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
+        ):
+            raise exceptions.InvalidInput(f"ttl must be a number of seconds in (0, {MAX_TTL:g}]")
+        probe = Ticket(
+            id="",
+            owner=owner,
+            state=TicketState.WAITING,
+            created_at=0.0,
+            expires_at=None,
+            pool=pool,
+            tags=tuple(tags),
+        )
+        matching = allocation.pools_for(probe, self._limits.values())
+        if not matching:
+            raise exceptions.NoMatchingPool(
+                f"no pool has the tags {sorted(set(tags))}"
+                + (f" (pool {pool!r})" if pool is not None else "")
+            )
+        lease = float(ttl) if ttl is not None else self.config.pool(matching[0]).ticket_ttl
+        now = self.clock()
+        row = await self.store.pools.insert_ticket(
+            TicketRow(
+                id=uuid.uuid4().hex,
+                owner=owner,
+                state="waiting",
+                created_at=now,
+                expires_at=None if lease is None else now + lease,
+                pool=pool,
+                tags=tuple(sorted(set(tags))),
+                sandbox=sandbox,
+                priority=priority,
+                ttl=lease,
+            )
+        )
+        self.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
+        self._kick_assign()
+        return records.ticket(row)
+
+    async def get_ticket(self, ticket_id: str, /) -> Ticket:
+        """One ticket (``TicketNotFound`` otherwise)."""
+        row = await self.store.pools.get_ticket(ticket_id) if isinstance(ticket_id, str) else None
+        if row is None:
+            raise exceptions.TicketNotFound(f"no ticket {ticket_id!r}")
+        return records.ticket(row)
+
+    async def wait_ticket(self, ticket_id: str, /, timeout: float | None = None) -> Ticket:
+        """Wait until the ticket leaves ``waiting``; ``TicketTimeout`` after ``timeout`` s.
+
+        The waiter is registered before the ticket is read, so an assignment between the read
+        and the wait cannot be missed.
+        """
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(ticket_id, []).append(future)
+            try:
+                ticket = await self.get_ticket(ticket_id)
+                if ticket.state is not TicketState.WAITING:
+                    return ticket
+                left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                if left is not None and left <= 0:
+                    raise exceptions.TicketTimeout(
+                        f"ticket {ticket_id} is still waiting after {timeout:g} s"
+                    )
+                try:
+                    async with asyncio.timeout(left):
+                        await future
+                except TimeoutError:
+                    continue
+            finally:
+                waiters = self._waiters.get(ticket_id)
+                if waiters is not None and future in waiters:
+                    waiters.remove(future)
+                    if not waiters:
+                        del self._waiters[ticket_id]
+
+    async def renew_ticket(self, ticket_id: str, /) -> Ticket:
+        """Extend an open ticket's lease by its ``ttl`` from now."""
+        ticket = await self.get_ticket(ticket_id)
+        if not ticket.open:
+            raise exceptions.TicketClosed(f"ticket {ticket_id} is {ticket.state}")
+        if ticket.ttl is None:
+            return ticket
+        row = await self.store.pools.update_ticket(
+            ticket_id,
+            expect=["waiting", "assigned"],
+            changes={"expires_at": self.clock() + ticket.ttl},
+        )
+        if row is None:
+            raise exceptions.TicketClosed(f"ticket {ticket_id} was closed meanwhile")
+        return records.ticket(row)
+
+    async def close_ticket(self, ticket_id: str, /) -> Ticket:
+        """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one.
+
+        Closing a ticket that is already over returns it unchanged.
+        """
+        for _ in range(5):
+            ticket = await self.get_ticket(ticket_id)
+            if ticket.state is TicketState.WAITING:
+                closed = await self.end_ticket(ticket, TicketState.CANCELLED, "cancelled")
+            elif ticket.state is TicketState.ASSIGNED:
+                closed = await self.end_ticket(ticket, TicketState.CLOSED, None)
+            else:
+                return ticket
+            if closed is not None:
+                return closed
+        raise exceptions.Conflict(f"ticket {ticket_id} keeps changing; try again")
+
+    async def end_ticket(
+        self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
+    ) -> Ticket | None:
+        """Move an open ticket to ``state`` and free its VM (reused if allowed, else terminated).
+
+        ``None`` when the ticket changed state meanwhile (nothing was done).
+        """
+        ticket.with_state(state)  # raises on a move the table forbids
+        now = self.clock()
+        vm_state: str | None = None
+        if ticket.state is TicketState.ASSIGNED and ticket.vm is not None:
+            row = await self.store.pools.get_vm(ticket.vm)
+            keep = (
+                reuse
+                and state is TicketState.CLOSED
+                and row is not None
+                and allocation.may_reuse(
+                    self._limits[row.pool], records.vm(row), ticket.sandbox, now
+                )
+            )
+            vm_state = "releasing" if keep else "terminating"
+        closed = await self.store.pools.close_ticket(
+            ticket.id,
+            expect=[ticket.state.value],
+            state=state.value,
+            vm_state=vm_state,
+            now=now,
+            reason=reason,
+        )
+        if closed is None:
+            return None
+        self._ticket_changed(ticket.id, state.value, {"vm": ticket.vm})
+        if closed.vm is not None:
+            self.vm_changed(closed.vm)
+            if closed.vm.state == "releasing":
+                await self.submit_release(closed.vm.name)
+            else:
+                await self.submit_terminate(closed.vm.name)
+        self._kick_assign()
+        return records.ticket(closed.ticket)
+
+    async def list_tickets(
+        self, *, owner: str | None = None, state: str | None = None
+    ) -> list[Ticket]:
+        """Tickets by priority then age, optionally of one owner and in one state."""
+        if state is not None:
+            try:
+                TicketState(state)
+            except ValueError:
+                raise exceptions.InvalidInput(
+                    f"unknown ticket state {state!r} (known: {', '.join(TicketState)})"
+                ) from None
+        rows = await self.store.pools.list_tickets(
+            owner=owner, states=None if state is None else [state]
+        )
+        return [records.ticket(r) for r in rows]
+
+    # --- VMs (facade and lookups) ------------------------------------------------------------
+
+    async def get_vm(self, name: str, /) -> VM:
+        """One VM (``VMNotFound`` otherwise)."""
+        row = await self.store.pools.get_vm(name) if isinstance(name, str) else None
+        if row is None:
+            raise exceptions.VMNotFound(f"no VM named {name!r}")
+        return records.vm(row)
+
+    async def list_vms(self, *, pool: str | None = None, state: str | None = None) -> list[VM]:
+        """VMs, optionally of one pool and in one state."""
+        return await self.find_vms(pool=pool, states=None if state is None else [state])
+
+    async def find_vms(
+        self,
+        *,
+        pool: str | None = None,
+        states: Sequence[str] | None = None,
+        address: str | None = None,
+        ticket: str | None = None,
+    ) -> list[VM]:
+        """VMs by pool, states, address and/or ticket (Copr's lookups)."""
+        if pool is not None:
+            self.config.pool(pool)
+        for s in states or ():
+            try:
+                VMState(s)
+            except ValueError:
+                raise exceptions.InvalidInput(
+                    f"unknown VM state {s!r} (known: {', '.join(VMState)})"
+                ) from None
+        rows = await self.store.pools.list_vms(
+            pool=pool, states=states, address=address, ticket=ticket
+        )
+        return [records.vm(r) for r in rows]
+
+    async def terminate_vm(self, name: str, /) -> VM:
+        """Start terminating a VM, also one still spawning; a VM in use fails its ticket."""
+        for _ in range(5):
+            vm = await self.get_vm(name)
+            if not vm.alive:
+                return vm
+            if vm.state is VMState.SPAWNING:
+                row = await self.store.pools.update_vm(
+                    name, expect=["spawning"], changes={"reason": TERMINATE_REQUESTED}
+                )
+                if row is None:
+                    continue
+                task = self._busy.get(name)
+                if task:
+                    await self.tasks.stop(task)
+                    return records.vm(row)
+                row = await self.store.pools.update_vm(
+                    name,
+                    expect=["spawning"],
+                    changes={"state": "terminating", "state_since": self.clock()},
+                )
+            elif vm.state is VMState.IN_USE and vm.ticket is not None:
+                ticket = await self.get_ticket(vm.ticket)
+                await self.end_ticket(
+                    ticket, TicketState.FAILED, "VM terminated by an operator", reuse=False
+                )
+                row = await self.store.pools.get_vm(name)
+            elif vm.state is VMState.TERMINATING:
+                row = await self.store.pools.get_vm(name)
+            else:
+                row = await self.store.pools.update_vm(
+                    name,
+                    expect=[vm.state.value],
+                    changes={
+                        "state": "terminating",
+                        "state_since": self.clock(),
+                        "reason": TERMINATE_REQUESTED,
+                    },
+                )
+            if row is None or row.state != "terminating":
+                continue
+            self.vm_changed(row)
+            if not self.busy(name):
+                await self.submit_terminate(name)
+            return records.vm(row)
+        raise exceptions.Conflict(f"VM {name} keeps changing; try again")
+
+    # --- pools (facade) ----------------------------------------------------------------------
+
+    async def list_pools(self) -> list[PoolStatus]:
+        """Every pool's status, by name."""
+        return [await self.get_pool(name) for name in sorted(self._limits)]
+
+    async def get_pool(self, name: str, /) -> PoolStatus:
+        """One pool's limits, VM counts, queue, statistics and info (``PoolNotFound``)."""
+        pool = self.config.pool(name)
+        counts = await self.store.pools.count_vms(name)
+        waiting = await self.store.pools.list_tickets(states=["waiting"])
+        demand = allocation.route_demand(
+            [records.ticket(r) for r in waiting], list(self._limits.values())
+        )
+        held = await self.store.pools.held()
+        counters = await self.store.pools.counters(name)
+        samples = stats.Samples(
+            spawn_times=await self.store.pools.samples(name, "spawn_time", limit=SAMPLES),
+            wait_times=await self.store.pools.samples(name, "wait_time", limit=SAMPLES),
+            spawn_attempts=counters.get("spawn_attempts", 0),
+            spawn_failures=counters.get("spawn_failures", 0),
+            terminate_failures=counters.get("terminate_failures", 0),
+            livecheck_failures=counters.get("livecheck_failures", 0),
+        )
+        return PoolStatus(
+            name=name,
+            backend=pool.backend.type,
+            tags=pool.tags,
+            max=pool.max,
+            max_starting=pool.max_starting,
+            min_ready=pool.min_ready,
+            vms=counts,
+            waiting_tickets=demand.get(name, 0),
+            assigned_tickets=sum(n for (_, p), n in held.items() if p == name),
+            stats=stats.summarize(samples),
+            info=await self.get_pool_info(name),
+        )
+
+    async def set_pool_info(self, pool: str, key: str, value: JSON) -> None:
+        """Store a per-pool key/value pair (``None`` deletes it)."""
+        self.config.pool(pool)
+        _check_text(key, "key")
+        await self.store.pools.set_info(pool, key, None if value is None else json.dumps(value))
+
+    async def get_pool_info(self, pool: str) -> dict[str, JSON]:
+        """Every per-pool key/value pair."""
+        self.config.pool(pool)
+        raw = await self.store.pools.get_info(pool)
+        return {k: json.loads(v) for k, v in sorted(raw.items())}
+
+    async def summary(self) -> str:
+        """Every pool and its VMs in a human-readable form (Copr's ``VmManager.info``)."""
+        lines = []
+        for status in await self.list_pools():
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(status.vms.items())) or "no VMs"
+            s = status.stats
+            lines.append(
+                f"pool {status.name} ({status.backend}; max {status.max}, max_starting "
+                f"{status.max_starting}, min_ready {status.min_ready}): {counts}; "
+                f"{status.waiting_tickets} waiting, {status.assigned_tickets} assigned"
+            )
+            if s.spawn_p50 is not None:
+                lines.append(f"  spawn p50 {s.spawn_p50:.3f} s, p95 {s.spawn_p95:.3f} s")
+            if s.spawn_success_rate is not None:
+                lines.append(f"  spawn success {s.spawn_success_rate:.0%} of {s.spawn_attempts}")
+            if s.wait_p50 is not None:
+                lines.append(f"  allocation wait p50 {s.wait_p50:.3f} s, p95 {s.wait_p95:.3f} s")
+            for vm in await self.find_vms(
+                pool=status.name,
+                states=[s.value for s in VMState if s not in (VMState.TERMINATED, VMState.FAILED)],
+            ):
+                extra = f" ticket {vm.ticket}" if vm.ticket else ""
+                lines.append(f"  {vm.name} {vm.state} {vm.address or '-'} uses {vm.uses}{extra}")
+        return "\n".join(lines)
+
+    # --- reconciliation ----------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, reconciliation.ReconcilePlan]:
+        """Compare the store with every backend's inventory and act on the differences."""
+        plans: dict[str, reconciliation.ReconcilePlan] = {}
+        for name, backend in self._backends.items():
+            rows = await self.store.pools.list_vms(pool=name)
+            vms = [records.vm(r) for r in rows]
+            busy = set(self._busy)
+            if backend.has(Capability.LIST):
+                try:
+                    listed = await backend.list()
+                except exceptions.BackendError as exc:
+                    log.warning("pool %s: cannot list the backend's VMs: %s", name, exc)
+                    plans[name] = reconciliation.ReconcilePlan(
+                        orphans=reconciliation.orphans(vms, busy)
+                    )
+                else:
+                    plans[name] = reconciliation.plan(vms, listed, busy)
+            else:
+                plans[name] = reconciliation.ReconcilePlan(
+                    orphans=reconciliation.orphans(vms, busy)
+                )
+            await self._act(name, plans[name])
+        return plans
+
+    async def _act(self, pool: str, plan: reconciliation.ReconcilePlan) -> None:
+        for handle in plan.sweep:
+            log.warning("pool %s: terminating unknown machine %s", pool, handle.name)
+            await self.tasks.submit(
+                "sweep",
+                jobs=[Step("vm.sweep", {"pool": pool, "handle": handle.to_json()})],
+                locks={f"vm/{handle.name}": "exclusive"},
+                tag=f"sweep:{handle.name}",
+                priority="high",
+            )
+        now = self.clock()
+        for vm in plan.lost:
+            log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
+            if vm.state is VMState.IN_USE and vm.ticket is not None:
+                await self.store.pools.close_ticket(
+                    vm.ticket,
+                    expect=["assigned"],
+                    state="failed",
+                    vm_state="in_use",
+                    now=now,
+                    reason="its VM was lost by the backend",
+                )
+                self._ticket_changed(vm.ticket, "failed", {"vm": vm.name})
+            final = "terminated" if vm.state is VMState.TERMINATING else "failed"
+            row = await self.store.pools.update_vm(
+                vm.name,
+                expect=None,
+                changes={
+                    "state": final,
+                    "state_since": now,
+                    "ticket": None,
+                    "owner": None,
+                    "reason": "lost by the backend",
+                },
+            )
+            if row is not None:
+                self.vm_changed(row)
+        for vm in plan.orphans:
+            row = await self.store.pools.update_vm(
+                vm.name,
+                expect=[vm.state.value],
+                changes={"state": "terminating", "state_since": now}
+                if vm.state is not VMState.TERMINATING
+                else {},
+            )
+            if row is not None:
+                await self.submit_terminate(vm.name)

@@ -1,0 +1,204 @@
+"""The controller's timed duties: livechecks, lease expiry, age/uses/idle limits, re-driving.
+
+Everything here runs on a timer (``tick`` seconds, or sooner when woken) and none of it is on the
+path from "VM ready" to "ticket assigned", which is event-driven. Decisions come from
+:mod:`corral.pools.allocation`; state changes are conditional writes, and backend actions are tasks
+submitted through the controller. This module must not call a backend except ``livecheck`` through
+the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from corral import exceptions
+from corral.backends.base import Capability
+from corral.controller import records
+from corral.controller.steps import handle_of
+from corral.pools import allocation
+from corral.pools.model import VM, TicketState, VMState
+
+if TYPE_CHECKING:
+    from corral.controller.controller import Controller
+
+log = logging.getLogger(__name__)
+
+_ALIVE = [s.value for s in VMState if s not in (VMState.TERMINATED, VMState.FAILED)]
+
+
+class Maintenance:
+    """Runs :meth:`run_once` every ``tick`` seconds (or when woken) until stopped."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._ctl = controller
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._last_check: dict[str, float] = {}
+        self._checking: set[str] = set()
+        self._checks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        """Run the duties now rather than at the next tick."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the loop and any livecheck in flight."""
+        jobs = [*self._checks, *([self._task] if self._task is not None else [])]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except exceptions.CorralError as exc:
+                log.warning("maintenance: %s", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ctl.tick):
+                    await self._wake.wait()
+
+    async def run_once(self, *, wait: bool = False) -> None:
+        """Expire lapsed tickets, retire old VMs, start due livechecks, re-drive stuck VMs.
+
+        With ``wait`` the livechecks are awaited (tests); otherwise they run in the background.
+        """
+        ctl = self._ctl
+        now = ctl.clock()
+        await self.expire_tickets(now)
+        for name in sorted(ctl.config.pools):
+            await self.retire(name, now)
+            await self.redrive(name, now)
+            job = asyncio.get_running_loop().create_task(self.livechecks(name, now))
+            self._checks.add(job)
+            job.add_done_callback(self._checks.discard)
+            if wait:
+                await job
+
+    async def expire_tickets(self, now: float) -> int:
+        """Expire every open ticket whose lease lapsed; their VMs are terminated."""
+        rows = await self._ctl.store.pools.list_tickets(
+            states=["waiting", "assigned"], expired_before=now
+        )
+        done = 0
+        for row in rows:
+            ticket = records.ticket(row)
+            if await self._ctl.end_ticket(
+                ticket, TicketState.EXPIRED, "lease expired", reuse=False
+            ):
+                done += 1
+        return done
+
+    async def retire(self, pool: str, now: float) -> int:
+        """Terminate idle VMs past ``max_age``/``max_uses``/``idle_timeout`` or beyond ``max``."""
+        ctl = self._ctl
+        rows = await ctl.store.pools.list_vms(pool=pool, states=_ALIVE)
+        plan = allocation.plan_terminations(
+            ctl.limits(pool),
+            [records.vm(r) for r in rows],
+            now,
+        )
+        done = 0
+        for item in plan:
+            row = await ctl.store.pools.update_vm(
+                item.vm,
+                expect=["ready"],
+                changes={"state": "terminating", "state_since": now, "reason": item.reason},
+            )
+            if row is not None:
+                done += 1
+                ctl.vm_changed(row)
+                await ctl.submit_terminate(item.vm)
+        return done
+
+    async def redrive(self, pool: str, now: float) -> None:
+        """Resubmit work for VMs left releasing or terminating with no task of ours on them."""
+        ctl = self._ctl
+        rows = await ctl.store.pools.list_vms(pool=pool, states=["releasing", "terminating"])
+        for row in rows:
+            if ctl.busy(row.name) or now - row.state_since < ctl.tick:
+                continue
+            if row.state == "terminating":
+                await ctl.submit_terminate(row.name)
+            else:
+                await ctl.submit_release(row.name)
+
+    async def livechecks(self, pool: str, now: float) -> None:
+        """Check every ready or in-use VM whose period elapsed."""
+        ctl = self._ctl
+        backend = ctl.backend(pool)
+        if not backend.has(Capability.LIVECHECK):
+            return
+        period = ctl.pool_config(pool).livecheck.period
+        rows = await ctl.store.pools.list_vms(pool=pool, states=["ready", "in_use"])
+        due = []
+        for row in rows:
+            last = self._last_check.get(row.name, row.ready_at or row.state_since)
+            if now - last >= period and row.name not in self._checking:
+                due.append(records.vm(row))
+        await asyncio.gather(*(self._check(vm, now) for vm in due))
+
+    async def _check(self, vm: VM, now: float) -> None:
+        ctl = self._ctl
+        self._checking.add(vm.name)
+        self._last_check[vm.name] = now
+        try:
+            row = await ctl.store.pools.get_vm(vm.name)
+            if row is None or row.state not in ("ready", "in_use"):
+                return
+            try:
+                ok = await ctl.backend(vm.pool).livecheck(handle_of(row))
+            except exceptions.CapabilityMissing:
+                return
+            except exceptions.BackendError as exc:
+                log.info("livecheck of %s failed: %s", vm.name, exc)
+                ok = False
+            if ok:
+                if row.livecheck_failures:
+                    await ctl.store.pools.update_vm(
+                        vm.name, expect=[row.state], changes={"livecheck_failures": 0}
+                    )
+                return
+            await self._failed(row.name, row.state, row.livecheck_failures + 1, now)
+        finally:
+            self._checking.discard(vm.name)
+
+    async def _failed(self, name: str, state: str, failures: int, now: float) -> None:
+        ctl = self._ctl
+        row = await ctl.store.pools.update_vm(
+            name,
+            expect=[state],
+            changes={"livecheck_failures": failures, "last_livecheck_at": now},
+        )
+        if row is None:
+            return
+        await ctl.store.pools.bump(row.pool, "livecheck_failures")
+        if failures < ctl.pool_config(row.pool).livecheck.attempts:
+            return
+        reason = f"failed {failures} livechecks in a row"
+        if row.state == "in_use" and row.ticket is not None:
+            ticket = await ctl.get_ticket(row.ticket)
+            await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
+            return
+        moved = await ctl.store.pools.update_vm(
+            name,
+            expect=["ready"],
+            changes={"state": "terminating", "state_since": now, "reason": reason},
+        )
+        if moved is not None:
+            ctl.vm_changed(moved)
+            await ctl.submit_terminate(name)
+
+    def forget(self, name: str) -> None:
+        """Drop the bookkeeping of a VM that is gone."""
+        self._last_check.pop(name, None)
