@@ -321,8 +321,13 @@ class GuardedBackend:
         """Close the backend."""
         try:
             await self.backend.aclose()
+        except exceptions.BackendError:
+            raise
         except Exception as exc:
-            raise self._translate(Operation.TERMINATE, "aclose", exc) from exc
+            raise exceptions.BackendError(
+                f"{self.type_name} backend of pool {self.pool!r} failed to close: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     # --- loops the controller needs --------------------------------------------------------
 

@@ -283,3 +283,28 @@ async def test_example_scripts_keep_vms_as_files(tmp_path: Path) -> None:
     await guard.release(handle)
     await guard.terminate(handle)
     assert list(vms.iterdir()) == []
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_hundreds_of_spawns_keep_file_descriptors_bounded(tmp_path: Path) -> None:
+    b = backend(tmp_path, new=["echo", "::1"], max_processes=8)
+    guard = GuardedBackend(b, max_concurrency=500)
+    baseline = _open_fds()
+    peak = baseline
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, _open_fds())
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
+    handles = await asyncio.gather(*(guard.spawn(spec(f"vm-{i}")) for i in range(150)))
+    done = True
+    await sampler
+    assert len(handles) == 150
+    assert peak - baseline <= 8 * 4  # a few pipes per running command, whatever the demand
