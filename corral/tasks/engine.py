@@ -167,7 +167,8 @@ class TaskEngine:
                     task.move(S.QUEUED, now)  # re-run the interrupted job
                 task.set_message("resumed after a restart")
             else:
-                task.set_result("task_aborted", "interrupted by a restart")
+                task.reason = "interrupted by a restart"
+                task.set_result("task_aborted", task.reason)
                 task.move(S.ABORTING, now)
         elif state is S.RACQUIRING:
             task.move(S.RACQUIRING, now)
@@ -312,6 +313,7 @@ class TaskEngine:
         await self._idle(task)
         check_move(task.state, S.RACQUIRING)
         task.stop_requested = task.force = False
+        task.reason = "rollback requested" if task.state is S.FINISHED else task.reason
         task.move(S.RACQUIRING, self._clock())
         task.set_message("rolling back")
         await self._commit(task)
@@ -449,6 +451,7 @@ class TaskEngine:
     def _abort(self, task: TaskRuntime, code: str, message: str) -> None:
         self._release_slot(task)
         task.stop_requested = False
+        task.reason = message
         task.set_result(code, message)
         task.move(S.ABORTING, self._clock())
 
@@ -617,7 +620,7 @@ class TaskEngine:
                     return
             task.truncate(len(stack) - 1)  # popped only once it ran: a crash re-runs it
             await self._commit(task)
-        task.set_message("rolled back" if task.code == CODE_OK else f"rolled back: {task.message}")
+        task.set_message("rolled back" if not task.reason else f"rolled back after: {task.reason}")
         task.move(S.RECOVERED, self._clock())
 
     async def _settle(self, task: TaskRuntime) -> None:

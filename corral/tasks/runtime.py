@@ -97,6 +97,8 @@ class TaskRuntime:
         self.has_slot = False
         self.waiters: list[asyncio.Future[TaskInfo]] = []
         self.broken: BaseException | None = None
+        self.reason = ""
+        """Why the task is being rolled back (kept while recoveries overwrite the message)."""
 
     # --- state ------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class TaskRuntime:
         task.jobs_done = p.jobs_done
         task.code, task.message, task.result_text = p.code, p.message, p.result
         task.result = json.loads(p.result)
+        task.reason = p.message if p.code != CODE_OK else ""
         task.updated_at = p.updated_at
         task.recoveries = [Step(r.name, json.loads(r.args)) for r in stored.recoveries]
         task.persisted = True

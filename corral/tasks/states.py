@@ -2,7 +2,8 @@
 
 Pure: no asyncio, no store, no clock. Everything that decides whether a task may change state
 lives here; the engine only asks. The state diagram in ``docs/tasks.md`` is generated from
-:data:`TRANSITIONS` by :func:`mermaid` (a test checks the doc is current).
+:data:`TRANSITIONS` by :func:`mermaid` (``python -m corral.tasks.diagram docs/tasks.md``;
+a test checks it).
 """
 
 from __future__ import annotations
@@ -111,7 +112,3 @@ def mermaid() -> str:
         lines.append(f"    {state.value} --> [*]")
     lines.append("```")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m corral.tasks.states` prints the diagram
-    print(mermaid(), end="")

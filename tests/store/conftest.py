@@ -9,6 +9,10 @@ import pytest
 
 from corral.store import Store, open_store
 
+from .pg import pg_schema_url, pg_session_db
+
+__all__ = ["pg_schema_url", "pg_session_db"]
+
 
 @pytest.fixture(
     params=[
@@ -23,7 +27,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'corral.db'}"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_schema_url"))
 
 
 @pytest.fixture

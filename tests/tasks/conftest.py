@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from store.pg import pg_schema_url, pg_session_db  # tests/store/pg.py (tests/ is on sys.path)
 
 from corral import exceptions
 from corral.locks import LockManager
 from corral.store import Store, open_store
-from corral.tasks import JobContext, StepRegistry, TaskEngine
 from corral.store.types import JSON
+from corral.tasks import JobContext, StepRegistry, TaskEngine
+
+__all__ = ["pg_schema_url", "pg_session_db"]
 
 
 @dataclass
@@ -103,9 +106,7 @@ def world() -> World:
     return World()
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """A fresh store of each kind."""
     if request.param == "memory":
@@ -113,7 +114,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'tasks.db'}"
     else:
-        url = str(request.getfixturevalue("pg_url"))
+        url = str(request.getfixturevalue("pg_schema_url"))
     opened = await open_store(url)
     try:
         yield opened
