@@ -74,7 +74,7 @@ class TicketRequest(BaseModel):
     ttl: float | None = Field(
         default=None,
         gt=0,
-        le=30 * 24 * 3600,
+        le=7 * 24 * 3600,
         description="Lease in seconds; the ticket expires unless renewed within it.",
     )
 

@@ -33,6 +33,7 @@ def make_config(*, tokens: bool = True, min_ready: int = 1) -> CorralConfig:
         "pools": {
             "small": {**pool, "tags": ["x86_64", "fedora"]},
             "other": {**pool, "tags": ["aarch64"], "min_ready": 0},
+            "tiny": {**pool, "tags": ["tiny"], "max": 1, "max_starting": 1, "min_ready": 0},
         },
     }
     return parse_config(raw, env={})
@@ -41,7 +42,7 @@ def make_config(*, tokens: bool = True, min_ready: int = 1) -> CorralConfig:
 def controller_class() -> Any:
     """The real controller once it has landed, the stand-in until then."""
     try:
-        return importlib.import_module("corral.controller").Controller
+        return importlib.import_module("corral.controller.controller").Controller
     except (ImportError, AttributeError):
         from standin import StandInController
 
@@ -51,3 +52,30 @@ def controller_class() -> Any:
 def auth(token: str) -> dict[str, str]:
     """The Authorization header of ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+GATES: dict[str, Any] = {}
+"""asyncio.Events the ``test.api.gate`` job waits on, by name (set by the test to let it end)."""
+
+
+def register_test_steps() -> None:
+    """Register the test steps on the registry the controller's task engine uses (once)."""
+    import asyncio
+
+    try:
+        from corral.controller.steps import REGISTRY as registry
+    except ImportError:
+        from standin import TEST_STEPS as registry
+    if "test.api.gate" in registry.jobs():
+        return
+
+    @registry.job("test.api.gate")
+    async def gate(ctx: Any, *, name: str) -> Any:
+        await ctx.push_recovery("test.api.undo", name=name)
+        event = GATES.setdefault(name, asyncio.Event())
+        await event.wait()
+        return {"gate": name}
+
+    @registry.recovery("test.api.undo")
+    async def undo(ctx: Any, *, name: str) -> Any:
+        return None

@@ -40,7 +40,7 @@ async def _assigned_vm(http: httpx.AsyncClient) -> dict[str, Any]:
 
 async def test_pools(http: httpx.AsyncClient) -> None:
     pools = (await http.get("/v1/pools", headers=ADMIN)).json()
-    assert {p["name"] for p in pools} == {"small", "other"}
+    assert {p["name"] for p in pools} == {"small", "other", "tiny"}
     small = (await http.get("/v1/pools/small", headers=ADMIN)).json()
     assert small["max"] == 4
     assert small["max_starting"] == 2

@@ -42,8 +42,8 @@ async def test_create_wait_close(http: httpx.AsyncClient) -> None:
     assert closed.status_code == 200
     assert closed.json()["state"] == "closed"
     again = await http.post(f"/v1/tickets/{ticket['id']}/close", headers=ALICE)
-    assert again.status_code == 409
-    assert again.json()["error"]["code"] == "ticket_closed"
+    assert again.status_code == 200, "closing is idempotent"
+    assert again.json()["state"] == "closed"
 
 
 async def test_ticket_by_tags(http: httpx.AsyncClient) -> None:
@@ -82,14 +82,14 @@ async def test_long_poll_wakes_on_close_of_other_ticket(http: httpx.AsyncClient)
 
 
 async def test_many_concurrent_waiters(http: httpx.AsyncClient) -> None:
-    tickets = [await _create(http, ALICE, pool="small") for _ in range(200)]
+    tickets = await asyncio.gather(*(_create(http, ALICE, pool="small") for _ in range(200)))
     polls = [
-        http.get(f"/v1/tickets/{t['id']}", params={"wait": 0.5}, headers=ALICE) for t in tickets
+        http.get(f"/v1/tickets/{t['id']}", params={"wait": 0.3}, headers=ALICE) for t in tickets
     ]
     start = time.monotonic()
     responses = await asyncio.gather(*polls)
     assert all(r.status_code == 200 for r in responses)
-    # Waiters share the event loop: 200 half-second polls end together, not one after another.
+    # Waiters share the event loop: 200 polls of 0.3 s end together, not one after another.
     assert time.monotonic() - start < 20
     vms = [r.json()["vm"] for r in responses if r.json()["state"] == "assigned"]
     assert len(vms) == len(set(vms)), "one VM handed to two tickets"

@@ -24,10 +24,11 @@ def config() -> CorralConfig:
     return make_config()
 
 
-@pytest.fixture
-def server(config: CorralConfig) -> Iterator[BackgroundServer]:
-    """A controller and its API served by uvicorn in a thread."""
-    with BackgroundServer(config, factory=controller_class().create) as running:
+@pytest.fixture(scope="module")
+def server() -> Iterator[BackgroundServer]:
+    """A controller and its API served by uvicorn in a thread (one per test module: every test
+    gives back what it takes)."""
+    with BackgroundServer(make_config(), factory=controller_class().create) as running:
         yield running
 
 
