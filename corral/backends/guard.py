@@ -140,6 +140,7 @@ class GuardedBackend:
         call_timeout: float = 60.0,
         timeouts: Mapping[str, float] | None = None,
         max_concurrency: int = 16,
+        max_spawns: int | None = None,
         poll_interval: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -147,16 +148,26 @@ class GuardedBackend:
 
         ``call_timeout`` bounds every call; ``timeouts`` overrides it per operation name (e.g.
         ``{"spawn": 600}`` for a script whose ``new`` waits for the VM). ``max_concurrency`` bounds
-        the calls in flight (waiting for a slot is not part of the timeout). ``poll_interval`` is
-        the longest pause between two polls in :meth:`wait_up`.
+        the calls in flight (waiting for a slot is not part of the timeout); of those, at most
+        ``max_spawns`` are spawns (default: three quarters), so that long spawns never keep
+        terminations, polls and livechecks waiting. ``poll_interval`` is the longest pause
+        between two polls in :meth:`wait_up`.
         """
         if call_timeout <= 0 or max_concurrency < 1 or poll_interval <= 0:
             raise exceptions.InvalidInput(
                 "call_timeout and poll_interval must be > 0 and max_concurrency >= 1"
             )
+        if max_spawns is None:
+            max_spawns = max(1, max_concurrency - max(1, max_concurrency // 4))
+        if not 1 <= max_spawns <= max_concurrency:
+            raise exceptions.InvalidInput(
+                f"max_spawns must be between 1 and max_concurrency ({max_concurrency}), "
+                f"got {max_spawns}"
+            )
         self.backend = backend
         self.poll_interval = poll_interval
         self.max_concurrency = max_concurrency
+        self.max_spawns = max_spawns
         self._timeouts: dict[Operation, float] = dict.fromkeys(Operation, call_timeout)
         for name, value in (timeouts or {}).items():
             try:
@@ -169,6 +180,7 @@ class GuardedBackend:
                 raise exceptions.InvalidInput(f"timeouts.{name} must be > 0 (got {value})")
             self._timeouts[op] = value
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._spawn_slots = asyncio.Semaphore(max_spawns)
         self._counters = {op: _Counter() for op in Operation}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         capacity = backend.options.capacity
@@ -219,6 +231,12 @@ class GuardedBackend:
             raise exceptions.CapabilityMissing(
                 f"backend {self.type_name!r} of pool {self.pool!r} does not support {op.value}"
             )
+        if op is Operation.SPAWN:
+            async with self._spawn_slots:  # taken first: a waiting spawn holds no shared slot
+                return await self._guarded(op, what, fn)
+        return await self._guarded(op, what, fn)
+
+    async def _guarded(self, op: Operation, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         counter = self._counters[op]
         limit = self._timeouts[op]
         async with self._semaphore:

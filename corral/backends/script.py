@@ -99,7 +99,9 @@ class ScriptOptions(BackendOptions):
     timeouts: ScriptTimeouts = ScriptTimeouts()
     """Per-command timeouts in seconds."""
     max_processes: int = pydantic.Field(32, ge=1, le=1024)
-    """Commands running at once for this pool; the others wait for a slot."""
+    """Commands running at once for this pool; the others wait for a slot. A quarter of the
+    slots (at least one, when there are two or more) is kept from ``new``, so that slow spawns
+    never hold up ``delete`` and ``livecheck``."""
 
     @pydantic.field_validator("new", "delete", "livecheck", "release", "list")
     @classmethod
@@ -202,6 +204,8 @@ class ScriptBackend(Backend):
             if cap.value in self._commands
         }
         self._slots = asyncio.Semaphore(options.max_processes)
+        total = options.max_processes
+        self._new_slots = asyncio.Semaphore(max(1, total - max(1, total // 4)))
         self.running = 0
         """Commands running right now (never above ``max_processes``)."""
 
@@ -245,6 +249,14 @@ class ScriptBackend(Backend):
         """Run command ``key`` with ``env``; kill its process group on timeout or cancellation."""
         argv = self._commands[key]
         limit: float = getattr(self._opts.timeouts, key)
+        if key == "new":
+            async with self._new_slots:
+                return await self._bounded(key, argv, env, limit, subject)
+        return await self._bounded(key, argv, env, limit, subject)
+
+    async def _bounded(
+        self, key: str, argv: list[str], env: Mapping[str, str], limit: float, subject: str
+    ) -> ScriptResult:
         async with self._slots:
             self.running += 1
             try:

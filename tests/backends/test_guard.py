@@ -80,7 +80,7 @@ async def test_per_operation_timeout_overrides_the_default(tmp_path: Path) -> No
 
 async def test_concurrency_bound_holds() -> None:
     backend = Scripted()
-    guard = GuardedBackend(backend, max_concurrency=3)
+    guard = GuardedBackend(backend, max_concurrency=3, max_spawns=3)
     spawns = [asyncio.create_task(guard.spawn(spec(f"vm-{i}"))) for i in range(20)]
     await wait_for(lambda: backend.running == 3, what="three spawns running")
     await asyncio.sleep(0.02)  # give any unbounded call the chance to start; none must
@@ -88,6 +88,18 @@ async def test_concurrency_bound_holds() -> None:
     backend.gate.set()
     handles = await asyncio.gather(*spawns)
     assert len(handles) == 20 and backend.peak == 3 and guard.in_flight == 0
+
+
+async def test_slow_spawns_leave_slots_for_other_operations() -> None:
+    backend = Scripted()
+    guard = GuardedBackend(backend, max_concurrency=4)
+    assert guard.max_spawns == 3
+    spawns = [asyncio.create_task(guard.spawn(spec(f"vm-{i}"))) for i in range(10)]
+    await wait_for(lambda: backend.running == 3, what="three spawns running")
+    await asyncio.wait_for(guard.terminate(Handle("vm-old")), timeout=5)  # not stuck behind them
+    assert backend.terminate_calls == 1 and backend.running == 3
+    backend.gate.set()
+    assert len(await asyncio.gather(*spawns)) == 10 and backend.peak == 3
 
 
 async def test_waiting_for_a_slot_is_not_part_of_the_timeout() -> None:
@@ -253,6 +265,8 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_jitter() -> None:
         {"poll_interval": -1},
         {"timeouts": {"spwan": 1.0}},
         {"timeouts": {"spawn": 0}},
+        {"max_concurrency": 2, "max_spawns": 3},
+        {"max_spawns": 0},
     ],
 )
 def test_bad_guard_settings_are_refused(kwargs: dict[str, object]) -> None:

@@ -180,21 +180,23 @@ async def test_cancellation_by_the_guard_kills_the_process_group(tmp_path: Path)
     await wait_for(lambda: all(_dead(pid) for pid in pids), what="script and its child killed")
 
 
-async def test_processes_are_bounded(tmp_path: Path) -> None:
+async def test_processes_are_bounded_and_new_leaves_room_for_delete(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     started = tmp_path / "started"
     started.mkdir()
     body = (
         f'touch {started}/"$CORRAL_VM_NAME"\nwhile [ ! -e {gate} ]; do sleep 0.01; done\necho ::1\n'
     )
-    b = backend(tmp_path, new=[script(tmp_path, "gated.sh", body)], max_processes=2)
-    spawns = [asyncio.create_task(b.spawn(spec(f"vm-{i}"))) for i in range(6)]
-    await wait_for(lambda: len(list(started.iterdir())) == 2, what="two scripts started")
-    await asyncio.sleep(0.05)  # a third, unbounded start would show up here
-    assert len(list(started.iterdir())) == 2 and b.running == 2
+    gated = script(tmp_path, "gated.sh", body)
+    b = backend(tmp_path, new=[gated], max_processes=4)  # 3 for new, 1 kept for the rest
+    spawns = [asyncio.create_task(b.spawn(spec(f"vm-{i}"))) for i in range(8)]
+    await wait_for(lambda: len(list(started.iterdir())) == 3, what="three scripts started")
+    await asyncio.sleep(0.05)  # a fourth, unbounded start would show up here
+    assert len(list(started.iterdir())) == 3 and b.running == 3
+    await asyncio.wait_for(b.terminate(Handle("vm-old")), timeout=5)  # delete is not starved
     gate.touch()
-    assert len(await asyncio.gather(*spawns)) == 6
-    assert len(list(started.iterdir())) == 6
+    assert len(await asyncio.gather(*spawns)) == 8
+    assert len(list(started.iterdir())) == 8
 
 
 async def test_list_protocol(tmp_path: Path) -> None:
