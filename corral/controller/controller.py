@@ -216,7 +216,16 @@ class Controller:
             self.maintenance.start()
             for name in self._limits:
                 self._kick_spawn(name)
+        else:
+            self._spawn_bg(self._assign_ticker())
         self._kick_assign()
+
+    async def _assign_ticker(self) -> None:
+        # A secondary controller hears of VMs made ready by another process only through the
+        # store, so it re-runs the assignment every tick.
+        while not self._stopped:
+            await asyncio.sleep(self.tick)
+            self._kick_assign()
 
     async def stop(self) -> None:
         """Stop the loops and the engine (in-flight tasks stay persisted), close everything."""
@@ -605,8 +614,11 @@ class Controller:
                     raise exceptions.TicketTimeout(
                         f"ticket {ticket_id} is still waiting after {timeout:g} s"
                     )
+                # Local changes wake the future at once; the store is re-read at least every
+                # tick because another process sharing the database may assign the ticket.
+                step = self.tick if left is None else min(left, self.tick)
                 try:
-                    async with asyncio.timeout(left):
+                    async with asyncio.timeout(step):
                         await future
                 except TimeoutError:
                     continue

@@ -164,6 +164,9 @@ def validate_pool(
         pool = PoolConfig.model_validate({**raw, "name": name})
     except pydantic.ValidationError as exc:
         return describe_errors(exc, where)
+    if "max_starting" not in raw and pool.max_starting > pool.max:
+        # the default (4) follows a smaller max rather than contradict it
+        pool = pool.model_copy(update={"max_starting": max(1, pool.max)})
     problems = []
     if pool.max_starting > pool.max and pool.max > 0:
         problems.append(f"{'.'.join((*where, 'max_starting'))}: must be <= max ({pool.max})")
