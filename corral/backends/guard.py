@@ -71,6 +71,11 @@ class OperationStats:
     """Total time spent in the backend (excluding the wait for a slot)."""
 
 
+def reserved_slots(total: int) -> int:
+    """Slots kept from spawns out of ``total``: a quarter, at least 1 (if total > 1), at most 8."""
+    return 0 if total <= 1 else min(8, max(1, total // 4))
+
+
 def backoff_delay(
     attempt: int, *, base: float, factor: float, maximum: float, jitter: float
 ) -> float:
@@ -149,16 +154,16 @@ class GuardedBackend:
         ``call_timeout`` bounds every call; ``timeouts`` overrides it per operation name (e.g.
         ``{"spawn": 600}`` for a script whose ``new`` waits for the VM). ``max_concurrency`` bounds
         the calls in flight (waiting for a slot is not part of the timeout); of those, at most
-        ``max_spawns`` are spawns (default: three quarters), so that long spawns never keep
-        terminations, polls and livechecks waiting. ``poll_interval`` is the longest pause
-        between two polls in :meth:`wait_up`.
+        ``max_spawns`` are spawns (default: all but :func:`reserved_slots`), so that long spawns
+        never keep terminations, polls and livechecks waiting. ``poll_interval`` is the longest
+        pause between two polls in :meth:`wait_up`.
         """
         if call_timeout <= 0 or max_concurrency < 1 or poll_interval <= 0:
             raise exceptions.InvalidInput(
                 "call_timeout and poll_interval must be > 0 and max_concurrency >= 1"
             )
         if max_spawns is None:
-            max_spawns = max(1, max_concurrency - max(1, max_concurrency // 4))
+            max_spawns = max(1, max_concurrency - reserved_slots(max_concurrency))
         if not 1 <= max_spawns <= max_concurrency:
             raise exceptions.InvalidInput(
                 f"max_spawns must be between 1 and max_concurrency ({max_concurrency}), "

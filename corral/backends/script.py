@@ -36,6 +36,7 @@ from corral.backends.base import (
     VMSpec,
     is_valid_address,
 )
+from corral.backends.guard import reserved_slots
 
 Argv = Annotated[list[str], pydantic.Field(min_length=1)]
 Seconds = Annotated[float, pydantic.Field(gt=0)]
@@ -98,9 +99,9 @@ class ScriptOptions(BackendOptions):
     """Extra environment variables for every command."""
     timeouts: ScriptTimeouts = ScriptTimeouts()
     """Per-command timeouts in seconds."""
-    max_processes: int = pydantic.Field(32, ge=1, le=1024)
-    """Commands running at once for this pool; the others wait for a slot. A quarter of the
-    slots (at least one, when there are two or more) is kept from ``new``, so that slow spawns
+    max_processes: int = pydantic.Field(64, ge=1, le=1024)
+    """Commands running at once for this pool; the others wait for a slot. Some slots
+    (:func:`corral.backends.guard.reserved_slots`) are kept from ``new``, so that slow spawns
     never hold up ``delete`` and ``livecheck``."""
 
     @pydantic.field_validator("new", "delete", "livecheck", "release", "list")
@@ -205,7 +206,7 @@ class ScriptBackend(Backend):
         }
         self._slots = asyncio.Semaphore(options.max_processes)
         total = options.max_processes
-        self._new_slots = asyncio.Semaphore(max(1, total - max(1, total // 4)))
+        self._new_slots = asyncio.Semaphore(max(1, total - reserved_slots(total)))
         self.running = 0
         """Commands running right now (never above ``max_processes``)."""
 

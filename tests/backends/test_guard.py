@@ -13,7 +13,13 @@ from corral import exceptions
 from corral.backends import load_backend
 from corral.backends.base import Backend, BackendOptions, Handle, PollResult, PollStatus, VMSpec
 from corral.backends.fake import FakeBackend
-from corral.backends.guard import GuardedBackend, Operation, backoff_delay, retry_with_backoff
+from corral.backends.guard import (
+    GuardedBackend,
+    Operation,
+    backoff_delay,
+    reserved_slots,
+    retry_with_backoff,
+)
 
 from .conftest import spec, wait_for
 
@@ -100,6 +106,11 @@ async def test_slow_spawns_leave_slots_for_other_operations() -> None:
     assert backend.terminate_calls == 1 and backend.running == 3
     backend.gate.set()
     assert len(await asyncio.gather(*spawns)) == 10 and backend.peak == 3
+
+
+def test_reserved_slots_are_a_quarter_between_one_and_eight() -> None:
+    assert [reserved_slots(n) for n in (1, 2, 4, 8, 16, 32, 58, 108)] == [0, 1, 1, 2, 4, 8, 8, 8]
+    assert GuardedBackend(Scripted(), max_concurrency=58).max_spawns == 50
 
 
 async def test_waiting_for_a_slot_is_not_part_of_the_timeout() -> None:
