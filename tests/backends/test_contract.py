@@ -23,7 +23,7 @@ from .conftest import spec
 
 
 def _fake(tmp_path: Path) -> Backend:
-    options = {"spawn_latency": [0.005, 0.02], "seed": 7}
+    options = {"spawn_latency": [0.005, 0.02], "seed": 7, "state_file": "fake.json"}
     return load_backend("fake", options, pool="p", base_dir=tmp_path)
 
 
@@ -48,12 +48,20 @@ IMPLEMENTATIONS: dict[str, Callable[[Path], Backend]] = {
     "script": _script,
     "script-minimal": _script_minimal,
 }
+PERSISTENT = {"fake", "script", "script-minimal"}
+"""Implementations whose inventory outlives the backend object (a state file, the VM files)."""
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """Each backend implementation, freshly created and closed after the test."""
-    instance = IMPLEMENTATIONS[request.param](tmp_path)
+def implementation(request: pytest.FixtureRequest) -> str:
+    """The name of each backend implementation in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def backend(implementation: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A fresh backend of the implementation, closed after the test."""
+    instance = IMPLEMENTATIONS[implementation](tmp_path)
     yield instance
     await instance.aclose()
 
@@ -181,3 +189,23 @@ async def test_mandatory_operations_are_counted(guarded: GuardedBackend) -> None
     assert stats["spawn"].calls == 1 and stats["spawn"].failures == 0
     assert stats["poll"].calls >= 1
     assert stats["terminate"].calls == 1
+
+
+async def test_inventory_survives_a_new_backend_object(
+    guarded: GuardedBackend, backend: Backend, implementation: str, tmp_path: Path
+) -> None:
+    if implementation not in PERSISTENT:
+        pytest.skip(f"{implementation} keeps its VMs in memory only")
+    handles = [await up(guarded, f"vm-{i}", i) for i in range(3)]
+    await backend.aclose()
+    again = GuardedBackend(IMPLEMENTATIONS[implementation](tmp_path), poll_interval=0.01)
+    try:
+        if again.has(Capability.LIST):
+            assert {h.name for h in await again.list()} == {"vm-0", "vm-1", "vm-2"}
+        restored = Handle.from_json(handles[0].to_json())
+        assert (await again.poll(restored)).status is PollStatus.UP
+        await again.terminate(restored)
+        if again.has(Capability.LIST):
+            assert {h.name for h in await again.list()} == {"vm-1", "vm-2"}
+    finally:
+        await again.aclose()
