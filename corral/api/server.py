@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ipaddress
 import logging
 import signal
@@ -48,10 +47,10 @@ ControllerFactory = Callable[[CorralConfig], Awaitable[ManagedController]]
 
 
 async def _create_controller(config: CorralConfig) -> ManagedController:
-    # Imported at call time: the surfaces depend on the controller's facade, not its module.
-    module = importlib.import_module("corral.controller")
-    controller: ManagedController = await module.Controller.create(config)
-    return controller
+    # Imported at call time: importing the API must not pull in the store and backends.
+    from corral.controller.controller import Controller
+
+    return await Controller.create(config)
 
 
 def is_loopback(host: str) -> bool:

@@ -18,10 +18,19 @@ from rich.table import Table
 
 from corral import exceptions
 
-console = Console(highlight=False)
+PIPE_WIDTH = 200
+"""Width of tables written to a pipe or file: wide enough that nothing gets truncated."""
+
+
+def _width(stream: object) -> int | None:
+    isatty = getattr(stream, "isatty", None)
+    return None if callable(isatty) and isatty() else PIPE_WIDTH
+
+
+console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 """Standard output (tables, results)."""
 
-errors = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 """Standard error (problems, notices)."""
 
 
