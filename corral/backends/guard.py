@@ -14,6 +14,7 @@ This module must not know about pools, tickets or the store; it never blocks the
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +35,7 @@ from corral.backends.base import (
 from corral.backends.capacity import CapacityLedger
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MIN_POLL_INTERVAL = 0.001
 """The shortest pause between two polls of one VM, whatever the backend suggests."""
@@ -252,25 +254,36 @@ class GuardedBackend:
             try:
                 async with scope:
                     return await fn()
-            except TimeoutError as exc:
-                counter.failures += 1
-                if scope.expired():
-                    counter.timeouts += 1
-                    raise exceptions.BackendTimeout(
-                        f"{self.type_name} {op.value} {what}: no answer within {limit:g} s"
-                    ) from exc
-                raise self._translate(op, what, exc) from exc
-            except exceptions.BackendError as exc:
-                counter.failures += 1
-                if isinstance(exc, exceptions.BackendTimeout):
-                    counter.timeouts += 1
-                raise
             except Exception as exc:
-                counter.failures += 1
-                raise self._translate(op, what, exc) from exc
+                error = self._failed(op, what, exc, expired=scope.expired(), limit=limit)
+                if error is exc:
+                    raise
+                raise error from exc
             finally:
                 self.in_flight -= 1
                 counter.seconds += time.monotonic() - started
+
+    def _failed(
+        self, op: Operation, what: str, exc: Exception, *, expired: bool, limit: float
+    ) -> exceptions.BackendError:
+        """Count and log a failed call; return the corral error to raise for it."""
+        counter = self._counters[op]
+        counter.failures += 1
+        error: exceptions.BackendError
+        if isinstance(exc, TimeoutError) and expired:
+            error = exceptions.BackendTimeout(
+                f"{self.type_name} {op.value} {what}: no answer within {limit:g} s"
+            )
+        elif isinstance(exc, exceptions.BackendError):
+            error = exc
+        else:
+            error = self._translate(op, what, exc)
+        if isinstance(error, exceptions.BackendTimeout):
+            counter.timeouts += 1
+            log.warning("pool %s: %s", self.pool, error.message)
+        else:
+            log.info("pool %s: %s", self.pool, error.message)
+        return error
 
     def _translate(self, op: Operation, what: str, exc: Exception) -> exceptions.BackendError:
         detail = str(exc) or type(exc).__name__
