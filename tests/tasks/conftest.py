@@ -106,7 +106,15 @@ def world() -> World:
     return World()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        # the engine's PostgreSQL runs are slow-marked to keep the default suite short; the
+        # store's own contract suite runs on PostgreSQL by default
+        pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow]),
+    ]
+)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """A fresh store of each kind."""
     if request.param == "memory":
