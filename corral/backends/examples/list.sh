@@ -5,6 +5,6 @@ set -eu
 dir=${1:?usage: list.sh DIR}
 [ -d "$dir" ] || exit 0
 for path in "$dir"/*; do
-    [ -f "$path" ] && basename "$path"
+    [ -f "$path" ] && printf '%s\n' "${path##*/}"
 done
 exit 0

@@ -8,10 +8,9 @@ name=${CORRAL_VM_NAME:-${RESALLOC_NAME:?neither CORRAL_VM_NAME nor RESALLOC_NAME
 case $name in
     '' | .* | */*) echo "new.sh: refusing VM name '$name'" >&2; exit 2 ;;
 esac
-mkdir -p "$dir"
-tmp="$dir/.$name.$$.tmp"
+[ -d "$dir" ] || mkdir -p "$dir"
+# The VM exists as soon as its file does, even if we are killed while it "boots".
 printf 'pool=%s\nid_in_pool=%s\n' "${CORRAL_POOL:-${RESALLOC_POOL_ID:-}}" \
-    "${CORRAL_ID_IN_POOL:-${RESALLOC_ID_IN_POOL:-}}" > "$tmp"
-mv "$tmp" "$dir/$name"   # the VM exists from here on, even if we are killed while it boots
+    "${CORRAL_ID_IN_POOL:-${RESALLOC_ID_IN_POOL:-}}" > "$dir/$name"
 if [ -n "${2:-}" ]; then sleep "$2"; fi
 echo 127.0.0.1
