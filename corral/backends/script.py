@@ -1,11 +1,12 @@
 """The ``script`` backend: the operator's own commands create and destroy VMs (resalloc's model).
 
-Commands are argv lists run WITHOUT a shell as asyncio subprocesses (no thread per command), each in
-its own process group with a timeout after which the whole group is killed. The VM's identity is in
-environment variables, resalloc's included, so resalloc scripts work unchanged. ``new`` prints the
-VM's address on its first line; anything else there, or a non-zero exit, is a failure whose message
-carries the script's stderr. A semaphore bounds the processes running at once, so hundreds of
-spawns never exhaust file descriptors (resalloc issues #173/#178).
+Commands are argv lists run WITHOUT a shell as asyncio subprocesses (the event loop does their I/O;
+nothing blocks), each in its own process group with a timeout after which the whole group is
+killed. The VM's identity is in environment variables, resalloc's included, so resalloc scripts
+work unchanged. ``new`` prints the VM's address on its first line; anything else there, or a
+non-zero exit, is a failure whose message carries the script's stderr. A semaphore bounds the
+processes running at once, so hundreds of spawns never exhaust file descriptors (resalloc issues
+#173/#178).
 
 This module must not interpret the operator's commands beyond that protocol, and must never pass
 them through a shell.
