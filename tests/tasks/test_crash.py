@@ -73,7 +73,7 @@ def kill_repeatedly(url: str, kills: int, rng: random.Random) -> None:
 
 def finish(url: str) -> None:
     proc = spawn(url, seed=0, mode="finish")
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
 
 
