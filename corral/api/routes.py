@@ -21,7 +21,7 @@ from corral.api.auth import Principal
 from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
 from corral.client import models
-from corral.pools.model import TicketState, VMState
+from corral.pools.model import Ticket, TicketState, VMState
 
 MAX_WAIT = 300.0
 """Longest long-poll the server accepts, in seconds."""
@@ -71,9 +71,30 @@ async def _own_ticket(ctx: Context, caller: Principal, ticket_id: str) -> models
     return await convert.ticket(ctx.controller, ticket)
 
 
+WaitSeconds = Annotated[
+    float,
+    Query(ge=0, le=MAX_WAIT, description="Long-poll up to this many seconds for assignment."),
+]
+
+
+async def _wait(ctx: Context, caller: Principal, ticket_id: str, wait: float) -> Ticket:
+    """The ticket once it left ``waiting``, or as it is after ``wait`` seconds."""
+    try:
+        ticket = await ctx.controller.wait_ticket(ticket_id, timeout=wait)
+    except exceptions.TicketTimeout:
+        ticket = await ctx.controller.get_ticket(ticket_id)
+    # Checked after the wait (one store read less per poll); a refused caller learns nothing.
+    if not caller.may_see(ticket.owner):
+        raise exceptions.Forbidden(f"ticket {ticket_id} belongs to another owner")
+    return ticket
+
+
 @router.post("/tickets", status_code=201, tags=["tickets"])
-async def create_ticket(body: models.TicketRequest, ctx: Ctx, caller: Caller) -> models.Ticket:
-    """Ask for one VM, by pool or by tags. The ticket waits until a VM is assigned."""
+async def create_ticket(
+    body: models.TicketRequest, ctx: Ctx, caller: Caller, wait: WaitSeconds = 0
+) -> models.Ticket:
+    """Ask for one VM, by pool or by tags. With ``wait``, answer once it is assigned (or after
+    ``wait`` seconds): creating and long-polling in one round trip."""
     if body.pool is None and not body.tags:
         raise exceptions.InvalidInput("body field 'pool' or 'tags': give a pool or some tags")
     ticket = await ctx.controller.create_ticket(
@@ -85,6 +106,8 @@ async def create_ticket(body: models.TicketRequest, ctx: Ctx, caller: Caller) ->
         ttl=body.ttl,
     )
     ctx.metrics.ticket_created()
+    if wait > 0 and ticket.state == TicketState.WAITING:
+        ticket = await _wait(ctx, caller, ticket.id, wait)
     return await convert.ticket(ctx.controller, ticket)
 
 
@@ -106,23 +129,12 @@ async def list_tickets(
 
 @router.get("/tickets/{ticket_id}", tags=["tickets"])
 async def get_ticket(
-    ticket_id: Name,
-    ctx: Ctx,
-    caller: Caller,
-    wait: Annotated[
-        float,
-        Query(ge=0, le=MAX_WAIT, description="Long-poll up to this many seconds for assignment."),
-    ] = 0,
+    ticket_id: Name, ctx: Ctx, caller: Caller, wait: WaitSeconds = 0
 ) -> models.Ticket:
     """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``."""
-    current = await _own_ticket(ctx, caller, ticket_id)
-    if wait > 0 and current.state == TicketState.WAITING:
-        try:
-            ticket = await ctx.controller.wait_ticket(ticket_id, timeout=wait)
-        except exceptions.TicketTimeout:
-            ticket = await ctx.controller.get_ticket(ticket_id)
-        return await convert.ticket(ctx.controller, ticket)
-    return current
+    if wait > 0:
+        return await convert.ticket(ctx.controller, await _wait(ctx, caller, ticket_id, wait))
+    return await _own_ticket(ctx, caller, ticket_id)
 
 
 @router.post("/tickets/{ticket_id}/renew", tags=["tickets"])

@@ -89,11 +89,19 @@ class AsyncClient:
         sandbox: str | None = None,
         priority: int = 0,
         ttl: float | None = None,
+        wait: float | None = None,
     ) -> models.Ticket:
-        """Ask for one VM; returns the new (usually still waiting) ticket."""
+        """Ask for one VM; with ``wait``, the answer comes once it is assigned (or after
+        ``wait`` seconds), else at once with the ticket usually still waiting."""
         return await self.send(
             core.create_ticket(
-                pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+                pool=pool,
+                tags=tags,
+                owner=owner,
+                sandbox=sandbox,
+                priority=priority,
+                ttl=ttl,
+                wait=wait,
             )
         )
 
@@ -143,12 +151,24 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncIterator[models.Ticket]:
         """Hold one VM for the ``async with`` block (see :meth:`corral.client.Client.acquire`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_wait = core.MAX_WAIT_PER_REQUEST if timeout is None else timeout
         ticket = await self.create_ticket(
-            pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+            pool=pool,
+            tags=tags,
+            owner=owner,
+            sandbox=sandbox,
+            priority=priority,
+            ttl=ttl,
+            wait=first_wait,
         )
         renewer: asyncio.Task[None] | None = None
         try:
-            ticket = await self.wait_ticket(ticket.id, timeout)
+            if ticket.state == "waiting":
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ticket = await self.wait_ticket(ticket.id, left)
+            else:
+                ticket = core.assigned_or_raise(ticket)
             renewer = asyncio.create_task(self._renew_loop(ticket), name=f"renew-{ticket.id}")
             yield ticket
         finally:

@@ -98,15 +98,24 @@ def create_ticket(
     sandbox: str | None = None,
     priority: int = 0,
     ttl: float | None = None,
+    wait: float | None = None,
 ) -> Call[models.Ticket]:
-    """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``."""
+    """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``.
+
+    With ``wait``, the server answers once the ticket is assigned or after ``wait`` seconds.
+    """
     if isinstance(tags, str):
         raise exceptions.InvalidInput("tags must be a list of strings, not one string")
+    if wait is not None and wait < 0:
+        raise exceptions.InvalidInput(f"wait must be >= 0, got {wait}")
+    wait = None if wait is None else min(wait, MAX_WAIT_PER_REQUEST)
     request = models.TicketRequest(
         pool=pool, tags=list(tags), owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
     )
     body: JSON = request.model_dump(mode="json", exclude_none=True)
-    return Call("POST", "/v1/tickets", _ticket, body=body)
+    return Call(
+        "POST", "/v1/tickets", _ticket, body=body, params=_params(wait=wait), read_timeout=wait
+    )
 
 
 def get_ticket(ticket_id: str, *, wait: float | None = None) -> Call[models.Ticket]:

@@ -98,11 +98,19 @@ class Client:
         sandbox: str | None = None,
         priority: int = 0,
         ttl: float | None = None,
+        wait: float | None = None,
     ) -> models.Ticket:
-        """Ask for one VM; returns the new (usually still waiting) ticket."""
+        """Ask for one VM; with ``wait``, the answer comes once it is assigned (or after
+        ``wait`` seconds), else at once with the ticket usually still waiting."""
         return self.send(
             core.create_ticket(
-                pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+                pool=pool,
+                tags=tags,
+                owner=owner,
+                sandbox=sandbox,
+                priority=priority,
+                ttl=ttl,
+                wait=wait,
             )
         )
 
@@ -159,13 +167,25 @@ class Client:
         Waits at most ``timeout`` seconds (:class:`TicketTimeout`), renews the lease in the
         background while the block runs, and closes the ticket on exit, also on exceptions.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_wait = core.MAX_WAIT_PER_REQUEST if timeout is None else timeout
         ticket = self.create_ticket(
-            pool=pool, tags=tags, owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+            pool=pool,
+            tags=tags,
+            owner=owner,
+            sandbox=sandbox,
+            priority=priority,
+            ttl=ttl,
+            wait=first_wait,
         )
         stop = threading.Event()
         renewer: threading.Thread | None = None
         try:
-            ticket = self.wait_ticket(ticket.id, timeout)
+            if ticket.state == "waiting":
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ticket = self.wait_ticket(ticket.id, left)
+            else:
+                ticket = core.assigned_or_raise(ticket)
             renewer = threading.Thread(
                 target=self._renew_loop,
                 args=(ticket, stop),
