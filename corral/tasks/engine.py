@@ -186,6 +186,9 @@ class TaskEngine:
         await asyncio.gather(*pending, return_exceptions=True)
         for task in self._tasks.values():  # this process's locks die with the engine
             self._release_locks(task)
+            for waiter in task.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exceptions.TaskError("the engine was closed"))
 
     def _spawn(self, coro: collections.abc.Coroutine[object, object, None]) -> asyncio.Task[None]:
         job = asyncio.get_running_loop().create_task(coro)
@@ -208,8 +211,8 @@ class TaskEngine:
         clean: str = "auto",
     ) -> str:
         """Create a task and start it; return its id once it is durable (persist ``auto``)."""
-        if self._closed:
-            raise exceptions.TaskError("the engine is closed")
+        if self._closed or not self._started:
+            raise exceptions.TaskError("the engine is not running: call start() first, once")
         steps = list(jobs)
         for step in steps:
             if not isinstance(step, Step):

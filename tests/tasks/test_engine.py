@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from corral import exceptions
+from corral.locks import LockManager
 from corral.store import Store
 from corral.tasks import Step, TaskEngine, TaskEvent, TaskState
 
-from .conftest import EngineFactory, World
+from .conftest import EngineFactory, World, make_registry
 from .helpers import entered, steps, until
 
 S = TaskState
@@ -287,3 +290,21 @@ async def test_events_follow_the_table_after_each_commit(
     assert stored is not None and stored.row.progress.state == seen[-1].info.state.value
     await engine.submit("y", jobs=steps("make b"))
     assert len([e for e in seen if e.task_id != tid]) == 0  # unsubscribed
+
+
+async def test_submit_needs_a_started_engine_and_close_answers_waiters(
+    store: Store, world: World
+) -> None:
+    engine = TaskEngine(store, LockManager(), make_registry(), deps=world)
+    with pytest.raises(exceptions.TaskError, match="start"):
+        await engine.submit("x", jobs=steps("make a"))
+    await engine.start()
+    tid = await engine.submit("x", jobs=steps("hold a"))
+    await entered(world.was_entered("a"))
+    waiting = asyncio.ensure_future(engine.wait(tid))
+    await until(lambda: bool(engine._tasks[tid].waiters))
+    await engine.close()
+    with pytest.raises(exceptions.TaskError, match="closed"):
+        await waiting
+    with pytest.raises(exceptions.TaskError):
+        await engine.submit("x", jobs=steps("make b"))
