@@ -215,17 +215,17 @@ class Controller:
         if self.maintains:
             self.maintenance.start()
             for name in self._limits:
-                self._kick_spawn(name)
+                self.kick_spawn(name)
         else:
             self._spawn_bg(self._assign_ticker())
-        self._kick_assign()
+        self.kick_assign()
 
     async def _assign_ticker(self) -> None:
         # A secondary controller hears of VMs made ready by another process only through the
         # store, so it re-runs the assignment every tick.
         while not self._stopped:
             await asyncio.sleep(self.tick)
-            self._kick_assign()
+            self.kick_assign()
 
     async def stop(self) -> None:
         """Stop the loops and the engine (in-flight tasks stay persisted), close everything."""
@@ -284,8 +284,8 @@ class Controller:
         )
         if row.pool in self._limits:
             if row.state == "ready":
-                self._kick_assign()
-            self._kick_spawn(row.pool)
+                self.kick_assign()
+            self.kick_spawn(row.pool)
 
     async def spawn_finished(self, pool: str, ok: bool, seconds: float | None) -> None:
         """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
@@ -299,7 +299,7 @@ class Controller:
         delay = min(30.0, 0.05 * 2 ** min(failures - 1, 20))
         loop = asyncio.get_running_loop()
         self._hold[pool] = (failures, loop.time() + delay)
-        self._later(delay, lambda: self._kick_spawn(pool))
+        self._later(delay, lambda: self.kick_spawn(pool))
 
     def terminate_later(self, name: str, delay: float) -> None:
         """Submit a termination task for ``name`` after ``delay`` seconds."""
@@ -399,7 +399,8 @@ class Controller:
 
     # --- preallocation (event-driven top-up) --------------------------------------------------
 
-    def _kick_spawn(self, pool: str) -> None:
+    def kick_spawn(self, pool: str) -> None:
+        """Re-plan ``pool``'s preallocation soon (coalesced with other kicks)."""
         if self._stopped or not self._started or not self.maintains:
             return
         self._spawn_dirty.add(pool)
@@ -416,7 +417,7 @@ class Controller:
                     await self._top_up(name, demand.get(name, 0))
                 except exceptions.CorralError as exc:
                     log.warning("pool %s: top-up failed: %s", name, exc)
-                    self._later(self.tick, functools.partial(self._kick_spawn, name))
+                    self._later(self.tick, functools.partial(self.kick_spawn, name))
 
     async def _demand(self) -> dict[str, int]:
         rows = await self.store.pools.list_tickets(states=["waiting"])
@@ -457,7 +458,8 @@ class Controller:
 
     # --- assignment (event-driven) -----------------------------------------------------------
 
-    def _kick_assign(self) -> None:
+    def kick_assign(self) -> None:
+        """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
         if self._stopped:
             return
         self._assign_dirty = True
@@ -471,7 +473,7 @@ class Controller:
                 await self.assign_once()
             except exceptions.CorralError as exc:
                 log.warning("assignment failed: %s", exc)
-                self._later(self.tick, self._kick_assign)
+                self._later(self.tick, self.kick_assign)
 
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
@@ -509,10 +511,10 @@ class Controller:
             await self.store.pools.add_sample(pool, "wait_time", now - ticket.created_at, at=now)
             self._ticket_changed(ticket.id, "assigned", {"vm": choice.vm, "pool": pool})
             self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
-            self._kick_spawn(pool)
+            self.kick_spawn(pool)
         if len(plan) < len(waiting):
             for name in self._limits:
-                self._kick_spawn(name)
+                self.kick_spawn(name)
         return done
 
     def _ticket_changed(self, ticket_id: str, state: str, data: Mapping[str, JSON]) -> None:
@@ -583,7 +585,7 @@ class Controller:
             )
         )
         self.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
-        self._kick_assign()
+        self.kick_assign()
         return records.ticket(row)
 
     async def get_ticket(self, ticket_id: str, /) -> Ticket:
@@ -700,7 +702,7 @@ class Controller:
                 await self.submit_release(closed.vm.name)
             else:
                 await self.submit_terminate(closed.vm.name)
-        self._kick_assign()
+        self.kick_assign()
         return records.ticket(closed.ticket)
 
     async def list_tickets(

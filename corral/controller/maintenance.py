@@ -84,6 +84,10 @@ class Maintenance:
             job.add_done_callback(self._checks.discard)
             if wait:
                 await job
+        # Another process sharing the database may have taken or freed VMs: top up and assign.
+        for name in ctl.config.pools:
+            ctl.kick_spawn(name)
+        ctl.kick_assign()
 
     async def expire_tickets(self, now: float) -> int:
         """Expire every open ticket whose lease lapsed; their VMs are terminated."""
