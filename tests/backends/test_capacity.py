@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral import exceptions
@@ -73,6 +73,7 @@ def test_recommit_counts_existing_vms_without_refusing() -> None:
         ledger.admit("e", {"memory_mib": 1, "vcpus": 1})
 
 
+@settings(max_examples=60)
 @given(
     st.lists(
         st.tuples(st.booleans(), st.integers(0, 7), st.integers(1, 3000), st.integers(1, 3)),

@@ -305,8 +305,8 @@ async def test_hundreds_of_spawns_keep_file_descriptors_bounded(tmp_path: Path) 
             await asyncio.sleep(0)
 
     sampler = asyncio.create_task(sample())
-    handles = await asyncio.gather(*(guard.spawn(spec(f"vm-{i}")) for i in range(150)))
+    handles = await asyncio.gather(*(guard.spawn(spec(f"vm-{i}")) for i in range(100)))
     done = True
     await sampler
-    assert len(handles) == 150
+    assert len(handles) == 100
     assert peak - baseline <= 8 * 4  # a few pipes per running command, whatever the demand
