@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import collections
 import enum
+import json
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from typing import TypeVar
 from corral import exceptions
 from corral.store import Store
 from corral.store.tasks import TaskRepository
+from corral.store.types import JSON
 from corral.tasks import locking
 from corral.tasks.model import (
     CleanPolicy,
@@ -47,9 +49,11 @@ Subscriber = Callable[[TaskEvent], None]
 
 
 def _choice(cls: type[E], value: object, what: str) -> E:
-    for member in cls:
-        if member.value == value:
-            return member
+    if isinstance(value, str):
+        try:
+            return cls(value)
+        except ValueError:
+            pass
     allowed = ", ".join(m.value for m in cls)
     raise exceptions.InvalidInput(f"{what} must be one of {allowed}: {value!r}")
 
@@ -214,11 +218,14 @@ class TaskEngine:
         if self._closed or not self._started:
             raise exceptions.TaskError("the engine is not running: call start() first, once")
         steps = list(jobs)
+        texts = []
         for step in steps:
             if not isinstance(step, Step):
                 raise exceptions.InvalidInput(f"jobs must be Step values, not {step!r}")
             self._registry.get_job(check_name(step.name, "job"))
-            dump_args(step.name, step.args)
+            texts.append(
+                f'{{"name":{json.dumps(step.name)},"args":{dump_args(step.name, step.args)}}}'
+            )
         persist_policy = _choice(PersistPolicy, persist, "persist")
         if persist_policy is PersistPolicy.AUTO and self._repo is None:
             raise exceptions.InvalidInput("persist auto needs an engine with a store")
@@ -233,6 +240,7 @@ class TaskEngine:
             locks=locking.check_locks(locks or {}),
             jobs=steps,
             created_at=self._clock(),
+            jobs_text=f"[{','.join(texts)}]",
         )
         task.move(S.PREPARING, task.created_at)
         if not steps:
@@ -532,6 +540,7 @@ class TaskEngine:
 
     async def _run_jobs(self, task: TaskRuntime) -> None:
         total = len(task.jobs)
+        result: JSON = task.result
         while task.jobs_done < total:
             index = task.jobs_done
             if task.stop_requested:
@@ -548,7 +557,6 @@ class TaskEngine:
                     self._abort(task, "task_aborted", f"stopped in job {index + 1} of {total}")
                     return
                 result = job.result()
-                task.set_result(CODE_OK, task.message, result)
             except Exception as exc:
                 where = f"job {index + 1} of {total} ({step.name})"
                 if isinstance(exc, exceptions.TaskAborted) and task.stop_requested:
@@ -557,7 +565,11 @@ class TaskEngine:
                     self._abort(task, _error_code(exc), f"{where} failed: {exc}")
                 return
             task.jobs_done = index + 1
-        task.set_result(CODE_OK, f"{total} jobs completed successfully", task.result)
+        try:
+            task.set_result(CODE_OK, f"{total} jobs completed successfully", result)
+        except (TypeError, ValueError) as exc:
+            self._abort(task, "invalid_input", f"the last job's result is not JSON: {exc}")
+            return
         self._release_slot(task)
         task.move(S.FINISHED, self._clock())
 

@@ -27,52 +27,76 @@ def _order(row: TaskRow) -> tuple[float, str]:
     return (row.created_at, row.id)
 
 
+class _Overlay:
+    """The changes of one ``apply``, kept aside until every operation has succeeded."""
+
+    def __init__(self, repo: MemoryTaskRepository) -> None:
+        self.repo = repo
+        self.rows: dict[str, TaskRow | None] = {}  # None = deleted
+        self.stacks: dict[str, list[RecoveryRow]] = {}
+
+    def row(self, task_id: str) -> TaskRow | None:
+        return self.rows[task_id] if task_id in self.rows else self.repo._rows.get(task_id)
+
+    def stack(self, task_id: str) -> list[RecoveryRow]:
+        if self.row(task_id) is None:
+            raise exceptions.TaskNotFound(f"no task {task_id}")
+        if task_id not in self.stacks:
+            self.stacks[task_id] = list(self.repo._recoveries.get(task_id, ()))
+        return self.stacks[task_id]
+
+    def apply(self, op: TaskOp) -> None:
+        if isinstance(op, InsertTask):
+            if self.row(op.row.id) is not None:
+                raise exceptions.Conflict(f"task {op.row.id} already exists")
+            self.rows[op.row.id] = op.row
+            self.stacks[op.row.id] = []
+        elif isinstance(op, UpdateTask):
+            row = self.row(op.task_id)
+            if row is None:
+                raise exceptions.TaskNotFound(f"no task {op.task_id}")
+            self.rows[op.task_id] = replace(row, progress=op.progress)
+        elif isinstance(op, DeleteTask):
+            self.rows[op.task_id] = None
+            self.stacks[op.task_id] = []
+        elif isinstance(op, PushRecovery):
+            stack, new = self.stack(op.row.task_id), op.row
+            if any(r.position == new.position for r in stack):
+                raise exceptions.Conflict(
+                    f"task {new.task_id} already has a recovery at position {new.position}"
+                )
+            stack.append(new)
+            stack.sort(key=lambda r: r.position)
+        else:
+            stack = self.stack(op.task_id)
+            stack[:] = [r for r in stack if r.position < op.keep]
+
+    def merge(self) -> None:
+        repo = self.repo
+        for task_id, row in self.rows.items():
+            if row is None:
+                repo._rows.pop(task_id, None)
+                repo._recoveries.pop(task_id, None)
+            else:
+                repo._rows[task_id] = row
+        for task_id, stack in self.stacks.items():
+            if self.row(task_id) is not None:
+                repo._recoveries[task_id] = stack
+
+
 class MemoryTaskRepository:
-    """Tasks in a dict, recoveries in per-task lists; insertion order is creation order."""
+    """Tasks in a dict, recoveries in per-task lists."""
 
     def __init__(self) -> None:
         self._rows: dict[str, TaskRow] = {}
         self._recoveries: dict[str, list[RecoveryRow]] = {}
 
     async def apply(self, ops: Sequence[TaskOp]) -> None:
-        """Apply ``ops`` atomically (copy-on-write, swapped in only if every op succeeds)."""
-        rows = dict(self._rows)
-        recs = {k: v for k, v in self._recoveries.items()}
-        touched: set[str] = set()
+        """Apply ``ops`` atomically: nothing changes unless every operation succeeds."""
+        overlay = _Overlay(self)
         for op in ops:
-            if isinstance(op, InsertTask):
-                if op.row.id in rows:
-                    raise exceptions.Conflict(f"task {op.row.id} already exists")
-                rows[op.row.id] = op.row
-                recs[op.row.id] = []
-                touched.add(op.row.id)
-            elif isinstance(op, UpdateTask):
-                row = rows.get(op.task_id)
-                if row is None:
-                    raise exceptions.TaskNotFound(f"no task {op.task_id}")
-                rows[op.task_id] = replace(row, progress=op.progress)
-            elif isinstance(op, DeleteTask):
-                rows.pop(op.task_id, None)
-                recs.pop(op.task_id, None)
-            else:
-                task_id = op.row.task_id if isinstance(op, PushRecovery) else op.task_id
-                if task_id not in rows:
-                    raise exceptions.TaskNotFound(f"no task {task_id}")
-                if task_id not in touched:
-                    recs[task_id] = list(recs.get(task_id, ()))
-                    touched.add(task_id)
-                stack = recs[task_id]
-                if isinstance(op, PushRecovery):
-                    if any(r.position == op.row.position for r in stack):
-                        raise exceptions.Conflict(
-                            f"task {task_id} already has a recovery at position {op.row.position}"
-                        )
-                    stack.append(op.row)
-                    stack.sort(key=lambda r: r.position)
-                else:
-                    stack[:] = [r for r in stack if r.position < op.keep]
-        self._rows = rows
-        self._recoveries = recs
+            overlay.apply(op)
+        overlay.merge()
 
     async def get(self, task_id: str) -> StoredTask | None:
         """The task with this id and its recoveries, or ``None``."""
