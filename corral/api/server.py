@@ -48,7 +48,7 @@ ControllerFactory = Callable[[CorralConfig], Awaitable[ManagedController]]
 
 async def _create_controller(config: CorralConfig) -> ManagedController:
     # Imported at call time: importing the API must not pull in the store and backends.
-    from corral.controller.controller import Controller
+    from corral.controller import Controller
 
     return await Controller.create(config)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from corral.config import CorralConfig, parse_config
+from corral.controller import Controller
 
 ADMIN_TOKEN = "admin-token-0001"  # noqa: S105 - test token
 ALICE_TOKEN = "alice-token-0001"  # noqa: S105 - test token
@@ -39,14 +39,9 @@ def make_config(*, tokens: bool = True, min_ready: int = 1) -> CorralConfig:
     return parse_config(raw, env={})
 
 
-def controller_class() -> Any:
-    """The real controller once it has landed, the stand-in until then."""
-    try:
-        return importlib.import_module("corral.controller.controller").Controller
-    except (ImportError, AttributeError):
-        from standin import StandInController
-
-        return StandInController
+def controller_class() -> type[Controller]:
+    """The real controller (the API tests run on the memory store and the fake backend)."""
+    return Controller
 
 
 def auth(token: str) -> dict[str, str]:
@@ -62,10 +57,8 @@ def register_test_steps() -> None:
     """Register the test steps on the registry the controller's task engine uses (once)."""
     import asyncio
 
-    try:
-        from corral.controller.steps import REGISTRY as registry
-    except ImportError:
-        from standin import TEST_STEPS as registry
+    from corral.controller.steps import REGISTRY as registry
+
     if "test.api.gate" in registry.jobs():
         return
 
