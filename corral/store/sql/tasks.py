@@ -1,7 +1,8 @@
 """SQL tasks repository: every query of the tasks concept, named, with bound parameters only.
 
-The statements are built once at import; SQLAlchemy caches their compiled form, so a commit
-costs the driver round trips and little else. Must not be called from the event loop thread
+The statements are built with Core once at import and compiled once per dialect
+(:class:`~corral.store.sql.prepared.Prepared`), so a commit costs the driver round trips and
+little else. Must not be called from the event loop thread
 directly: everything goes through :class:`~corral.store.sql.executor.SqlExecutor`.
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 
 from corral import exceptions
 from corral.store.sql.executor import SqlExecutor
+from corral.store.sql.prepared import Prepared
 from corral.store.sql.schema_tasks import task_recoveries, tasks
 from corral.store.tasks import (
     InsertTask,
@@ -28,10 +30,13 @@ from corral.store.tasks import (
     UpdateTask,
 )
 
-# --- the named queries ---------------------------------------------------------------------
+# --- the named queries (compiled once per dialect, see prepared.py) -----------------------
 
-INSERT_TASK = insert(tasks)
-UPDATE_PROGRESS = (
+INSERT_TASK = Prepared(
+    "insert_task", insert(tasks).values({c.name: bindparam(c.name) for c in tasks.c})
+)
+UPDATE_PROGRESS = Prepared(
+    "update_progress",
     update(tasks)
     .where(tasks.c.id == bindparam("b_id"))
     .values(
@@ -41,27 +46,51 @@ UPDATE_PROGRESS = (
         message=bindparam("message"),
         result=bindparam("result"),
         updated_at=bindparam("updated_at"),
-    )
+    ),
 )
-INSERT_RECOVERY = insert(task_recoveries)
-POP_RECOVERIES = delete(task_recoveries).where(
-    task_recoveries.c.task_id == bindparam("b_task_id"),
-    task_recoveries.c.position >= bindparam("b_keep"),
+INSERT_RECOVERY = Prepared(
+    "insert_recovery",
+    insert(task_recoveries).values({c.name: bindparam(c.name) for c in task_recoveries.c}),
 )
-TASK_EXISTS = select(tasks.c.id).where(tasks.c.id == bindparam("b_id"))
-DELETE_RECOVERIES = delete(task_recoveries).where(
-    task_recoveries.c.task_id == bindparam("b_task_id")
+POP_RECOVERIES = Prepared(
+    "pop_recoveries",
+    delete(task_recoveries).where(
+        task_recoveries.c.task_id == bindparam("b_task_id"),
+        task_recoveries.c.position >= bindparam("b_keep"),
+    ),
 )
-DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("b_id"))
-SELECT_TASK = select(tasks).where(tasks.c.id == bindparam("b_id"))
-SELECT_RECOVERIES_OF = (
+TASK_EXISTS = Prepared("task_exists", select(tasks.c.id).where(tasks.c.id == bindparam("b_id")))
+DELETE_RECOVERIES = Prepared(
+    "delete_recoveries",
+    delete(task_recoveries).where(task_recoveries.c.task_id == bindparam("b_task_id")),
+)
+DELETE_TASK = Prepared("delete_task", delete(tasks).where(tasks.c.id == bindparam("b_id")))
+SELECT_TASK = Prepared("select_task", select(tasks).where(tasks.c.id == bindparam("b_id")))
+SELECT_RECOVERIES_OF = Prepared(
+    "select_recoveries_of",
     select(task_recoveries)
     .where(task_recoveries.c.task_id == bindparam("b_task_id"))
-    .order_by(task_recoveries.c.position)
+    .order_by(task_recoveries.c.position),
 )
-SELECT_TASKS = select(tasks).order_by(tasks.c.created_at, tasks.c.id)
-SELECT_ALL_RECOVERIES = select(task_recoveries).order_by(
-    task_recoveries.c.task_id, task_recoveries.c.position
+_ORDER = (tasks.c.created_at, tasks.c.id)
+SELECT_TASKS = Prepared("select_tasks", select(tasks).order_by(*_ORDER))
+SELECT_TASKS_BY_STATE = Prepared(
+    "select_tasks_by_state",
+    select(tasks).where(tasks.c.state == bindparam("b_state")).order_by(*_ORDER),
+)
+SELECT_TASKS_BY_TAG = Prepared(
+    "select_tasks_by_tag",
+    select(tasks).where(tasks.c.tag == bindparam("b_tag")).order_by(*_ORDER),
+)
+SELECT_TASKS_BY_STATE_AND_TAG = Prepared(
+    "select_tasks_by_state_and_tag",
+    select(tasks)
+    .where(tasks.c.state == bindparam("b_state"), tasks.c.tag == bindparam("b_tag"))
+    .order_by(*_ORDER),
+)
+SELECT_ALL_RECOVERIES = Prepared(
+    "select_all_recoveries",
+    select(task_recoveries).order_by(task_recoveries.c.task_id, task_recoveries.c.position),
 )
 
 
@@ -128,66 +157,71 @@ def _to_recovery(r: Row[Any]) -> RecoveryRow:
     return RecoveryRow(task_id=m["task_id"], position=m["position"], name=m["name"], args=m["args"])
 
 
-def _require(conn: Connection, task_id: str) -> None:
-    if conn.execute(TASK_EXISTS, {"b_id": task_id}).first() is None:
-        raise exceptions.TaskNotFound(f"no task {task_id}")
+def _require(conn: Connection, task_id: str, known: set[str]) -> None:
+    if task_id not in known:
+        if TASK_EXISTS.execute(conn, {"b_id": task_id}).first() is None:
+            raise exceptions.TaskNotFound(f"no task {task_id}")
+        known.add(task_id)
 
 
 def apply_ops(conn: Connection, ops: Sequence[TaskOp]) -> None:
     """Execute ``ops`` on ``conn`` (inside the caller's transaction)."""
+    known: set[str] = set()  # ids this transaction has seen exist (skips a SELECT per push)
     for op in ops:
         if isinstance(op, InsertTask):
-            conn.execute(INSERT_TASK, _row_params(op.row))
+            INSERT_TASK.execute(conn, _row_params(op.row))
+            known.add(op.row.id)
         elif isinstance(op, UpdateTask):
-            if (
-                conn.execute(UPDATE_PROGRESS, _progress_params(op.task_id, op.progress)).rowcount
-                != 1
-            ):
+            params = _progress_params(op.task_id, op.progress)
+            if UPDATE_PROGRESS.execute(conn, params).rowcount != 1:
                 raise exceptions.TaskNotFound(f"no task {op.task_id}")
+            known.add(op.task_id)
         elif isinstance(op, PushRecovery):
-            _require(conn, op.row.task_id)
             r = op.row
-            conn.execute(
-                INSERT_RECOVERY,
-                {"task_id": r.task_id, "position": r.position, "name": r.name, "args": r.args},
+            _require(conn, r.task_id, known)
+            INSERT_RECOVERY.execute(
+                conn, {"task_id": r.task_id, "position": r.position, "name": r.name, "args": r.args}
             )
         elif isinstance(op, PopRecoveries):
-            _require(conn, op.task_id)
-            conn.execute(POP_RECOVERIES, {"b_task_id": op.task_id, "b_keep": op.keep})
+            _require(conn, op.task_id, known)
+            POP_RECOVERIES.execute(conn, {"b_task_id": op.task_id, "b_keep": op.keep})
         else:
-            conn.execute(DELETE_RECOVERIES, {"b_task_id": op.task_id})
-            conn.execute(DELETE_TASK, {"b_id": op.task_id})
+            DELETE_RECOVERIES.execute(conn, {"b_task_id": op.task_id})
+            DELETE_TASK.execute(conn, {"b_id": op.task_id})
+            known.discard(op.task_id)
 
 
 def get_task(conn: Connection, task_id: str) -> StoredTask | None:
     """One task and its recoveries."""
-    row = conn.execute(SELECT_TASK, {"b_id": task_id}).first()
+    row = SELECT_TASK.execute(conn, {"b_id": task_id}).first()
     if row is None:
         return None
-    recs = conn.execute(SELECT_RECOVERIES_OF, {"b_task_id": task_id}).all()
+    recs = SELECT_RECOVERIES_OF.execute(conn, {"b_task_id": task_id}).all()
     return StoredTask(_to_row(row), tuple(_to_recovery(r) for r in recs))
 
 
 def list_tasks(conn: Connection, state: str | None, tag: str | None) -> list[TaskRow]:
     """Task rows filtered by state and tag, oldest first."""
-    query = SELECT_TASKS
-    if state is not None:
-        query = query.where(tasks.c.state == bindparam("b_state"))
-    if tag is not None:
-        query = query.where(tasks.c.tag == bindparam("b_tag"))
-    params = {"b_state": state, "b_tag": tag}
-    return [_to_row(r) for r in conn.execute(query, params)]
+    if state is None and tag is None:
+        result = SELECT_TASKS.execute(conn, {})
+    elif tag is None:
+        result = SELECT_TASKS_BY_STATE.execute(conn, {"b_state": state})
+    elif state is None:
+        result = SELECT_TASKS_BY_TAG.execute(conn, {"b_tag": tag})
+    else:
+        result = SELECT_TASKS_BY_STATE_AND_TAG.execute(conn, {"b_state": state, "b_tag": tag})
+    return [_to_row(r) for r in result]
 
 
 def load_all(conn: Connection) -> list[StoredTask]:
     """Every task with its recoveries, oldest first."""
     stacks: dict[str, list[RecoveryRow]] = {}
-    for r in conn.execute(SELECT_ALL_RECOVERIES):
+    for r in SELECT_ALL_RECOVERIES.execute(conn, {}):
         rec = _to_recovery(r)
         stacks.setdefault(rec.task_id, []).append(rec)
     return [
         StoredTask(row, tuple(stacks.get(row.id, ())))
-        for row in (_to_row(r) for r in conn.execute(SELECT_TASKS))
+        for row in (_to_row(r) for r in SELECT_TASKS.execute(conn, {}))
     ]
 
 
