@@ -17,6 +17,8 @@ import collections
 import enum
 import json
 import logging
+import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -139,6 +141,9 @@ class TaskEngine:
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
+        # uuid4 from a generator seeded by the OS once: os.urandom per id costs ~100 µs in some
+        # sandboxes; ids need to be unique, not secret
+        self._ids = random.Random(os.urandom(32))  # noqa: S311
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -230,7 +235,7 @@ class TaskEngine:
         if persist_policy is PersistPolicy.AUTO and self._repo is None:
             raise exceptions.InvalidInput("persist auto needs an engine with a store")
         task = TaskRuntime(
-            task_id=str(uuid.uuid4()),
+            task_id=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
             verb=_text(verb, "verb", empty=False),
             tag=_text(tag, "tag", empty=True),
             priority=_choice(Priority, priority, "priority"),
@@ -634,7 +639,8 @@ class TaskEngine:
                     task.move(S.FAILED, self._clock())
                     return
             task.truncate(len(stack) - 1)  # popped only once it ran: a crash re-runs it
-            await self._commit(task)
+            if stack:  # the last pop is committed with the end state, right after
+                await self._commit(task)
         task.set_message("rolled back" if not task.reason else f"rolled back after: {task.reason}")
         task.move(S.RECOVERED, self._clock())
 
