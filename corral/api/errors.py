@@ -74,7 +74,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for it
         return await _unexpected(request, exc)
     error: exceptions.CorralError
-    if exc.status_code == 404:
+    if exc.status_code == 400:
+        # e.g. a body that is not UTF-8: bad input like any other, so the same code and status.
+        error = exceptions.InvalidInput(f"request body: {exc.detail}")
+    elif exc.status_code == 404:
         error = exceptions.NotFound(f"no such endpoint: {request.method} {request.url.path}")
     elif exc.status_code == 405:
         error = exceptions.MethodNotAllowed(

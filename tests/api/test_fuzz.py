@@ -1,8 +1,8 @@
 """Property-based fuzzing of the whole API from its own OpenAPI schema (schemathesis).
 
-Every operation gets generated valid and invalid requests, as an admin: no answer may be a 5xx,
-and every answer must match the schema (status code, content type, body). Kept to a few examples
-per operation so the default run stays fast.
+Every operation gets generated requests, as an admin: no answer may be a 5xx, and every answer
+must match the schema (status code, content type, body). The default run tries two examples per
+operation; the slow suite a hundred.
 """
 
 from __future__ import annotations
@@ -33,20 +33,38 @@ def api_schema(served: BackgroundServer) -> Any:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+]
+
+
+def _call(case: Any) -> None:
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CHECKS, timeout=10
+    )
+
+
 @schema.parametrize()
 @settings(
-    max_examples=3,
+    max_examples=2,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_api_conforms_to_its_schema(case: Any) -> None:
-    case.call_and_validate(
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        checks=[
-            checks.not_a_server_error,
-            checks.status_code_conformance,
-            checks.content_type_conformance,
-            checks.response_schema_conformance,
-        ],
-        timeout=10,
-    )
+    """A few examples per operation: the default run stays fast."""
+    _call(case)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_api_conforms_to_its_schema_thoroughly(case: Any) -> None:
+    """Many examples per operation (slow suite)."""
+    _call(case)

@@ -176,13 +176,14 @@ async def test_bad_ticket_requests(http: httpx.AsyncClient) -> None:
         error = response.json()["error"]
         assert error["code"] == "invalid_input", body
         assert field in error["message"], (body, error)
-    broken = await http.post(
-        "/v1/tickets",
-        content=b"{not json",
-        headers={**ALICE, "Content-Type": "application/json"},
-    )
-    assert broken.status_code == 422
-    assert broken.json()["error"]["code"] == "invalid_input"
+    for content in [b"{not json", b"y=\xff\xfe\x1a5"]:
+        broken = await http.post(
+            "/v1/tickets",
+            content=content,
+            headers={**ALICE, "Content-Type": "application/json"},
+        )
+        assert broken.status_code == 422, content
+        assert broken.json()["error"]["code"] == "invalid_input"
     before = (await http.get("/v1/tickets", headers=ADMIN)).json()
     assert before == [], "a refused request must change nothing"
 
