@@ -29,7 +29,7 @@ class LockManagerLike(Protocol):
 
     def acquire(
         self,
-        *keys: object,
+        *keys: Mapping[str, str],
         owner: str,
         timeout: float | None = ...,
         on_wait: Callable[[], object] | None = ...,
