@@ -152,12 +152,11 @@ class LockTable:
             res = resources.get(keys[0])
             if res is not None and not res.holders and not res.queue and owner not in self._pending:
                 # Fast path: one key, idle, and the owner waits for nothing. Grant inline.
-                self._seq += 1
-                mode = req.modes[0]
-                res.token += 1
-                grant = (req, mode, now, res.token, self._seq)
+                seq = self._seq = self._seq + 1
+                token = res.token = res.token + 1
+                mode = res.mode = req.modes[0]
+                grant = (req, mode, now, token, seq)
                 res.holders[owner] = grant
-                res.mode = mode
                 req.grants = {keys[0]: grant}
                 req.upgrading = 0
                 req.state = GRANTED
@@ -275,16 +274,15 @@ class LockTable:
         if req.upgrading:
             wake: list[Request] = [req]  # its upgrader must learn the lock is gone
             self._drop_upgrade(req)
-        elif len(req.grants) == 1:
-            # Fast path: one key, and usually nobody behind it.
-            for key in req.grants:
-                res = self._resources[key]
-                del res.holders[req.owner]
-                if not res.queue and res.upgrader is None:
-                    return _NOTHING
+        elif len(req.keys) == 1:
+            # Fast path: one key (a granted one-key request holds it), usually nobody behind.
+            res = self._resources[req.keys[0]]
+            del res.holders[req.owner]
+            if res.queue or res.upgrader is not None:
                 wake = []
                 self._dispatch(res, now, wake)
                 return wake
+            return _NOTHING
         else:
             wake = []
         self._release_grants(req, now, wake)
