@@ -33,26 +33,31 @@ router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 Name = Annotated[str, Path(min_length=1, max_length=255)]
 
 
-def context(request: Request) -> Context:
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
+# pool, one thread hop per dependency per request.
+
+
+async def context(request: Request) -> Context:
     """The application's context (controller, authenticator, metrics)."""
     ctx: Context = request.app.state.corral
     return ctx
 
 
-def principal(
+async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The authenticated caller (``Unauthorized`` without a valid token)."""
     header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
-    return context(request).auth.authenticate(header)
+    ctx: Context = request.app.state.corral
+    return ctx.auth.authenticate(header)
 
 
 Ctx = Annotated[Context, Depends(context)]
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def admin(caller: Caller) -> Principal:
+async def admin(caller: Caller) -> Principal:
     """The caller, who must be an admin."""
     caller.require_admin("this operation")
     return caller
