@@ -8,6 +8,11 @@ several runs, side by side:
 - 4 threads (tasks) contending for one key, exclusive;
 - 4 threads (tasks) sharing one key (shared mode; the floor is still the bare lock).
 
+A bare ``threading.Lock`` is not fair: under contention the releasing thread takes it again at
+once, with no thread switch. A strictly FIFO lock (SPEC §3) must hand the lock to the oldest
+waiter, which costs a thread switch per pair, so the contended row is also compared with the
+least a FIFO lock can do (a queue of parked threads, ``_FifoLock``).
+
 Tasks only contend if they yield while holding the lock, so every asyncio body, floors included,
 does ``await asyncio.sleep(0)`` in the contended and shared rows. Each figure is also given as a
 ratio to its floor and to oVirt vdsm's resource manager measured on the same machine class
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import statistics
 import sys
@@ -25,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,7 +69,14 @@ def floor_thread_uncontended(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _threaded(n: int, worker: Callable[[int, int], None], nthreads: int = 4) -> float:
+Prime = tuple[Callable[[], object], Callable[[], int], Callable[[], object]]
+
+
+def _threaded(
+    n: int, worker: Callable[[int, int], None], nthreads: int = 4, prime: Prime | None = None
+) -> float:
+    """Pairs/s of ``nthreads`` workers. With ``prime`` = (hold, queued, unhold), the main thread
+    holds the lock until every worker is queued: the run starts in the FIFO steady state."""
     per = n // nthreads
     barrier = threading.Barrier(nthreads + 1)
 
@@ -71,10 +85,18 @@ def _threaded(n: int, worker: Callable[[int, int], None], nthreads: int = 4) -> 
         worker(i, per)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(nthreads)]
+    if prime is not None:
+        prime[0]()
     for t in threads:
         t.start()
     barrier.wait()
+    if prime is not None:
+        deadline = time.monotonic() + 10
+        while prime[1]() < nthreads and time.monotonic() < deadline:
+            time.sleep(0.0005)
     start = time.perf_counter()
+    if prime is not None:
+        prime[2]()
     for t in threads:
         t.join()
     return per * nthreads / (time.perf_counter() - start)
@@ -82,6 +104,7 @@ def _threaded(n: int, worker: Callable[[int, int], None], nthreads: int = 4) -> 
 
 def thread_contended(n: int, mode: str = "exclusive") -> float:
     locks = ThreadLockManager()
+    primer: list[Any] = []
 
     def worker(i: int, count: int) -> None:
         acquire = locks.acquire
@@ -90,7 +113,53 @@ def thread_contended(n: int, mode: str = "exclusive") -> float:
             with acquire("vm/bench", mode=mode, owner=owner, timeout=30.0):
                 pass
 
-    return _threaded(n, worker)
+    def queued() -> int:
+        return sum(len(s.queue) for s in locks.status())
+
+    prime = (
+        lambda: primer.append(locks.acquire("vm/bench", owner="primer").wait()),
+        queued,
+        lambda: primer.pop().release(),
+    )
+    return _threaded(n, worker, prime=prime)
+
+
+class _FifoLock:
+    """The least a strictly FIFO lock can do: a queue of parked threads, handed off in order."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._queue: collections.deque[threading.Lock] = collections.deque()
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if not self._held and not self._queue:
+                self._held = True
+                return
+            parked = threading.Lock()
+            parked.acquire()
+            self._queue.append(parked)
+        parked.acquire()
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._queue:
+                self._held = False
+                return
+            parked = self._queue.popleft()
+        parked.release()
+
+
+def floor_fifo_contended(n: int) -> float:
+    lock = _FifoLock()
+
+    def worker(i: int, count: int) -> None:
+        for _ in range(count):
+            lock.acquire()
+            lock.release()
+
+    return _threaded(n, worker, prime=(lock.acquire, lambda: len(lock._queue), lock.release))
 
 
 def thread_shared(n: int) -> float:
@@ -189,6 +258,7 @@ ROWS: list[tuple[str, Callable[[int], float], Callable[[int], float], int | None
         200_000,
     ),
     ("threads 4 contending", thread_contended, floor_thread_contended, VDSM_CONTENDED, 100_000),
+    ("  (vs a bare FIFO lock)", thread_contended, floor_fifo_contended, VDSM_CONTENDED, 100_000),
     ("threads 4 sharing", thread_shared, floor_thread_contended, None, 100_000),
     ("asyncio uncontended", async_uncontended, floor_async_uncontended, VDSM_UNCONTENDED, 200_000),
     ("asyncio 4 contending", async_contended, floor_async_contended, None, 40_000),

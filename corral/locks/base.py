@@ -53,6 +53,9 @@ class ShellRequest(Request):
         self.state = NEW
 
 
+_new = object.__new__
+
+
 class Held:
     """A granted lock: fencing tokens, guarded objects, release. Also the lock context argument
     that :func:`corral.locks.require_exclusive` checks.
@@ -206,7 +209,19 @@ class BaseLockManager(Generic[RequestT]):
             timeout = _keys.validate_timeout(timeout)
         if on_wait is not None and not callable(on_wait):
             raise exceptions.InvalidInput("on_wait must be a callable or None")
-        return self._request_class(self, owner, key_t, modes, timeout, on_wait)
+        # ShellRequest.__init__, inlined: object.__new__ plus slot stores skip the slow
+        # class-call path of CPython 3.11 (about a tenth of an uncontended acquire/release).
+        req = _new(self._request_class)
+        req.manager = self
+        req.on_wait = on_wait
+        req.waiter = None
+        req.guards = None
+        req.owner = owner
+        req.keys = key_t
+        req.modes = modes
+        req.timeout = timeout
+        req.state = NEW
+        return req
 
     # --- surface ----------------------------------------------------------------------------
 

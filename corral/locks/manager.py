@@ -22,6 +22,8 @@ from corral.locks import keys as _keys
 from corral.locks.base import BaseLockManager, Held, ShellRequest
 from corral.locks.table import CANCELLED, GRANTED, WAITING
 
+_new = object.__new__
+
 
 class AsyncHeld(Held):
     """A lock granted by a :class:`LockManager`."""
@@ -64,7 +66,10 @@ class AsyncLockRequest(ShellRequest):
             if m._factories:
                 m._guarded.enter(self)
                 return m._new_held(self, _LooseAsyncHeld)
-            return _LooseAsyncHeld(self, m)
+            held = _new(_LooseAsyncHeld)  # the class call without its slow path
+            held._request = self
+            held._manager = m
+            return held
         return (yield from self._wait_slow(_LooseAsyncHeld).__await__())
 
     async def __aenter__(self) -> AsyncHeld:
@@ -76,7 +81,10 @@ class AsyncLockRequest(ShellRequest):
             if m._factories:
                 m._guarded.enter(self)
                 return m._new_held(self, AsyncHeld)
-            return AsyncHeld(self, m)
+            held = _new(AsyncHeld)  # AsyncHeld(self, m) without the slow class call
+            held._request = self
+            held._manager = m
+            return held
         return await self._wait_slow(AsyncHeld)
 
     async def __aexit__(

@@ -23,6 +23,7 @@ from corral.locks.base import BaseLockManager, Held, ShellRequest
 from corral.locks.table import CANCELLED, GRANTED, WAITING
 
 _new_lock = threading.Lock
+_new = object.__new__
 
 
 class ThreadHeld(Held):
@@ -74,7 +75,10 @@ class ThreadLockRequest(ShellRequest):
             raise
         if self.state is GRANTED and not m._factories:
             lock.release()
-            return ThreadHeld(self, m)
+            held = _new(ThreadHeld)  # ThreadHeld(self, m) without the slow class call
+            held._request = self
+            held._manager = m
+            return held
         return self._acquired(ThreadHeld, lock)
 
     def __exit__(
