@@ -149,6 +149,7 @@ class Controller:
         self._hold: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._started = False
         self._stopped = False
         self.maintenance = Maintenance(self)
@@ -232,7 +233,7 @@ class Controller:
         if self._stopped:
             return
         self._stopped = True
-        for timer in self._timers:
+        for timer in [*self._timers, *self._retries.values()]:
             timer.cancel()
         await self.maintenance.stop()
         runners = [t for t in (self._assign_runner, self._spawn_runner) if t is not None]
@@ -279,6 +280,11 @@ class Controller:
 
     def vm_changed(self, row: VMRow) -> None:
         """Publish a VM change and re-run whatever it may unblock."""
+        if row.state in ("terminated", "failed"):
+            retry = self._retries.pop(row.name, None)
+            if retry is not None:
+                retry.cancel()
+            self.maintenance.forget(row.name)
         self.events.publish(
             Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
         )
@@ -302,13 +308,16 @@ class Controller:
         self._later(delay, lambda: self.kick_spawn(pool))
 
     def terminate_later(self, name: str, delay: float) -> None:
-        """Submit a termination task for ``name`` after ``delay`` seconds."""
+        """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
+        if self._stopped or name in self._retries:
+            return
 
         def fire() -> None:
+            self._retries.pop(name, None)
             if not self._stopped:
                 self._spawn_bg(self.submit_terminate(name))
 
-        self._later(delay, fire)
+        self._retries[name] = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         if self._stopped:
@@ -378,6 +387,8 @@ class Controller:
             locks={f"vm/{name}": "exclusive"},
             tag=f"vm:{name}",
             priority="high" if verb == "terminate" else "medium",
+            # terminating is idempotent: after a crash, finish it rather than roll it back
+            recovery="resume" if verb == "terminate" else "auto",
         )
         # submit() returns before the task's driver first runs, so no "done" event can have
         # been missed here.
@@ -392,6 +403,18 @@ class Controller:
 
     async def submit_release(self, name: str) -> None:
         await self._submit("release", Step("vm.release", {"name": name}), name)
+
+    def idle(self) -> bool:
+        """True when no task, retry or runner of this controller has work in flight (a spawn
+        backoff timer does not count: it only re-plans)."""
+        runners = [t for t in (self._assign_runner, self._spawn_runner) if t is not None]
+        return (
+            not self._busy
+            and not self._retries
+            and not self._background
+            and all(t.done() for t in runners)
+            and all(info.done for info in self.tasks.list())
+        )
 
     def busy(self, name: str) -> bool:
         """Whether an unfinished task of this controller works on VM ``name``."""
@@ -914,6 +937,7 @@ class Controller:
                 locks={f"vm/{handle.name}": "exclusive"},
                 tag=f"sweep:{handle.name}",
                 priority="high",
+                recovery="resume",
             )
         now = self.clock()
         for vm in plan.lost:
