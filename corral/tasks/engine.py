@@ -155,7 +155,12 @@ class TaskEngine:
         if self._repo is None:
             return
         for stored in await self._repo.load_all():
-            task = TaskRuntime.load(stored)
+            try:
+                task = TaskRuntime.load(stored)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise exceptions.StoreError(
+                    f"task {stored.row.id} in the store cannot be read: {exc!r}"
+                ) from exc
             self._tasks[task.id] = task
             self._restart(task)
 

@@ -99,3 +99,5 @@ class TaskEvent:
     previous: TaskState
     state: TaskState
     info: TaskInfo
+    """The task as of the commit that contains this change (changes made without an outside
+    effect between them share a commit, so ``info.state`` may already be a later state)."""

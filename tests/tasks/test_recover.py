@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from corral import exceptions
 from corral.locks import LockManager
 from corral.store import Store
 from corral.store.tasks import InsertTask, PushRecovery, RecoveryRow, TaskProgress, TaskRow
@@ -174,3 +175,11 @@ async def test_engine_closed_mid_job_is_recovered_by_the_next(
     info = await second.wait(tid, timeout=10)
     assert info.state is S.RECOVERED
     assert world.log == ["make a", "hold b", "unmake b", "unmake a"]
+
+
+async def test_an_unreadable_stored_task_is_a_store_error(
+    store: Store, make_engine: EngineFactory
+) -> None:
+    await crashed(store, "running", recovery="sometimes")
+    with pytest.raises(exceptions.StoreError, match="cannot be read"):
+        await make_engine()
