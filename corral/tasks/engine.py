@@ -612,7 +612,11 @@ class TaskEngine:
         acquiring = asyncio.ensure_future(
             locking.acquire(self._locks, task.locks, owner=task.id, on_wait=None)
         )
-        if not await self._interruptible(task, acquiring):
+        try:
+            if not await self._interruptible(task, acquiring):
+                return False
+        except exceptions.CorralError as exc:
+            task.set_result(exc.code, f"locks not granted for the rollback: {exc.message}")
             return False
         task.held = acquiring.result()
         task.holds_locks = True
