@@ -308,3 +308,24 @@ async def test_submit_needs_a_started_engine_and_close_answers_waiters(
         await waiting
     with pytest.raises(exceptions.TaskError):
         await engine.submit("x", jobs=steps("make b"))
+
+
+async def test_rollback_reacquires_the_locks(make_engine: EngineFactory, world: World) -> None:
+    locks = LockManager()
+    engine = await make_engine(locks=locks)
+    held = {"vm/x": "exclusive"}
+    first = await engine.submit("x", jobs=steps("make a"), locks=held, clean="manual")
+    second = await engine.submit("x", jobs=steps("make b"), locks=held, clean="manual")
+    assert (await engine.wait(first, timeout=10)).state is S.FINISHED
+    assert (await engine.wait(second, timeout=10)).state is S.FINISHED
+    other = await locks.acquire("vm/x", owner="operator", timeout=5)
+    await engine.rollback(first)
+    await engine.rollback(second)
+    await until(lambda: len(locks.status()[0].queue) == 2)
+    assert engine.show(first).state is S.RACQUIRING and "unmake a" not in world.log
+    await engine.stop(second, force=True)  # withdraws its lock request
+    assert (await engine.wait(second, timeout=10)).state is S.FAILED
+    other.release()
+    assert (await engine.wait(first, timeout=10)).state is S.RECOVERED
+    assert world.log[-1] == "unmake a" and "unmake b" not in world.log
+    assert locks.status() == [] or all(not s.holders for s in locks.status())
