@@ -64,17 +64,18 @@ def is_loopback(host: str) -> bool:
 
 
 def listen_host(config: CorralConfig, host: str) -> tuple[str, str | None]:
-    """The host to bind and, when it differs from the one asked for, why.
+    """The host to bind and, without tokens, the notice to print about it.
 
     With no tokens configured anyone reaching the port could take and terminate VMs, so the server
-    binds loopback only.
+    binds loopback only (whatever host was asked for) and says so.
     """
-    if config.api.tokens or is_loopback(host):
+    if config.api.tokens:
         return host, None
-    return LOOPBACK, (
-        f"no api.tokens configured: listening on {LOOPBACK} only, not {host} "
-        "(configure tokens to listen on other interfaces)"
-    )
+    bound = host if is_loopback(host) else LOOPBACK
+    notice = f"no api.tokens configured: open to local users, listening on {bound} only"
+    if bound != host:
+        notice += f", not {host} (configure tokens to listen on other interfaces)"
+    return bound, notice
 
 
 def free_port(host: str = LOOPBACK) -> int:

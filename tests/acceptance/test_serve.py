@@ -49,7 +49,8 @@ class Served:
 
     def __init__(self, workdir: Path, config: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.log = (workdir / f"serve-{port}-{time.monotonic_ns()}.log").open("w")
+        self.log_path = workdir / f"serve-{port}-{time.monotonic_ns()}.log"
+        self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "corral.cli", "serve"),
@@ -170,6 +171,9 @@ def test_cli_against_real_server(served: Served) -> None:
     assert "pool" in timeout.stderr
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'corral_vms{pool="builders"' in metrics
+    log = served.log_path.read_text()
+    assert "no api.tokens configured" in log and "127.0.0.1 only" in log
+    assert f"corral serving on {url}" in log
 
 
 def test_sigterm_during_spawn_storm_then_restart(tmp_path: Path) -> None:

@@ -65,11 +65,13 @@ def test_ownership_rules() -> None:
 
 def test_listen_host_without_tokens_is_loopback() -> None:
     open_config = parse_config({}, env={})
-    assert listen_host(open_config, "127.0.0.1") == ("127.0.0.1", None)
-    assert listen_host(open_config, "localhost") == ("localhost", None)
-    host, warning = listen_host(open_config, "0.0.0.0")  # noqa: S104 - what we refuse
+    host, notice = listen_host(open_config, "127.0.0.1")
     assert host == "127.0.0.1"
-    assert warning is not None and "tokens" in warning
+    assert notice is not None and "loopback" not in notice and "127.0.0.1 only" in notice
+    assert listen_host(open_config, "localhost")[0] == "localhost"
+    host, notice = listen_host(open_config, "0.0.0.0")  # noqa: S104 - what we refuse
+    assert host == "127.0.0.1"
+    assert notice is not None and "not 0.0.0.0" in notice
     with_tokens = parse_config(
         {"api": {"tokens": {"t-root-1234": {"owner": "root", "role": "admin"}}}}, env={}
     )
