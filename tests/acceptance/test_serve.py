@@ -207,4 +207,4 @@ def test_sigterm_during_spawn_storm_then_restart(tmp_path: Path) -> None:
         assert backend_alive == stored_alive, "leaked or lost VMs"
         assert len(stored_alive) <= 20
     finally:
-        assert second.stop() == 0
+        assert second.stop(signal.SIGINT) == 0, "graceful exit on SIGINT too"

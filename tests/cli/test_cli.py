@@ -181,3 +181,20 @@ def test_db_upgrade(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["acquire", "--pool"], ["release"], ["vm", "terminate"]])
 def test_usage_errors(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == Exit.USAGE
+
+
+def test_spinner_only_on_a_terminal(server: BackgroundServer, monkeypatch: Any) -> None:
+    import io
+
+    from rich.console import Console
+
+    from corral.cli import output
+
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "errors", Console(file=screen, force_terminal=True, width=100))
+    held = run_json(server, "acquire", "--pool", "tiny", "--timeout", "10")  # --json: no spinner
+    assert screen.getvalue() == ""
+    result = run(server, "acquire", "--pool", "tiny", "--timeout", "0.5")  # waits, then gives up
+    assert result.exit_code == Exit.TIMEOUT
+    assert "waiting for a VM" in screen.getvalue()
+    run_json(server, "release", held["id"])
