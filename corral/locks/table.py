@@ -148,19 +148,48 @@ class LockTable:
         owner = req.owner
         resources = self._resources
         keys = req.keys
-        if len(keys) == 1:
-            res = resources.get(keys[0])
-            if res is not None and not res.holders and not res.queue and owner not in self._pending:
-                # Fast path: one key, idle, and the owner waits for nothing. Grant inline.
+        res = resources.get(keys[0]) if len(keys) == 1 and owner not in self._pending else None
+        if res is not None:
+            holders = res.holders
+            if not holders:
+                if not res.queue:
+                    # Fast path: one idle key, the owner waits for nothing. Grant inline.
+                    seq = self._seq = self._seq + 1
+                    token = res.token = res.token + 1
+                    mode = res.mode = req.modes[0]
+                    grant = (req, mode, now, token, seq)
+                    holders[owner] = grant
+                    req.grants = {keys[0]: grant}
+                    req.upgrading = 0
+                    req.state = GRANTED
+                    return
+            elif owner not in holders and (
+                res.queue
+                or res.upgrader is not None
+                or req.modes[0] is EXCLUSIVE
+                or res.mode is EXCLUSIVE
+            ):
+                # Second fast path: one key that is busy: join its queue (the contended case).
                 seq = self._seq = self._seq + 1
-                token = res.token = res.token + 1
-                mode = res.mode = req.modes[0]
-                grant = (req, mode, now, token, seq)
-                res.holders[owner] = grant
-                req.grants = {keys[0]: grant}
+                req.seq = seq
+                req.since = now
+                req.state = WAITING
+                req.pos = 0
+                req.grants = {}
                 req.upgrading = 0
-                req.state = GRANTED
+                req.deadline = None if req.timeout is None else now + req.timeout
+                if res.queue is None:
+                    res.queue = deque()
+                res.queue.append(req)
+                self._waiting[req] = None
+                self._pending[owner] = [req]
                 return
+        self._submit(req, now)
+
+    def _submit(self, req: Request, now: float) -> None:
+        """The general case of ``submit``: several keys, or any check the fast paths skip."""
+        owner = req.owner
+        resources = self._resources
         for key in req.keys:
             res = resources.get(key)
             if res is not None and owner in res.holders:

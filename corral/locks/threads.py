@@ -24,6 +24,7 @@ from corral.locks.table import CANCELLED, GRANTED, WAITING
 
 _new_lock = threading.Lock
 _new = object.__new__
+_MAX_WAIT = threading.TIMEOUT_MAX
 
 
 class ThreadHeld(Held):
@@ -73,13 +74,18 @@ class ThreadLockRequest(ShellRequest):
         except BaseException:
             lock.release()
             raise
-        if self.state is GRANTED and not m._factories:
+        if m._factories:
+            return self._acquired(ThreadHeld, lock)
+        if self.state is GRANTED:
             lock.release()
             held = _new(ThreadHeld)  # ThreadHeld(self, m) without the slow class call
             held._request = self
             held._manager = m
             return held
-        return self._acquired(ThreadHeld, lock)
+        waiter = self.waiter = _new_lock()
+        waiter.acquire()
+        lock.release()
+        return self._wait_slow(ThreadHeld)
 
     def __exit__(
         self,
@@ -95,7 +101,7 @@ class ThreadLockRequest(ShellRequest):
             lock.release()
             return
         wake = m._table.release(self, m._clock())
-        if wake or self.guards:
+        if self.guards:
             try:
                 closing = m._settle(wake, (self,))
                 waiters = [r.waiter for r in wake]
@@ -103,7 +109,18 @@ class ThreadLockRequest(ShellRequest):
                 lock.release()
             m._after(waiters, closing)
             return
-        lock.release()
+        if wake:
+            if m._factories:
+                m._settle(wake)
+            waiters = [r.waiter for r in wake]
+            lock.release()
+            for waiter in waiters:  # hand over: wake the new holders
+                try:
+                    waiter.release()  # type: ignore[attr-defined]
+                except RuntimeError:
+                    pass  # a waiter that is not waiting any more
+        else:
+            lock.release()
         if m._orphans:
             m._reap()
 
@@ -138,12 +155,13 @@ class ThreadLockRequest(ShellRequest):
     def _wait_slow(self, cls: type[ThreadHeld]) -> ThreadHeld:
         m = self.manager
         waiter = cast(threading.Lock, self.waiter)
-        m._start_reaper()
+        if m._kick is None:
+            m._start_reaper()
         try:
             if self.on_wait is not None:
                 self.on_wait()
             timeout = self.timeout
-            got = waiter.acquire(True, -1 if timeout is None else timeout)
+            got = waiter.acquire(True, -1 if timeout is None or timeout > _MAX_WAIT else timeout)
         except BaseException:
             m._abandon(self)
             raise
@@ -152,7 +170,12 @@ class ThreadLockRequest(ShellRequest):
                 f"{list(self.keys)} not granted to {self.owner!r} within {self.timeout}s"
             )
         if self.state is GRANTED:
-            return m._new_held(self, cls)
+            if self.guards:
+                return m._new_held(self, cls)
+            held = _new(cls)
+            held._request = self
+            held._manager = m
+            return held
         if self.state is CANCELLED:
             raise exceptions.LockCancelled(
                 f"request of {self.owner!r} for {list(self.keys)} {self.cancel_reason}"
@@ -223,7 +246,7 @@ class ThreadLockManager(BaseLockManager[ThreadLockRequest]):
             waiter.acquire()
         self._start_reaper()
         try:
-            got = waiter.acquire(True, -1 if timeout is None else timeout)
+            got = waiter.acquire(True, -1 if timeout is None or timeout > _MAX_WAIT else timeout)
         except BaseException:
             self._cancel_upgrade(req)
             raise
