@@ -27,6 +27,15 @@ async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(0.001)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Block until ``condition()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.001)
+
+
 class AsyncDriver:
     kind = "asyncio"
 

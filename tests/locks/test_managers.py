@@ -243,3 +243,42 @@ async def test_request_cannot_be_used_twice(driver: Driver) -> None:
     with pytest.raises(exceptions.LockRequestProcessed):
         await (req if driver.kind == "asyncio" else asyncio.to_thread(req.wait))
     held.release()
+
+
+async def test_release_all_during_upgrade_wakes_the_upgrader(driver: Driver) -> None:
+    a = await driver.acquire("vm/a", mode="shared", owner="a")
+    b = await driver.acquire("vm/a", mode="shared", owner="b")
+    pending = driver.start_upgrade(a, timeout=5.0)
+    await eventually(lambda: queued(driver.locks, "vm/a") == 1)
+    (status,) = driver.locks.status()
+    assert status.queue[0].upgrade and status.queue[0].owner == "a"
+    driver.locks.release_all("a")
+    with pytest.raises(exceptions.LockCancelled):
+        await asyncio.wait_for(pending, 5)
+    assert a.released and not b.released
+    b.release()
+    assert driver.locks.status() == []
+
+
+async def test_zero_and_huge_timeouts(driver: Driver) -> None:
+    a = await driver.acquire("vm/a", owner="a")
+    with pytest.raises(exceptions.LockTimeout):
+        await driver.acquire("vm/a", owner="b", timeout=0)
+    waiting = driver.start("vm/a", owner="c", timeout=1e12)
+    await eventually(lambda: queued(driver.locks, "vm/a") == 1)
+    a.release()
+    (await asyncio.wait_for(waiting, 5)).release()
+
+
+async def test_multi_key_waiter_wakes_when_last_key_frees(driver: Driver) -> None:
+    b = await driver.acquire("vm/b", owner="b")
+    c = await driver.acquire("vm/c", mode="shared", owner="c")
+    multi = driver.start("vm/a", "vm/b", "vm/c", owner="m")
+    await eventually(lambda: queued(driver.locks, "vm/b") == 1)
+    b.release()
+    await eventually(lambda: queued(driver.locks, "vm/c") == 1)
+    assert not multi.done()
+    c.release()
+    held = await asyncio.wait_for(multi, 5)
+    assert [held.token(k) for k in held.keys] == [1, 2, 2]
+    held.release()

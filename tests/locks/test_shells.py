@@ -19,7 +19,7 @@ from corral.locks import (
     ThreadLockManager,
     require_exclusive,
 )
-from tests.locks.conftest import Driver, eventually, queued
+from tests.locks.conftest import Driver, eventually, queued, wait_until
 
 # --- asyncio: cancellation ----------------------------------------------------------------
 
@@ -141,11 +141,7 @@ def test_collected_thread_held_is_released_while_others_wait() -> None:
         target=lambda: got.append(locks.acquire("vm/a", owner="u", timeout=5.0).wait())
     )
     thread.start()
-    deadline = threading.Event()
-    for _ in range(5000):
-        if queued(locks, "vm/a") == 1:
-            break
-        deadline.wait(0.001)
+    wait_until(lambda: queued(locks, "vm/a") == 1)
     with pytest.warns(ResourceWarning):
         del held
         gc.collect()
