@@ -177,15 +177,17 @@ def test_cli_against_real_server(served: Served) -> None:
 
 
 def test_sigterm_during_spawn_storm_then_restart(tmp_path: Path) -> None:
-    config = _config(tmp_path, latency=0.5, min_ready=10, max_vms=20)
+    config = _config(tmp_path, latency=1.0, min_ready=10, max_vms=20)
     first = Served(tmp_path, config, free_port())
-    tickets = [first.post("/v1/tickets", {"pool": "builders"})["id"] for _ in range(15)]
-    _wait_for(
-        lambda: any(v["state"] == "spawning" for v in first.get("/v1/vms")),
-        10,
-        "spawns in flight",
-    )
-    assert first.stop(signal.SIGTERM) == 0, "graceful exit on SIGTERM"
+    try:
+        tickets = [first.post("/v1/tickets", {"pool": "builders"})["id"] for _ in range(15)]
+        _wait_for(
+            lambda: any(v["state"] == "spawning" for v in first.get("/v1/vms")),
+            10,
+            "spawns in flight",
+        )
+    finally:
+        assert first.stop(signal.SIGTERM) == 0, "graceful exit on SIGTERM"
 
     second = Served(tmp_path, config, free_port())
     try:
