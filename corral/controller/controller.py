@@ -150,6 +150,8 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._samples: list[tuple[str, str, float, float]] = []
+        self._counts: dict[tuple[str, str], int] = {}
         self._started = False
         self._stopped = False
         self.maintenance = Maintenance(self)
@@ -243,6 +245,10 @@ class Controller:
         await asyncio.gather(*runners, return_exceptions=True)
         self._unsubscribe()
         await self.tasks.close()
+        try:
+            await self.flush_stats()
+        except exceptions.CorralError as exc:
+            log.warning("could not save the last statistics: %s", exc)
         for backend in self._backends.values():
             try:
                 await backend.aclose()
@@ -298,14 +304,30 @@ class Controller:
         if ok:
             self._hold.pop(pool, None)
             if seconds is not None:
-                await self.store.pools.add_sample(pool, "spawn_time", seconds, at=self.clock())
+                self.record(pool, "spawn_time", seconds)
             return
-        await self.store.pools.bump(pool, "spawn_failures")
+        self.count(pool, "spawn_failures")
         failures = self._hold.get(pool, (0, 0.0))[0] + 1
         delay = min(30.0, 0.05 * 2 ** min(failures - 1, 20))
         loop = asyncio.get_running_loop()
         self._hold[pool] = (failures, loop.time() + delay)
         self._later(delay, lambda: self.kick_spawn(pool))
+
+    def record(self, pool: str, kind: str, value: float) -> None:
+        """Buffer a statistics sample (flushed to the store every tick and when read)."""
+        self._samples.append((pool, kind, value, self.clock()))
+
+    def count(self, pool: str, counter: str, by: int = 1) -> None:
+        """Buffer a counter increment (flushed with the samples)."""
+        self._counts[(pool, counter)] = self._counts.get((pool, counter), 0) + by
+
+    async def flush_stats(self) -> None:
+        """Write the buffered statistics in one transaction."""
+        samples, counts = self._samples, self._counts
+        if not samples and not counts:
+            return
+        self._samples, self._counts = [], {}
+        await self.store.pools.record_stats(samples, counts)
 
     def terminate_later(self, name: str, delay: float) -> None:
         """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
@@ -465,12 +487,13 @@ class Controller:
         wanted = allocation.plan_spawns(
             self._limits[pool], {VMState(k): v for k, v in counts.items()}, demand
         )
-        for _ in range(wanted):
-            await self._start_spawn(pool)
+        if wanted:
+            # concurrently: the SQL store group-commits the rows and the task records together
+            await asyncio.gather(*(self._start_spawn(pool) for _ in range(wanted)))
 
     async def _start_spawn(self, pool: str) -> None:
         row = await self.store.pools.create_vm(pool, state="spawning", now=self.clock())
-        await self.store.pools.bump(pool, "spawn_attempts")
+        self.count(pool, "spawn_attempts")
         self._busy[row.name] = ""  # reserved until the task id is known
         try:
             await self._submit("spawn", Step("vm.spawn", {"name": row.name}), row.name)
@@ -500,22 +523,14 @@ class Controller:
 
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
-        rows = await self.store.pools.list_tickets(states=["waiting"])
-        if not rows:
+        inputs = await self.store.pools.allocation_inputs(
+            {name: limits.tags for name, limits in self._limits.items()}
+        )
+        if not inputs.waiting:
             return 0
-        waiting = [records.ticket(r) for r in rows]
-        held = await self.store.pools.held()
-        vms: list[VM] = []
-        for name, limits in self._limits.items():
-            mine = [t for t in waiting if name in allocation.pools_for(t, (limits,))]
-            if not mine:
-                continue
-            fresh = await self.store.pools.ready_vms(name, sandbox=None, limit=len(mine))
-            vms.extend(records.vm(r) for r in fresh)
-            for sandbox in sorted({t.sandbox for t in mine if t.sandbox is not None}):
-                count = sum(1 for t in mine if t.sandbox == sandbox)
-                used = await self.store.pools.ready_vms(name, sandbox=sandbox, limit=count)
-                vms.extend(records.vm(r) for r in used)
+        waiting = [records.ticket(r) for r in inputs.waiting]
+        vms = [records.vm(r) for r in inputs.ready]
+        held = inputs.held
         plan = allocation.allocate(waiting, vms, self._limits, held)
         by_id = {t.id: t for t in waiting}
         pools_of = {v.name: v.pool for v in vms}
@@ -531,7 +546,7 @@ class Controller:
                 continue
             done += 1
             ticket = by_id[choice.ticket]
-            await self.store.pools.add_sample(pool, "wait_time", now - ticket.created_at, at=now)
+            self.record(pool, "wait_time", now - ticket.created_at)
             self._ticket_changed(ticket.id, "assigned", {"vm": choice.vm, "pool": pool})
             self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
             self.kick_spawn(pool)
@@ -836,6 +851,7 @@ class Controller:
     async def get_pool(self, name: str, /) -> PoolStatus:
         """One pool's limits, VM counts, queue, statistics and info (``PoolNotFound``)."""
         pool = self.config.pool(name)
+        await self.flush_stats()
         counts = await self.store.pools.count_vms(name)
         waiting = await self.store.pools.list_tickets(states=["waiting"])
         demand = allocation.route_demand(

@@ -75,6 +75,7 @@ class Maintenance:
         """
         ctl = self._ctl
         now = ctl.clock()
+        await ctl.flush_stats()
         await self.expire_tickets(now)
         for name in sorted(ctl.config.pools):
             await self.retire(name, now)
@@ -186,7 +187,7 @@ class Maintenance:
         )
         if row is None:
             return
-        await ctl.store.pools.bump(row.pool, "livecheck_failures")
+        ctl.count(row.pool, "livecheck_failures")
         if failures < ctl.pool_config(row.pool).livecheck.attempts:
             return
         reason = f"failed {failures} livechecks in a row"

@@ -57,6 +57,10 @@ class VMHooks(Protocol):
         """Submit a new termination task for ``name`` after ``delay`` seconds."""
         ...
 
+    def count(self, pool: str, counter: str, by: int = 1) -> None:
+        """Add to a pool's statistics counter."""
+        ...
+
 
 def _hooks(ctx: JobContext) -> VMHooks:
     deps = ctx.deps
@@ -101,7 +105,7 @@ async def _terminate(h: VMHooks, row: VMRow) -> None:
             )
     finally:
         if failures:
-            await h.store.pools.bump(row.pool, "terminate_failures", failures)
+            h.count(row.pool, "terminate_failures", failures)
 
 
 # --- spawn -----------------------------------------------------------------------------------

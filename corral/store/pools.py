@@ -86,6 +86,38 @@ class Closed:
     vm: VMRow | None
 
 
+@dataclass(frozen=True, slots=True)
+class AllocationInputs:
+    """What one allocation round reads, in one transaction (see
+    :meth:`PoolsRepository.allocation_inputs`)."""
+
+    waiting: tuple[TicketRow, ...]
+    held: Mapping[tuple[str, str], int]
+    ready: tuple[VMRow, ...]
+
+
+def ticket_fits_pool(ticket: TicketRow, pool: str, tags: frozenset[str]) -> bool:
+    """A ticket may be served by a pool when it names it (or none) and its tags are a subset of
+    the pool's (the same rule as :func:`corral.pools.allocation.pools_for`)."""
+    return ticket.pool in (None, pool) and tags.issuperset(ticket.tags)
+
+
+def wanted_candidates(
+    waiting: Sequence[TicketRow], pools: Mapping[str, frozenset[str]]
+) -> dict[tuple[str, str | None], int]:
+    """How many free ready VMs of each ``(pool, sandbox)`` an allocation round can use at most:
+    fresh ones (sandbox ``None``) for every fitting ticket, used ones per ticket of that sandbox."""
+    wanted: dict[tuple[str, str | None], int] = {}
+    for name, tags in pools.items():
+        for ticket in waiting:
+            if ticket_fits_pool(ticket, name, tags):
+                wanted[(name, None)] = wanted.get((name, None), 0) + 1
+                if ticket.sandbox is not None:
+                    key = (name, ticket.sandbox)
+                    wanted[key] = wanted.get(key, 0) + 1
+    return wanted
+
+
 class PoolsRepository(Protocol):
     """Where pools' VMs, tickets, info and statistics are persisted (all methods async).
 
@@ -177,6 +209,12 @@ class PoolsRepository(Protocol):
         (and nothing changed) if any condition failed."""
         ...
 
+    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+        """In one transaction: the waiting tickets (by priority, then age), the held counts and,
+        per :func:`wanted_candidates`, the free ready VMs an allocation round can use — a bounded
+        read whatever the number of VMs. ``pools`` maps each pool to its tags."""
+        ...
+
     async def close_ticket(
         self,
         ticket_id: str,
@@ -216,4 +254,13 @@ class PoolsRepository(Protocol):
 
     async def counters(self, pool: str) -> dict[str, int]:
         """Every counter of ``pool``."""
+        ...
+
+    async def record_stats(
+        self,
+        samples: Sequence[tuple[str, str, float, float]],
+        counts: Mapping[tuple[str, str], int],
+    ) -> None:
+        """In one transaction: add samples ``(pool, kind, value, at)`` and add to counters
+        ``{(pool, counter): by}`` (the controller buffers statistics and flushes them here)."""
         ...

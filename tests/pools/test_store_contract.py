@@ -150,3 +150,14 @@ async def test_info_samples_counters(store: Store) -> None:
     await store.pools.bump("p", "spawn_failures")
     await store.pools.bump("p", "spawn_failures", 2)
     assert await store.pools.counters("p") == {"spawn_failures": 3}
+
+
+async def test_record_stats_in_one_call(store: Store) -> None:
+    await store.pools.record_stats(
+        [("p", "wait_time", 0.5, 1.0), ("p", "wait_time", 0.7, 2.0)],
+        {("p", "spawn_attempts"): 3, ("q", "spawn_failures"): 1},
+    )
+    await store.pools.record_stats([], {("p", "spawn_attempts"): 2})
+    assert await store.pools.samples("p", "wait_time", limit=10) == [0.5, 0.7]
+    assert await store.pools.counters("p") == {"spawn_attempts": 5}
+    assert await store.pools.counters("q") == {"spawn_failures": 1}

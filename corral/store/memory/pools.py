@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from corral import exceptions
-from corral.store.pools import TICKET_COLUMNS, VM_COLUMNS, Closed, TicketRow, VMRow
+from corral.store.pools import (
+    TICKET_COLUMNS,
+    VM_COLUMNS,
+    AllocationInputs,
+    Closed,
+    TicketRow,
+    VMRow,
+    wanted_candidates,
+)
 
 _DEAD = frozenset({"terminated", "failed"})
 _OPEN = frozenset({"waiting", "assigned"})
@@ -247,6 +255,16 @@ class MemoryPoolsRepository:
         self._put_ticket(replace(ticket, state="assigned", vm=vm_name, assigned_at=now))
         return True
 
+    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+        """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
+        waiting = await self.list_tickets(states=["waiting"])
+        if not waiting:
+            return AllocationInputs(waiting=(), held={}, ready=())
+        ready: list[VMRow] = []
+        for (pool, sandbox), limit in wanted_candidates(waiting, pools).items():
+            ready.extend(await self.ready_vms(pool, sandbox=sandbox, limit=limit))
+        return AllocationInputs(waiting=tuple(waiting), held=await self.held(), ready=tuple(ready))
+
     async def close_ticket(
         self,
         ticket_id: str,
@@ -309,3 +327,14 @@ class MemoryPoolsRepository:
     async def counters(self, pool: str) -> dict[str, int]:
         """See :meth:`corral.store.pools.PoolsRepository.counters`."""
         return dict(self._counters.get(pool, Counter()))
+
+    async def record_stats(
+        self,
+        samples: Sequence[tuple[str, str, float, float]],
+        counts: Mapping[tuple[str, str], int],
+    ) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.record_stats`."""
+        for pool, kind, value, at in samples:
+            await self.add_sample(pool, kind, value, at=at)
+        for (pool, counter), by in counts.items():
+            await self.bump(pool, counter, by)

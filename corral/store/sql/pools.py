@@ -27,7 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from corral import exceptions
-from corral.store.pools import TICKET_COLUMNS, VM_COLUMNS, Closed, TicketRow, VMRow
+from corral.store.pools import (
+    TICKET_COLUMNS,
+    VM_COLUMNS,
+    AllocationInputs,
+    Closed,
+    TicketRow,
+    VMRow,
+    wanted_candidates,
+)
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.schema_pools import (
     pool_counters,
@@ -467,6 +475,39 @@ def bump(conn: Connection, pool: str, counter: str, by: int) -> None:
     )
 
 
+WAITING = (
+    select(tickets)
+    .where(tickets.c.state == "waiting")
+    .order_by(tickets.c.priority.desc(), tickets.c.seq)
+)
+
+
+def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+    """The waiting tickets, held counts and bounded ready candidates, in one transaction."""
+    waiting = [_ticket(r) for r in conn.execute(WAITING)]
+    if not waiting:
+        return AllocationInputs(waiting=(), held={}, ready=())
+    ready: list[VMRow] = []
+    for (pool, sandbox), limit in wanted_candidates(waiting, pools).items():
+        query = READY_FRESH if sandbox is None else READY_SANDBOX
+        params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": limit}
+        ready.extend(_vm(r) for r in conn.execute(query, params))
+    held = {(r[0], r[1]): r[2] for r in conn.execute(HELD)}
+    return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
+
+
+def record_stats(
+    conn: Connection,
+    samples: Sequence[tuple[str, str, float, float]],
+    counts: Mapping[tuple[str, str], int],
+) -> None:
+    """Add samples and bump counters."""
+    for pool, kind, value, at in samples:
+        add_sample(conn, pool, kind, value, at)
+    for (pool, counter), by in counts.items():
+        bump(conn, pool, counter, by)
+
+
 class SqlPoolsRepository:
     """The pools repository over SQLite or PostgreSQL (see :mod:`corral.store.pools`)."""
 
@@ -576,6 +617,11 @@ class SqlPoolsRepository:
             lambda conn: assign(conn, ticket_id, vm_name, now, max_per_owner)
         )
 
+    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+        """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
+        frozen = dict(pools)
+        return await self._executor.run(lambda conn: allocation_inputs(conn, frozen))
+
     async def close_ticket(
         self,
         ticket_id: str,
@@ -621,3 +667,13 @@ class SqlPoolsRepository:
         return await self._executor.run(
             lambda conn: {r[0]: r[1] for r in conn.execute(SELECT_COUNTERS, {"b_pool": pool})}
         )
+
+    async def record_stats(
+        self,
+        samples: Sequence[tuple[str, str, float, float]],
+        counts: Mapping[tuple[str, str], int],
+    ) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.record_stats`."""
+        batch, bumps = list(samples), dict(counts)
+        if batch or bumps:
+            await self._executor.run(lambda conn: record_stats(conn, batch, bumps))
