@@ -160,7 +160,8 @@ class Held:
 RequestT = TypeVar("RequestT", bound=ShellRequest)
 _INF = float("inf")
 _ONE_MODE: dict[str, tuple[Mode]] = {SHARED: (SHARED,), EXCLUSIVE: (EXCLUSIVE,)}
-_valid_keys = _keys._valid_keys
+_valid_singles = _keys.valid_singles
+_valid_owners = _keys.valid_owners
 
 
 HeldT = TypeVar("HeldT", bound=Held)
@@ -196,14 +197,16 @@ class BaseLockManager(Generic[RequestT]):
         waits for one of the keys, ``LockTimeout`` after ``timeout`` seconds (float; ``None``
         waits forever).
         """
-        # Validation is inlined for the common call (one known key, str mode, float timeout).
-        one = _ONE_MODE.get(mode) if isinstance(mode, str) else None
+        # Validation is inlined for the common call: one key and an owner seen before (both
+        # found in caches of valid values), a mode, a float timeout.
+        key_t: tuple[str, ...]
         modes: tuple[Mode, ...]
-        if one is None or len(keys) != 1 or type(keys[0]) is not str or keys[0] not in _valid_keys:
+        try:
+            key_t = _valid_singles[keys]  # type: ignore[index]
+            modes = _ONE_MODE[mode]
+        except (KeyError, TypeError):
             key_t, modes = _keys.normalize_request(keys, mode)
-        else:
-            key_t, modes = keys, one  # type: ignore[assignment]
-        if type(owner) is not str or not 0 < len(owner) <= 255 or not owner.isprintable():
+        if type(owner) is not str or owner not in _valid_owners:
             owner = _keys.validate_owner(owner)
         if timeout is not None and (type(timeout) is not float or not 0.0 <= timeout < _INF):
             timeout = _keys.validate_timeout(timeout)

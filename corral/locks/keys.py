@@ -36,8 +36,11 @@ _MAX_NAME = 255
 _MAX_OWNER = 255
 _CACHE_LIMIT = 65536
 
-# Valid key -> the one-element tuple of it, which is what a single-key acquire needs anyway.
+# Valid key -> the one-element tuple of it, which is what a single-key acquire needs anyway;
+# and the same keyed by that tuple, so that acquire("vm/a", ...) checks its *keys in one lookup.
 _valid_keys: dict[str, tuple[str]] = {}
+valid_singles: dict[tuple[str], tuple[str]] = {}
+valid_owners: dict[str, None] = {}
 
 
 def validate_key(key: object) -> str:
@@ -82,9 +85,11 @@ def _check_key(key: object) -> tuple[str]:
         )
     if len(_valid_keys) >= _CACHE_LIMIT:
         _valid_keys.clear()
+        valid_singles.clear()
     key = str(key)  # a str subclass must not end up in the cache
     one = (key,)
     _valid_keys[key] = one
+    valid_singles[one] = one
     return one
 
 
@@ -116,6 +121,9 @@ def validate_mode(mode: object) -> Mode:
 def validate_owner(owner: object) -> str:
     """Return ``owner`` if it is a non-empty printable string of at most 255 characters."""
     if type(owner) is str and 0 < len(owner) <= _MAX_OWNER and owner.isprintable():
+        if len(valid_owners) >= _CACHE_LIMIT:
+            valid_owners.clear()
+        valid_owners[owner] = None
         return owner
     if not isinstance(owner, str):
         raise exceptions.InvalidInput(
