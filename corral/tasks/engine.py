@@ -73,14 +73,23 @@ def _error_code(exc: BaseException) -> str:
 class _Control:
     """The engine side of one job's :class:`JobContext`."""
 
-    def __init__(self, engine: TaskEngine, task: TaskRuntime, index: int) -> None:
+    def __init__(self, engine: TaskEngine, task: TaskRuntime, index: int | None) -> None:
         self._engine, self._task, self._index = engine, task, index
+        self.active = True
+
+    def _check_active(self) -> None:
+        if not self.active:
+            raise exceptions.TaskError(
+                f"task {self._task.id}: the job has ended; it can no longer push recoveries"
+            )
 
     async def push(self, step: Step, args_text: str) -> None:
+        self._check_active()
         self._task.push(step, args_text)
         await self._commit()
 
     async def replace(self, step: Step | None, args_text: str) -> None:
+        self._check_active()
         stack = self._task.recoveries
         keep = next((i for i in range(len(stack) - 1, -1, -1) if stack[i].name == SENTINEL), 0)
         self._task.truncate(keep)
@@ -89,8 +98,11 @@ class _Control:
         await self._commit()
 
     def progress(self, text: str) -> None:
-        n = len(self._task.jobs)
-        self._task.set_message(f"running job {self._index + 1} of {n}: {text}")
+        if self._index is None:
+            self._task.set_message(f"rolling back: {text}")
+        else:
+            n = len(self._task.jobs)
+            self._task.set_message(f"running job {self._index + 1} of {n}: {text}")
 
     async def _commit(self) -> None:
         task = self._task
@@ -285,6 +297,10 @@ class TaskEngine:
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         """Wait until the task is done or waits in ``waitrecover``; its snapshot then."""
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0
+        ):
+            raise exceptions.InvalidInput(f"timeout must be None or seconds >= 0: {timeout!r}")
         task = self._tasks.get(task_id)
         if task is None:
             return self.show(task_id)
@@ -563,9 +579,12 @@ class TaskEngine:
             try:
                 fn = self._registry.get_job(step.name)
                 job = asyncio.ensure_future(fn(ctx, **step.args))
-                if not await self._interruptible(task, job):
-                    self._abort(task, "task_aborted", f"stopped in job {index + 1} of {total}")
-                    return
+                try:
+                    if not await self._interruptible(task, job):
+                        self._abort(task, "task_aborted", f"stopped in job {index + 1} of {total}")
+                        return
+                finally:
+                    control.active = False
                 result = job.result()
             except Exception as exc:
                 where = f"job {index + 1} of {total} ({step.name})"
@@ -642,7 +661,7 @@ class TaskEngine:
                 task.set_message(f"running recovery {len(stack)} ({step.name})")
                 try:
                     fn = self._registry.get_recovery(step.name)
-                    await fn(self._context(task, _Control(self, task, -1), None), **step.args)
+                    await fn(self._context(task, _Control(self, task, None), None), **step.args)
                 except Exception as exc:
                     task.set_result(_error_code(exc), f"recovery {step.name} failed: {exc}")
                     task.move(S.FAILED, self._clock())

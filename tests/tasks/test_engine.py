@@ -9,7 +9,7 @@ import pytest
 from corral import exceptions
 from corral.locks import LockManager
 from corral.store import Store
-from corral.tasks import Step, TaskEngine, TaskEvent, TaskState
+from corral.tasks import JobContext, Step, TaskEngine, TaskEvent, TaskState
 
 from .conftest import EngineFactory, World, make_registry
 from .helpers import entered, steps, until
@@ -329,3 +329,20 @@ async def test_rollback_reacquires_the_locks(make_engine: EngineFactory, world: 
     assert (await engine.wait(first, timeout=10)).state is S.RECOVERED
     assert world.log[-1] == "unmake a" and "unmake b" not in world.log
     assert locks.status() == [] or all(not s.holders for s in locks.status())
+
+
+async def test_a_context_cannot_push_after_its_job_ended(engine: TaskEngine, world: World) -> None:
+    kept: list[JobContext] = []
+    registry = engine._registry
+
+    @registry.job("leak")
+    async def leak(ctx: JobContext) -> None:
+        kept.append(ctx)
+
+    tid = await engine.submit("x", jobs=[Step("leak")], clean="manual")
+    assert (await engine.wait(tid, timeout=10)).state is S.FINISHED
+    with pytest.raises(exceptions.TaskError, match="job has ended"):
+        await kept[0].push_recovery("unmake", name="late")
+    assert engine.show(tid).recoveries == ()
+    with pytest.raises(exceptions.InvalidInput, match="timeout"):
+        await engine.wait(tid, timeout=-1)
