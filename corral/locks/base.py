@@ -41,7 +41,8 @@ class ShellRequest(Request):
         timeout: float | None,
         on_wait: Callable[[], object] | None,
     ) -> None:
-        # The slots are set here rather than through Request.__init__: this is the hot path.
+        # BaseLockManager.acquire builds requests without this call (it is the hot path) and
+        # sets the same slots: keep both in step (tests/locks/test_shells.py checks it).
         self.manager = manager
         self.on_wait = on_wait
         self.waiter = None

@@ -232,3 +232,14 @@ async def test_require_exclusive_refuses_shared_contexts(driver: Driver) -> None
     excl.release()
     with pytest.raises(ExclusiveLockRequired, match="lock context"):
         change(None, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("manager_class", [LockManager, ThreadLockManager])
+def test_acquire_builds_requests_like_their_constructor(manager_class: Any) -> None:
+    locks = manager_class()
+    fast = locks.acquire("vm/a", owner="o", timeout=1.5)
+    slow = type(fast)(locks, "o", ("vm/a",), fast.modes, 1.5, None)
+    slots = [s for cls in type(fast).__mro__ for s in getattr(cls, "__slots__", ())]
+    set_fast = {s: getattr(fast, s) for s in slots if hasattr(fast, s)}
+    set_slow = {s: getattr(slow, s) for s in slots if hasattr(slow, s)}
+    assert set_fast == set_slow
