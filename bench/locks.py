@@ -255,7 +255,7 @@ ROWS: list[tuple[str, Callable[[int], float], Callable[[int], float], int | None
         thread_uncontended,
         floor_thread_uncontended,
         VDSM_UNCONTENDED,
-        200_000,
+        100_000,
     ),
     ("threads 4 contending", thread_contended, floor_thread_contended, VDSM_CONTENDED, 40_000),
     ("  (vs a bare FIFO lock)", thread_contended, floor_fifo_contended, VDSM_CONTENDED, 40_000),
