@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,14 @@ async def _until_ready(ctl: Controller, n: int, timeout: float) -> float:
             except TimeoutError:
                 pass
     return time.perf_counter() - start
+
+
+async def _until_idle(ctl: Controller, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not ctl.idle():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the controller did not settle")
+        await asyncio.sleep(0.01)
 
 
 # --- 1. warm-pool acquire latency --------------------------------------------------------------
@@ -170,6 +179,8 @@ async def acquire_at_size(size: int, samples: int, rounds: int) -> list[float]:
         result = []
         for _ in range(rounds):
             await _until_ready(ctl, size, 600)
+            await _until_idle(ctl, 600)
+            gc.collect()  # the same clean start for both sizes
             times = []
             for _ in range(samples):
                 t0 = time.perf_counter()

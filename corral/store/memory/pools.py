@@ -7,6 +7,7 @@ indexes do. Each method runs without awaiting, so it is atomic on the event loop
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,8 @@ class MemoryPoolsRepository:
         self._by_pool: dict[str, dict[str, None]] = defaultdict(dict)
         self._counts: dict[str, Counter[str]] = defaultdict(Counter)
         self._ready: dict[tuple[str, str | None], dict[str, None]] = defaultdict(dict)
-        self._ids: dict[str, set[int]] = defaultdict(set)
+        self._free_ids: dict[str, list[int]] = defaultdict(list)  # heaps of released ids
+        self._fresh_ids: dict[str, int] = defaultdict(int)  # every id below is or was taken
         self._next: dict[str, int] = defaultdict(int)
         self._held: Counter[tuple[str, str]] = Counter()
         self._tickets: dict[str, TicketRow] = {}
@@ -74,7 +76,7 @@ class MemoryPoolsRepository:
                 if self._held[(old.owner, old.pool)] <= 0:
                     del self._held[(old.owner, old.pool)]
             if old.state not in _DEAD and new.state in _DEAD:
-                self._ids[old.pool].discard(old.id_in_pool)
+                heapq.heappush(self._free_ids[old.pool], old.id_in_pool)
         self._vms[new.name] = new
         self._counts[new.pool][new.state] += 1
         key = self._ready_key(new)
@@ -82,6 +84,14 @@ class MemoryPoolsRepository:
             self._ready[key][new.name] = None
         if new.ticket is not None and new.owner is not None:
             self._held[(new.owner, new.pool)] += 1
+
+    def _take_id(self, pool: str) -> int:
+        free = self._free_ids[pool]
+        if free:
+            return heapq.heappop(free)
+        taken = self._fresh_ids[pool]
+        self._fresh_ids[pool] = taken + 1
+        return taken
 
     def _put_ticket(self, new: TicketRow) -> None:
         self._tickets[new.id] = new
@@ -95,9 +105,7 @@ class MemoryPoolsRepository:
     async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
         """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
         self._next[pool] += 1
-        used = self._ids[pool]
-        id_in_pool = next(i for i in itertools.count() if i not in used)
-        used.add(id_in_pool)
+        id_in_pool = self._take_id(pool)
         row = VMRow(
             name=f"{pool}-{self._next[pool]:06d}",
             pool=pool,
