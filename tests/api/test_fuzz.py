@@ -1,8 +1,9 @@
 """Property-based fuzzing of the whole API from its own OpenAPI schema (schemathesis).
 
 Every operation gets generated requests, as an admin: no answer may be a 5xx, and every answer
-must match the schema (status code, content type, body). The default run tries two examples per
-operation; the slow suite a hundred.
+must match the schema (status code, content type, body). The default run tries two generated
+examples per operation; the slow suite adds the coverage phase (boundary values) and a hundred
+examples.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import schemathesis
 from apitools import ADMIN_TOKEN, controller_class, make_config
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
+from schemathesis.config import SchemathesisConfig
 
 from corral.api.server import BackgroundServer
 
@@ -27,10 +29,19 @@ def served() -> Iterator[BackgroundServer]:
 
 @pytest.fixture(scope="module")
 def api_schema(served: BackgroundServer) -> Any:
+    """The schema, without the coverage phase (hundreds of boundary cases: slow suite only)."""
+    config = SchemathesisConfig.from_dict({"phases": {"coverage": {"enabled": False}}})
+    return schemathesis.openapi.from_url(f"{served.url}/openapi.json", config=config)
+
+
+@pytest.fixture(scope="module")
+def full_schema(served: BackgroundServer) -> Any:
+    """The schema with every phase."""
     return schemathesis.openapi.from_url(f"{served.url}/openapi.json")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
+full = schemathesis.pytest.from_fixture("full_schema")
 
 
 CHECKS = [
@@ -59,7 +70,7 @@ def test_api_conforms_to_its_schema(case: Any) -> None:
 
 
 @pytest.mark.slow
-@schema.parametrize()
+@full.parametrize()
 @settings(
     max_examples=100,
     deadline=None,
