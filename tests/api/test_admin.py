@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from apitools import ADMIN_TOKEN, ALICE_TOKEN, auth, controller_class, make_config
 
 from corral.api import create_app
+from corral.config import parse_config
 
 ADMIN = auth(ADMIN_TOKEN)
 ALICE = auth(ALICE_TOKEN)
@@ -187,3 +189,36 @@ async def test_openapi_documents_every_endpoint(http: httpx.AsyncClient) -> None
     create = paths["/v1/tickets"]["post"]["responses"]
     assert "201" in create
     assert create["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+
+
+async def test_metrics_count_backend_failures() -> None:
+    raw = {
+        "store": "memory://",
+        "pools": {
+            "broken": {
+                "backend": {"type": "fake", "spawn_failure_rate": 1.0, "seed": 1},
+                "max": 2,
+                "max_starting": 1,
+                "min_ready": 1,
+            }
+        },
+    }
+    config = parse_config(raw, env={})
+    ctl: Any = await controller_class().create(config)
+    await ctl.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(ctl, config))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            pattern = re.compile(
+                r'corral_backend_failures_total\{operation="spawn",pool="broken"\} ([0-9.]+)'
+            )
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                found = pattern.search((await http.get("/metrics")).text)
+                assert found, "the failure counter is exported"
+                if float(found.group(1)) >= 1:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "no failure counted"
+                await asyncio.sleep(0.05)
+    finally:
+        await ctl.stop()
