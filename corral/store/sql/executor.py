@@ -39,9 +39,18 @@ class _Unit(Generic[T]):
 _STOP = object()
 
 
-def _translate(error: BaseException) -> BaseException:
+def _translate(error: BaseException, dbapi: Any = None) -> BaseException:
     if isinstance(error, exceptions.CorralError):
         return error
+    if dbapi is not None and isinstance(error, dbapi.Error):  # raised by a raw cursor (prepared)
+        kind = (
+            exceptions.Conflict
+            if isinstance(error, dbapi.IntegrityError)
+            else exceptions.StoreError
+        )
+        translated = kind(f"the store refused the write: {error}")
+        translated.__cause__ = error
+        return translated
     if isinstance(error, exc.IntegrityError):
         conflict = exceptions.Conflict(f"the write conflicts with stored data: {error.orig}")
         conflict.__cause__ = error
@@ -98,7 +107,7 @@ class SqlExecutor:
             with self.engine.begin() as conn:
                 return fn(conn)
         except BaseException as error:
-            raise _translate(error) from error
+            raise _translate(error, self.engine.dialect.dbapi) from error
 
     async def close(self) -> None:
         """Finish the queued units, stop the workers and dispose of the engine."""
@@ -147,7 +156,7 @@ class SqlExecutor:
                     results.append((unit, True, unit.fn(conn)))
         except BaseException as error:
             if len(units) == 1:
-                results = [(units[0], False, _translate(error))]
+                results = [(units[0], False, _translate(error, self.engine.dialect.dbapi))]
             else:
                 results = [self._run_alone(unit) for unit in units]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit[Any], bool, Any]]] = {}
@@ -164,4 +173,4 @@ class SqlExecutor:
             with self.engine.begin() as conn:
                 return (unit, True, unit.fn(conn))
         except BaseException as error:
-            return (unit, False, _translate(error))
+            return (unit, False, _translate(error, self.engine.dialect.dbapi))

@@ -43,5 +43,30 @@ class Prepared:
             return conn.exec_driver_sql(text, dict(params))
         return conn.exec_driver_sql(text, tuple(params[name] for name in order))
 
+    def write(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run a write on the DB-API cursor of ``conn`` (same transaction); rows affected.
+
+        Skips SQLAlchemy's per-call execution context (about 60 µs here): the hot write path.
+        """
+        text, order = self.sql(conn.dialect)
+        args: Any = dict(params) if order is None else tuple(params[name] for name in order)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(text, args)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def exists(self, conn: Connection, params: Mapping[str, Any]) -> bool:
+        """Run a query on the DB-API cursor of ``conn``; whether it returned a row."""
+        text, order = self.sql(conn.dialect)
+        args: Any = dict(params) if order is None else tuple(params[name] for name in order)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(text, args)
+            return cursor.fetchone() is not None
+        finally:
+            cursor.close()
+
     def __repr__(self) -> str:
         return f"Prepared({self.name!r})"

@@ -159,7 +159,7 @@ def _to_recovery(r: Row[Any]) -> RecoveryRow:
 
 def _require(conn: Connection, task_id: str, known: set[str]) -> None:
     if task_id not in known:
-        if TASK_EXISTS.execute(conn, {"b_id": task_id}).first() is None:
+        if not TASK_EXISTS.exists(conn, {"b_id": task_id}):
             raise exceptions.TaskNotFound(f"no task {task_id}")
         known.add(task_id)
 
@@ -169,25 +169,25 @@ def apply_ops(conn: Connection, ops: Sequence[TaskOp]) -> None:
     known: set[str] = set()  # ids this transaction has seen exist (skips a SELECT per push)
     for op in ops:
         if isinstance(op, InsertTask):
-            INSERT_TASK.execute(conn, _row_params(op.row))
+            INSERT_TASK.write(conn, _row_params(op.row))
             known.add(op.row.id)
         elif isinstance(op, UpdateTask):
             params = _progress_params(op.task_id, op.progress)
-            if UPDATE_PROGRESS.execute(conn, params).rowcount != 1:
+            if UPDATE_PROGRESS.write(conn, params) != 1:
                 raise exceptions.TaskNotFound(f"no task {op.task_id}")
             known.add(op.task_id)
         elif isinstance(op, PushRecovery):
             r = op.row
             _require(conn, r.task_id, known)
-            INSERT_RECOVERY.execute(
+            INSERT_RECOVERY.write(
                 conn, {"task_id": r.task_id, "position": r.position, "name": r.name, "args": r.args}
             )
         elif isinstance(op, PopRecoveries):
             _require(conn, op.task_id, known)
-            POP_RECOVERIES.execute(conn, {"b_task_id": op.task_id, "b_keep": op.keep})
+            POP_RECOVERIES.write(conn, {"b_task_id": op.task_id, "b_keep": op.keep})
         else:
-            DELETE_RECOVERIES.execute(conn, {"b_task_id": op.task_id})
-            DELETE_TASK.execute(conn, {"b_id": op.task_id})
+            DELETE_RECOVERIES.write(conn, {"b_task_id": op.task_id})
+            DELETE_TASK.write(conn, {"b_id": op.task_id})
             known.discard(op.task_id)
 
 
