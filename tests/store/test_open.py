@@ -58,3 +58,10 @@ async def test_sqlite_uses_wal_and_normal_sync_and_survives_reopen(tmp_path: Pat
         assert got is not None and got.row == row
     finally:
         await again.close()
+
+
+async def test_unreachable_databases_are_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(exceptions.StoreError, match="store"):
+        await open_store(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'c.db'}")
+    with pytest.raises(exceptions.StoreError):
+        await open_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
