@@ -43,7 +43,7 @@ from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
 from corral.store.pools import TicketRow, VMRow
 from corral.store.tasks import StoredTask, TaskOp, TaskRepository, TaskRow
-from corral.tasks import DONE, Step, TaskEngine, TaskEvent
+from corral.tasks import DONE, Step, TaskEngine, TaskEvent, TaskState
 from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
 
@@ -141,7 +141,7 @@ class Controller:
         self._owns_store = owns_store
         self._busy: dict[str, str] = {}
         self._task_vm: dict[str, str] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Ticket | None]]] = {}
         self._assign_dirty = False
         self._assign_runner: asyncio.Task[None] | None = None
         self._spawn_dirty: set[str] = set()
@@ -371,7 +371,8 @@ class Controller:
             name = self._task_vm.pop(info.id, None)
             if name is not None and self._busy.get(name) == info.id:
                 del self._busy[name]
-                if not self._stopped:
+                # a finished job left its VM where it belongs; anything else is checked
+                if not self._stopped and event.state is not TaskState.FINISHED:
                     self._spawn_bg(self._after_task(name))
 
     async def _after_task(self, name: str) -> None:
@@ -418,12 +419,16 @@ class Controller:
         self._task_vm[tid] = name
         return tid
 
-    async def submit_terminate(self, name: str) -> None:
-        row = await self.store.pools.get_vm(name)
-        if row is not None and row.state == "terminating":
-            await self._submit("terminate", Step("vm.terminate", {"name": name}), name)
+    async def submit_terminate(self, name: str, *, known: bool = False) -> None:
+        """Submit a termination task for a VM in ``terminating`` (checked unless ``known``)."""
+        if not known:
+            row = await self.store.pools.get_vm(name)
+            if row is None or row.state != "terminating":
+                return
+        await self._submit("terminate", Step("vm.terminate", {"name": name}), name)
 
     async def submit_release(self, name: str) -> None:
+        """Submit a release-cleanup task for a VM in ``releasing``."""
         await self._submit("release", Step("vm.release", {"name": name}), name)
 
     def idle(self) -> bool:
@@ -547,7 +552,11 @@ class Controller:
             done += 1
             ticket = by_id[choice.ticket]
             self.record(pool, "wait_time", now - ticket.created_at)
-            self._ticket_changed(ticket.id, "assigned", {"vm": choice.vm, "pool": pool})
+            # exactly the row the conditional write produced: waiters need not re-read it
+            assigned = ticket.with_state(TicketState.ASSIGNED, vm=choice.vm, assigned_at=now)
+            self._ticket_changed(
+                ticket.id, "assigned", {"vm": choice.vm, "pool": pool}, ticket=assigned
+            )
             self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
             self.kick_spawn(pool)
         if len(plan) < len(waiting):
@@ -555,11 +564,18 @@ class Controller:
                 self.kick_spawn(name)
         return done
 
-    def _ticket_changed(self, ticket_id: str, state: str, data: Mapping[str, JSON]) -> None:
+    def _ticket_changed(
+        self,
+        ticket_id: str,
+        state: str,
+        data: Mapping[str, JSON],
+        *,
+        ticket: Ticket | None = None,
+    ) -> None:
         self.events.publish(Event("ticket", ticket_id, state, self.clock(), dict(data)))
         for future in self._waiters.pop(ticket_id, []):
             if not future.done():
-                future.set_result(None)
+                future.set_result(ticket)
 
     # --- tickets (facade) --------------------------------------------------------------------
 
@@ -643,7 +659,7 @@ class Controller:
             raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Ticket | None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(ticket_id, []).append(future)
             try:
                 ticket = await self.get_ticket(ticket_id)
@@ -659,9 +675,11 @@ class Controller:
                 step = self.tick if left is None else min(left, self.tick)
                 try:
                     async with asyncio.timeout(step):
-                        await future
+                        woken = await future
                 except TimeoutError:
                     continue
+                if woken is not None:
+                    return woken
             finally:
                 waiters = self._waiters.get(ticket_id)
                 if waiters is not None and future in waiters:
@@ -713,15 +731,12 @@ class Controller:
         now = self.clock()
         vm_state: str | None = None
         if ticket.state is TicketState.ASSIGNED and ticket.vm is not None:
-            row = await self.store.pools.get_vm(ticket.vm)
-            keep = (
-                reuse
-                and state is TicketState.CLOSED
-                and row is not None
-                and allocation.may_reuse(
+            keep = False
+            if reuse and state is TicketState.CLOSED and ticket.sandbox is not None:
+                row = await self.store.pools.get_vm(ticket.vm)
+                keep = row is not None and allocation.may_reuse(
                     self._limits[row.pool], records.vm(row), ticket.sandbox, now
                 )
-            )
             vm_state = "releasing" if keep else "terminating"
         closed = await self.store.pools.close_ticket(
             ticket.id,
@@ -739,7 +754,7 @@ class Controller:
             if closed.vm.state == "releasing":
                 await self.submit_release(closed.vm.name)
             else:
-                await self.submit_terminate(closed.vm.name)
+                await self.submit_terminate(closed.vm.name, known=True)
         self.kick_assign()
         return records.ticket(closed.ticket)
 
