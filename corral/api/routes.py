@@ -57,9 +57,9 @@ Ctx = Annotated[Context, Depends(context)]
 Caller = Annotated[Principal, Depends(principal)]
 
 
-async def admin(caller: Caller) -> Principal:
+async def admin(request: Request, caller: Caller) -> Principal:
     """The caller, who must be an admin."""
-    caller.require_admin("this operation")
+    caller.require_admin(f"{request.method} {request.url.path}")
     return caller
 
 
@@ -69,11 +69,11 @@ Admin = Annotated[Principal, Depends(admin)]
 # --- tickets -----------------------------------------------------------------------------------
 
 
-async def _own_ticket(ctx: Context, caller: Principal, ticket_id: str) -> models.Ticket:
+async def _own_ticket(ctx: Context, caller: Principal, ticket_id: str) -> Ticket:
     ticket = await ctx.controller.get_ticket(ticket_id)
     if not caller.may_see(ticket.owner):
         raise exceptions.Forbidden(f"ticket {ticket_id} belongs to another owner")
-    return await convert.ticket(ctx.controller, ticket)
+    return ticket
 
 
 WaitSeconds = Annotated[
@@ -139,7 +139,7 @@ async def get_ticket(
     """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``."""
     if wait > 0:
         return await convert.ticket(ctx.controller, await _wait(ctx, caller, ticket_id, wait))
-    return await _own_ticket(ctx, caller, ticket_id)
+    return await convert.ticket(ctx.controller, await _own_ticket(ctx, caller, ticket_id))
 
 
 @router.post("/tickets/{ticket_id}/renew", tags=["tickets"])
