@@ -104,6 +104,8 @@ class AsyncLockRequest(ShellRequest):
         m = self.manager
         loop = asyncio.get_running_loop()
         m._loop = loop
+        if m._orphans:  # orphaned while no loop was known: nobody scheduled their release
+            loop.call_soon(m._reap)
         waiter = self.waiter = loop.create_future()
         timer = None
         if self.timeout is not None:
@@ -179,6 +181,8 @@ class LockManager(BaseLockManager[AsyncLockRequest]):
             return
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if self._orphans:
+            loop.call_soon(self._reap)
         waiter = req.waiter = loop.create_future()
         timed_out = False
 

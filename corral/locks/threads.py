@@ -293,6 +293,8 @@ class ThreadLockManager(BaseLockManager[ThreadLockRequest]):
         threading.Thread(
             target=_reaper, args=(weakref.ref(self), kick), name="corral-locks-reaper", daemon=True
         ).start()
+        if self._orphans:  # orphaned before _kick was set: nobody kicked for them
+            _kick_quietly(kick)
 
 
 def _kick_quietly(kick: threading.Lock) -> None:
