@@ -125,6 +125,18 @@ async def test_collected_async_held_warns_and_is_released() -> None:
     other.release()
 
 
+@pytest.mark.parametrize("manager_class", [LockManager, ThreadLockManager])
+async def test_collected_held_is_released_by_the_next_call(manager_class: Any) -> None:
+    locks = manager_class()
+    req = locks.acquire("vm/a", owner="t")
+    held = await req if manager_class is LockManager else req.wait()
+    del req
+    with pytest.warns(ResourceWarning):
+        del held
+        gc.collect()
+    assert locks.status() == [], "nobody waited: the next call on the manager releases it"
+
+
 async def test_async_with_block_held_is_not_reported_when_dropped() -> None:
     locks = LockManager()
     async with locks.acquire("vm/a", owner="t"):
