@@ -203,3 +203,23 @@ class PoolStatus:
     def count(self, state: VMState) -> int:
         """How many VMs of this pool are in ``state``."""
         return self.vms.get(state.value, 0)
+
+
+def state_diagram(table: Mapping[_S, frozenset[_S]], initial: _S) -> str:
+    """A Mermaid ``stateDiagram-v2`` of a transition table (docs/pools.md embeds these)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {initial.value}"]
+    for source in table:
+        targets = table[source]
+        if not targets:
+            lines.append(f"    {source.value} --> [*]")
+        for target in sorted(targets, key=lambda s: list(table).index(s)):
+            lines.append(f"    {source.value} --> {target.value}")
+    return "\n".join(lines)
+
+
+def lifecycle_diagrams() -> dict[str, str]:
+    """The VM and ticket diagrams, keyed by the marker docs/pools.md uses for each."""
+    return {
+        "vm-lifecycle": state_diagram(VM_TRANSITIONS, VMState.SPAWNING),
+        "ticket-lifecycle": state_diagram(TICKET_TRANSITIONS, TicketState.WAITING),
+    }
