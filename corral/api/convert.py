@@ -22,6 +22,25 @@ async def ticket(controller: ControllerFacade, record: model.Ticket) -> models.T
             address = (await controller.get_vm(record.vm)).address
         except exceptions.VMNotFound:
             address = None
+    return _ticket(record, address)
+
+
+async def tickets(
+    controller: ControllerFacade, records: Sequence[model.Ticket]
+) -> list[models.Ticket]:
+    """The wire form of several tickets (one VM listing for all their addresses)."""
+    addresses: dict[str, str | None] = {}
+    if sum(r.state == model.TicketState.ASSIGNED for r in records) > 1:
+        addresses = {v.name: v.address for v in await controller.list_vms()}
+    elif records:
+        return [await ticket(controller, r) for r in records]
+    return [
+        _ticket(r, addresses.get(r.vm) if r.state == model.TicketState.ASSIGNED and r.vm else None)
+        for r in records
+    ]
+
+
+def _ticket(record: model.Ticket, address: str | None) -> models.Ticket:
     return models.Ticket(
         id=record.id,
         owner=record.owner,
@@ -39,13 +58,6 @@ async def ticket(controller: ControllerFacade, record: model.Ticket) -> models.T
         expires_at=record.expires_at,
         reason=record.reason,
     )
-
-
-async def tickets(
-    controller: ControllerFacade, records: Sequence[model.Ticket]
-) -> list[models.Ticket]:
-    """The wire form of several tickets."""
-    return [await ticket(controller, r) for r in records]
 
 
 def vm(record: model.VM) -> models.VM:

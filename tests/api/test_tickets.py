@@ -214,3 +214,11 @@ async def test_bad_wait(http: httpx.AsyncClient) -> None:
         response = await http.get(f"/v1/tickets/{ticket['id']}?wait={wait}", headers=ALICE)
         assert response.status_code == 422
         assert "wait" in response.json()["error"]["message"]
+
+
+async def test_listing_carries_addresses(http: httpx.AsyncClient) -> None:
+    mine = [await _assigned(http, (await _create(http, ALICE))["id"], ALICE) for _ in range(3)]
+    listed = {t["id"]: t for t in (await http.get("/v1/tickets", headers=ALICE)).json()}
+    for ticket in mine:
+        assert listed[ticket["id"]]["address"] == ticket["address"] is not None
+        assert listed[ticket["id"]]["vm"] == ticket["vm"]
