@@ -47,26 +47,42 @@ TARGETS = {
 }
 
 
+Rate = tuple[float, float]  # pairs per second of wall-clock time, pairs per second of CPU time
+
+
+class _Clock:
+    """Wall-clock and CPU time (of the whole process, all threads) since creation."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rate(self, pairs: int) -> Rate:
+        wall = time.perf_counter() - self.wall
+        cpu = max(time.process_time() - self.cpu, 1e-9)
+        return pairs / wall, pairs / cpu
+
+
 # --- threads -------------------------------------------------------------------------------
 
 
-def thread_uncontended(n: int) -> float:
+def thread_uncontended(n: int) -> Rate:
     locks = ThreadLockManager()
     acquire = locks.acquire
-    start = time.perf_counter()
+    clock = _Clock()
     for _ in range(n):
         with acquire("vm/bench", mode="exclusive", owner="bench", timeout=10.0):
             pass
-    return n / (time.perf_counter() - start)
+    return clock.rate(n)
 
 
-def floor_thread_uncontended(n: int) -> float:
+def floor_thread_uncontended(n: int) -> Rate:
     lock = threading.Lock()
-    start = time.perf_counter()
+    clock = _Clock()
     for _ in range(n):
         with lock:
             pass
-    return n / (time.perf_counter() - start)
+    return clock.rate(n)
 
 
 Prime = tuple[Callable[[], object], Callable[[], int], Callable[[], object]]
@@ -74,7 +90,7 @@ Prime = tuple[Callable[[], object], Callable[[], int], Callable[[], object]]
 
 def _threaded(
     n: int, worker: Callable[[int, int], None], nthreads: int = 4, prime: Prime | None = None
-) -> float:
+) -> Rate:
     """Pairs/s of ``nthreads`` workers. With ``prime`` = (hold, queued, unhold), the main thread
     holds the lock until every worker is queued: the run starts in the FIFO steady state."""
     per = n // nthreads
@@ -94,15 +110,15 @@ def _threaded(
         deadline = time.monotonic() + 10
         while prime[1]() < nthreads and time.monotonic() < deadline:
             time.sleep(0.0005)
-    start = time.perf_counter()
+    clock = _Clock()
     if prime is not None:
         prime[2]()
     for t in threads:
         t.join()
-    return per * nthreads / (time.perf_counter() - start)
+    return clock.rate(per * nthreads)
 
 
-def thread_contended(n: int, mode: str = "exclusive") -> float:
+def thread_contended(n: int, mode: str = "exclusive") -> Rate:
     locks = ThreadLockManager()
     primer: list[Any] = []
 
@@ -151,7 +167,7 @@ class _FifoLock:
         parked.release()
 
 
-def floor_fifo_contended(n: int) -> float:
+def floor_fifo_contended(n: int) -> Rate:
     lock = _FifoLock()
 
     def worker(i: int, count: int) -> None:
@@ -162,11 +178,11 @@ def floor_fifo_contended(n: int) -> float:
     return _threaded(n, worker, prime=(lock.acquire, lambda: len(lock._queue), lock.release))
 
 
-def thread_shared(n: int) -> float:
+def thread_shared(n: int) -> Rate:
     return thread_contended(n, mode="shared")
 
 
-def floor_thread_contended(n: int) -> float:
+def floor_thread_contended(n: int) -> Rate:
     lock = threading.Lock()
 
     def worker(i: int, count: int) -> None:
@@ -180,33 +196,33 @@ def floor_thread_contended(n: int) -> float:
 # --- asyncio -------------------------------------------------------------------------------
 
 
-def async_uncontended(n: int) -> float:
-    async def main() -> float:
+def async_uncontended(n: int) -> Rate:
+    async def main() -> Rate:
         locks = LockManager()
         acquire = locks.acquire
-        start = time.perf_counter()
+        clock = _Clock()
         for _ in range(n):
             async with acquire("vm/bench", mode="exclusive", owner="bench", timeout=10.0):
                 pass
-        return n / (time.perf_counter() - start)
+        return clock.rate(n)
 
     return asyncio.run(main())
 
 
-def floor_async_uncontended(n: int) -> float:
-    async def main() -> float:
+def floor_async_uncontended(n: int) -> Rate:
+    async def main() -> Rate:
         lock = asyncio.Lock()
-        start = time.perf_counter()
+        clock = _Clock()
         for _ in range(n):
             async with lock:
                 pass
-        return n / (time.perf_counter() - start)
+        return clock.rate(n)
 
     return asyncio.run(main())
 
 
-def async_contended(n: int, mode: str = "exclusive", ntasks: int = 4) -> float:
-    async def main() -> float:
+def async_contended(n: int, mode: str = "exclusive", ntasks: int = 4) -> Rate:
+    async def main() -> Rate:
         locks = LockManager()
         per = n // ntasks
 
@@ -217,19 +233,19 @@ def async_contended(n: int, mode: str = "exclusive", ntasks: int = 4) -> float:
                 async with acquire("vm/bench", mode=mode, owner=owner, timeout=30.0):
                     await asyncio.sleep(0)
 
-        start = time.perf_counter()
+        clock = _Clock()
         await asyncio.gather(*(worker(i) for i in range(ntasks)))
-        return per * ntasks / (time.perf_counter() - start)
+        return clock.rate(per * ntasks)
 
     return asyncio.run(main())
 
 
-def async_shared(n: int) -> float:
+def async_shared(n: int) -> Rate:
     return async_contended(n, mode="shared")
 
 
-def floor_async_contended(n: int, ntasks: int = 4) -> float:
-    async def main() -> float:
+def floor_async_contended(n: int, ntasks: int = 4) -> Rate:
+    async def main() -> Rate:
         lock = asyncio.Lock()
         per = n // ntasks
 
@@ -238,9 +254,9 @@ def floor_async_contended(n: int, ntasks: int = 4) -> float:
                 async with lock:
                     await asyncio.sleep(0)
 
-        start = time.perf_counter()
+        clock = _Clock()
         await asyncio.gather(*(worker() for _ in range(ntasks)))
-        return per * ntasks / (time.perf_counter() - start)
+        return clock.rate(per * ntasks)
 
     return asyncio.run(main())
 
@@ -248,7 +264,8 @@ def floor_async_contended(n: int, ntasks: int = 4) -> float:
 # --- report --------------------------------------------------------------------------------
 
 
-ROWS: list[tuple[str, Callable[[int], float], Callable[[int], float], int | None, int]] = [
+Row = tuple[str, Callable[[int], Rate], Callable[[int], Rate], int | None, int]
+ROWS: list[Row] = [
     # name, corral, floor, vdsm reference, operations per run
     (
         "threads uncontended",
@@ -267,16 +284,21 @@ ROWS: list[tuple[str, Callable[[int], float], Callable[[int], float], int | None
 
 
 def medians(
-    corral_fn: Callable[[int], float], floor_fn: Callable[[int], float], n: int, runs: int
-) -> tuple[float, float]:
-    """Median pairs/s of both, runs interleaved so that both see the same machine load."""
+    corral_fn: Callable[[int], Rate], floor_fn: Callable[[int], Rate], n: int, runs: int
+) -> tuple[Rate, Rate]:
+    """Median rates of both, runs interleaved so that both see the same machine load."""
     corral_fn(max(1, n // 20))  # warm up
     floor_fn(max(1, n // 20))
-    corral, floor = [], []
+    corral: list[Rate] = []
+    floor: list[Rate] = []
     for _ in range(runs):
         corral.append(corral_fn(n))
         floor.append(floor_fn(n))
-    return statistics.median(corral), statistics.median(floor)
+
+    def median(rates: list[Rate]) -> Rate:
+        return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
+
+    return median(corral), median(floor)
 
 
 def main() -> int:
@@ -291,33 +313,38 @@ def main() -> int:
         f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.2f})"
     )
     header = (
-        f"{'scenario':22} {'corral':>10} {'floor':>11} {'/floor':>7} {'/vdsm':>6} {'target':>8}"
+        f"{'scenario':24} {'corral':>9} {'floor':>10} {'/floor':>7} {'/vdsm':>6} "
+        f"{'target':>8} {'':6} {'per CPU-s':>9}"
     )
     print(header)
-    print("-" * (len(header) + 7))
+    print("-" * len(header))
     missed = 0
     speed = 1.0
     for name, corral_fn, floor_fn, vdsm, ops in ROWS:
         n = max(1000, int(ops * scale))
-        corral, floor = medians(corral_fn, floor_fn, n, runs)
+        (corral, corral_cpu), (floor, _) = medians(corral_fn, floor_fn, n, runs)
         if name == "threads uncontended":
             speed = floor / REFERENCE_FLOOR
         target = TARGETS.get(name)
-        verdict = ""
+        verdict = f"{'':8} {'':6}"
         if target is not None:
-            verdict = f"{target:>8,} {'ok' if corral >= target else 'MISSED'}"
+            verdict = f"{target:>8,} {'ok' if corral >= target else 'MISSED':6}"
             missed += corral < target
         vdsm_ratio = f"{corral / vdsm:5.1f}x" if vdsm else "     -"
-        ratio = corral / floor
-        print(f"{name:22} {corral:10,.0f} {floor:11,.0f} {ratio:6.3f}x {vdsm_ratio} {verdict}")
+        print(
+            f"{name:24} {corral:9,.0f} {floor:10,.0f} {corral / floor:6.3f}x {vdsm_ratio} "
+            f"{verdict} {corral_cpu:9,.0f}"
+        )
     print(
         "floors: threading.Lock / asyncio.Lock used the same way (the asyncio contended and\n"
-        "sharing rows yield inside the lock with asyncio.sleep(0), floors included)."
+        "sharing rows yield inside the lock with asyncio.sleep(0), floors included).\n"
+        "per CPU-s: corral's pairs per second of this process's CPU time (all threads, kernel\n"
+        "included), which other processes on a busy machine disturb far less than wall-clock."
     )
     print(
         f"this run's bare threading.Lock floor is {speed:.0%} of the {REFERENCE_FLOOR:,}/s "
-        "measured where vdsm's figures\ncome from: a loaded or slower machine scales every "
-        "figure down; compare /floor ratios across machines."
+        "measured where vdsm's\nfigures come from: a loaded or slower machine scales every "
+        "figure down; compare /floor ratios."
     )
     return 1 if missed else 0
 
