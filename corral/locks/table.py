@@ -283,7 +283,12 @@ class LockTable:
             head.pos += 1
             if head.pos == len(head.keys) or self._advance(head, now):
                 head.state = GRANTED
-                self._unwait(head)
+                del self._waiting[head]  # _unwait(head), inlined: this is every hand-over
+                pending = self._pending[head.owner]
+                if len(pending) == 1:
+                    del self._pending[head.owner]
+                else:
+                    pending.remove(head)
                 wake.append(head)
 
     def _unwait(self, req: Request) -> None:

@@ -10,6 +10,7 @@ table's lock, and must not release locks from inside ``__del__`` (a reaper threa
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 import weakref
@@ -24,6 +25,7 @@ from corral.locks.table import CANCELLED, GRANTED, WAITING
 
 _new_lock = threading.Lock
 _new = object.__new__
+_waiter_of = operator.attrgetter("waiter")
 _MAX_WAIT = threading.TIMEOUT_MAX
 
 
@@ -112,7 +114,7 @@ class ThreadLockRequest(ShellRequest):
         if wake:
             if m._factories:
                 m._settle(wake)
-            waiters = [r.waiter for r in wake]
+            waiters = list(map(_waiter_of, wake))  # no comprehension frame on the hand-over
             lock.release()
             for waiter in waiters:  # hand over: wake the new holders
                 try:
