@@ -27,7 +27,7 @@ from typing import cast
 
 from corral import exceptions
 from corral.backends import load_backend
-from corral.backends.base import Backend, Capability
+from corral.backends.base import Backend, Capability, VMSpec
 from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
@@ -41,6 +41,7 @@ from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
+from corral.store import parse as parse_store_url
 from corral.store.pools import TicketRow, VMRow
 from corral.store.tasks import StoredTask, TaskOp, TaskRepository, TaskRow
 from corral.tasks import DONE, Step, TaskEngine, TaskEvent, TaskState
@@ -178,6 +179,11 @@ class Controller:
         but neither recovers the others' tasks, reconciles, preallocates nor maintains.
         """
         opened = store is None
+        if store is None:
+            url = parse_store_url(config.store)
+            if url.kind == "sqlite" and url.path:
+                # the embedded default lives under ./.corral/: create the folder on first use
+                Path(url.path).parent.mkdir(parents=True, exist_ok=True)
         the_store = store if store is not None else await open_store(config.store)
         guarded: dict[str, GuardedBackend] = {}
         try:
@@ -461,10 +467,9 @@ class Controller:
         while self._spawn_dirty and not self._stopped:
             pools = sorted(self._spawn_dirty)
             self._spawn_dirty.clear()
-            demand = await self._demand()
             for name in pools:
                 try:
-                    await self._top_up(name, demand.get(name, 0))
+                    await self._top_up(name)
                 except exceptions.CorralError as exc:
                     log.warning("pool %s: top-up failed: %s", name, exc)
                     self._later(self.tick, functools.partial(self.kick_spawn, name))
@@ -484,11 +489,14 @@ class Controller:
                     break
         return allocation.route_demand(eligible, list(self._limits.values()))
 
-    async def _top_up(self, pool: str, demand: int) -> None:
+    async def _top_up(self, pool: str) -> None:
         hold = self._hold.get(pool)
         if hold is not None and hold[1] > asyncio.get_running_loop().time():
             return
+        # Counts first, then the queue: an assignment in between then makes this round spawn
+        # one too few (its own kick corrects that at once), never one too many.
         counts = await self.store.pools.count_vms(pool)
+        demand = (await self._demand()).get(pool, 0)
         wanted = allocation.plan_spawns(
             self._limits[pool], {VMState(k): v for k, v in counts.items()}, demand
         )
@@ -941,6 +949,10 @@ class Controller:
         for name, backend in self._backends.items():
             rows = await self.store.pools.list_vms(pool=name)
             vms = [records.vm(r) for r in rows]
+            template = self.config.pool(name).template.as_mapping()
+            for vm in vms:
+                if vm.alive:  # the host's committed capacity survives our restart
+                    backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
             busy = set(self._busy)
             if backend.has(Capability.LIST):
                 try:

@@ -39,6 +39,7 @@ class Maintenance:
         self._last_check: dict[str, float] = {}
         self._checking: set[str] = set()
         self._checks: set[asyncio.Task[None]] = set()
+        self._next_scan: dict[str, float] = {}
 
     def start(self) -> None:
         """Start the loop."""
@@ -107,12 +108,14 @@ class Maintenance:
     async def retire(self, pool: str, now: float) -> int:
         """Terminate idle VMs past ``max_age``/``max_uses``/``idle_timeout`` or beyond ``max``."""
         ctl = self._ctl
-        rows = await ctl.store.pools.list_vms(pool=pool, states=_ALIVE)
-        plan = allocation.plan_terminations(
-            ctl.limits(pool),
-            [records.vm(r) for r in rows],
-            now,
-        )
+        limits = ctl.limits(pool)
+        counts = await ctl.store.pools.count_vms(pool)
+        alive = sum(n for state, n in counts.items() if state in _ALIVE)
+        ages = (limits.max_age, limits.max_uses, limits.idle_timeout)
+        if all(a is None for a in ages) and alive <= limits.max:
+            return 0  # nothing can be due: skip reading every VM of a large pool
+        rows = await ctl.store.pools.list_vms(pool=pool, states=["ready"])
+        plan = allocation.plan_terminations(limits, [records.vm(r) for r in rows], now, alive=alive)
         done = 0
         for item in plan:
             row = await ctl.store.pools.update_vm(
@@ -145,6 +148,11 @@ class Maintenance:
         if not backend.has(Capability.LIVECHECK):
             return
         period = ctl.pool_config(pool).livecheck.period
+        # scan a pool at most four times per period: a VM is checked at most a quarter late,
+        # and a large pool is not read on every tick
+        if now < self._next_scan.get(pool, float("-inf")):
+            return
+        self._next_scan[pool] = now + period / 4
         rows = await ctl.store.pools.list_vms(pool=pool, states=["ready", "in_use"])
         due = []
         for row in rows:

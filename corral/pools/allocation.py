@@ -200,14 +200,21 @@ def expired_reason(limits: PoolLimits, vm: VM, now: float) -> str | None:
     return None
 
 
-def plan_terminations(limits: PoolLimits, vms: Sequence[VM], now: float) -> list[Termination]:
+def plan_terminations(
+    limits: PoolLimits, vms: Sequence[VM], now: float, *, alive: int | None = None
+) -> list[Termination]:
     """Which idle ready VMs of one pool to terminate: past their age, uses or idle time, and the
-    oldest idle ones beyond ``max`` (after the configuration shrank)."""
+    oldest idle ones beyond ``max`` (after the configuration shrank).
+
+    ``alive`` is the pool's count of alive VMs when ``vms`` holds only some of them (the ready
+    ones); by default it is counted from ``vms``.
+    """
     idle = sorted(
         (v for v in vms if v.pool == limits.name and v.state is VMState.READY and v.ticket is None),
         key=_vm_order,
     )
-    alive = sum(1 for v in vms if v.pool == limits.name and v.alive)
+    if alive is None:
+        alive = sum(1 for v in vms if v.pool == limits.name and v.alive)
     result: list[Termination] = []
     keep: list[VM] = []
     for vm in idle:
