@@ -1,7 +1,7 @@
 """Lock manager throughput: acquire+release pairs per second, corral against its floors.
 
-Run: ``python bench/locks.py`` (under a minute; ``--quick`` for a fast look). Prints, as the median of
-several runs, side by side:
+Run: ``python bench/locks.py`` (under a minute; ``--quick`` for a fast look). Prints, as the
+median of several runs, side by side:
 
 - uncontended exclusive pairs/s: ``ThreadLockManager`` (``with``) and ``LockManager``
   (``async with``), against a bare ``threading.Lock`` / ``asyncio.Lock`` used the same way;
