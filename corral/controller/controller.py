@@ -15,7 +15,6 @@ decision that :mod:`corral.pools.allocation` can make purely.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import functools
 import json
 import logging
@@ -27,78 +26,27 @@ from typing import cast
 
 from corral import exceptions
 from corral.backends import load_backend
-from corral.backends.base import Backend, Capability, VMSpec
+from corral.backends.base import Backend
 from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
-from corral.controller import records
+from corral.controller import records, recovery, views, wiring
 from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
 from corral.locks import LockManager
-from corral.pools import allocation, stats
+from corral.pools import allocation
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
 from corral.store import parse as parse_store_url
 from corral.store.pools import TicketRow, VMRow
-from corral.store.tasks import StoredTask, TaskOp, TaskRepository, TaskRow
 from corral.tasks import DONE, Step, TaskEngine, TaskEvent, TaskState
 from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
 
 log = logging.getLogger(__name__)
-
-MAX_OWNER = 255
-MAX_PRIORITY = 1_000_000
-MAX_TTL = 7 * 24 * 3600.0
-SAMPLES = 1000
-"""Statistics are computed over this many recent samples."""
-
-
-def guard(
-    pool: PoolConfig, backend: Backend, *, poll_interval: float | None = None
-) -> GuardedBackend:
-    """Wrap a pool's backend with the pool's timeouts and concurrency bound."""
-    return GuardedBackend(
-        backend,
-        call_timeout=pool.call_timeout,
-        timeouts={"spawn": pool.spawn_timeout, "terminate": pool.terminate_timeout},
-        max_concurrency=pool.backend_concurrency or pool.max_starting + 8,
-        poll_interval=poll_interval if poll_interval is not None else pool.poll_interval,
-    )
-
-
-class _FreshTasks:
-    """The tasks repository as a process that must not recover anybody's tasks sees it."""
-
-    def __init__(self, repo: TaskRepository) -> None:
-        self._repo = repo
-
-    async def apply(self, ops: Sequence[TaskOp]) -> None:
-        await self._repo.apply(ops)
-
-    async def get(self, task_id: str) -> StoredTask | None:
-        return await self._repo.get(task_id)
-
-    async def list(
-        self, *, state: str | None = None, tag: str | None = None
-    ) -> builtins.list[TaskRow]:
-        return await self._repo.list(state=state, tag=tag)
-
-    async def load_all(self) -> builtins.list[StoredTask]:
-        return []
-
-
-def _without_recovery(store: Store) -> Store:
-    return Store(url=store.url, tasks=_FreshTasks(store.tasks), pools=store.pools)
-
-
-def _check_text(value: object, what: str, *, limit: int = 255) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
-        raise exceptions.InvalidInput(f"{what} must be 1 to {limit} printable characters")
-    return value
 
 
 class Controller:
@@ -129,7 +77,7 @@ class Controller:
         running = max_running or max(16, sum(p.max_starting + 8 for p in config.pools.values()))
         self.maintains = recover
         """Whether this controller preallocates and maintains (False: it only assigns)."""
-        engine_store = store if recover else _without_recovery(store)
+        engine_store = store if recover else wiring.without_recovery(store)
         self.tasks = TaskEngine(
             engine_store,
             cast(LockManagerLike, self.locks),
@@ -194,7 +142,7 @@ class Controller:
                     raw = load_backend(
                         pool.backend.type, pool.backend.options, pool=name, base_dir=base
                     )
-                guarded[name] = guard(pool, raw, poll_interval=poll_interval)
+                guarded[name] = wiring.guard(pool, raw, poll_interval=poll_interval)
             ctl = cls(
                 config,
                 the_store,
@@ -280,6 +228,18 @@ class Controller:
             return self._backends[pool]
         except KeyError:
             raise exceptions.PoolNotFound(f"no pool named {pool!r}") from None
+
+    def all_limits(self) -> list[PoolLimits]:
+        """The allocation limits of every pool."""
+        return list(self._limits.values())
+
+    def backends(self) -> dict[str, GuardedBackend]:
+        """The guarded backend of every pool."""
+        return dict(self._backends)
+
+    def busy_vms(self) -> set[str]:
+        """The VMs an unfinished task of this controller works on."""
+        return set(self._busy)
 
     def limits(self, pool: str) -> PoolLimits:
         """The allocation limits of ``pool``."""
@@ -562,7 +522,7 @@ class Controller:
             self.record(pool, "wait_time", now - ticket.created_at)
             # exactly the row the conditional write produced: waiters need not re-read it
             assigned = ticket.with_state(TicketState.ASSIGNED, vm=choice.vm, assigned_at=now)
-            self._ticket_changed(
+            self.ticket_changed(
                 ticket.id, "assigned", {"vm": choice.vm, "pool": pool}, ticket=assigned
             )
             self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
@@ -572,7 +532,7 @@ class Controller:
                 self.kick_spawn(name)
         return done
 
-    def _ticket_changed(
+    def ticket_changed(
         self,
         ticket_id: str,
         state: str,
@@ -598,23 +558,9 @@ class Controller:
         ttl: float | None = None,
     ) -> Ticket:
         """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
-        _check_text(owner, "owner", limit=MAX_OWNER)
+        wiring.check_ticket_input(owner, pool, tags, sandbox, priority, ttl)
         if pool is not None:
-            self.config.pool(_check_text(pool, "pool", limit=64))
-        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
-            raise exceptions.InvalidInput("tags must be a list of non-empty strings")
-        if sandbox is not None:
-            _check_text(sandbox, "sandbox")
-        if (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or abs(priority) > MAX_PRIORITY
-        ):
-            raise exceptions.InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
-        ):
-            raise exceptions.InvalidInput(f"ttl must be a number of seconds in (0, {MAX_TTL:g}]")
+            self.config.pool(pool)
         probe = Ticket(
             id="",
             owner=owner,
@@ -756,7 +702,7 @@ class Controller:
         )
         if closed is None:
             return None
-        self._ticket_changed(ticket.id, state.value, {"vm": ticket.vm})
+        self.ticket_changed(ticket.id, state.value, {"vm": ticket.vm})
         if closed.vm is not None:
             self.vm_changed(closed.vm)
             if closed.vm.state == "releasing":
@@ -873,41 +819,12 @@ class Controller:
 
     async def get_pool(self, name: str, /) -> PoolStatus:
         """One pool's limits, VM counts, queue, statistics and info (``PoolNotFound``)."""
-        pool = self.config.pool(name)
-        await self.flush_stats()
-        counts = await self.store.pools.count_vms(name)
-        waiting = await self.store.pools.list_tickets(states=["waiting"])
-        demand = allocation.route_demand(
-            [records.ticket(r) for r in waiting], list(self._limits.values())
-        )
-        held = await self.store.pools.held()
-        counters = await self.store.pools.counters(name)
-        samples = stats.Samples(
-            spawn_times=await self.store.pools.samples(name, "spawn_time", limit=SAMPLES),
-            wait_times=await self.store.pools.samples(name, "wait_time", limit=SAMPLES),
-            spawn_attempts=counters.get("spawn_attempts", 0),
-            spawn_failures=counters.get("spawn_failures", 0),
-            terminate_failures=counters.get("terminate_failures", 0),
-            livecheck_failures=counters.get("livecheck_failures", 0),
-        )
-        return PoolStatus(
-            name=name,
-            backend=pool.backend.type,
-            tags=pool.tags,
-            max=pool.max,
-            max_starting=pool.max_starting,
-            min_ready=pool.min_ready,
-            vms=counts,
-            waiting_tickets=demand.get(name, 0),
-            assigned_tickets=sum(n for (_, p), n in held.items() if p == name),
-            stats=stats.summarize(samples),
-            info=await self.get_pool_info(name),
-        )
+        return await views.pool_status(self, name)
 
     async def set_pool_info(self, pool: str, key: str, value: JSON) -> None:
         """Store a per-pool key/value pair (``None`` deletes it)."""
         self.config.pool(pool)
-        _check_text(key, "key")
+        wiring.check_text(key, "key")
         await self.store.pools.set_info(pool, key, None if value is None else json.dumps(value))
 
     async def get_pool_info(self, pool: str) -> dict[str, JSON]:
@@ -918,104 +835,10 @@ class Controller:
 
     async def summary(self) -> str:
         """Every pool and its VMs in a human-readable form (Copr's ``VmManager.info``)."""
-        lines = []
-        for status in await self.list_pools():
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(status.vms.items())) or "no VMs"
-            s = status.stats
-            lines.append(
-                f"pool {status.name} ({status.backend}; max {status.max}, max_starting "
-                f"{status.max_starting}, min_ready {status.min_ready}): {counts}; "
-                f"{status.waiting_tickets} waiting, {status.assigned_tickets} assigned"
-            )
-            if s.spawn_p50 is not None:
-                lines.append(f"  spawn p50 {s.spawn_p50:.3f} s, p95 {s.spawn_p95:.3f} s")
-            if s.spawn_success_rate is not None:
-                lines.append(f"  spawn success {s.spawn_success_rate:.0%} of {s.spawn_attempts}")
-            if s.wait_p50 is not None:
-                lines.append(f"  allocation wait p50 {s.wait_p50:.3f} s, p95 {s.wait_p95:.3f} s")
-            for vm in await self.find_vms(
-                pool=status.name,
-                states=[s.value for s in VMState if s not in (VMState.TERMINATED, VMState.FAILED)],
-            ):
-                extra = f" ticket {vm.ticket}" if vm.ticket else ""
-                lines.append(f"  {vm.name} {vm.state} {vm.address or '-'} uses {vm.uses}{extra}")
-        return "\n".join(lines)
+        return await views.summary(self)
 
     # --- reconciliation ----------------------------------------------------------------------
 
     async def reconcile(self) -> dict[str, reconciliation.ReconcilePlan]:
         """Compare the store with every backend's inventory and act on the differences."""
-        plans: dict[str, reconciliation.ReconcilePlan] = {}
-        for name, backend in self._backends.items():
-            rows = await self.store.pools.list_vms(pool=name)
-            vms = [records.vm(r) for r in rows]
-            template = self.config.pool(name).template.as_mapping()
-            for vm in vms:
-                if vm.alive:  # the host's committed capacity survives our restart
-                    backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
-            busy = set(self._busy)
-            if backend.has(Capability.LIST):
-                try:
-                    listed = await backend.list()
-                except exceptions.BackendError as exc:
-                    log.warning("pool %s: cannot list the backend's VMs: %s", name, exc)
-                    plans[name] = reconciliation.ReconcilePlan(
-                        orphans=reconciliation.orphans(vms, busy)
-                    )
-                else:
-                    plans[name] = reconciliation.plan(vms, listed, busy)
-            else:
-                plans[name] = reconciliation.ReconcilePlan(
-                    orphans=reconciliation.orphans(vms, busy)
-                )
-            await self._act(name, plans[name])
-        return plans
-
-    async def _act(self, pool: str, plan: reconciliation.ReconcilePlan) -> None:
-        for handle in plan.sweep:
-            log.warning("pool %s: terminating unknown machine %s", pool, handle.name)
-            await self.tasks.submit(
-                "sweep",
-                jobs=[Step("vm.sweep", {"pool": pool, "handle": handle.to_json()})],
-                locks={f"vm/{handle.name}": "exclusive"},
-                tag=f"sweep:{handle.name}",
-                priority="high",
-                recovery="resume",
-            )
-        now = self.clock()
-        for vm in plan.lost:
-            log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
-            if vm.state is VMState.IN_USE and vm.ticket is not None:
-                await self.store.pools.close_ticket(
-                    vm.ticket,
-                    expect=["assigned"],
-                    state="failed",
-                    vm_state="in_use",
-                    now=now,
-                    reason="its VM was lost by the backend",
-                )
-                self._ticket_changed(vm.ticket, "failed", {"vm": vm.name})
-            final = "terminated" if vm.state is VMState.TERMINATING else "failed"
-            row = await self.store.pools.update_vm(
-                vm.name,
-                expect=None,
-                changes={
-                    "state": final,
-                    "state_since": now,
-                    "ticket": None,
-                    "owner": None,
-                    "reason": "lost by the backend",
-                },
-            )
-            if row is not None:
-                self.vm_changed(row)
-        for vm in plan.orphans:
-            row = await self.store.pools.update_vm(
-                vm.name,
-                expect=[vm.state.value],
-                changes={"state": "terminating", "state_since": now}
-                if vm.state is not VMState.TERMINATING
-                else {},
-            )
-            if row is not None:
-                await self.submit_terminate(vm.name)
+        return await recovery.reconcile(self)
