@@ -338,3 +338,52 @@ async def test_no_lost_wakeup_under_many_waiters() -> None:
         tickets = [await ctl.create_ticket(owner=f"o{i}", pool="p") for i in range(5)]
         done = await asyncio.gather(*(ctl.wait_ticket(t.id, timeout=5) for t in tickets))
         assert len({t.vm for t in done}) == 5
+
+
+async def test_spawn_interrupted_by_a_stop_is_rolled_back_on_restart() -> None:
+    store = await open_store("memory://")
+    fake = fake_backend(spawn_latency=60)
+    try:
+        async with controller({"min_ready": 1, "spawn_timeout": 120}, fake=fake, store=store) as c:
+
+            async def created() -> bool:
+                vms = await c.list_vms(state="spawning")
+                return bool(vms) and vms[0].handle is not None
+
+            await eventually(c, created)
+            (vm,) = await c.list_vms(state="spawning")
+        assert vm.name in await fake.names()  # the backend made it; the task is persisted
+        async with controller(
+            {"min_ready": 0, "spawn_timeout": 120}, fake=fake, store=store
+        ) as ctl:
+
+            async def undone() -> bool:
+                return (await ctl.get_vm(vm.name)).state is VMState.FAILED
+
+            await eventually(ctl, undone)
+            assert vm.name not in await fake.names()
+            assert (await ctl.get_pool("p")).stats.spawn_failures == 1
+    finally:
+        await store.close()
+
+
+async def test_secondary_controller_assigns_from_a_shared_store() -> None:
+    store = await open_store("memory://")
+    fake = fake_backend()
+    try:
+        async with controller({"min_ready": 2}, fake=fake, store=store) as primary:
+            await _ready(primary, 2)
+            cfg = primary.config
+            secondary = await Controller.create(
+                cfg, store=store, backends={"p": fake}, recover=False, tick=0.02
+            )
+            await secondary.start()
+            try:
+                t = await secondary.create_ticket(owner="a", pool="p")
+                got = await secondary.wait_ticket(t.id, timeout=5)
+                assert got.state is TicketState.ASSIGNED
+                assert secondary.maintains is False and primary.maintains is True
+            finally:
+                await secondary.stop()
+    finally:
+        await store.close()
