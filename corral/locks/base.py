@@ -57,6 +57,11 @@ class ShellRequest(Request):
 _new = object.__new__
 
 
+def _released(req: Request) -> exceptions.LockReleased:
+    """The error for using a lock context whose lock was released (by it or ``release_all``)."""
+    return exceptions.LockReleased(f"the lock of {req.owner!r} on {list(req.keys)} was released")
+
+
 class Held:
     """A granted lock: fencing tokens, guarded objects, release. Also the lock context argument
     that :func:`corral.locks.require_exclusive` checks.
@@ -329,6 +334,8 @@ class BaseLockManager(Generic[RequestT]):
 
     def _downgrade(self, req: ShellRequest) -> None:
         with self._lock:
+            if req.state is not GRANTED:
+                raise _released(req)
             wake = self._table.downgrade(req, self._clock())
             closing = self._settle(wake)
             waiters = [r.waiter for r in wake]

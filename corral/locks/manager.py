@@ -19,7 +19,7 @@ from typing import Any
 
 from corral import exceptions
 from corral.locks import keys as _keys
-from corral.locks.base import BaseLockManager, Held, ShellRequest
+from corral.locks.base import BaseLockManager, Held, ShellRequest, _released
 from corral.locks.table import CANCELLED, GRANTED, WAITING
 
 _new = object.__new__
@@ -177,6 +177,8 @@ class LockManager(BaseLockManager[AsyncLockRequest]):
             self._release_request(req)
 
     async def _upgrade(self, req: AsyncLockRequest, timeout: float | None) -> None:
+        if req.state is not GRANTED:
+            raise _released(req)
         if self._table.upgrade(req, self._clock()):
             return
         loop = asyncio.get_running_loop()

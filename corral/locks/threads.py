@@ -20,7 +20,7 @@ from typing import cast
 
 from corral import exceptions
 from corral.locks import keys as _keys
-from corral.locks.base import BaseLockManager, Held, ShellRequest
+from corral.locks.base import BaseLockManager, Held, ShellRequest, _released
 from corral.locks.table import CANCELLED, GRANTED, WAITING
 
 _new_lock = threading.Lock
@@ -242,6 +242,8 @@ class ThreadLockManager(BaseLockManager[ThreadLockRequest]):
 
     def _upgrade(self, req: ThreadLockRequest, timeout: float | None) -> None:
         with self._lock:
+            if req.state is not GRANTED:
+                raise _released(req)
             if self._table.upgrade(req, self._clock()):
                 return
             waiter = req.waiter = _new_lock()

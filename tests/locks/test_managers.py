@@ -282,3 +282,12 @@ async def test_multi_key_waiter_wakes_when_last_key_frees(driver: Driver) -> Non
     held = await asyncio.wait_for(multi, 5)
     assert [held.token(k) for k in held.keys] == [1, 2, 2]
     held.release()
+
+
+async def test_upgrade_or_downgrade_after_release_all_is_lock_released(driver: Driver) -> None:
+    held = await driver.acquire("vm/a", mode="shared", owner="t")
+    driver.locks.release_all("t")
+    with pytest.raises(exceptions.LockReleased):
+        await driver.upgrade(held, timeout=1.0)
+    with pytest.raises(exceptions.LockReleased):
+        held.downgrade()
