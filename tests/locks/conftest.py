@@ -82,6 +82,10 @@ class ThreadDriver:
         return self._run(lambda: held.upgrade(timeout=timeout))
 
     async def close(self) -> None:
+        # A failed test may leave threads waiting: cancel every request so that none hangs.
+        for status in self.locks.status():
+            for owner in {h.owner for h in status.holders} | {w.owner for w in status.queue}:
+                self.locks.release_all(owner)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
