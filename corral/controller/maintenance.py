@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from corral import exceptions
 from corral.backends.base import Capability
-from corral.controller import records
+from corral.controller import records, recovery
 from corral.controller.steps import handle_of
 from corral.pools import allocation
 from corral.pools.model import VM, TicketState, VMState
@@ -40,6 +40,7 @@ class Maintenance:
         self._checking: set[str] = set()
         self._checks: set[asyncio.Task[None]] = set()
         self._next_scan: dict[str, float] = {}
+        self._last_sweep: float | None = None
 
     def start(self) -> None:
         """Start the loop."""
@@ -86,10 +87,23 @@ class Maintenance:
             job.add_done_callback(self._checks.discard)
             if wait:
                 await job
+        await self.sweep(now)
         # Another process sharing the database may have taken or freed VMs: top up and assign.
         for name in ctl.config.pools:
             ctl.kick_spawn(name)
         ctl.kick_assign()
+
+    async def sweep(self, now: float) -> None:
+        """Sweep leaked machines when the shortest ``sweep_interval`` elapsed."""
+        intervals = [p.sweep_interval for p in self._ctl.config.pools.values() if p.sweep_interval]
+        if not intervals:
+            return
+        if self._last_sweep is None:
+            self._last_sweep = now  # the start-up reconciliation just ran
+            return
+        if now - self._last_sweep >= min(intervals):
+            self._last_sweep = now
+            await recovery.sweep(self._ctl)
 
     async def expire_tickets(self, now: float) -> int:
         """Expire every open ticket whose lease lapsed; their VMs are terminated."""

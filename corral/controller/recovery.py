@@ -10,7 +10,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from corral import exceptions
-from corral.backends.base import Capability, VMSpec
+from corral.backends.base import Capability, Handle, VMSpec
+from corral.backends.guard import GuardedBackend
 from corral.controller import reconcile as reconciliation
 from corral.controller import records
 from corral.pools.model import VMState
@@ -23,30 +24,52 @@ log = logging.getLogger(__name__)
 
 
 async def reconcile(ctl: Controller) -> dict[str, reconciliation.ReconcilePlan]:
-    """Compare the store with every backend's inventory and act on the differences."""
+    """On start: compare the store with every backend's inventory and act on every difference."""
     plans: dict[str, reconciliation.ReconcilePlan] = {}
     for name, backend in ctl.backends().items():
-        rows = await ctl.store.pools.list_vms(pool=name)
-        vms = [records.vm(r) for r in rows]
+        listed = await _list(backend) if backend.has(Capability.LIST) else None
+        # read the store after the backend: a VM's row is written before the backend is asked
+        # to create it, so everything listed is already known to this read
+        vms = [records.vm(r) for r in await ctl.store.pools.list_vms(pool=name)]
         template = ctl.config.pool(name).template.as_mapping()
         for vm in vms:
             if vm.alive:  # the host's committed capacity survives our restart
                 backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
-        busy = set(ctl.busy_vms())
-        if backend.has(Capability.LIST):
-            try:
-                listed = await backend.list()
-            except exceptions.BackendError as exc:
-                log.warning("pool %s: cannot list the backend's VMs: %s", name, exc)
-                plans[name] = reconciliation.ReconcilePlan(
-                    orphans=reconciliation.orphans(vms, busy)
-                )
-            else:
-                plans[name] = reconciliation.plan(vms, listed, busy)
-        else:
+        busy = ctl.busy_vms()
+        if listed is None:
             plans[name] = reconciliation.ReconcilePlan(orphans=reconciliation.orphans(vms, busy))
+        else:
+            plans[name] = reconciliation.plan(vms, listed, busy)
         await act(ctl, name, plans[name])
     return plans
+
+
+async def sweep(ctl: Controller) -> int:
+    """While running: terminate machines the backends have and the store does not know alive.
+
+    Only the leak sweep: a VM the store has and a backend does not list is left to the
+    livechecks, since a backend's listing may lag behind its own creations.
+    """
+    swept = 0
+    for name, backend in ctl.backends().items():
+        if not backend.has(Capability.LIST):
+            continue
+        listed = await _list(backend)
+        if listed is None:
+            continue
+        vms = [records.vm(r) for r in await ctl.store.pools.list_vms(pool=name)]
+        plan = reconciliation.plan(vms, listed, ctl.busy_vms())
+        await act(ctl, name, reconciliation.ReconcilePlan(sweep=plan.sweep))
+        swept += len(plan.sweep)
+    return swept
+
+
+async def _list(backend: GuardedBackend) -> list[Handle] | None:
+    try:
+        return await backend.list()
+    except exceptions.BackendError as exc:
+        log.warning("pool %s: cannot list the backend's VMs: %s", backend.pool, exc)
+        return None
 
 
 async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) -> None:

@@ -117,6 +117,9 @@ class PoolConfig(_Frozen):
     """Longest pause between two polls of a VM coming up."""
     backend_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     """Backend calls in flight at most; default ``max_starting + 8``."""
+    sweep_interval: Seconds | None = 600.0
+    """How often the backend's inventory is compared with the store while running, to
+    terminate leaked machines (on start it always is); null: only on start."""
 
     def limits(self) -> PoolLimits:
         """The limits the pure allocation and preallocation decisions need."""

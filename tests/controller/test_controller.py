@@ -387,3 +387,21 @@ async def test_secondary_controller_assigns_from_a_shared_store() -> None:
                 await secondary.stop()
     finally:
         await store.close()
+
+
+async def test_periodic_sweep_terminates_a_leak_while_running() -> None:
+    clock = ManualClock()
+    fake = fake_backend()
+    pool = {"min_ready": 1, "sweep_interval": 30}
+    async with controller(pool, fake=fake, clock=clock, tick=60) as ctl:
+        await _ready(ctl, 1)
+        await ctl.maintenance.run_once(wait=True)  # the first run only notes the start
+        await fake.inject("p-leak")
+        clock.advance(31)
+        await ctl.maintenance.run_once(wait=True)
+
+        async def swept() -> bool:
+            return "p-leak" not in await fake.names()
+
+        await eventually(ctl, swept)
+        assert len(await fake.names()) == 1  # the pool's own VM is kept
