@@ -153,6 +153,8 @@ def main() -> None:
         f"durable 3-job tasks/s, median of {runs} runs ({n} corral tasks per run, {conc} in flight)"
     )
     print("SQLite: journal_mode=WAL, synchronous=NORMAL (survives kill -9; not a power cut)")
+    if args.pg:
+        print("PostgreSQL: server settings (synchronous_commit=on by default: each commit on disk)")
     rows: list[tuple[str, float, float | None]] = []
     tf_ok = tf_fail = None
     try:
