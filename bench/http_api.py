@@ -10,32 +10,30 @@
    Tickets/s and latency p50/p90/max. Targets: >= 200 tickets/s, max <= 1 s (resalloc: 11-26
    tickets/s, max 2-35 s).
 
-Run: ``python bench/http.py`` (``--quick`` for a short smoke run). Prints figures and ratios.
+Named ``http_api.py`` rather than issue 5's ``http.py``: a script called ``http.py`` in ``bench/``
+shadows the standard library's ``http`` package for every benchmark run from that folder.
+
+Run: ``python bench/http_api.py`` (``--quick`` for a short smoke run). Prints figures and ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-# This file is named like the standard library's ``http`` package: when it runs as a script its
-# folder comes first on sys.path and would shadow it. Put the repository there instead.
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import httpx
 
-import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from corral.api.server import free_port
 
-import httpx  # noqa: E402
-
-from corral.api.server import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 WARM_TARGET_P50 = 0.005
 WARM_TARGET_P99 = 0.025
