@@ -15,7 +15,6 @@ decision that :mod:`corral.pools.allocation` can make purely.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -31,9 +30,12 @@ from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
 from corral.controller import records, recovery, views, wiring
+from corral.controller.assignment import Assigner
 from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
+from corral.controller.preallocation import Preallocator
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
+from corral.controller.vmtasks import VMTasks
 from corral.locks import LockManager
 from corral.pools import allocation
 from corral.pools.allocation import PoolLimits
@@ -42,7 +44,7 @@ from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
 from corral.store import parse as parse_store_url
 from corral.store.pools import TicketRow, VMRow
-from corral.tasks import DONE, Step, TaskEngine, TaskEvent, TaskState
+from corral.tasks import TaskEngine, TaskEvent
 from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
 
@@ -88,22 +90,17 @@ class Controller:
         self._backends = dict(backends)
         self._limits = {name: pool.limits() for name, pool in config.pools.items()}
         self._owns_store = owns_store
-        self._busy: dict[str, str] = {}
-        self._task_vm: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[Ticket | None]]] = {}
-        self._assign_dirty = False
-        self._assign_runner: asyncio.Task[None] | None = None
-        self._spawn_dirty: set[str] = set()
-        self._spawn_runner: asyncio.Task[None] | None = None
-        self._hold: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._samples: list[tuple[str, str, float, float]] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._started = False
         self._stopped = False
         self.maintenance = Maintenance(self)
+        self.preallocation = Preallocator(self)
+        self.assignment = Assigner(self)
+        self.vm_tasks = VMTasks(self)
         self._unsubscribe = self.tasks.subscribe(self._on_task)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -154,7 +151,7 @@ class Controller:
             )
             await ctl.tasks.start()
             if recover:
-                ctl._note_recovered()
+                ctl.vm_tasks.note_recovered()
                 await ctl.reconcile()
         except BaseException:
             for backend in guarded.values():
@@ -189,11 +186,13 @@ class Controller:
         if self._stopped:
             return
         self._stopped = True
-        for timer in [*self._timers, *self._retries.values()]:
+        for timer in self._timers:
             timer.cancel()
+        self.vm_tasks.close()
         await self.maintenance.stop()
-        runners = [t for t in (self._assign_runner, self._spawn_runner) if t is not None]
-        runners.extend(self._background)
+        await self.assignment.close()
+        await self.preallocation.close()
+        runners = list(self._background)
         for job in runners:
             job.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -220,6 +219,16 @@ class Controller:
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran."""
+        return self._started
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` ran (or is running)."""
+        return self._stopped
+
     # --- hooks used by the steps (corral.controller.steps.VMHooks) ---------------------------
 
     def backend(self, pool: str) -> GuardedBackend:
@@ -237,10 +246,6 @@ class Controller:
         """The guarded backend of every pool."""
         return dict(self._backends)
 
-    def busy_vms(self) -> set[str]:
-        """The VMs an unfinished task of this controller works on."""
-        return set(self._busy)
-
     def limits(self, pool: str) -> PoolLimits:
         """The allocation limits of ``pool``."""
         self.config.pool(pool)
@@ -253,9 +258,7 @@ class Controller:
     def vm_changed(self, row: VMRow) -> None:
         """Publish a VM change and re-run whatever it may unblock."""
         if row.state in ("terminated", "failed"):
-            retry = self._retries.pop(row.name, None)
-            if retry is not None:
-                retry.cancel()
+            self.vm_tasks.gone(row.name)
             self.maintenance.forget(row.name)
         self.events.publish(
             Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
@@ -267,17 +270,7 @@ class Controller:
 
     async def spawn_finished(self, pool: str, ok: bool, seconds: float | None) -> None:
         """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
-        if ok:
-            self._hold.pop(pool, None)
-            if seconds is not None:
-                self.record(pool, "spawn_time", seconds)
-            return
-        self.count(pool, "spawn_failures")
-        failures = self._hold.get(pool, (0, 0.0))[0] + 1
-        delay = min(30.0, 0.05 * 2 ** min(failures - 1, 20))
-        loop = asyncio.get_running_loop()
-        self._hold[pool] = (failures, loop.time() + delay)
-        self._later(delay, lambda: self.kick_spawn(pool))
+        await self.preallocation.finished(pool, ok, seconds)
 
     def record(self, pool: str, kind: str, value: float) -> None:
         """Buffer a statistics sample (flushed to the store every tick and when read)."""
@@ -295,19 +288,8 @@ class Controller:
         self._samples, self._counts = [], {}
         await self.store.pools.record_stats(samples, counts)
 
-    def terminate_later(self, name: str, delay: float) -> None:
-        """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
-        if self._stopped or name in self._retries:
-            return
-
-        def fire() -> None:
-            self._retries.pop(name, None)
-            if not self._stopped:
-                self._spawn_bg(self.submit_terminate(name))
-
-        self._retries[name] = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
-
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after ``delay`` seconds unless the controller stops first."""
         if self._stopped:
             return
         loop = asyncio.get_running_loop()
@@ -320,217 +302,66 @@ class Controller:
         handle = loop.call_later(max(0.0, delay), run)
         self._timers.add(handle)
 
-    # --- tasks -------------------------------------------------------------------------------
+    # --- VM tasks (corral.controller.vmtasks) -------------------------------------------------
 
     def _on_task(self, event: TaskEvent) -> None:
         info = event.info
-        self.events.publish(
-            Event(
-                "task",
-                info.id,
-                info.state.value,
-                self.clock(),
-                {"verb": info.verb, "tag": info.tag},
-            )
-        )
-        if event.state in DONE:
-            name = self._task_vm.pop(info.id, None)
-            if name is not None and self._busy.get(name) == info.id:
-                del self._busy[name]
-                # a finished job left its VM where it belongs; anything else is checked
-                if not self._stopped and event.state is not TaskState.FINISHED:
-                    self._spawn_bg(self._after_task(name))
+        data: dict[str, JSON] = {"verb": info.verb, "tag": info.tag}
+        self.events.publish(Event("task", info.id, info.state.value, self.clock(), data))
+        self.vm_tasks.on_task(event)
 
-    async def _after_task(self, name: str) -> None:
-        """A task on VM ``name`` ended: make sure the VM is not left half-way."""
-        if self.busy(name):
-            return
-        row = await self.store.pools.get_vm(name)
-        if row is None:
-            return
-        if row.state in ("spawning", "releasing"):
-            moved = await self.store.pools.update_vm(
-                name,
-                expect=[row.state],
-                changes={"state": "terminating", "state_since": self.clock()},
-            )
-            if moved is not None:
-                self.vm_changed(moved)
-                await self.submit_terminate(name)
-        elif row.state == "terminating":
-            self.terminate_later(name, min(30.0, self.pool_config(row.pool).terminate_timeout))
-        elif row.state in ("terminated", "failed"):
-            self.maintenance.forget(name)
+    def background(self, coro: Coroutine[object, object, None]) -> None:
+        """Run ``coro`` as a background task of the controller (cancelled by :meth:`stop`)."""
+        self._spawn_bg(coro)
 
-    def _note_recovered(self) -> None:
-        for info in self.tasks.list():
-            if not info.done and info.tag.startswith("vm:"):
-                name = info.tag[3:]
-                self._busy[name] = info.id
-                self._task_vm[info.id] = name
-
-    async def _submit(self, verb: str, step: Step, name: str) -> str:
-        tid = await self.tasks.submit(
-            verb,
-            jobs=[step],
-            locks={f"vm/{name}": "exclusive"},
-            tag=f"vm:{name}",
-            priority="high" if verb == "terminate" else "medium",
-            # terminating is idempotent: after a crash, finish it rather than roll it back
-            recovery="resume" if verb == "terminate" else "auto",
-        )
-        # submit() returns before the task's driver first runs, so no "done" event can have
-        # been missed here.
-        self._busy[name] = tid
-        self._task_vm[tid] = name
-        return tid
+    def terminate_later(self, name: str, delay: float) -> None:
+        """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
+        self.vm_tasks.terminate_later(name, delay)
 
     async def submit_terminate(self, name: str, *, known: bool = False) -> None:
         """Submit a termination task for a VM in ``terminating`` (checked unless ``known``)."""
-        if not known:
-            row = await self.store.pools.get_vm(name)
-            if row is None or row.state != "terminating":
-                return
-        await self._submit("terminate", Step("vm.terminate", {"name": name}), name)
+        await self.vm_tasks.terminate(name, known=known)
 
     async def submit_release(self, name: str) -> None:
         """Submit a release-cleanup task for a VM in ``releasing``."""
-        await self._submit("release", Step("vm.release", {"name": name}), name)
+        await self.vm_tasks.release(name)
+
+    async def submit_spawn(self, name: str) -> None:
+        """Submit the spawn task of a VM just recorded as ``spawning``."""
+        await self.vm_tasks.spawn(name)
+
+    def busy(self, name: str) -> bool:
+        """Whether an unfinished task of this controller works on VM ``name``."""
+        return self.vm_tasks.busy(name)
+
+    def busy_vms(self) -> set[str]:
+        """The VMs an unfinished task of this controller works on."""
+        return self.vm_tasks.busy_vms()
 
     def idle(self) -> bool:
         """True when no task, retry or runner of this controller has work in flight (a spawn
         backoff timer does not count: it only re-plans)."""
-        runners = [t for t in (self._assign_runner, self._spawn_runner) if t is not None]
         return (
-            not self._busy
-            and not self._retries
+            self.vm_tasks.idle
             and not self._background
-            and all(t.done() for t in runners)
+            and self.assignment.idle
+            and self.preallocation.idle
             and all(info.done for info in self.tasks.list())
         )
 
-    def busy(self, name: str) -> bool:
-        """Whether an unfinished task of this controller works on VM ``name``."""
-        return name in self._busy
-
-    # --- preallocation (event-driven top-up) --------------------------------------------------
+    # --- preallocation and assignment (corral.controller.preallocation / .assignment) -------
 
     def kick_spawn(self, pool: str) -> None:
         """Re-plan ``pool``'s preallocation soon (coalesced with other kicks)."""
-        if self._stopped or not self._started or not self.maintains:
-            return
-        self._spawn_dirty.add(pool)
-        if self._spawn_runner is None or self._spawn_runner.done():
-            self._spawn_runner = asyncio.get_running_loop().create_task(self._spawn_loop())
-
-    async def _spawn_loop(self) -> None:
-        while self._spawn_dirty and not self._stopped:
-            pools = sorted(self._spawn_dirty)
-            self._spawn_dirty.clear()
-            for name in pools:
-                try:
-                    await self._top_up(name)
-                except exceptions.CorralError as exc:
-                    log.warning("pool %s: top-up failed: %s", name, exc)
-                    self._later(self.tick, functools.partial(self.kick_spawn, name))
-
-    async def _demand(self) -> dict[str, int]:
-        rows = await self.store.pools.list_tickets(states=["waiting"])
-        if not rows:
-            return {}
-        held = await self.store.pools.held()
-        eligible = []
-        for row in rows:
-            t = records.ticket(row)
-            for name in allocation.pools_for(t, self._limits.values()):
-                limit = self._limits[name].max_per_owner
-                if limit is None or held.get((t.owner, name), 0) < limit:
-                    eligible.append(t)
-                    break
-        return allocation.route_demand(eligible, list(self._limits.values()))
-
-    async def _top_up(self, pool: str) -> None:
-        hold = self._hold.get(pool)
-        if hold is not None and hold[1] > asyncio.get_running_loop().time():
-            return
-        # Counts first, then the queue: an assignment in between then makes this round spawn
-        # one too few (its own kick corrects that at once), never one too many.
-        counts = await self.store.pools.count_vms(pool)
-        demand = (await self._demand()).get(pool, 0)
-        wanted = allocation.plan_spawns(
-            self._limits[pool], {VMState(k): v for k, v in counts.items()}, demand
-        )
-        if wanted:
-            # concurrently: the SQL store group-commits the rows and the task records together
-            await asyncio.gather(*(self._start_spawn(pool) for _ in range(wanted)))
-
-    async def _start_spawn(self, pool: str) -> None:
-        row = await self.store.pools.create_vm(pool, state="spawning", now=self.clock())
-        self.count(pool, "spawn_attempts")
-        self._busy[row.name] = ""  # reserved until the task id is known
-        try:
-            await self._submit("spawn", Step("vm.spawn", {"name": row.name}), row.name)
-        except BaseException:
-            self._busy.pop(row.name, None)
-            raise
-        self.events.publish(Event("vm", row.name, row.state, self.clock(), {"pool": pool}))
-
-    # --- assignment (event-driven) -----------------------------------------------------------
+        self.preallocation.kick(pool)
 
     def kick_assign(self) -> None:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
-        if self._stopped:
-            return
-        self._assign_dirty = True
-        if self._assign_runner is None or self._assign_runner.done():
-            self._assign_runner = asyncio.get_running_loop().create_task(self._assign_loop())
-
-    async def _assign_loop(self) -> None:
-        while self._assign_dirty and not self._stopped:
-            self._assign_dirty = False
-            try:
-                await self.assign_once()
-            except exceptions.CorralError as exc:
-                log.warning("assignment failed: %s", exc)
-                self._later(self.tick, self.kick_assign)
+        self.assignment.kick()
 
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
-        inputs = await self.store.pools.allocation_inputs(
-            {name: limits.tags for name, limits in self._limits.items()}
-        )
-        if not inputs.waiting:
-            return 0
-        waiting = [records.ticket(r) for r in inputs.waiting]
-        vms = [records.vm(r) for r in inputs.ready]
-        held = inputs.held
-        plan = allocation.allocate(waiting, vms, self._limits, held)
-        by_id = {t.id: t for t in waiting}
-        pools_of = {v.name: v.pool for v in vms}
-        done = 0
-        for choice in plan:
-            pool = pools_of[choice.vm]
-            now = self.clock()
-            ok = await self.store.pools.assign(
-                choice.ticket, choice.vm, now=now, max_per_owner=self._limits[pool].max_per_owner
-            )
-            if not ok:
-                self._assign_dirty = True  # someone else moved first: decide again
-                continue
-            done += 1
-            ticket = by_id[choice.ticket]
-            self.record(pool, "wait_time", now - ticket.created_at)
-            # exactly the row the conditional write produced: waiters need not re-read it
-            assigned = ticket.with_state(TicketState.ASSIGNED, vm=choice.vm, assigned_at=now)
-            self.ticket_changed(
-                ticket.id, "assigned", {"vm": choice.vm, "pool": pool}, ticket=assigned
-            )
-            self.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
-            self.kick_spawn(pool)
-        if len(plan) < len(waiting):
-            for name in self._limits:
-                self.kick_spawn(name)
-        return done
+        return await self.assignment.assign_once()
 
     def ticket_changed(
         self,
@@ -776,7 +607,7 @@ class Controller:
                 )
                 if row is None:
                     continue
-                task = self._busy.get(name)
+                task = self.vm_tasks.task_of(name)
                 if task:
                     await self.tasks.stop(task)
                     return records.vm(row)

@@ -1,0 +1,116 @@
+"""Preallocation: keep each pool at ``min_ready`` (plus its queue), event-driven, with backoff.
+
+Kicked whenever a VM changes state or a ticket waits; :func:`corral.pools.allocation.plan_spawns`
+decides how many, this module records the VMs and submits their spawn tasks. Spawn failures hold
+the pool's next spawns back with exponential backoff. This module must not call backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+from corral import exceptions
+from corral.controller import records
+from corral.controller.events import Event
+from corral.controller.runner import Coalescer
+from corral.pools import allocation
+from corral.pools.model import VMState
+
+if TYPE_CHECKING:
+    from corral.controller.controller import Controller
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.05
+BACKOFF_MAX = 30.0
+
+
+class Preallocator:
+    """Tops pools up; one coalesced runner for all pools."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._ctl = controller
+        self._hold: dict[str, tuple[int, float]] = {}
+        self._runner: Coalescer[str] = Coalescer("top-up", self._top_up_all)
+
+    @property
+    def idle(self) -> bool:
+        """True when no top-up is pending or running."""
+        return self._runner.idle
+
+    def kick(self, pool: str) -> None:
+        """Re-plan ``pool`` soon (coalesced with other kicks)."""
+        ctl = self._ctl
+        if ctl.stopped or not ctl.started or not ctl.maintains:
+            return
+        self._runner.kick(pool)
+
+    async def close(self) -> None:
+        """Stop planning."""
+        await self._runner.close()
+
+    async def finished(self, pool: str, ok: bool, seconds: float | None) -> None:
+        """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
+        ctl = self._ctl
+        if ok:
+            self._hold.pop(pool, None)
+            if seconds is not None:
+                ctl.record(pool, "spawn_time", seconds)
+            return
+        ctl.count(pool, "spawn_failures")
+        failures = self._hold.get(pool, (0, 0.0))[0] + 1
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 20))
+        self._hold[pool] = (failures, asyncio.get_running_loop().time() + delay)
+        ctl.later(delay, functools.partial(self.kick, pool))
+
+    async def _top_up_all(self, pools: list[str]) -> None:
+        for name in sorted(pools):
+            try:
+                await self._top_up(name)
+            except exceptions.CorralError as exc:
+                log.warning("pool %s: top-up failed: %s", name, exc)
+                self._ctl.later(self._ctl.tick, functools.partial(self.kick, name))
+
+    async def demand(self) -> dict[str, int]:
+        """Waiting tickets each pool should spawn for (owners at their limit left out)."""
+        ctl = self._ctl
+        rows = await ctl.store.pools.list_tickets(states=["waiting"])
+        if not rows:
+            return {}
+        held = await ctl.store.pools.held()
+        limits = ctl.all_limits()
+        eligible = []
+        for row in rows:
+            t = records.ticket(row)
+            for name in allocation.pools_for(t, limits):
+                limit = ctl.limits(name).max_per_owner
+                if limit is None or held.get((t.owner, name), 0) < limit:
+                    eligible.append(t)
+                    break
+        return allocation.route_demand(eligible, limits)
+
+    async def _top_up(self, pool: str) -> None:
+        ctl = self._ctl
+        hold = self._hold.get(pool)
+        if hold is not None and hold[1] > asyncio.get_running_loop().time():
+            return
+        # Counts first, then the queue: an assignment in between then makes this round spawn
+        # one too few (its own kick corrects that at once), never one too many.
+        counts = await ctl.store.pools.count_vms(pool)
+        demand = (await self.demand()).get(pool, 0)
+        wanted = allocation.plan_spawns(
+            ctl.limits(pool), {VMState(k): v for k, v in counts.items()}, demand
+        )
+        if wanted:
+            # concurrently: the SQL store group-commits the rows and the task records together
+            await asyncio.gather(*(self._start_spawn(pool) for _ in range(wanted)))
+
+    async def _start_spawn(self, pool: str) -> None:
+        ctl = self._ctl
+        row = await ctl.store.pools.create_vm(pool, state="spawning", now=ctl.clock())
+        ctl.count(pool, "spawn_attempts")
+        await ctl.submit_spawn(row.name)
+        ctl.events.publish(Event("vm", row.name, row.state, ctl.clock(), {"pool": pool}))

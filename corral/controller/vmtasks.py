@@ -1,0 +1,156 @@
+"""The controller's bookkeeping of VM tasks: which VM a task of ours works on, submissions,
+retries, and the check after a task ends abnormally.
+
+Every spawn, release-cleanup and termination is submitted here as a task tagged ``vm:<name>``
+holding ``vm/<name>`` exclusively. This module must not decide when a VM should change state
+(that is the controller's and :mod:`corral.pools.allocation`'s job); it only drives tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from corral.tasks import DONE, Step, TaskEvent, TaskState
+
+if TYPE_CHECKING:
+    from corral.controller.controller import Controller
+
+TAG_PREFIX = "vm:"
+
+
+class VMTasks:
+    """Tracks the unfinished tasks of this controller per VM and re-drives VMs left half-way."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._ctl = controller
+        self._busy: dict[str, str] = {}
+        self._task_vm: dict[str, str] = {}
+        self._retries: dict[str, asyncio.TimerHandle] = {}
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def busy(self, name: str) -> bool:
+        """Whether an unfinished task of this controller works on VM ``name``."""
+        return name in self._busy
+
+    def busy_vms(self) -> set[str]:
+        """The VMs an unfinished task of this controller works on."""
+        return set(self._busy)
+
+    def task_of(self, name: str) -> str | None:
+        """The id of the unfinished task on VM ``name`` (``None``, or ``""`` while submitting)."""
+        return self._busy.get(name)
+
+    @property
+    def idle(self) -> bool:
+        """True when no task of ours runs and no retry is pending."""
+        return not self._busy and not self._retries
+
+    # --- submissions -------------------------------------------------------------------------
+
+    async def submit(self, verb: str, step: Step, name: str) -> str:
+        """Submit a one-job task on VM ``name`` holding its exclusive lock."""
+        tid = await self._ctl.tasks.submit(
+            verb,
+            jobs=[step],
+            locks={f"vm/{name}": "exclusive"},
+            tag=f"{TAG_PREFIX}{name}",
+            priority="high" if verb == "terminate" else "medium",
+            # terminating is idempotent: after a crash, finish it rather than roll it back
+            recovery="resume" if verb == "terminate" else "auto",
+        )
+        # submit() returns before the task's driver first runs, so no "done" event can have
+        # been missed here.
+        self._busy[name] = tid
+        self._task_vm[tid] = name
+        return tid
+
+    async def spawn(self, name: str) -> None:
+        """Submit the spawn task of a VM just recorded as ``spawning``."""
+        self._busy[name] = ""  # reserved until the task id is known
+        try:
+            await self.submit("spawn", Step("vm.spawn", {"name": name}), name)
+        except BaseException:
+            self._busy.pop(name, None)
+            raise
+
+    async def terminate(self, name: str, *, known: bool = False) -> None:
+        """Submit a termination task for a VM in ``terminating`` (checked unless ``known``)."""
+        if not known:
+            row = await self._ctl.store.pools.get_vm(name)
+            if row is None or row.state != "terminating":
+                return
+        await self.submit("terminate", Step("vm.terminate", {"name": name}), name)
+
+    async def release(self, name: str) -> None:
+        """Submit a release-cleanup task for a VM in ``releasing``."""
+        await self.submit("release", Step("vm.release", {"name": name}), name)
+
+    # --- retries -----------------------------------------------------------------------------
+
+    def terminate_later(self, name: str, delay: float) -> None:
+        """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
+        if self._ctl.stopped or name in self._retries:
+            return
+
+        def fire() -> None:
+            self._retries.pop(name, None)
+            if not self._ctl.stopped:
+                self._ctl.background(self.terminate(name))
+
+        self._retries[name] = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
+
+    def gone(self, name: str) -> None:
+        """VM ``name`` is terminated or failed: drop its pending retry."""
+        retry = self._retries.pop(name, None)
+        if retry is not None:
+            retry.cancel()
+
+    def close(self) -> None:
+        """Cancel every pending retry."""
+        for retry in self._retries.values():
+            retry.cancel()
+        self._retries.clear()
+
+    # --- task events -------------------------------------------------------------------------
+
+    def note_recovered(self) -> None:
+        """After the engine recovered the store's tasks: which VMs they work on."""
+        for info in self._ctl.tasks.list():
+            if not info.done and info.tag.startswith(TAG_PREFIX):
+                name = info.tag[len(TAG_PREFIX) :]
+                self._busy[name] = info.id
+                self._task_vm[info.id] = name
+
+    def on_task(self, event: TaskEvent) -> None:
+        """A task changed state; when one of ours ended, forget it (and check its VM)."""
+        if event.state not in DONE:
+            return
+        info = event.info
+        name = self._task_vm.pop(info.id, None)
+        if name is not None and self._busy.get(name) == info.id:
+            del self._busy[name]
+            # a finished job left its VM where it belongs; anything else is checked
+            if not self._ctl.stopped and event.state is not TaskState.FINISHED:
+                self._ctl.background(self.after_task(name))
+
+    async def after_task(self, name: str) -> None:
+        """A task on VM ``name`` ended abnormally: make sure the VM is not left half-way."""
+        ctl = self._ctl
+        if self.busy(name):
+            return
+        row = await ctl.store.pools.get_vm(name)
+        if row is None:
+            return
+        if row.state in ("spawning", "releasing"):
+            moved = await ctl.store.pools.update_vm(
+                name,
+                expect=[row.state],
+                changes={"state": "terminating", "state_since": ctl.clock()},
+            )
+            if moved is not None:
+                ctl.vm_changed(moved)
+                await self.terminate(name)
+        elif row.state == "terminating":
+            self.terminate_later(name, min(30.0, ctl.pool_config(row.pool).terminate_timeout))
