@@ -318,9 +318,9 @@ class Controller:
         """Submit a termination task for ``name`` after ``delay`` seconds (one pending per VM)."""
         self.vm_tasks.terminate_later(name, delay)
 
-    async def submit_terminate(self, name: str, *, known: bool = False) -> None:
-        """Submit a termination task for a VM in ``terminating`` (checked unless ``known``)."""
-        await self.vm_tasks.terminate(name, known=known)
+    async def submit_terminate(self, name: str, *, row: VMRow | None = None) -> None:
+        """Submit a termination task for a VM in ``terminating`` (``row``: just moved there)."""
+        await self.vm_tasks.terminate(name, row=row)
 
     async def submit_release(self, name: str) -> None:
         """Submit a release-cleanup task for a VM in ``releasing``."""
@@ -539,7 +539,7 @@ class Controller:
             if closed.vm.state == "releasing":
                 await self.submit_release(closed.vm.name)
             else:
-                await self.submit_terminate(closed.vm.name, known=True)
+                await self.submit_terminate(closed.vm.name, row=closed.vm)
         self.kick_assign()
         return records.ticket(closed.ticket)
 

@@ -140,7 +140,7 @@ class Maintenance:
             if row is not None:
                 done += 1
                 ctl.vm_changed(row)
-                await ctl.submit_terminate(item.vm)
+                await ctl.submit_terminate(item.vm, row=row)
         return done
 
     async def redrive(self, pool: str, now: float) -> None:
@@ -224,7 +224,7 @@ class Maintenance:
         )
         if moved is not None:
             ctl.vm_changed(moved)
-            await ctl.submit_terminate(name)
+            await ctl.submit_terminate(name, row=moved)
 
     def forget(self, name: str) -> None:
         """Drop the bookkeeping of a VM that is gone."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from corral import exceptions
@@ -18,6 +19,7 @@ from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
 from corral.pools.model import VMState
+from corral.store.pools import TicketRow
 
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
@@ -74,13 +76,11 @@ class Preallocator:
                 log.warning("pool %s: top-up failed: %s", name, exc)
                 self._ctl.later(self._ctl.tick, functools.partial(self.kick, name))
 
-    async def demand(self) -> dict[str, int]:
+    def demand(
+        self, rows: Sequence[TicketRow], held: Mapping[tuple[str, str], int]
+    ) -> dict[str, int]:
         """Waiting tickets each pool should spawn for (owners at their limit left out)."""
         ctl = self._ctl
-        rows = await ctl.store.pools.list_tickets(states=["waiting"])
-        if not rows:
-            return {}
-        held = await ctl.store.pools.held()
         limits = ctl.all_limits()
         eligible = []
         for row in rows:
@@ -97,10 +97,10 @@ class Preallocator:
         hold = self._hold.get(pool)
         if hold is not None and hold[1] > asyncio.get_running_loop().time():
             return
-        # Counts first, then the queue: an assignment in between then makes this round spawn
-        # one too few (its own kick corrects that at once), never one too many.
-        counts = await ctl.store.pools.count_vms(pool)
-        demand = (await self.demand()).get(pool, 0)
+        # counts and queue from one transaction: a consistent picture, never one VM too many
+        snap = await ctl.store.pools.pool_snapshot(pool)
+        counts = snap.counts
+        demand = self.demand(snap.waiting, snap.held).get(pool, 0) if snap.waiting else 0
         wanted = allocation.plan_spawns(
             ctl.limits(pool), {VMState(k): v for k, v in counts.items()}, demand
         )

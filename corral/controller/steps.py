@@ -71,12 +71,7 @@ def _hooks(ctx: JobContext) -> VMHooks:
 
 def handle_of(row: VMRow) -> Handle:
     """The backend handle of a stored VM; by name alone when the backend never answered."""
-    if row.handle is not None:
-        try:
-            return Handle.from_json(row.handle)
-        except exceptions.InvalidInput:
-            pass
-    return Handle(name=row.name)
+    return _parse_handle(row.name, row.handle)
 
 
 async def _move(h: VMHooks, name: str, expect: list[str], **changes: object) -> VMRow | None:
@@ -88,10 +83,10 @@ async def _move(h: VMHooks, name: str, expect: list[str], **changes: object) -> 
     return row
 
 
-async def _terminate(h: VMHooks, row: VMRow) -> None:
+async def _terminate(h: VMHooks, pool: str, handle: Handle) -> None:
     """Terminate until the backend confirms, within the pool's ``terminate_timeout``."""
-    cfg = h.pool_config(row.pool)
-    backend = h.backend(row.pool)
+    cfg = h.pool_config(pool)
+    backend = h.backend(pool)
     failures = 0
 
     def count(_attempt: int, _exc: exceptions.BackendError) -> None:
@@ -101,11 +96,11 @@ async def _terminate(h: VMHooks, row: VMRow) -> None:
     try:
         async with asyncio.timeout(cfg.terminate_timeout):
             await backend.terminate_until_confirmed(
-                handle_of(row), attempts=None, base_delay=0.05, max_delay=5.0, on_retry=count
+                handle, attempts=None, base_delay=0.05, max_delay=5.0, on_retry=count
             )
     finally:
         if failures:
-            h.count(row.pool, "terminate_failures", failures)
+            h.count(pool, "terminate_failures", failures)
 
 
 # --- spawn -----------------------------------------------------------------------------------
@@ -160,7 +155,7 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
         row = moved
         if not requested:
             await h.spawn_finished(row.pool, False, None)
-    await _terminate(h, row)
+    await _terminate(h, row.pool, handle_of(row))
     await _move(h, name, ["terminating"], state="terminated" if requested else "failed")
     return None
 
@@ -198,16 +193,35 @@ async def release_undo(ctx: JobContext, *, name: str) -> JSON:
 
 
 @REGISTRY.job("vm.terminate")
-async def terminate(ctx: JobContext, *, name: str) -> JSON:
-    """Terminate a VM recorded as ``terminating``, retrying until the backend confirms."""
+async def terminate(
+    ctx: JobContext, *, name: str, pool: str | None = None, handle: str | None = None
+) -> JSON:
+    """Terminate a VM recorded as ``terminating``, retrying until the backend confirms.
+
+    ``pool`` and ``handle`` (JSON text), when the submitter knew them, save a read; termination
+    is idempotent, and the final move only applies to a VM still ``terminating``.
+    """
     h = _hooks(ctx)
-    row = await h.store.pools.get_vm(name)
-    if row is None or row.state != "terminating":
-        return {"skipped": f"VM {name} is not terminating"}
+    if pool is None:
+        row = await h.store.pools.get_vm(name)
+        if row is None or row.state != "terminating":
+            return {"skipped": f"VM {name} is not terminating"}
+        pool, target = row.pool, handle_of(row)
+    else:
+        target = _parse_handle(name, handle)
     await ctx.push_recovery("vm.terminate.undo", name=name)
-    await _terminate(h, row)
+    await _terminate(h, pool, target)
     await _move(h, name, ["terminating"], state="terminated")
     return None
+
+
+def _parse_handle(name: str, text: str | None) -> Handle:
+    if text is not None:
+        try:
+            return Handle.from_json(text)
+        except exceptions.InvalidInput:
+            pass
+    return Handle(name=name)
 
 
 @REGISTRY.recovery("vm.terminate.undo")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from corral.store.pools import VMRow
 from corral.tasks import DONE, Step, TaskEvent, TaskState
+from corral.types import JSON
 
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
@@ -75,13 +77,20 @@ class VMTasks:
             self._busy.pop(name, None)
             raise
 
-    async def terminate(self, name: str, *, known: bool = False) -> None:
-        """Submit a termination task for a VM in ``terminating`` (checked unless ``known``)."""
-        if not known:
-            row = await self._ctl.store.pools.get_vm(name)
-            if row is None or row.state != "terminating":
+    async def terminate(self, name: str, *, row: VMRow | None = None) -> None:
+        """Submit a termination task for a VM in ``terminating``.
+
+        With ``row`` (the VM just moved to ``terminating``) the task carries its pool and handle;
+        without, the VM is read first and nothing is submitted unless it is terminating.
+        """
+        if row is None:
+            current = await self._ctl.store.pools.get_vm(name)
+            if current is None or current.state != "terminating":
                 return
-        await self.submit("terminate", Step("vm.terminate", {"name": name}), name)
+            args: dict[str, JSON] = {"name": name}
+        else:
+            args = {"name": name, "pool": row.pool, "handle": row.handle}
+        await self.submit("terminate", Step("vm.terminate", args), name)
 
     async def release(self, name: str) -> None:
         """Submit a release-cleanup task for a VM in ``releasing``."""
@@ -151,6 +160,6 @@ class VMTasks:
             )
             if moved is not None:
                 ctl.vm_changed(moved)
-                await self.terminate(name)
+                await self.terminate(name, row=moved)
         elif row.state == "terminating":
             self.terminate_later(name, min(30.0, ctl.pool_config(row.pool).terminate_timeout))

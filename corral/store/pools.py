@@ -118,6 +118,16 @@ def wanted_candidates(
     return wanted
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """What one preallocation round reads, in one transaction (see
+    :meth:`PoolsRepository.pool_snapshot`)."""
+
+    counts: Mapping[str, int]
+    waiting: tuple[TicketRow, ...]
+    held: Mapping[tuple[str, str], int]
+
+
 class PoolsRepository(Protocol):
     """Where pools' VMs, tickets, info and statistics are persisted (all methods async).
 
@@ -213,6 +223,11 @@ class PoolsRepository(Protocol):
         """In one transaction: the waiting tickets (by priority, then age), the held counts and,
         per :func:`wanted_candidates`, the free ready VMs an allocation round can use — a bounded
         read whatever the number of VMs. ``pools`` maps each pool to its tags."""
+        ...
+
+    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+        """In one transaction: ``pool``'s VM counts per state, every waiting ticket (by priority
+        then age) and the held counts."""
         ...
 
     async def close_ticket(

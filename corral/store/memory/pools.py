@@ -19,6 +19,7 @@ from corral.store.pools import (
     VM_COLUMNS,
     AllocationInputs,
     Closed,
+    PoolSnapshot,
     TicketRow,
     VMRow,
     wanted_candidates,
@@ -272,6 +273,14 @@ class MemoryPoolsRepository:
         for (pool, sandbox), limit in wanted_candidates(waiting, pools).items():
             ready.extend(await self.ready_vms(pool, sandbox=sandbox, limit=limit))
         return AllocationInputs(waiting=tuple(waiting), held=await self.held(), ready=tuple(ready))
+
+    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+        """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
+        return PoolSnapshot(
+            counts=await self.count_vms(pool),
+            waiting=tuple(await self.list_tickets(states=["waiting"])),
+            held=await self.held(),
+        )
 
     async def close_ticket(
         self,

@@ -32,6 +32,7 @@ from corral.store.pools import (
     VM_COLUMNS,
     AllocationInputs,
     Closed,
+    PoolSnapshot,
     TicketRow,
     VMRow,
     wanted_candidates,
@@ -496,6 +497,15 @@ def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> 
     return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
 
 
+def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
+    """Counts, waiting tickets and held counts, in one transaction."""
+    return PoolSnapshot(
+        counts={r[0]: r[1] for r in conn.execute(COUNT_VMS, {"b_pool": pool})},
+        waiting=tuple(_ticket(r) for r in conn.execute(WAITING)),
+        held={(r[0], r[1]): r[2] for r in conn.execute(HELD)},
+    )
+
+
 def record_stats(
     conn: Connection,
     samples: Sequence[tuple[str, str, float, float]],
@@ -621,6 +631,10 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
         frozen = dict(pools)
         return await self._executor.run(lambda conn: allocation_inputs(conn, frozen))
+
+    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+        """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
+        return await self._executor.run(lambda conn: pool_snapshot(conn, pool))
 
     async def close_ticket(
         self,
