@@ -326,3 +326,9 @@ class ServerUnreachable(CorralError):
 
     code = "server_unreachable"
     http_status = 503
+
+
+class TaskBusy(TaskStateTransitionError):
+    """Another operation on this task (a rollback, clean or force stop) is still starting."""
+
+    code = "task_busy"
