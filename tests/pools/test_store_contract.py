@@ -161,3 +161,28 @@ async def test_record_stats_in_one_call(store: Store) -> None:
     assert await store.pools.samples("p", "wait_time", limit=10) == [0.5, 0.7]
     assert await store.pools.counters("p") == {"spawn_attempts": 5}
     assert await store.pools.counters("q") == {"spawn_failures": 1}
+
+
+async def test_allocation_inputs_and_pool_snapshot_are_bounded_reads(store: Store) -> None:
+    fresh = [await _ready(store) for _ in range(5)]
+    used = await _ready(store)
+    await store.pools.update_vm(used, expect=None, changes={"uses": 1, "sandbox": "s1"})
+    await _ready(store, pool="q")
+    await store.pools.insert_ticket(_ticket("t1", sandbox="s1"))
+    await store.pools.insert_ticket(_ticket("t2", tags=("zzz",)))  # fits no pool
+    inputs = await store.pools.allocation_inputs({"p": frozenset({"a", "b"}), "q": frozenset()})
+    assert [t.id for t in inputs.waiting] == ["t1", "t2"]
+    # one ticket fits p: one fresh VM (the longest ready) and one of its sandbox
+    assert sorted(v.name for v in inputs.ready) == sorted([fresh[0], used])
+    assert inputs.held == {}
+    snap = await store.pools.pool_snapshot("p")
+    assert snap.counts == {"ready": 6}
+    assert [t.id for t in snap.waiting] == ["t1", "t2"] and snap.held == {}
+    await store.pools.close_ticket(
+        "t1", expect=["waiting"], state="cancelled", vm_state=None, now=2
+    )
+    await store.pools.close_ticket(
+        "t2", expect=["waiting"], state="cancelled", vm_state=None, now=2
+    )
+    empty = await store.pools.allocation_inputs({"p": frozenset({"a", "b"})})
+    assert empty.waiting == () and empty.ready == ()
