@@ -7,10 +7,11 @@ to the wire models. This module must not decide anything: it translates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corral.api.auth import Authenticator
 from corral.api.facade import ControllerFacade
+from corral.api.keys import TicketKeys
 from corral.api.metrics import Metrics
 from corral.client import models
 from corral.locks import LockManager
@@ -111,3 +112,4 @@ class Context:
     tasks: TaskView
     locks: LockView
     metrics: Metrics
+    keys: TicketKeys = field(default_factory=TicketKeys)

@@ -10,13 +10,16 @@ This module must not hold state of its own nor decide anything the controller de
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral import exceptions
-from corral.api import convert
+from corral.api import convert, keys
 from corral.api.auth import Principal
 from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
@@ -80,30 +83,72 @@ WaitSeconds = Annotated[
     float,
     Query(ge=0, le=MAX_WAIT, description="Long-poll up to this many seconds for assignment."),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="A key chosen by the client: a create repeated with the same key returns the "
+        "first ticket, and GET /v1/tickets?key= finds it (remembered for an hour by this server).",
+    ),
+]
 
 
-async def _wait(ctx: Context, caller: Principal, ticket_id: str, wait: float) -> Ticket:
-    """The ticket once it left ``waiting``, or as it is after ``wait`` seconds."""
+async def _wait(ctx: Context, ticket_id: str, wait: float) -> Ticket:
+    """The ticket once it left ``waiting``, or as it is after ``wait`` seconds.
+
+    Only for a caller already allowed to see the ticket: the answer's timing tells when the
+    ticket changed.
+    """
     try:
-        ticket = await ctx.controller.wait_ticket(ticket_id, timeout=wait)
+        return await ctx.controller.wait_ticket(ticket_id, timeout=wait)
     except exceptions.TicketTimeout:
-        ticket = await ctx.controller.get_ticket(ticket_id)
-    # Checked after the wait (one store read less per poll); a refused caller learns nothing.
-    if not caller.may_see(ticket.owner):
-        raise exceptions.Forbidden(f"ticket {ticket_id} belongs to another owner")
+        return await ctx.controller.get_ticket(ticket_id)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away (the request body was already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _abandon(ctx: Context, ticket_id: str) -> Ticket:
+    """Close a ticket whose id never reached its creator: nobody else could close it."""
+    return await ctx.controller.close_ticket(ticket_id)
+
+
+async def _wait_created(request: Request, ctx: Context, ticket_id: str, wait: float) -> Ticket:
+    """Long-poll a ticket this request created. If the request is abandoned first (client gone,
+    handler cancelled), the ticket is closed: its creator never learnt its id."""
+    waiter = asyncio.ensure_future(_wait(ctx, ticket_id, wait))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        waiter.cancel()
+        gone.cancel()
+        await asyncio.shield(_abandon(ctx, ticket_id))
+        raise
+    if not gone.done():
+        gone.cancel()
+        return waiter.result()
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError, exceptions.CorralError):
+        await waiter  # collect its outcome; the ticket is being given up
+    return await _abandon(ctx, ticket_id)
+
+
+def _same_request(ticket: Ticket, body: models.TicketRequest) -> Ticket:
+    asked = (body.pool, tuple(sorted(set(body.tags))), body.sandbox, body.priority)
+    if asked != (ticket.pool, tuple(sorted(ticket.tags)), ticket.sandbox, ticket.priority):
+        raise exceptions.Conflict(
+            f"header 'Idempotency-Key': already used for ticket {ticket.id}, another request"
+        )
     return ticket
 
 
-@router.post("/tickets", status_code=201, tags=["tickets"])
-async def create_ticket(
-    body: models.TicketRequest, ctx: Ctx, caller: Caller, wait: WaitSeconds = 0
-) -> models.Ticket:
-    """Ask for one VM, by pool or by tags. With ``wait``, answer once it is assigned (or after
-    ``wait`` seconds): creating and long-polling in one round trip."""
-    if body.pool is None and not body.tags:
-        raise exceptions.InvalidInput("body field 'pool' or 'tags': give a pool or some tags")
+async def _create(ctx: Context, owner: str, body: models.TicketRequest) -> Ticket:
     ticket = await ctx.controller.create_ticket(
-        owner=caller.ticket_owner(body.owner),
+        owner=owner,
         pool=body.pool,
         tags=tuple(body.tags),
         sandbox=body.sandbox,
@@ -111,8 +156,43 @@ async def create_ticket(
         ttl=body.ttl,
     )
     ctx.metrics.ticket_created()
+    return ticket
+
+
+async def _create_once(
+    ctx: Context, owner: str, body: models.TicketRequest, key: str | None
+) -> Ticket:
+    """A new ticket; with ``key``, the one this owner already created with it, if any."""
+    if key is None:
+        return await _create(ctx, owner, body)
+    known = await ctx.keys.lookup(owner, key)
+    if known is not None:
+        return _same_request(await ctx.controller.get_ticket(known), body)
+    async with ctx.keys.creating(owner, key) as created:
+        ticket = await _create(ctx, owner, body)
+        created(ticket.id)
+        return ticket
+
+
+@router.post("/tickets", status_code=201, tags=["tickets"])
+async def create_ticket(
+    body: models.TicketRequest,
+    request: Request,
+    ctx: Ctx,
+    caller: Caller,
+    wait: WaitSeconds = 0,
+    idempotency_key: IdempotencyKey = None,
+) -> models.Ticket:
+    """Ask for one VM, by pool or by tags. With ``wait``, answer once it is assigned (or after
+    ``wait`` seconds): creating and long-polling in one round trip. A client that goes away
+    during that wait gets its ticket closed."""
+    if body.pool is None and not body.tags:
+        raise exceptions.InvalidInput("body field 'pool' or 'tags': give a pool or some tags")
+    owner = caller.ticket_owner(body.owner)
+    key = None if idempotency_key is None else keys.check_key(idempotency_key)
+    ticket = await _create_once(ctx, owner, body, key)
     if wait > 0 and ticket.state == TicketState.WAITING:
-        ticket = await _wait(ctx, caller, ticket.id, wait)
+        ticket = await _wait_created(request, ctx, ticket.id, wait)
     return await convert.ticket(ctx.controller, ticket)
 
 
@@ -122,14 +202,39 @@ async def list_tickets(
     caller: Caller,
     owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     state: TicketState | None = None,
+    key: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="Only the ticket created with this Idempotency-Key (by `owner`, by "
+            "default the caller).",
+        ),
+    ] = None,
 ) -> list[models.Ticket]:
-    """Tickets, optionally of one owner or in one state. Users see only their own."""
+    """Tickets, optionally of one owner, in one state or created with one idempotency key.
+    Users see only their own."""
     if caller.owner is not None and not caller.admin:
         if owner is not None and owner != caller.owner:
             raise exceptions.Forbidden("a user token sees only its own tickets")
         owner = caller.owner
-    tickets = await ctx.controller.list_tickets(owner=owner, state=state)
+    tickets: Sequence[Ticket]
+    if key is not None:
+        tickets = await _keyed(ctx, caller.ticket_owner(owner), key)
+        tickets = [t for t in tickets if state is None or t.state == state]
+    else:
+        tickets = await ctx.controller.list_tickets(owner=owner, state=state)
     return await convert.tickets(ctx.controller, tickets)
+
+
+async def _keyed(ctx: Context, owner: str, key: str) -> list[Ticket]:
+    ticket_id = await ctx.keys.lookup(owner, key)
+    if ticket_id is None:
+        return []
+    try:
+        return [await ctx.controller.get_ticket(ticket_id)]
+    except exceptions.TicketNotFound:  # purged since
+        return []
 
 
 @router.get("/tickets/{ticket_id}", tags=["tickets"])
@@ -137,9 +242,10 @@ async def get_ticket(
     ticket_id: Name, ctx: Ctx, caller: Caller, wait: WaitSeconds = 0
 ) -> models.Ticket:
     """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``."""
-    if wait > 0:
-        return await convert.ticket(ctx.controller, await _wait(ctx, caller, ticket_id, wait))
-    return await convert.ticket(ctx.controller, await _own_ticket(ctx, caller, ticket_id))
+    ticket = await _own_ticket(ctx, caller, ticket_id)  # before waiting: a refusal is immediate
+    if wait > 0 and ticket.state == TicketState.WAITING:
+        ticket = await _wait(ctx, ticket_id, wait)
+    return await convert.ticket(ctx.controller, ticket)
 
 
 @router.post("/tickets/{ticket_id}/renew", tags=["tickets"])
