@@ -2,7 +2,7 @@
 
 A client sends ``Idempotency-Key: K`` with a create. If the request is interrupted (cancelled,
 timed out, Ctrl-C) the client may never see the answer, yet the server may have created the ticket;
-the key lets the client find that ticket (``GET /v1/tickets?key=K``) and close it, and makes a
+the key lets the client find that ticket (``GET /v1/tickets/by-key/K``) and close it, and makes a
 retried create return the same ticket instead of queueing a second one.
 
 Keys are remembered by this process only, per owner, for :data:`KEY_TTL` seconds (at most

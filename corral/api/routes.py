@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -88,7 +87,7 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description="A key chosen by the client: a create repeated with the same key returns the "
-        "first ticket, and GET /v1/tickets?key= finds it (remembered for an hour by this server).",
+        "first ticket, and GET /v1/tickets/by-key/{key} finds it (remembered for an hour).",
     ),
 ]
 
@@ -202,39 +201,30 @@ async def list_tickets(
     caller: Caller,
     owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     state: TicketState | None = None,
-    key: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=128,
-            description="Only the ticket created with this Idempotency-Key (by `owner`, by "
-            "default the caller).",
-        ),
-    ] = None,
 ) -> list[models.Ticket]:
-    """Tickets, optionally of one owner, in one state or created with one idempotency key.
-    Users see only their own."""
+    """Tickets, optionally of one owner or in one state. Users see only their own."""
     if caller.owner is not None and not caller.admin:
         if owner is not None and owner != caller.owner:
             raise exceptions.Forbidden("a user token sees only its own tickets")
         owner = caller.owner
-    tickets: Sequence[Ticket]
-    if key is not None:
-        tickets = await _keyed(ctx, caller.ticket_owner(owner), key)
-        tickets = [t for t in tickets if state is None or t.state == state]
-    else:
-        tickets = await ctx.controller.list_tickets(owner=owner, state=state)
+    tickets = await ctx.controller.list_tickets(owner=owner, state=state)
     return await convert.tickets(ctx.controller, tickets)
 
 
-async def _keyed(ctx: Context, owner: str, key: str) -> list[Ticket]:
-    ticket_id = await ctx.keys.lookup(owner, key)
+@router.get("/tickets/by-key/{key}", tags=["tickets"])
+async def find_ticket(
+    key: Annotated[str, Path(min_length=1, max_length=128)],
+    ctx: Ctx,
+    caller: Caller,
+    owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> models.Ticket:
+    """The ticket created with ``Idempotency-Key: key`` by ``owner`` (by default the caller):
+    how a client interrupted before it saw its create's answer finds the ticket to close."""
+    ticket_owner = caller.ticket_owner(owner)
+    ticket_id = await ctx.keys.lookup(ticket_owner, key)
     if ticket_id is None:
-        return []
-    try:
-        return [await ctx.controller.get_ticket(ticket_id)]
-    except exceptions.TicketNotFound:  # purged since
-        return []
+        raise exceptions.TicketNotFound(f"no ticket of {ticket_owner!r} was created with this key")
+    return await convert.ticket(ctx.controller, await ctx.controller.get_ticket(ticket_id))
 
 
 @router.get("/tickets/{ticket_id}", tags=["tickets"])

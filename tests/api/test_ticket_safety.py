@@ -62,16 +62,22 @@ async def test_cancelled_create_and_wait_closes_its_ticket(http: httpx.AsyncClie
 
 async def test_idempotency_key_returns_the_first_ticket(http: httpx.AsyncClient) -> None:
     key = {"Idempotency-Key": "k-0123456789abcdef"}
+    by_key = f"/v1/tickets/by-key/{key['Idempotency-Key']}"
     first = await _post(http, {**ALICE, **key})
     again = await _post(http, {**ALICE, **key})
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"]
     assert len(await _open_tickets(http)) == 1
-    found = await http.get("/v1/tickets", params={"key": key["Idempotency-Key"]}, headers=ALICE)
-    assert [t["id"] for t in found.json()] == [first.json()["id"]]
-    # Keys are per owner: bob neither sees alice's ticket nor gets it back.
-    foreign = await http.get("/v1/tickets", params={"key": key["Idempotency-Key"]}, headers=BOB)
-    assert foreign.json() == []
+    found = await http.get(by_key, headers=ALICE)
+    assert found.json()["id"] == first.json()["id"]
+    # Keys are per owner: bob neither finds alice's ticket nor gets it back.
+    foreign = await http.get(by_key, headers=BOB)
+    assert foreign.status_code == 404
+    assert foreign.json()["error"]["code"] == "ticket_not_found"
+    denied = await http.get(f"{by_key}?owner=alice", headers=BOB)
+    assert denied.status_code == 403
+    on_behalf = await http.get(f"{by_key}?owner=alice", headers=ADMIN)
+    assert on_behalf.json()["id"] == first.json()["id"]
     bobs = await _post(http, {**BOB, **key})
     assert bobs.json()["id"] != first.json()["id"]
 
