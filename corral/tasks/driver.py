@@ -155,8 +155,19 @@ class Driver:
 
     # --- the driver ----------------------------------------------------------------------------
 
-    async def _drive(self, task: TaskRuntime) -> None:
+    async def _drive(
+        self, task: TaskRuntime, started: asyncio.Future[TaskInfo] | None = None
+    ) -> None:
+        """Walk ``task`` until it settles (with ``started``: commit, resolve it, then walk).
+
+        ``started`` is resolved with the task as committed. It lets an operation (rollback)
+        install the driver before its first await, so that a caller cancelled during the
+        commit cannot leave a moved but undriven task behind.
+        """
         try:
+            if started is not None:
+                await self._commit(task)
+                started.set_result(task.info())
             while not await self._step(task):
                 pass
         except asyncio.CancelledError:
@@ -166,10 +177,14 @@ class Driver:
             # and the next start recovers from it. Locks stay held: the world is unknown.
             log.exception("task %s: engine failure in %s", task.id, task.state.value)
             task.broken = exc
+            if started is not None and not started.done():
+                started.set_exception(exc)
             for waiter in task.waiters:
                 if not waiter.done():
                     waiter.set_exception(exceptions.StoreError(f"task {task.id} stopped: {exc}"))
         finally:
+            if started is not None and not started.done():
+                started.set_exception(exceptions.TaskError("the engine was closed"))
             self._release_slot(task)
 
     async def _step(self, task: TaskRuntime) -> bool:

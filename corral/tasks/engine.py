@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import enum
 import json
 import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from corral import exceptions
@@ -31,7 +32,7 @@ from corral.tasks.model import (
     TaskInfo,
 )
 from corral.tasks.runtime import CODE_OK, TaskRuntime
-from corral.tasks.states import ABORTABLE, DONE, RECOVERY_ABORTABLE, TaskState, check_move
+from corral.tasks.states import ABORTABLE, DONE, RECOVERY_ABORTABLE, TaskState
 from corral.tasks.steps import StepRegistry, check_name, dump_args
 
 S = TaskState
@@ -52,6 +53,12 @@ def _text(value: object, what: str, *, empty: bool) -> str:
     if not isinstance(value, str) or len(value) > 255 or (not empty and not value):
         raise exceptions.InvalidInput(f"{what} must be a string of {int(not empty)}-255 characters")
     return value
+
+
+def _consume(future: asyncio.Future[TaskInfo]) -> None:
+    """Mark the future's outcome as seen, for when its awaiting caller was cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 class TaskEngine(Driver):
@@ -201,6 +208,8 @@ class TaskEngine(Driver):
             return task.id
         await self._commit(task)
         self._tasks[task.id] = task
+        if self._closed:  # closed during the commit; a persisted task is recovered next start
+            raise exceptions.TaskError(f"the engine was closed while task {task.id} was submitted")
         task.driver = self._spawn(self._drive(task))
         return task.id
 
@@ -255,48 +264,77 @@ class TaskEngine(Driver):
         )
 
     async def stop(self, task_id: str, *, force: bool = False) -> TaskInfo:
-        """Abort the task; a task in recovery is only aborted with ``force``."""
+        """Abort the task; a task in recovery is only aborted with ``force``.
+
+        A force stop is refused with :class:`~corral.exceptions.TaskBusy` while a rollback or
+        another force stop of the task is starting.
+        """
         task = self._get(task_id)
         state = task.state
         if state in ABORTABLE:
             task.stop_requested = True
             self._interrupt(task)
         elif state in RECOVERY_ABORTABLE and force:
-            task.stop_requested = task.force = True
-            if state is S.WAITRECOVER:
-                await self._idle(task)
-                task.move(S.RABORTING, self._clock())
-                task.driver = self._spawn(self._drive(task))
-            else:
-                self._interrupt(task)
+            with self._claimed(task, "force stop"):
+                if state is S.WAITRECOVER:
+                    await self._idle(task)
+                    self._check_open()
+                    task.stop_requested = task.force = True
+                    task.move(S.RABORTING, self._clock())
+                    task.driver = self._spawn(self._drive(task))
+                else:
+                    task.stop_requested = task.force = True
+                    self._interrupt(task)
         return task.info()
 
     async def rollback(self, task_id: str) -> TaskInfo:
-        """Roll back a finished task or one waiting in ``waitrecover`` (re-acquires locks)."""
+        """Roll back a finished task or one waiting in ``waitrecover`` (re-acquires locks).
+
+        Returns the task as committed in ``racquiring``. Any other state is refused with
+        :class:`~corral.exceptions.TaskStateTransitionError` — a rollback already under way
+        included — and so is a task another rollback, clean or force stop is starting on
+        (:class:`~corral.exceptions.TaskBusy`, a subclass); a refused call changes nothing.
+        """
         task = self._get(task_id)
-        check_move(task.state, S.RACQUIRING)
-        await self._idle(task)
-        check_move(task.state, S.RACQUIRING)
-        task.stop_requested = task.force = False
-        task.reason = "rollback requested" if task.state is S.FINISHED else task.reason
-        task.move(S.RACQUIRING, self._clock())
-        task.set_message("rolling back")
-        await self._commit(task)
-        task.driver = self._spawn(self._drive(task))
-        return task.info()
+        with self._claimed(task, "rollback"):
+            if task.state not in (S.FINISHED, S.WAITRECOVER):
+                raise exceptions.TaskStateTransitionError(
+                    f"a task cannot move from {task.state.value} to racquiring by a rollback: "
+                    f"task {task_id} must be finished or in waitrecover"
+                )
+            await self._idle(task)  # the claim keeps its state; the driver only settles
+            self._check_kept(task)
+            self._check_open()
+            task.stop_requested = task.force = False
+            task.reason = "rollback requested" if task.state is S.FINISHED else task.reason
+            task.move(S.RACQUIRING, self._clock())
+            task.set_message("rolling back")
+            # The new driver is installed before any await and commits racquiring itself, so
+            # a caller cancelled while that commit runs cannot leave the task undriven.
+            started: asyncio.Future[TaskInfo] = asyncio.get_running_loop().create_future()
+            started.add_done_callback(_consume)
+            task.driver = self._spawn(self._drive(task, started))
+        return await asyncio.shield(started)
 
     async def clean(self, task_id: str) -> None:
-        """Forget a done task (and delete its record)."""
+        """Forget a done task (and delete its record).
+
+        Refused with :class:`~corral.exceptions.TaskBusy` while a rollback of the task is
+        starting, and with :class:`~corral.exceptions.TaskNotDone` once it has.
+        """
         task = self._tasks.get(task_id)
         if task is None:
             if self._recent.pop(task_id, None) is None:
                 raise exceptions.TaskNotFound(f"no task {task_id}")
             return
-        if not task.done:
-            raise exceptions.TaskNotDone(f"task {task_id} is {task.state.value}, not done")
-        await self._idle(task)
-        await self._commit(task, forget=True)
-        del self._tasks[task_id]
+        with self._claimed(task, "clean"):
+            if not task.done:
+                raise exceptions.TaskNotDone(f"task {task_id} is {task.state.value}, not done")
+            await self._idle(task)
+            if self._tasks.get(task_id) is task:  # else its own settling forgot it (clean auto)
+                await self._commit(task, forget=True)
+                self._tasks.pop(task_id, None)
+            self._recent.pop(task_id, None)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` after every committed state change; returns unsubscribe."""
@@ -313,6 +351,36 @@ class TaskEngine(Driver):
         if task is None:
             raise exceptions.TaskNotFound(f"no task {task_id} (or it was cleaned)")
         return task
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _claimed(task: TaskRuntime, operation: str) -> Iterator[None]:
+        """Hold ``task`` for ``operation``, or refuse it if another operation holds the task.
+
+        Entered before the operation's first await: the one-operation-at-a-time rule that keeps
+        two rollbacks (or a rollback and a clean) from both passing their checks.
+        """
+        if task.claim is not None:
+            raise exceptions.TaskBusy(
+                f"task {task.id}: {operation} refused, a {task.claim} of it is in progress; "
+                "retry in a moment"
+            )
+        task.claim = operation
+        try:
+            yield
+        finally:
+            task.claim = None
+
+    def _check_kept(self, task: TaskRuntime) -> None:
+        """Refuse a task that was forgotten (clean ``auto``) or broke while we waited for it."""
+        if self._tasks.get(task.id) is not task:
+            raise exceptions.TaskNotFound(f"no task {task.id} (it was cleaned when it ended)")
+        if task.broken is not None:
+            raise exceptions.StoreError(f"task {task.id} stopped: {task.broken}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise exceptions.TaskError("the engine was closed")
 
     async def _idle(self, task: TaskRuntime) -> None:
         """Let a driver that is only settling the task finish first."""

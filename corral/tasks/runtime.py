@@ -92,6 +92,10 @@ class TaskRuntime:
         self.in_persist = False
         self.interruptible: asyncio.Future[Any] | None = None
         self.driver: asyncio.Task[None] | None = None
+        self.claim: str | None = None
+        """The operation (rollback, clean, force stop) starting on the task, if any: it is set
+        before that operation's first await, and every other such operation is refused while
+        it is (the engine's one-operation-at-a-time rule)."""
         self.holds_locks = False
         self.held: HeldLike | None = None
         self.has_slot = False
