@@ -207,7 +207,7 @@ class LockTableMachine(RuleBasedStateMachine):
 
 
 LockTableMachine.TestCase.settings = settings(
-    max_examples=100,
+    max_examples=75,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
