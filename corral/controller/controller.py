@@ -217,7 +217,14 @@ class Controller:
     def _spawn_bg(self, coro: Coroutine[object, object, None]) -> None:
         job = asyncio.get_running_loop().create_task(coro)
         self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        job.add_done_callback(self._background_done)
+
+    def _background_done(self, job: asyncio.Task[None]) -> None:
+        self._background.discard(job)
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            # a background duty failed (the store was down, a bug): log it, keep running;
+            # maintenance re-drives whatever it left undone
+            log.error("background work failed: %r", exc, exc_info=exc)
 
     @property
     def started(self) -> bool:

@@ -59,11 +59,12 @@ class Subscription:
         if self._closed or (self._kinds is not None and event.kind not in self._kinds):
             return
         if self._queue.full():
-            self._queue.get_nowait()
-            self.dropped += 1
-            event = Event("overflow", "", "dropped", event.at, {"dropped": self.dropped})
-            if self._queue.full():
+            # drop the oldest to make room for an overflow marker and the new event
+            while self._queue.qsize() > self._queue.maxsize - 2:
                 self._queue.get_nowait()
+                self.dropped += 1
+            marker = Event("overflow", "", "dropped", event.at, {"dropped": self.dropped})
+            self._queue.put_nowait(marker)
         self._queue.put_nowait(event)
 
     def close(self) -> None:

@@ -65,6 +65,9 @@ class Maintenance:
                 await self.run_once()
             except exceptions.CorralError as exc:
                 log.warning("maintenance: %s", exc)
+            except Exception:
+                # never let one bad round end the loop: the daemon must keep maintaining
+                log.exception("maintenance round failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._ctl.tick):

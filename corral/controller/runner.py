@@ -61,6 +61,11 @@ class Coalescer(Generic[K]):
                 log.warning("%s failed: %s", self.name, exc)
                 if self._on_error is not None:
                     self._on_error(keys)
+            except Exception:
+                # a bug must not silence every later kick: log it and let the next kick retry
+                log.exception("%s failed", self.name)
+                if self._on_error is not None:
+                    self._on_error(keys)
 
     async def close(self) -> None:
         """Stop: cancel the run in flight and ignore later kicks."""
