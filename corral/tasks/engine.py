@@ -278,6 +278,7 @@ class TaskEngine(Driver):
             with self._claimed(task, "force stop"):
                 if state is S.WAITRECOVER:
                     await self._idle(task)
+                    self._check_kept(task)
                     self._check_open()
                     task.stop_requested = task.force = True
                     task.move(S.RABORTING, self._clock())
