@@ -11,6 +11,7 @@ for ``serve``/``config``/``db``, the server-side entry points) and prints.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, ParamSpec, TypeVar
@@ -19,7 +20,7 @@ import typer
 
 from corral import __version__, exceptions
 from corral.cli import admin, output
-from corral.client import Client, core, models
+from corral.client import Client, core, flows, models
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -134,20 +135,23 @@ def acquire(
         raise exceptions.InvalidInput("give --pool or at least one --tag")
     if timeout is not None and timeout < 0:
         raise exceptions.InvalidInput(f"--timeout must be >= 0, got {timeout}")
+    acquisition = flows.Acquisition(
+        pool=pool,
+        tags=tag or (),
+        owner=owner,
+        sandbox=sandbox,
+        priority=priority,
+        ttl=ttl,
+        timeout=timeout,
+    )
     with client(url, token) as c:
-        ticket = c.create_ticket(
-            pool=pool, tags=tag or (), owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
-        )
         try:
-            spinner = output.errors.is_terminal and not json
-            if spinner:
-                with output.errors.status(f"waiting for a VM (ticket {ticket.id})..."):
-                    ticket = c.wait_ticket(ticket.id, timeout)
-            else:
-                ticket = c.wait_ticket(ticket.id, timeout)
-        except (exceptions.TicketTimeout, KeyboardInterrupt):
-            # Nobody will use this ticket: cancel it rather than leave it queued.
-            _cancel(c, ticket.id)
+            with _spinner(not json, "waiting for a VM..."):
+                ticket = c.run(acquisition.obtain(time.monotonic))
+        except BaseException:
+            # Nobody will use this ticket (timeout, Ctrl-C, an error): cancel it rather than
+            # leave it queued, even if the create's answer never arrived.
+            c.run(acquisition.release(quiet=True))
             raise
     if json:
         output.print_json(ticket)
@@ -156,11 +160,14 @@ def acquire(
     output.console.print(f"release it with: corral release {ticket.id}", markup=False)
 
 
-def _cancel(c: Client, ticket_id: str) -> None:
-    try:
-        c.close_ticket(ticket_id)
-    except exceptions.CorralError as exc:
-        output.errors.print(f"note: could not cancel ticket {ticket_id}: {exc}", markup=False)
+@contextmanager
+def _spinner(wanted: bool, message: str) -> Iterator[None]:
+    """A spinner on stderr while the block runs, only when stderr is a terminal."""
+    if wanted and output.errors.is_terminal:
+        with output.errors.status(message):
+            yield
+    else:
+        yield
 
 
 @app.command()
@@ -349,53 +356,49 @@ def _show_task(task: models.Task, json: bool) -> None:
         output.console.print(f"result: {task.result}", markup=False)
 
 
+TaskId = Annotated[str, typer.Argument(help="The task id.")]
+
+
+def _on_task(url: str, token: str | None, json: bool, act: Callable[[Client], models.Task]) -> None:
+    with client(url, token) as c:
+        _show_task(act(c), json)
+
+
 @task_app.command("show")
 @handle_errors
 def task_show(
-    task_id: Annotated[str, typer.Argument(help="The task id.")],
-    url: Url = core.DEFAULT_URL,
-    token: Token = None,
-    json: Json = False,
+    task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Show one task: state, result, jobs done of total, recoveries (admin)."""
-    with client(url, token) as c:
-        _show_task(c.get_task(task_id), json)
+    _on_task(url, token, json, lambda c: c.get_task(task_id))
 
 
 @task_app.command("stop")
 @handle_errors
 def task_stop(
-    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    task_id: TaskId,
     url: Url = core.DEFAULT_URL,
     token: Token = None,
     force: Annotated[bool, typer.Option(help="Also abort a task in recovery.")] = False,
     json: Json = False,
 ) -> None:
     """Stop a task; its recovery policy decides what follows (admin)."""
-    with client(url, token) as c:
-        _show_task(c.stop_task(task_id, force=force), json)
+    _on_task(url, token, json, lambda c: c.stop_task(task_id, force=force))
 
 
 @task_app.command("rollback")
 @handle_errors
 def task_rollback(
-    task_id: Annotated[str, typer.Argument(help="The task id.")],
-    url: Url = core.DEFAULT_URL,
-    token: Token = None,
-    json: Json = False,
+    task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Roll back a done task (admin)."""
-    with client(url, token) as c:
-        _show_task(c.rollback_task(task_id), json)
+    _on_task(url, token, json, lambda c: c.rollback_task(task_id))
 
 
 @task_app.command("clean")
 @handle_errors
 def task_clean(
-    task_id: Annotated[str, typer.Argument(help="The task id.")],
-    url: Url = core.DEFAULT_URL,
-    token: Token = None,
-    json: Json = False,
+    task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Forget a done task (admin)."""
     with client(url, token) as c:

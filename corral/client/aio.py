@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
@@ -20,11 +19,9 @@ from typing import TypeVar
 import httpx
 
 from corral import exceptions
-from corral.client import core, models
+from corral.client import core, flows, models
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 
 class AsyncClient:
@@ -45,23 +42,21 @@ class AsyncClient:
 
     async def send(self, call: core.Call[T]) -> T:
         """Send one call and return its typed result (raises the server's CorralError)."""
-        timeout = self.timeout + (call.read_timeout or 0.0)
-        try:
-            response = await self._http.request(
-                call.method,
-                call.path,
-                params=dict(call.params),
-                json=call.body,
-                headers=self._headers,
-                timeout=timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise exceptions.ServerUnreachable(
-                f"{self.url}: no answer within {timeout:g} s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise exceptions.ServerUnreachable(f"cannot reach corral at {self.url}: {exc}") from exc
+        request = core.request(call, self._headers, self.timeout)
+        with core.transport_errors(self.url, request["timeout"]):
+            response = await self._http.request(**request)
         return core.parse(call, response.status_code, response.content)
+
+    async def run(self, flow: flows.Flow[T]) -> T:
+        """Drive a multi-request flow of :mod:`corral.client.flows` to its end."""
+        while (call := flow.pending) is not None:
+            try:
+                answer = await self.send(call)
+            except exceptions.CorralError as exc:
+                flow.fail(exc)
+            else:
+                flow.resume(answer)
+        return flow.value
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -111,18 +106,7 @@ class AsyncClient:
 
     async def wait_ticket(self, ticket_id: str, timeout: float | None = None) -> models.Ticket:
         """Wait until the ticket is assigned; :class:`TicketTimeout` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = core.MAX_WAIT_PER_REQUEST
-            if deadline is not None:
-                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
-            ticket = await self.get_ticket(ticket_id, wait=remaining)
-            if ticket.state != "waiting":
-                return core.assigned_or_raise(ticket)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise exceptions.TicketTimeout(
-                    f"ticket {ticket_id} was not assigned within {timeout:g} s"
-                )
+        return await self.run(flows.wait_for(ticket_id, timeout, time.monotonic))
 
     async def renew_ticket(self, ticket_id: str) -> models.Ticket:
         """Extend the ticket's lease."""
@@ -151,49 +135,43 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncIterator[models.Ticket]:
         """Hold one VM for the ``async with`` block (see :meth:`corral.client.Client.acquire`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        first_wait = core.MAX_WAIT_PER_REQUEST if timeout is None else timeout
-        ticket = await self.create_ticket(
+        acquisition = flows.Acquisition(
             pool=pool,
             tags=tags,
             owner=owner,
             sandbox=sandbox,
             priority=priority,
             ttl=ttl,
-            wait=first_wait,
+            timeout=timeout,
         )
-        renewer: asyncio.Task[None] | None = None
         try:
-            if ticket.state == "waiting":
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ticket = await self.wait_ticket(ticket.id, left)
-            else:
-                ticket = core.assigned_or_raise(ticket)
-            renewer = asyncio.create_task(self._renew_loop(ticket), name=f"renew-{ticket.id}")
-            yield ticket
+            ticket = await self.run(acquisition.obtain(time.monotonic))
+            async with self._renewing(ticket):
+                yield ticket
+        except BaseException:
+            # Shielded: a cancelled acquire must still give its ticket back, found by key if the
+            # create's answer never arrived.
+            await asyncio.shield(self.run(acquisition.release(quiet=True)))
+            raise
+        await self.run(acquisition.release())
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, ticket: models.Ticket) -> AsyncIterator[None]:
+        async def renew(ticket: models.Ticket = ticket) -> None:
+            while True:
+                await asyncio.sleep(core.renew_interval(ticket, time.time()))
+                try:
+                    ticket = await self.renew_ticket(ticket.id)
+                except exceptions.CorralError as exc:
+                    if flows.renew_failed(ticket.id, exc):
+                        return
+
+        renewer = asyncio.create_task(renew(), name=f"renew-{ticket.id}")
+        try:
+            yield
         finally:
-            if renewer is not None:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
-            # Shielded: a cancelled block must still give its VM back.
-            await asyncio.shield(self._close_quietly(ticket.id))
-
-    async def _renew_loop(self, ticket: models.Ticket) -> None:
-        while True:
-            await asyncio.sleep(core.renew_interval(ticket, time.time()))
-            try:
-                ticket = await self.renew_ticket(ticket.id)
-            except exceptions.CorralError as exc:
-                log.warning("cannot renew ticket %s: %s", ticket.id, exc)
-                if isinstance(exc, exceptions.NotFound | exceptions.Conflict):
-                    return
-
-    async def _close_quietly(self, ticket_id: str) -> None:
-        try:
-            await self.close_ticket(ticket_id)
-        except (exceptions.TicketClosed, exceptions.TicketStateTransitionError):
-            pass  # already closed, expired or failed: nothing left to give back
+            renewer.cancel()
+            await asyncio.wait({renewer})  # unlike awaiting it, never swallows our own cancel
 
     # --- pools, VMs, tasks, locks ------------------------------------------------------------
 

@@ -11,11 +11,13 @@ This module must not do I/O: no sockets, no threads, no event loop, no clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from corral import __version__, exceptions
@@ -23,6 +25,7 @@ from corral.client import models
 from corral.types import JSON
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 """Where ``corral serve`` listens unless told otherwise."""
@@ -34,16 +37,18 @@ Params = Mapping[str, str | int | float]
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
+class Call(Generic[T_co]):
     """One API request and the parser of its successful response."""
 
     method: str
     path: str
-    parse: Callable[[JSON], T]
+    parse: Callable[[JSON], T_co]
     params: Params = field(default_factory=dict)
     body: JSON = None
     read_timeout: float | None = None
     """Extra seconds the server may legitimately take (long-polls)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers of this call only (the token's are added by the client)."""
 
 
 def _parser(model: type[T]) -> Callable[[JSON], T]:
@@ -99,10 +104,13 @@ def create_ticket(
     priority: int = 0,
     ttl: float | None = None,
     wait: float | None = None,
+    key: str | None = None,
 ) -> Call[models.Ticket]:
     """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``.
 
-    With ``wait``, the server answers once the ticket is assigned or after ``wait`` seconds.
+    With ``wait``, the server answers once the ticket is assigned or after ``wait`` seconds. With
+    ``key`` (an idempotency key), a repeated create returns the first ticket, and
+    :func:`find_ticket` finds it even when the answer was lost.
     """
     if isinstance(tags, str):
         raise exceptions.InvalidInput("tags must be a list of strings, not one string")
@@ -114,7 +122,13 @@ def create_ticket(
     )
     body: JSON = request.model_dump(mode="json", exclude_none=True)
     return Call(
-        "POST", "/v1/tickets", _ticket, body=body, params=_params(wait=wait), read_timeout=wait
+        "POST",
+        "/v1/tickets",
+        _ticket,
+        body=body,
+        params=_params(wait=wait),
+        read_timeout=wait,
+        headers={} if key is None else {"Idempotency-Key": key},
     )
 
 
@@ -147,6 +161,12 @@ def list_tickets(
 ) -> Call[list[models.Ticket]]:
     """``GET /v1/tickets``: tickets, optionally of one owner or in one state."""
     return Call("GET", "/v1/tickets", _tickets, params=_params(owner=owner, state=state))
+
+
+def find_ticket(key: str) -> Call[models.Ticket]:
+    """``GET /v1/tickets/by-key/{key}``: the caller's ticket created with idempotency ``key``
+    (:class:`NotFound` when there is none, or the server does not know keys)."""
+    return Call("GET", f"/v1/tickets/by-key/{_segment(key, 'key')}", _ticket)
 
 
 # --- pools and VMs -----------------------------------------------------------------------------
@@ -216,7 +236,7 @@ def health() -> Call[models.Health]:
     return Call("GET", "/healthz", _health)
 
 
-# --- responses ---------------------------------------------------------------------------------
+# --- requests and responses --------------------------------------------------------------------
 
 
 def headers(token: str | None) -> dict[str, str]:
@@ -225,6 +245,30 @@ def headers(token: str | None) -> dict[str, str]:
     if token:
         result["Authorization"] = f"Bearer {token}"
     return result
+
+
+def request(call: Call[object], headers: Mapping[str, str], timeout: float) -> dict[str, Any]:
+    """The keyword arguments of ``httpx.Client.request`` (or the async one) that send ``call``;
+    ``timeout`` is the client's, lengthened by the call's long-poll."""
+    return {
+        "method": call.method,
+        "url": call.path,
+        "params": dict(call.params),
+        "json": call.body,
+        "headers": {**headers, **call.headers},
+        "timeout": timeout + (call.read_timeout or 0.0),
+    }
+
+
+@contextmanager
+def transport_errors(url: str, timeout: float) -> Iterator[None]:
+    """Translate httpx's failures to reach ``url`` into :class:`ServerUnreachable`."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise exceptions.ServerUnreachable(f"{url}: no answer within {timeout:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise exceptions.ServerUnreachable(f"cannot reach corral at {url}: {exc}") from exc
 
 
 def decode(status: int, content: bytes) -> JSON:

@@ -11,7 +11,6 @@ sync and async clients cannot drift apart.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,11 +21,9 @@ from typing import TypeVar
 import httpx
 
 from corral import exceptions
-from corral.client import core, models
+from corral.client import core, flows, models
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 
 class Client:
@@ -54,23 +51,21 @@ class Client:
 
     def send(self, call: core.Call[T]) -> T:
         """Send one call and return its typed result (raises the server's CorralError)."""
-        timeout = self.timeout + (call.read_timeout or 0.0)
-        try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                params=dict(call.params),
-                json=call.body,
-                headers=self._headers,
-                timeout=timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise exceptions.ServerUnreachable(
-                f"{self.url}: no answer within {timeout:g} s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise exceptions.ServerUnreachable(f"cannot reach corral at {self.url}: {exc}") from exc
+        request = core.request(call, self._headers, self.timeout)
+        with core.transport_errors(self.url, request["timeout"]):
+            response = self._http.request(**request)
         return core.parse(call, response.status_code, response.content)
+
+    def run(self, flow: flows.Flow[T]) -> T:
+        """Drive a multi-request flow of :mod:`corral.client.flows` to its end."""
+        while (call := flow.pending) is not None:
+            try:
+                answer = self.send(call)
+            except exceptions.CorralError as exc:
+                flow.fail(exc)
+            else:
+                flow.resume(answer)
+        return flow.value
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -123,18 +118,7 @@ class Client:
 
         A ticket that ends without a VM (closed, expired, failed) raises :class:`TicketClosed`.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = core.MAX_WAIT_PER_REQUEST
-            if deadline is not None:
-                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
-            ticket = self.get_ticket(ticket_id, wait=remaining)
-            if ticket.state != "waiting":
-                return core.assigned_or_raise(ticket)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise exceptions.TicketTimeout(
-                    f"ticket {ticket_id} was not assigned within {timeout:g} s"
-                )
+        return self.run(flows.wait_for(ticket_id, timeout, time.monotonic))
 
     def renew_ticket(self, ticket_id: str) -> models.Ticket:
         """Extend the ticket's lease."""
@@ -167,53 +151,44 @@ class Client:
         Waits at most ``timeout`` seconds (:class:`TicketTimeout`), renews the lease in the
         background while the block runs, and closes the ticket on exit, also on exceptions.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        first_wait = core.MAX_WAIT_PER_REQUEST if timeout is None else timeout
-        ticket = self.create_ticket(
+        acquisition = flows.Acquisition(
             pool=pool,
             tags=tags,
             owner=owner,
             sandbox=sandbox,
             priority=priority,
             ttl=ttl,
-            wait=first_wait,
+            timeout=timeout,
         )
-        stop = threading.Event()
-        renewer: threading.Thread | None = None
         try:
-            if ticket.state == "waiting":
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ticket = self.wait_ticket(ticket.id, left)
-            else:
-                ticket = core.assigned_or_raise(ticket)
-            renewer = threading.Thread(
-                target=self._renew_loop,
-                args=(ticket, stop),
-                name=f"corral-renew-{ticket.id}",
-                daemon=True,
-            )
-            renewer.start()
-            yield ticket
+            ticket = self.run(acquisition.obtain(time.monotonic))
+            with self._renewing(ticket):
+                yield ticket
+        except BaseException:
+            # Also on Ctrl-C before the answer came: the acquisition finds its ticket by key.
+            self.run(acquisition.release(quiet=True))
+            raise
+        self.run(acquisition.release())
+
+    @contextmanager
+    def _renewing(self, ticket: models.Ticket) -> Iterator[None]:
+        stop = threading.Event()
+
+        def renew(ticket: models.Ticket = ticket) -> None:
+            while not stop.wait(core.renew_interval(ticket, time.time())):
+                try:
+                    ticket = self.renew_ticket(ticket.id)
+                except exceptions.CorralError as exc:
+                    if flows.renew_failed(ticket.id, exc):
+                        return
+
+        renewer = threading.Thread(target=renew, name=f"corral-renew-{ticket.id}", daemon=True)
+        renewer.start()
+        try:
+            yield
         finally:
             stop.set()
-            if renewer is not None:
-                renewer.join()
-            self._close_quietly(ticket.id)
-
-    def _renew_loop(self, ticket: models.Ticket, stop: threading.Event) -> None:
-        while not stop.wait(core.renew_interval(ticket, time.time())):
-            try:
-                ticket = self.renew_ticket(ticket.id)
-            except exceptions.CorralError as exc:
-                log.warning("cannot renew ticket %s: %s", ticket.id, exc)
-                if isinstance(exc, exceptions.NotFound | exceptions.Conflict):
-                    return
-
-    def _close_quietly(self, ticket_id: str) -> None:
-        try:
-            self.close_ticket(ticket_id)
-        except (exceptions.TicketClosed, exceptions.TicketStateTransitionError):
-            pass  # already closed, expired or failed: nothing left to give back
+            renewer.join()
 
     # --- pools, VMs, tasks, locks ------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The I/O-free acquire, wait and release flows, driven by hand with a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral import exceptions
+from corral.client import flows, models
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ticket(state: str, **fields: object) -> models.Ticket:
+    return models.Ticket.model_validate({"id": "t1", "owner": "alice", "state": state, **fields})
+
+
+def _acquisition(**kw: object) -> flows.Acquisition:
+    return flows.Acquisition(pool="p", key="key-0123456789", **kw)  # type: ignore[arg-type]
+
+
+def test_obtain_creates_with_key_and_long_polls_until_assigned() -> None:
+    clock = Clock()
+    acq = _acquisition(timeout=100)
+    flow = acq.obtain(clock)
+    assert flow.pending is not None
+    create = flow.pending
+    assert (create.method, create.path) == ("POST", "/v1/tickets")
+    assert create.headers == {"Idempotency-Key": "key-0123456789"}
+    assert create.params == {"wait": 30.0}
+    clock.now = 30.0
+    flow.resume(_ticket("waiting"))
+    assert acq.ticket is not None
+    assert flow.pending is not None
+    assert (flow.pending.method, flow.pending.path) == ("GET", "/v1/tickets/t1")
+    flow.resume(_ticket("assigned", vm="vm-1"))
+    assert flow.pending is None
+    assert flow.value.vm == "vm-1"
+    release = acq.release()
+    assert release.pending is not None
+    assert release.pending.path == "/v1/tickets/t1/close"
+    release.resume(_ticket("closed"))
+    assert release.pending is None
+
+
+def test_obtain_times_out_by_the_clock() -> None:
+    clock = Clock()
+    flow = _acquisition(timeout=5).obtain(clock)
+    assert flow.pending is not None
+    assert flow.pending.params == {"wait": 5.0}
+    clock.now = 5.0
+    with pytest.raises(exceptions.TicketTimeout):
+        flow.resume(_ticket("waiting"))
+    assert flow.pending is None
+
+
+def test_release_after_a_lost_answer_finds_the_ticket_by_key() -> None:
+    acq = _acquisition()
+    flow = acq.obtain(Clock())
+    with pytest.raises(exceptions.ServerUnreachable):
+        flow.fail(exceptions.ServerUnreachable("no answer within 40 s"))
+    assert acq.ticket is None
+    release = acq.release(quiet=True)
+    assert release.pending is not None
+    assert release.pending.path == "/v1/tickets/by-key/key-0123456789"
+    release.resume(_ticket("waiting"))
+    assert release.pending is not None
+    assert release.pending.path == "/v1/tickets/t1/close"
+    release.fail(exceptions.TicketClosed("already closed"))  # nothing left to give back
+    assert release.pending is None
+
+
+def test_release_when_nothing_was_created() -> None:
+    refused = _acquisition()
+    flow = refused.obtain(Clock())
+    with pytest.raises(exceptions.NoMatchingPool):
+        flow.fail(exceptions.NoMatchingPool("no pool"))
+    assert refused.release().pending is None, "a refused create created nothing"
+    never_sent = _acquisition()
+    assert never_sent.release().pending is None
+    unknown = _acquisition()
+    unknown.obtain(Clock())  # interrupted (Ctrl-C) while the create is in flight
+    release = unknown.release()
+    assert release.pending is not None
+    release.fail(exceptions.TicketNotFound("no ticket with this key"))
+    assert release.pending is None
+
+
+def test_release_failures_raise_unless_quiet() -> None:
+    acq = _acquisition()
+    flow = acq.obtain(Clock())
+    flow.resume(_ticket("assigned", vm="vm-1"))
+    loud = acq.release()
+    with pytest.raises(exceptions.ServerUnreachable):
+        loud.fail(exceptions.ServerUnreachable("down"))
+    quiet = acq.release(quiet=True)
+    quiet.fail(exceptions.ServerUnreachable("down"))
+    assert quiet.pending is None
+
+
+def test_wait_for_and_bad_arguments() -> None:
+    flow = flows.wait_for("t1", None, Clock())
+    assert flow.pending is not None
+    assert flow.pending.params == {"wait": 30.0}
+    with pytest.raises(exceptions.TicketClosed):
+        flow.resume(_ticket("expired"))
+    with pytest.raises(exceptions.InvalidInput):
+        flows.wait_for("t1", -1, Clock())
+    with pytest.raises(exceptions.InvalidInput):
+        flows.wait_for("", None, Clock())
+    with pytest.raises(exceptions.InvalidInput):
+        _acquisition(timeout=-1)
+    with pytest.raises(exceptions.InvalidInput):
+        flows.Acquisition(tags="fedora")
+    with pytest.raises(exceptions.CorralError, match="not over"):
+        _ = flows.wait_for("t1", None, Clock()).value
