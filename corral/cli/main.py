@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
+from pydantic import BaseModel
 
 from corral import __version__, exceptions
 from corral.cli import admin, output
@@ -76,6 +77,30 @@ def client(url: str, token: str | None) -> Iterator[Client]:
     """A client of ``url``, closed afterwards."""
     with Client(url, token=token) as c:
         yield c
+
+
+Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
+
+
+def _show(
+    url: str,
+    token: str | None,
+    json: bool,
+    fetch: Callable[[Client], Shown],
+    render: Callable[[Shown], None],
+) -> None:
+    """Call the server with a client of ``url``; print the answer as JSON or ``render`` it."""
+    with client(url, token) as c:
+        answer = fetch(c)
+    if json:
+        output.print_json(answer)
+    else:
+        render(answer)
+
+
+def _say(line: Callable[[Shown], str]) -> Callable[[Shown], None]:
+    """A renderer printing one line about the answer."""
+    return lambda answer: output.console.print(line(answer), markup=False)
 
 
 def _tickets_table(tickets: list[models.Ticket]) -> None:
@@ -179,12 +204,7 @@ def release(
     json: Json = False,
 ) -> None:
     """Close a ticket: its VM is reused or terminated (a waiting ticket is cancelled)."""
-    with client(url, token) as c:
-        closed = c.close_ticket(ticket)
-    if json:
-        output.print_json(closed)
-    else:
-        output.console.print(_ticket_line(closed), markup=False)
+    _show(url, token, json, lambda c: c.close_ticket(ticket), _say(_ticket_line))
 
 
 @app.command()
@@ -196,15 +216,13 @@ def renew(
     json: Json = False,
 ) -> None:
     """Extend a ticket's lease by its ttl."""
-    with client(url, token) as c:
-        renewed = c.renew_ticket(ticket)
-    if json:
-        output.print_json(renewed)
-    else:
-        output.console.print(
-            f"{_ticket_line(renewed)}; lease until {output.when(renewed.expires_at) or 'never'}",
-            markup=False,
-        )
+    _show(
+        url,
+        token,
+        json,
+        lambda c: c.renew_ticket(ticket),
+        _say(lambda t: f"{_ticket_line(t)}; lease until {output.when(t.expires_at) or 'never'}"),
+    )
 
 
 @app.command()
@@ -217,12 +235,7 @@ def tickets(
     json: Json = False,
 ) -> None:
     """List tickets (users see their own)."""
-    with client(url, token) as c:
-        found = c.list_tickets(owner=owner, state=state)
-    if json:
-        output.print_json(found)
-    else:
-        _tickets_table(found)
+    _show(url, token, json, lambda c: c.list_tickets(owner=owner, state=state), _tickets_table)
 
 
 # --- pools and VMs -----------------------------------------------------------------------------
@@ -253,12 +266,7 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
 @handle_errors
 def pools(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
     """List pools with their VMs per state, queue and statistics (admin)."""
-    with client(url, token) as c:
-        found = c.list_pools()
-    if json:
-        output.print_json(found)
-    else:
-        _pools_table(found)
+    _show(url, token, json, lambda c: c.list_pools(), _pools_table)
 
 
 @app.command()
@@ -271,11 +279,10 @@ def vms(
     json: Json = False,
 ) -> None:
     """List VMs (admin)."""
-    with client(url, token) as c:
-        found = c.list_vms(pool=pool, state=state)
-    if json:
-        output.print_json(found)
-        return
+    _show(url, token, json, lambda c: c.list_vms(pool=pool, state=state), _vms_table)
+
+
+def _vms_table(found: list[models.VM]) -> None:
     output.table(
         "VMs",
         ["name", "pool", "state", "address", "ticket", "sandbox", "uses", "since"],
@@ -298,12 +305,13 @@ def vm_terminate(
     json: Json = False,
 ) -> None:
     """Terminate a VM, also one still spawning (admin)."""
-    with client(url, token) as c:
-        vm = c.terminate_vm(name)
-    if json:
-        output.print_json(vm)
-    else:
-        output.console.print(f"VM {vm.name} ({vm.pool}): {vm.state}", markup=False)
+    _show(
+        url,
+        token,
+        json,
+        lambda c: c.terminate_vm(name),
+        _say(lambda v: f"VM {v.name} ({v.pool}): {v.state}"),
+    )
 
 
 # --- tasks, locks, status ----------------------------------------------------------------------
@@ -337,18 +345,16 @@ def tasks(
     json: Json = False,
 ) -> None:
     """List the engine's tasks (admin)."""
-    with client(url, token) as c:
-        found = c.list_tasks(state=state, tag=tag)
-    if json:
-        output.print_json(found)
-    else:
-        output.table("Tasks", TASK_COLUMNS, _task_rows(found))
+    _show(
+        url,
+        token,
+        json,
+        lambda c: c.list_tasks(state=state, tag=tag),
+        lambda found: output.table("Tasks", TASK_COLUMNS, _task_rows(found)),
+    )
 
 
-def _show_task(task: models.Task, json: bool) -> None:
-    if json:
-        output.print_json(task)
-        return
+def _task_details(task: models.Task) -> None:
     output.table("Task", TASK_COLUMNS, _task_rows([task]))
     if task.recoveries:
         output.console.print("recoveries (top last): " + ", ".join(task.recoveries), markup=False)
@@ -359,18 +365,13 @@ def _show_task(task: models.Task, json: bool) -> None:
 TaskId = Annotated[str, typer.Argument(help="The task id.")]
 
 
-def _on_task(url: str, token: str | None, json: bool, act: Callable[[Client], models.Task]) -> None:
-    with client(url, token) as c:
-        _show_task(act(c), json)
-
-
 @task_app.command("show")
 @handle_errors
 def task_show(
     task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Show one task: state, result, jobs done of total, recoveries (admin)."""
-    _on_task(url, token, json, lambda c: c.get_task(task_id))
+    _show(url, token, json, lambda c: c.get_task(task_id), _task_details)
 
 
 @task_app.command("stop")
@@ -383,7 +384,7 @@ def task_stop(
     json: Json = False,
 ) -> None:
     """Stop a task; its recovery policy decides what follows (admin)."""
-    _on_task(url, token, json, lambda c: c.stop_task(task_id, force=force))
+    _show(url, token, json, lambda c: c.stop_task(task_id, force=force), _task_details)
 
 
 @task_app.command("rollback")
@@ -392,7 +393,7 @@ def task_rollback(
     task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Roll back a done task (admin)."""
-    _on_task(url, token, json, lambda c: c.rollback_task(task_id))
+    _show(url, token, json, lambda c: c.rollback_task(task_id), _task_details)
 
 
 @task_app.command("clean")
@@ -413,11 +414,10 @@ def task_clean(
 @handle_errors
 def locks(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
     """Show every locked or awaited resource: holders (with tokens) and queue (admin)."""
-    with client(url, token) as c:
-        found = c.list_locks()
-    if json:
-        output.print_json(found)
-        return
+    _show(url, token, json, lambda c: c.list_locks(), _locks_table)
+
+
+def _locks_table(found: list[models.LockStatus]) -> None:
     output.table(
         "Locks",
         ["resource", "mode", "holders", "queue"],
