@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
@@ -76,29 +76,12 @@ class AsyncClient:
     # --- tickets ----------------------------------------------------------------------------
 
     async def create_ticket(
-        self,
-        *,
-        pool: str | None = None,
-        tags: Sequence[str] = (),
-        owner: str | None = None,
-        sandbox: str | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait: float | None = None,
+        self, *, wait: float | None = None, **request: Unpack[core.TicketArgs]
     ) -> models.Ticket:
-        """Ask for one VM; with ``wait``, the answer comes once it is assigned (or after
-        ``wait`` seconds), else at once with the ticket usually still waiting."""
-        return await self.send(
-            core.create_ticket(
-                pool=pool,
-                tags=tags,
-                owner=owner,
-                sandbox=sandbox,
-                priority=priority,
-                ttl=ttl,
-                wait=wait,
-            )
-        )
+        """Ask for one VM (``pool=`` or ``tags=``, see :class:`~corral.client.core.TicketArgs`);
+        with ``wait``, the answer comes once it is assigned (or after ``wait`` seconds), else at
+        once with the ticket usually still waiting."""
+        return await self.send(core.create_ticket(wait=wait, **request))
 
     async def get_ticket(self, ticket_id: str, *, wait: float | None = None) -> models.Ticket:
         """One ticket; with ``wait``, long-poll up to that many seconds for its assignment."""
@@ -124,26 +107,10 @@ class AsyncClient:
 
     @contextlib.asynccontextmanager
     async def acquire(
-        self,
-        *,
-        pool: str | None = None,
-        tags: Sequence[str] = (),
-        owner: str | None = None,
-        sandbox: str | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        timeout: float | None = None,
+        self, *, timeout: float | None = None, **request: Unpack[core.TicketArgs]
     ) -> AsyncIterator[models.Ticket]:
         """Hold one VM for the ``async with`` block (see :meth:`corral.client.Client.acquire`)."""
-        acquisition = flows.Acquisition(
-            pool=pool,
-            tags=tags,
-            owner=owner,
-            sandbox=sandbox,
-            priority=priority,
-            ttl=ttl,
-            timeout=timeout,
-        )
+        acquisition = flows.Acquisition(timeout=timeout, **request)
         try:
             ticket = await self.run(acquisition.obtain(time.monotonic))
             async with self._renewing(ticket):

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -93,6 +93,24 @@ def _ignore(_: JSON) -> None:
 
 
 # --- tickets -----------------------------------------------------------------------------------
+
+
+class TicketArgs(TypedDict, total=False):
+    """What a ticket asks for: the arguments of :func:`create_ticket` other than ``wait`` and
+    ``key``, which the clients' ``create_ticket`` and ``acquire`` pass on."""
+
+    pool: str | None
+    """A VM of this pool, ..."""
+    tags: Sequence[str]
+    """... or of any pool carrying all these tags."""
+    owner: str | None
+    """Whose ticket (admins only; by default the token's owner)."""
+    sandbox: str | None
+    """Reuse VMs only within this sandbox."""
+    priority: int
+    """Higher is served first (default 0)."""
+    ttl: float | None
+    """The lease in seconds (default the pool's ``ticket_ttl``)."""
 
 
 def create_ticket(

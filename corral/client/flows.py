@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Generator, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Generator
+from typing import Generic, TypeVar, Unpack
 
 from corral import exceptions
 from corral.client import core, models
@@ -131,14 +131,9 @@ class Acquisition:
     def __init__(
         self,
         *,
-        pool: str | None = None,
-        tags: Sequence[str] = (),
-        owner: str | None = None,
-        sandbox: str | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        **request: Unpack[core.TicketArgs],
     ) -> None:
         if timeout is not None and timeout < 0:
             raise exceptions.InvalidInput(f"timeout must be >= 0, got {timeout}")
@@ -147,16 +142,7 @@ class Acquisition:
         self.timeout = timeout
         self.ticket: models.Ticket | None = None
         """The ticket, once the server's answer to the create arrived."""
-        self._create = functools.partial(
-            core.create_ticket,
-            pool=pool,
-            tags=tags,
-            owner=owner,
-            sandbox=sandbox,
-            priority=priority,
-            ttl=ttl,
-            key=self.key,
-        )
+        self._create = functools.partial(core.create_ticket, key=self.key, **request)
         self._create()  # bad arguments are refused before anything is sent
         self._maybe_created = False
 

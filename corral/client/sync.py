@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
@@ -85,29 +85,12 @@ class Client:
     # --- tickets ----------------------------------------------------------------------------
 
     def create_ticket(
-        self,
-        *,
-        pool: str | None = None,
-        tags: Sequence[str] = (),
-        owner: str | None = None,
-        sandbox: str | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait: float | None = None,
+        self, *, wait: float | None = None, **request: Unpack[core.TicketArgs]
     ) -> models.Ticket:
-        """Ask for one VM; with ``wait``, the answer comes once it is assigned (or after
-        ``wait`` seconds), else at once with the ticket usually still waiting."""
-        return self.send(
-            core.create_ticket(
-                pool=pool,
-                tags=tags,
-                owner=owner,
-                sandbox=sandbox,
-                priority=priority,
-                ttl=ttl,
-                wait=wait,
-            )
-        )
+        """Ask for one VM (``pool=`` or ``tags=``, see :class:`~corral.client.core.TicketArgs`);
+        with ``wait``, the answer comes once it is assigned (or after ``wait`` seconds), else at
+        once with the ticket usually still waiting."""
+        return self.send(core.create_ticket(wait=wait, **request))
 
     def get_ticket(self, ticket_id: str, *, wait: float | None = None) -> models.Ticket:
         """One ticket; with ``wait``, long-poll up to that many seconds for its assignment."""
@@ -136,30 +119,14 @@ class Client:
 
     @contextmanager
     def acquire(
-        self,
-        *,
-        pool: str | None = None,
-        tags: Sequence[str] = (),
-        owner: str | None = None,
-        sandbox: str | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        timeout: float | None = None,
+        self, *, timeout: float | None = None, **request: Unpack[core.TicketArgs]
     ) -> Iterator[models.Ticket]:
         """Hold one VM for the ``with`` block: yields the assigned ticket (``.vm``, ``.address``).
 
         Waits at most ``timeout`` seconds (:class:`TicketTimeout`), renews the lease in the
         background while the block runs, and closes the ticket on exit, also on exceptions.
         """
-        acquisition = flows.Acquisition(
-            pool=pool,
-            tags=tags,
-            owner=owner,
-            sandbox=sandbox,
-            priority=priority,
-            ttl=ttl,
-            timeout=timeout,
-        )
+        acquisition = flows.Acquisition(timeout=timeout, **request)
         try:
             ticket = self.run(acquisition.obtain(time.monotonic))
             with self._renewing(ticket):
