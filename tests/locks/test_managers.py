@@ -9,7 +9,8 @@ import pytest
 
 from corral import exceptions
 from corral.locks import Mode
-from tests.locks.conftest import Driver, eventually, queued
+
+from .conftest import Driver, eventually, queued
 
 
 async def test_exclusive_excludes_and_release_wakes_next(driver: Driver) -> None:

@@ -19,7 +19,8 @@ from corral.locks import (
     ThreadLockManager,
     require_exclusive,
 )
-from tests.locks.conftest import Driver, eventually, queued, wait_until
+
+from .conftest import Driver, eventually, queued, wait_until
 
 # --- asyncio: cancellation ----------------------------------------------------------------
 
