@@ -149,27 +149,25 @@ class LockTable:
         resources = self._resources
         keys = req.keys
         res = resources.get(keys[0]) if len(keys) == 1 and owner not in self._pending else None
-        if res is not None:
+        if res is not None and owner not in res.holders:
             holders = res.holders
-            if not holders:
-                if not res.queue:
-                    # Fast path: one idle key, the owner waits for nothing. Grant inline.
-                    seq = self._seq = self._seq + 1
-                    token = res.token = res.token + 1
-                    mode = res.mode = req.modes[0]
-                    grant = (req, mode, now, token, seq)
-                    holders[owner] = grant
-                    req.grants = {keys[0]: grant}
-                    req.upgrading = 0
-                    req.state = GRANTED
-                    return
-            elif owner not in holders and (
-                res.queue
-                or res.upgrader is not None
-                or req.modes[0] is EXCLUSIVE
-                or res.mode is EXCLUSIVE
+            mode = req.modes[0]
+            if not res.queue and (
+                not holders or (mode is SHARED and res.mode is SHARED and res.upgrader is None)
             ):
-                # Second fast path: one key that is busy: join its queue (the contended case).
+                # Fast path: one key, free (or shared and joined in shared), nobody queued, the
+                # owner waits for nothing. Grant inline.
+                seq = self._seq = self._seq + 1
+                token = res.token = res.token + 1
+                res.mode = mode
+                grant = (req, mode, now, token, seq)
+                holders[owner] = grant
+                req.grants = {keys[0]: grant}
+                req.upgrading = 0
+                req.state = GRANTED
+                return
+            if holders:
+                # Second fast path: one busy key: join its queue (the contended case).
                 seq = self._seq = self._seq + 1
                 req.seq = seq
                 req.since = now
