@@ -108,7 +108,9 @@ TAKE_TICKET = (
     update(tickets)
     .where(tickets.c.id == bindparam("b_id"), tickets.c.state == "waiting")
     .values(state="assigned", vm=bindparam("b_vm"), assigned_at=bindparam("b_now"))
+    .returning(tickets.c.owner, tickets.c.sandbox)
 )
+SELECT_VM_POOL = select(vms.c.pool).where(vms.c.name == bindparam("b_name"))
 UNDO_TAKE_TICKET = (
     update(tickets)
     .where(tickets.c.id == bindparam("b_id"))
@@ -296,10 +298,11 @@ def update_vm(
         query = update(vms).where(vms.c.name == name)
         if expect is not None:
             query = query.where(vms.c.state.in_(list(expect)))
-        if conn.execute(query.values(**changes)).rowcount != 1:
-            return None
+        # one statement: the new row comes back with the update (SQLite >= 3.35, PostgreSQL)
+        updated = conn.execute(query.values(**changes).returning(*vms.c)).first()
+        return None if updated is None else _vm(updated)
     row = conn.execute(SELECT_VM, {"b_name": name}).first()
-    if row is None or (not changes and expect is not None and row._mapping["state"] not in expect):
+    if row is None or (expect is not None and row._mapping["state"] not in expect):
         return None
     return _vm(row)
 
@@ -359,11 +362,12 @@ def update_ticket(
             update(tickets)
             .where(tickets.c.id == ticket_id, tickets.c.state.in_(list(expect)))
             .values(**changes)
+            .returning(*tickets.c)
         )
-        if conn.execute(query).rowcount != 1:
-            return None
+        updated = conn.execute(query).first()
+        return None if updated is None else _ticket(updated)
     row = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
-    if row is None or (not changes and row._mapping["state"] not in expect):
+    if row is None or row._mapping["state"] not in expect:
         return None
     return _ticket(row)
 
@@ -372,20 +376,24 @@ def assign(
     conn: Connection, ticket_id: str, vm_name: str, now: float, max_per_owner: int | None
 ) -> bool:
     """The atomic conditional assignment (see the module docstring)."""
-    ticket = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
-    vm = conn.execute(SELECT_VM, {"b_name": vm_name}).first()
-    if ticket is None or vm is None:
-        return False
-    owner, sandbox, pool = ticket._mapping["owner"], ticket._mapping["sandbox"], vm._mapping["pool"]
+    pool = None
     if max_per_owner is not None:
         # Serialise this pool's assignments (row lock on PostgreSQL; SQLite has one writer) so
-        # that two processes cannot both see the owner below the limit.
+        # that two processes cannot both see the owner below the limit. The pool row is locked
+        # before the ticket row, in every transaction, so the locks cannot deadlock.
+        pool = conn.execute(SELECT_VM_POOL, {"b_name": vm_name}).scalar()
+        if pool is None:
+            return False
         conn.execute(LOCK_POOL, {"b_pool": pool}).first()
+    taken = conn.execute(TAKE_TICKET, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now}).first()
+    if taken is None:
+        return False
+    owner, sandbox = taken
+    if pool is not None and max_per_owner is not None:
         held = conn.execute(HELD_BY, {"b_pool": pool, "b_owner": owner}).scalar_one()
         if held >= max_per_owner:
+            conn.execute(UNDO_TAKE_TICKET, {"b_id": ticket_id})
             return False
-    if conn.execute(TAKE_TICKET, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now}).rowcount != 1:
-        return False
     params = {
         "b_name": vm_name,
         "b_now": now,
