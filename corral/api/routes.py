@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -24,6 +25,8 @@ from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
 from corral.client import models
 from corral.pools.model import Ticket, TicketState, VMState
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT = 300.0
 """Longest long-poll the server accepts, in seconds."""
@@ -125,7 +128,10 @@ async def _wait_created(request: Request, ctx: Context, ticket_id: str, wait: fl
     except asyncio.CancelledError:
         waiter.cancel()
         gone.cancel()
-        await asyncio.shield(_abandon(ctx, ticket_id))
+        try:
+            await asyncio.shield(_abandon(ctx, ticket_id))
+        except exceptions.CorralError as exc:  # e.g. the store is closing: the lease reclaims it
+            log.warning("cannot close abandoned ticket %s: %s", ticket_id, exc)
         raise
     if not gone.done():
         gone.cancel()

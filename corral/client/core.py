@@ -181,10 +181,12 @@ def list_tickets(
     return Call("GET", "/v1/tickets", _tickets, params=_params(owner=owner, state=state))
 
 
-def find_ticket(key: str) -> Call[models.Ticket]:
-    """``GET /v1/tickets/by-key/{key}``: the caller's ticket created with idempotency ``key``
-    (:class:`NotFound` when there is none, or the server does not know keys)."""
-    return Call("GET", f"/v1/tickets/by-key/{_segment(key, 'key')}", _ticket)
+def find_ticket(key: str, *, owner: str | None = None) -> Call[models.Ticket]:
+    """``GET /v1/tickets/by-key/{key}``: the ticket ``owner`` (by default the caller) created with
+    idempotency ``key`` (:class:`NotFound` when there is none, or the server knows no keys)."""
+    return Call(
+        "GET", f"/v1/tickets/by-key/{_segment(key, 'key')}", _ticket, params=_params(owner=owner)
+    )
 
 
 # --- pools and VMs -----------------------------------------------------------------------------

@@ -143,6 +143,7 @@ class Acquisition:
         self.ticket: models.Ticket | None = None
         """The ticket, once the server's answer to the create arrived."""
         self._create = functools.partial(core.create_ticket, key=self.key, **request)
+        self._owner = request.get("owner")
         self._create()  # bad arguments are refused before anything is sent
         self._maybe_created = False
 
@@ -177,7 +178,7 @@ class Acquisition:
             ticket = self.ticket
             if ticket is None and self._maybe_created:
                 try:
-                    ticket = _ticket((yield core.find_ticket(self.key)))
+                    ticket = _ticket((yield core.find_ticket(self.key, owner=self._owner)))
                 except exceptions.NotFound:
                     return  # never created (a server that abandons it closed it already)
             if ticket is not None:

@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 import httpx
-from apitools import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, auth
+from apitools import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, auth, controller_class, make_config
 
+from corral.api import create_app
 from corral.api.keys import TicketKeys
 
 ALICE = auth(ALICE_TOKEN)
@@ -116,3 +117,21 @@ async def test_keys_are_forgotten_after_their_ttl_and_beyond_the_limit() -> None
     now[0] = 11.0
     assert await keys.lookup("alice", "key-c") is None
     assert len(keys) == 0
+
+
+async def test_keys_on_an_open_server_belong_to_the_owner_named() -> None:
+    config = make_config(tokens=False)
+    ctl = await controller_class().create(config)
+    await ctl.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(ctl, config))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            key = {"Idempotency-Key": "k-0123456789abcdef"}
+            body = {"pool": "small", "owner": "carol"}
+            created = (await http.post("/v1/tickets", json=body, headers=key)).json()
+            by_key = f"/v1/tickets/by-key/{key['Idempotency-Key']}"
+            assert (await http.get(by_key)).status_code == 404, "anonymous has no such key"
+            found = await http.get(by_key, params={"owner": "carol"})
+            assert found.json()["id"] == created["id"]
+    finally:
+        await ctl.stop()

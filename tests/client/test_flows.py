@@ -119,3 +119,11 @@ def test_wait_for_and_bad_arguments() -> None:
         flows.Acquisition(tags="fedora")
     with pytest.raises(exceptions.CorralError, match="not over"):
         _ = flows.wait_for("t1", None, Clock()).value
+
+
+def test_release_looks_up_the_key_of_the_owner_asked_for() -> None:
+    acq = flows.Acquisition(pool="p", owner="carol", key="key-0123456789")
+    acq.obtain(Clock())  # interrupted while the create is in flight
+    release = acq.release()
+    assert release.pending is not None
+    assert release.pending.params == {"owner": "carol"}
