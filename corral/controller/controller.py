@@ -500,6 +500,14 @@ class Controller:
 
         Closing a ticket that is already over returns it unchanged.
         """
+        if isinstance(ticket_id, str) and not any(p.reuse_sandbox for p in self._limits.values()):
+            # No pool reuses VMs, so an assigned ticket's VM is always terminated: try that in
+            # one conditional write before reading the ticket (the common case costs one unit).
+            closed = await self._finish(
+                ticket_id, TicketState.ASSIGNED, TicketState.CLOSED, "terminating", None
+            )
+            if closed is not None:
+                return closed
         for _ in range(5):
             ticket = await self.get_ticket(ticket_id)
             if ticket.state is TicketState.WAITING:
@@ -530,17 +538,29 @@ class Controller:
                     self._limits[row.pool], records.vm(row), ticket.sandbox, now
                 )
             vm_state = "releasing" if keep else "terminating"
+        return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)
+
+    async def _finish(
+        self,
+        ticket_id: str,
+        current: TicketState,
+        state: TicketState,
+        vm_state: str | None,
+        reason: str | None,
+        *,
+        now: float | None = None,
+    ) -> Ticket | None:
         closed = await self.store.pools.close_ticket(
-            ticket.id,
-            expect=[ticket.state.value],
+            ticket_id,
+            expect=[current.value],
             state=state.value,
             vm_state=vm_state,
-            now=now,
+            now=self.clock() if now is None else now,
             reason=reason,
         )
         if closed is None:
             return None
-        self.ticket_changed(ticket.id, state.value, {"vm": ticket.vm})
+        self.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
         if closed.vm is not None:
             self.vm_changed(closed.vm)
             if closed.vm.state == "releasing":
