@@ -11,7 +11,6 @@ This module must not hold state of its own nor decide anything the controller de
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Annotated
 
@@ -137,8 +136,9 @@ async def _wait_created(request: Request, ctx: Context, ticket_id: str, wait: fl
         gone.cancel()
         return waiter.result()
     waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError, exceptions.CorralError):
-        await waiter  # collect its outcome; the ticket is being given up
+    await asyncio.wait({waiter})  # unlike awaiting it, never swallows a cancel of this request
+    if not waiter.cancelled():
+        waiter.exception()  # retrieved: the ticket is being given up whatever the wait found
     return await _abandon(ctx, ticket_id)
 
 
