@@ -180,7 +180,7 @@ class Acquisition:
                 try:
                     ticket = _ticket((yield core.find_ticket(self.key, owner=self._owner)))
                 except exceptions.NotFound:
-                    return  # never created (a server that abandons it closed it already)
+                    return  # the create never reached the server (or it knows no keys)
             if ticket is not None:
                 yield core.close_ticket(ticket.id)
         except (exceptions.TicketClosed, exceptions.TicketStateTransitionError):

@@ -123,8 +123,11 @@ class Client:
     ) -> Iterator[models.Ticket]:
         """Hold one VM for the ``with`` block: yields the assigned ticket (``.vm``, ``.address``).
 
-        Waits at most ``timeout`` seconds (:class:`TicketTimeout`), renews the lease in the
-        background while the block runs, and closes the ticket on exit, also on exceptions.
+        Takes the ticket request of :class:`~corral.client.core.TicketArgs` (``pool=`` or
+        ``tags=``, ``sandbox=``, ...). Waits at most ``timeout`` seconds (:class:`TicketTimeout`),
+        renews the lease in the background while the block runs, and closes the ticket on exit,
+        also on exceptions, and also when interrupted (Ctrl-C) before the server's answer came:
+        the ticket is then found by the idempotency key it was created with.
         """
         acquisition = flows.Acquisition(timeout=timeout, **request)
         try:
