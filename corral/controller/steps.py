@@ -2,11 +2,12 @@
 
 Every step runs inside a task of the engine that holds the VM's exclusive lock (``vm/<name>``),
 and pushes its rollback BEFORE it changes the world: ``vm.spawn`` pushes "terminate whatever the
-backend created" before it asks the backend to create anything. Steps re-read the VM from the
-store and do nothing when it is no longer in the state they expect (a recovered or duplicated
-task is then harmless). ``ctx.deps`` is the :class:`corral.controller.Controller`; steps reach
-it only through :class:`VMHooks`. This module must not decide anything about pools (that is
-:mod:`corral.pools.allocation`) nor call a backend except through its ``GuardedBackend``.
+backend created" before it asks the backend to create anything. Steps check the VM's state in
+the store (a read, or conditional writes) and change nothing when it is no longer in the state
+they expect, so a recovered or duplicated task is harmless. ``ctx.deps`` is the
+:class:`corral.controller.Controller`; steps reach it only through :class:`VMHooks`. This module
+must not decide anything about pools (that is :mod:`corral.pools.allocation`) nor call a backend
+except through its ``GuardedBackend``.
 """
 
 from __future__ import annotations
