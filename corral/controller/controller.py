@@ -44,7 +44,7 @@ from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
 from corral.store import parse as parse_store_url
 from corral.store.pools import TicketRow, VMRow
-from corral.tasks import TaskEngine, TaskEvent
+from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
 
@@ -636,7 +636,9 @@ class Controller:
                     continue
                 task = self.vm_tasks.task_of(name)
                 if task:
-                    await self.tasks.stop(task)
+                    info = await self.tasks.stop(task)
+                    if info.state is TaskState.FINISHED:
+                        continue  # it came up just now: terminate it as a ready VM
                     return records.vm(row)
                 row = await self.store.pools.update_vm(
                     name,

@@ -146,9 +146,17 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
     """Terminate whatever the backend created for a spawn that did not complete."""
     h = _hooks(ctx)
     row = await h.store.pools.get_vm(name)
-    if row is None or row.state not in ("spawning", "terminating"):
-        return None  # the spawn completed (ready or beyond): nothing to undo
+    if row is None:
+        return None
     requested = row.reason == TERMINATE_REQUESTED
+    if row.state == "ready" and requested:
+        # an operator stopped the spawn just as the VM came up: honour the termination
+        moved = await _move(h, name, ["ready"], state="terminating")
+        if moved is None:
+            return None
+        row = moved
+    if row.state not in ("spawning", "terminating"):
+        return None  # the spawn completed (ready or beyond): nothing to undo
     if row.state == "spawning":
         moved = await _move(h, name, ["spawning"], state="terminating")
         if moved is None:
