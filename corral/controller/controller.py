@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -35,15 +34,15 @@ from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
 from corral.controller.preallocation import Preallocator
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
+from corral.controller.tickets import Tickets
 from corral.controller.vmtasks import VMTasks
 from corral.locks import LockManager
-from corral.pools import allocation
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store
 from corral.store import parse as parse_store_url
-from corral.store.pools import TicketRow, VMRow
+from corral.store.pools import VMRow
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
@@ -90,7 +89,6 @@ class Controller:
         self._backends = dict(backends)
         self._limits = {name: pool.limits() for name, pool in config.pools.items()}
         self._owns_store = owns_store
-        self._waiters: dict[str, list[asyncio.Future[Ticket | None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._samples: list[tuple[str, str, float, float]] = []
@@ -101,6 +99,7 @@ class Controller:
         self.preallocation = Preallocator(self)
         self.assignment = Assigner(self)
         self.vm_tasks = VMTasks(self)
+        self.ticket_ops = Tickets(self)
         self._unsubscribe = self.tasks.subscribe(self._on_task)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -207,10 +206,7 @@ class Controller:
                 await backend.aclose()
             except exceptions.BackendError as exc:
                 log.warning("closing backend of pool %s: %s", backend.pool, exc)
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.cancel()
+        self.ticket_ops.cancel_waiters()
         if self._owns_store:
             await self.store.close()
 
@@ -378,12 +374,10 @@ class Controller:
         *,
         ticket: Ticket | None = None,
     ) -> None:
-        self.events.publish(Event("ticket", ticket_id, state, self.clock(), dict(data)))
-        for future in self._waiters.pop(ticket_id, []):
-            if not future.done():
-                future.set_result(ticket)
+        """Publish a ticket's change and wake its waiters (with the new ticket when known)."""
+        self.ticket_ops.changed(ticket_id, state, data, ticket=ticket)
 
-    # --- tickets (facade) --------------------------------------------------------------------
+    # --- tickets (facade; corral.controller.tickets) -----------------------------------------
 
     async def create_ticket(
         self,
@@ -396,195 +390,39 @@ class Controller:
         ttl: float | None = None,
     ) -> Ticket:
         """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
-        wiring.check_ticket_input(owner, pool, tags, sandbox, priority, ttl)
-        if pool is not None:
-            self.config.pool(pool)
-        probe = Ticket(
-            id="",
-            owner=owner,
-            state=TicketState.WAITING,
-            created_at=0.0,
-            expires_at=None,
-            pool=pool,
-            tags=tuple(tags),
+        return await self.ticket_ops.create(
+            owner=owner, pool=pool, tags=tags, sandbox=sandbox, priority=priority, ttl=ttl
         )
-        matching = allocation.pools_for(probe, self._limits.values())
-        if not matching:
-            raise exceptions.NoMatchingPool(
-                f"no pool has the tags {sorted(set(tags))}"
-                + (f" (pool {pool!r})" if pool is not None else "")
-            )
-        lease = float(ttl) if ttl is not None else self.config.pool(matching[0]).ticket_ttl
-        now = self.clock()
-        row = await self.store.pools.insert_ticket(
-            TicketRow(
-                id=uuid.uuid4().hex,
-                owner=owner,
-                state="waiting",
-                created_at=now,
-                expires_at=None if lease is None else now + lease,
-                pool=pool,
-                tags=tuple(sorted(set(tags))),
-                sandbox=sandbox,
-                priority=priority,
-                ttl=lease,
-            )
-        )
-        self.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
-        self.kick_assign()
-        return records.ticket(row)
 
     async def get_ticket(self, ticket_id: str, /) -> Ticket:
         """One ticket (``TicketNotFound`` otherwise)."""
-        row = await self.store.pools.get_ticket(ticket_id) if isinstance(ticket_id, str) else None
-        if row is None:
-            raise exceptions.TicketNotFound(f"no ticket {ticket_id!r}")
-        return records.ticket(row)
+        return await self.ticket_ops.get(ticket_id)
 
     async def wait_ticket(self, ticket_id: str, /, timeout: float | None = None) -> Ticket:
-        """Wait until the ticket leaves ``waiting``; ``TicketTimeout`` after ``timeout`` s.
-
-        The waiter is registered before the ticket is read, so an assignment between the read
-        and the wait cannot be missed.
-        """
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
-            raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        while True:
-            future: asyncio.Future[Ticket | None] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(ticket_id, []).append(future)
-            try:
-                ticket = await self.get_ticket(ticket_id)
-                if ticket.state is not TicketState.WAITING:
-                    return ticket
-                left = None if deadline is None else deadline - asyncio.get_running_loop().time()
-                if left is not None and left <= 0:
-                    raise exceptions.TicketTimeout(
-                        f"ticket {ticket_id} is still waiting after {timeout:g} s"
-                    )
-                # Local changes wake the future at once; the store is re-read at least every
-                # tick because another process sharing the database may assign the ticket.
-                step = self.tick if left is None else min(left, self.tick)
-                try:
-                    async with asyncio.timeout(step):
-                        woken = await future
-                except TimeoutError:
-                    continue
-                if woken is not None:
-                    return woken
-            finally:
-                waiters = self._waiters.get(ticket_id)
-                if waiters is not None and future in waiters:
-                    waiters.remove(future)
-                    if not waiters:
-                        del self._waiters[ticket_id]
+        """Wait, event-driven, until the ticket leaves ``waiting``; ``TicketTimeout`` after
+        ``timeout`` seconds."""
+        return await self.ticket_ops.wait(ticket_id, timeout)
 
     async def renew_ticket(self, ticket_id: str, /) -> Ticket:
         """Extend an open ticket's lease by its ``ttl`` from now."""
-        ticket = await self.get_ticket(ticket_id)
-        if not ticket.open:
-            raise exceptions.TicketClosed(f"ticket {ticket_id} is {ticket.state}")
-        if ticket.ttl is None:
-            return ticket
-        row = await self.store.pools.update_ticket(
-            ticket_id,
-            expect=["waiting", "assigned"],
-            changes={"expires_at": self.clock() + ticket.ttl},
-        )
-        if row is None:
-            raise exceptions.TicketClosed(f"ticket {ticket_id} was closed meanwhile")
-        return records.ticket(row)
+        return await self.ticket_ops.renew(ticket_id)
 
     async def close_ticket(self, ticket_id: str, /) -> Ticket:
-        """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one.
-
-        Closing a ticket that is already over returns it unchanged.
-        """
-        if isinstance(ticket_id, str) and not any(p.reuse_sandbox for p in self._limits.values()):
-            # No pool reuses VMs, so an assigned ticket's VM is always terminated: try that in
-            # one conditional write before reading the ticket (the common case costs one unit).
-            closed = await self._finish(
-                ticket_id, TicketState.ASSIGNED, TicketState.CLOSED, "terminating", None
-            )
-            if closed is not None:
-                return closed
-        for _ in range(5):
-            ticket = await self.get_ticket(ticket_id)
-            if ticket.state is TicketState.WAITING:
-                closed = await self.end_ticket(ticket, TicketState.CANCELLED, "cancelled")
-            elif ticket.state is TicketState.ASSIGNED:
-                closed = await self.end_ticket(ticket, TicketState.CLOSED, None)
-            else:
-                return ticket
-            if closed is not None:
-                return closed
-        raise exceptions.Conflict(f"ticket {ticket_id} keeps changing; try again")
+        """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one;
+        a ticket already over is returned unchanged."""
+        return await self.ticket_ops.close(ticket_id)
 
     async def end_ticket(
         self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
     ) -> Ticket | None:
-        """Move an open ticket to ``state`` and free its VM (reused if allowed, else terminated).
-
-        ``None`` when the ticket changed state meanwhile (nothing was done).
-        """
-        ticket.with_state(state)  # raises on a move the table forbids
-        now = self.clock()
-        vm_state: str | None = None
-        if ticket.state is TicketState.ASSIGNED and ticket.vm is not None:
-            keep = False
-            if reuse and state is TicketState.CLOSED and ticket.sandbox is not None:
-                row = await self.store.pools.get_vm(ticket.vm)
-                keep = row is not None and allocation.may_reuse(
-                    self._limits[row.pool], records.vm(row), ticket.sandbox, now
-                )
-            vm_state = "releasing" if keep else "terminating"
-        return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)
-
-    async def _finish(
-        self,
-        ticket_id: str,
-        current: TicketState,
-        state: TicketState,
-        vm_state: str | None,
-        reason: str | None,
-        *,
-        now: float | None = None,
-    ) -> Ticket | None:
-        closed = await self.store.pools.close_ticket(
-            ticket_id,
-            expect=[current.value],
-            state=state.value,
-            vm_state=vm_state,
-            now=self.clock() if now is None else now,
-            reason=reason,
-        )
-        if closed is None:
-            return None
-        self.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
-        if closed.vm is not None:
-            self.vm_changed(closed.vm)
-            if closed.vm.state == "releasing":
-                await self.submit_release(closed.vm.name)
-            else:
-                await self.submit_terminate(closed.vm.name, row=closed.vm)
-        self.kick_assign()
-        return records.ticket(closed.ticket)
+        """Move an open ticket to ``state`` and free its VM; ``None`` if it changed meanwhile."""
+        return await self.ticket_ops.end(ticket, state, reason, reuse=reuse)
 
     async def list_tickets(
         self, *, owner: str | None = None, state: str | None = None
     ) -> list[Ticket]:
         """Tickets by priority then age, optionally of one owner and in one state."""
-        if state is not None:
-            try:
-                TicketState(state)
-            except ValueError:
-                raise exceptions.InvalidInput(
-                    f"unknown ticket state {state!r} (known: {', '.join(TicketState)})"
-                ) from None
-        rows = await self.store.pools.list_tickets(
-            owner=owner, states=None if state is None else [state]
-        )
-        return [records.ticket(r) for r in rows]
+        return await self.ticket_ops.list(owner=owner, state=state)
 
     # --- VMs (facade and lookups) ------------------------------------------------------------
 

@@ -1,0 +1,260 @@
+"""Tickets (SPEC §5): create, wait (event-driven), renew, close — the controller's ticket facade.
+
+A waiter registers its future before it reads the ticket, so an assignment between the read and
+the wait cannot be missed; a local assignment hands the waiter the new ticket directly. Closing
+frees the VM in the same store transaction. This module must not decide allocation or reuse
+(:mod:`corral.pools.allocation` does) nor call backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from corral import exceptions
+from corral.controller import records, wiring
+from corral.controller.events import Event
+from corral.pools import allocation
+from corral.pools.model import Ticket, TicketState
+from corral.store.pools import TicketRow
+from corral.types import JSON
+
+if TYPE_CHECKING:
+    from corral.controller.controller import Controller
+
+
+class Tickets:
+    """The ticket operations of one controller and the waiters of its tickets."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._ctl = controller
+        self._waiters: dict[str, builtins.list[asyncio.Future[Ticket | None]]] = {}
+
+    def cancel_waiters(self) -> None:
+        """Wake every waiter with a cancellation (the controller stops)."""
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+    def changed(
+        self,
+        ticket_id: str,
+        state: str,
+        data: Mapping[str, JSON],
+        *,
+        ticket: Ticket | None = None,
+    ) -> None:
+        """Publish a ticket's change and wake its waiters (with the new ticket when known)."""
+        self._ctl.events.publish(Event("ticket", ticket_id, state, self._ctl.clock(), dict(data)))
+        for future in self._waiters.pop(ticket_id, []):
+            if not future.done():
+                future.set_result(ticket)
+
+    async def create(
+        self,
+        *,
+        owner: str,
+        pool: str | None = None,
+        tags: Sequence[str] = (),
+        sandbox: str | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Ticket:
+        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
+        wiring.check_ticket_input(owner, pool, tags, sandbox, priority, ttl)
+        if pool is not None:
+            self._ctl.config.pool(pool)
+        probe = Ticket(
+            id="",
+            owner=owner,
+            state=TicketState.WAITING,
+            created_at=0.0,
+            expires_at=None,
+            pool=pool,
+            tags=tuple(tags),
+        )
+        matching = allocation.pools_for(probe, self._ctl.all_limits())
+        if not matching:
+            raise exceptions.NoMatchingPool(
+                f"no pool has the tags {sorted(set(tags))}"
+                + (f" (pool {pool!r})" if pool is not None else "")
+            )
+        lease = float(ttl) if ttl is not None else self._ctl.config.pool(matching[0]).ticket_ttl
+        now = self._ctl.clock()
+        row = await self._ctl.store.pools.insert_ticket(
+            TicketRow(
+                id=uuid.uuid4().hex,
+                owner=owner,
+                state="waiting",
+                created_at=now,
+                expires_at=None if lease is None else now + lease,
+                pool=pool,
+                tags=tuple(sorted(set(tags))),
+                sandbox=sandbox,
+                priority=priority,
+                ttl=lease,
+            )
+        )
+        self._ctl.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
+        self._ctl.kick_assign()
+        return records.ticket(row)
+
+    async def get(self, ticket_id: str, /) -> Ticket:
+        """One ticket (``TicketNotFound`` otherwise)."""
+        row = (
+            await self._ctl.store.pools.get_ticket(ticket_id)
+            if isinstance(ticket_id, str)
+            else None
+        )
+        if row is None:
+            raise exceptions.TicketNotFound(f"no ticket {ticket_id!r}")
+        return records.ticket(row)
+
+    async def wait(self, ticket_id: str, /, timeout: float | None = None) -> Ticket:
+        """Wait until the ticket leaves ``waiting``; ``TicketTimeout`` after ``timeout`` s.
+
+        The waiter is registered before the ticket is read, so an assignment between the read
+        and the wait cannot be missed.
+        """
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            future: asyncio.Future[Ticket | None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(ticket_id, []).append(future)
+            try:
+                ticket = await self.get(ticket_id)
+                if ticket.state is not TicketState.WAITING:
+                    return ticket
+                left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                if left is not None and left <= 0:
+                    raise exceptions.TicketTimeout(
+                        f"ticket {ticket_id} is still waiting after {timeout:g} s"
+                    )
+                # Local changes wake the future at once; the store is re-read at least every
+                # tick because another process sharing the database may assign the ticket.
+                step = self._ctl.tick if left is None else min(left, self._ctl.tick)
+                try:
+                    async with asyncio.timeout(step):
+                        woken = await future
+                except TimeoutError:
+                    continue
+                if woken is not None:
+                    return woken
+            finally:
+                waiters = self._waiters.get(ticket_id)
+                if waiters is not None and future in waiters:
+                    waiters.remove(future)
+                    if not waiters:
+                        del self._waiters[ticket_id]
+
+    async def renew(self, ticket_id: str, /) -> Ticket:
+        """Extend an open ticket's lease by its ``ttl`` from now."""
+        ticket = await self.get(ticket_id)
+        if not ticket.open:
+            raise exceptions.TicketClosed(f"ticket {ticket_id} is {ticket.state}")
+        if ticket.ttl is None:
+            return ticket
+        row = await self._ctl.store.pools.update_ticket(
+            ticket_id,
+            expect=["waiting", "assigned"],
+            changes={"expires_at": self._ctl.clock() + ticket.ttl},
+        )
+        if row is None:
+            raise exceptions.TicketClosed(f"ticket {ticket_id} was closed meanwhile")
+        return records.ticket(row)
+
+    async def close(self, ticket_id: str, /) -> Ticket:
+        """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one.
+
+        Closing a ticket that is already over returns it unchanged.
+        """
+        if isinstance(ticket_id, str) and not any(p.reuse_sandbox for p in self._ctl.all_limits()):
+            # No pool reuses VMs, so an assigned ticket's VM is always terminated: try that in
+            # one conditional write before reading the ticket (the common case costs one unit).
+            closed = await self._finish(
+                ticket_id, TicketState.ASSIGNED, TicketState.CLOSED, "terminating", None
+            )
+            if closed is not None:
+                return closed
+        for _ in range(5):
+            ticket = await self.get(ticket_id)
+            if ticket.state is TicketState.WAITING:
+                closed = await self.end(ticket, TicketState.CANCELLED, "cancelled")
+            elif ticket.state is TicketState.ASSIGNED:
+                closed = await self.end(ticket, TicketState.CLOSED, None)
+            else:
+                return ticket
+            if closed is not None:
+                return closed
+        raise exceptions.Conflict(f"ticket {ticket_id} keeps changing; try again")
+
+    async def end(
+        self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
+    ) -> Ticket | None:
+        """Move an open ticket to ``state`` and free its VM (reused if allowed, else terminated).
+
+        ``None`` when the ticket changed state meanwhile (nothing was done).
+        """
+        ticket.with_state(state)  # raises on a move the table forbids
+        now = self._ctl.clock()
+        vm_state: str | None = None
+        if ticket.state is TicketState.ASSIGNED and ticket.vm is not None:
+            keep = False
+            if reuse and state is TicketState.CLOSED and ticket.sandbox is not None:
+                row = await self._ctl.store.pools.get_vm(ticket.vm)
+                keep = row is not None and allocation.may_reuse(
+                    self._ctl.limits(row.pool), records.vm(row), ticket.sandbox, now
+                )
+            vm_state = "releasing" if keep else "terminating"
+        return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)
+
+    async def _finish(
+        self,
+        ticket_id: str,
+        current: TicketState,
+        state: TicketState,
+        vm_state: str | None,
+        reason: str | None,
+        *,
+        now: float | None = None,
+    ) -> Ticket | None:
+        closed = await self._ctl.store.pools.close_ticket(
+            ticket_id,
+            expect=[current.value],
+            state=state.value,
+            vm_state=vm_state,
+            now=self._ctl.clock() if now is None else now,
+            reason=reason,
+        )
+        if closed is None:
+            return None
+        self._ctl.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
+        if closed.vm is not None:
+            self._ctl.vm_changed(closed.vm)
+            if closed.vm.state == "releasing":
+                await self._ctl.submit_release(closed.vm.name)
+            else:
+                await self._ctl.submit_terminate(closed.vm.name, row=closed.vm)
+        self._ctl.kick_assign()
+        return records.ticket(closed.ticket)
+
+    async def list(
+        self, *, owner: str | None = None, state: str | None = None
+    ) -> builtins.list[Ticket]:
+        """Tickets by priority then age, optionally of one owner and in one state."""
+        if state is not None:
+            try:
+                TicketState(state)
+            except ValueError:
+                raise exceptions.InvalidInput(
+                    f"unknown ticket state {state!r} (known: {', '.join(TicketState)})"
+                ) from None
+        rows = await self._ctl.store.pools.list_tickets(
+            owner=owner, states=None if state is None else [state]
+        )
+        return [records.ticket(r) for r in rows]
