@@ -25,6 +25,7 @@ from corral.pools.config import POOL_NAME, PoolConfig, describe_errors, validate
 
 ENV_PREFIX = "CORRAL_"
 DEFAULT_STORE = "sqlite:///.corral/corral.db"
+DEFAULT_HISTORY = 7 * 24 * 3600.0
 STORE_SCHEMES = ("memory://", "sqlite:///", "sqlite://", "postgresql://", "postgresql+psycopg://")
 
 
@@ -63,6 +64,8 @@ class CorralConfig(pydantic.BaseModel):
     store: str = DEFAULT_STORE
     api: ApiConfig = ApiConfig()
     pools: Mapping[str, PoolConfig] = Field(default_factory=dict)
+    history: float | None = DEFAULT_HISTORY
+    """Seconds terminated VMs and ended tickets are kept in the store; ``None``: forever."""
     base_dir: Path | None = None
     """The folder relative paths (backend scripts) resolve against: the config file's folder."""
 
@@ -138,8 +141,17 @@ def parse_config(
     data: dict[str, object] = dict(raw)
     problems: list[str] = []
     _env_overrides(data, os.environ if env is None else env, problems)
-    unknown = sorted(set(data) - {"store", "api", "pools"})
-    problems.extend(f"{key}: unknown key (allowed: api, pools, store)" for key in unknown)
+    unknown = sorted(set(data) - {"store", "api", "pools", "history"})
+    problems.extend(f"{key}: unknown key (allowed: api, history, pools, store)" for key in unknown)
+    history_raw = data.get("history", DEFAULT_HISTORY)
+    history: float | None = None
+    if history_raw is not None:
+        if isinstance(history_raw, bool) or not isinstance(history_raw, int | float):
+            problems.append("history: must be a number of seconds, or null to keep everything")
+        elif history_raw <= 0:
+            problems.append("history: must be > 0 seconds, or null to keep everything")
+        else:
+            history = float(history_raw)
     store = data.get("store", DEFAULT_STORE)
     if (bad := _check_store(store)) is not None:
         problems.append(f"store: {bad}")
@@ -154,7 +166,13 @@ def parse_config(
         raise exceptions.ConfigError(f"{source} is not valid:\n{listing}")
     if api is None:  # unreachable: a failed API model added a problem above
         raise exceptions.ConfigError(f"{source}: api: not valid")
-    return CorralConfig(store=str(store), api=api, pools=MappingProxyType(pools), base_dir=base_dir)
+    return CorralConfig(
+        store=str(store),
+        api=api,
+        pools=MappingProxyType(pools),
+        history=history,
+        base_dir=base_dir,
+    )
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> CorralConfig:

@@ -41,6 +41,7 @@ class Maintenance:
         self._checks: set[asyncio.Task[None]] = set()
         self._next_scan: dict[str, float] = {}
         self._last_sweep: float | None = None
+        self._last_purge: float | None = None
 
     def start(self) -> None:
         """Start the loop."""
@@ -91,6 +92,7 @@ class Maintenance:
             if wait:
                 await job
         await self.sweep(now)
+        await self.purge(now)
         # Another process sharing the database may have taken or freed VMs: top up and assign.
         for name in ctl.config.pools:
             ctl.kick_spawn(name)
@@ -107,6 +109,17 @@ class Maintenance:
         if now - self._last_sweep >= min(intervals):
             self._last_sweep = now
             await recovery.sweep(self._ctl)
+
+    async def purge(self, now: float) -> tuple[int, int]:
+        """Forget terminated VMs and ended tickets older than the configured ``history``
+        (at most once a minute; more often only for a history shorter than ten minutes)."""
+        history = self._ctl.config.history
+        if history is None:
+            return (0, 0)
+        if self._last_purge is not None and now - self._last_purge < min(history / 10, 60.0):
+            return (0, 0)
+        self._last_purge = now
+        return await self._ctl.store.pools.purge(now - history)
 
     async def expire_tickets(self, now: float) -> int:
         """Expire every open ticket whose lease lapsed; their VMs are terminated."""

@@ -177,6 +177,12 @@ class PoolsRepository(Protocol):
         """Forget a VM (only one in ``terminated`` or ``failed``); True if one was deleted."""
         ...
 
+    async def purge(self, before: float) -> tuple[int, int]:
+        """Forget the history older than ``before``: VMs ``terminated``/``failed`` since then and
+        tickets that ended (closed, cancelled, expired, failed) since then. Returns how many VMs
+        and tickets were deleted."""
+        ...
+
     # --- tickets ------------------------------------------------------------------------------
 
     async def insert_ticket(self, row: TicketRow) -> TicketRow:

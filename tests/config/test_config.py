@@ -131,3 +131,12 @@ def test_default_config_is_the_demo() -> None:
     assert cfg.store.startswith("sqlite:///.corral/")
     (pool,) = cfg.pools.values()
     assert pool.backend.type == "fake" and pool.min_ready > 0
+
+
+def test_history_setting() -> None:
+    assert parse_config({"history": 3600}, env={}).history == 3600.0
+    assert parse_config({"history": None}, env={}).history is None
+    with pytest.raises(exceptions.ConfigError, match="history: must be > 0"):
+        parse_config({"history": 0}, env={})
+    with pytest.raises(exceptions.ConfigError, match="history: must be a number"):
+        parse_config({"history": "long"}, env={})

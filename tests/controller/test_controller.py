@@ -405,3 +405,24 @@ async def test_periodic_sweep_terminates_a_leak_while_running() -> None:
 
         await eventually(ctl, swept)
         assert len(await fake.names()) == 1  # the pool's own VM is kept
+
+
+async def test_history_is_purged() -> None:
+    clock = ManualClock()
+    async with controller({"min_ready": 1}, clock=clock, tick=60) as ctl:
+        t = await ctl.wait_ticket((await ctl.create_ticket(owner="a", pool="p")).id, timeout=5)
+        await ctl.close_ticket(t.id)
+        assert t.vm is not None
+        vm_name = t.vm
+
+        async def terminated() -> bool:
+            return (await ctl.get_vm(vm_name)).state is VMState.TERMINATED
+
+        await eventually(ctl, terminated)
+        clock.advance(ctl.config.history or 0)
+        clock.advance(1)
+        await ctl.maintenance.run_once(wait=True)
+        with pytest.raises(exceptions.VMNotFound):
+            await ctl.get_vm(vm_name)
+        with pytest.raises(exceptions.TicketNotFound):
+            await ctl.get_ticket(t.id)

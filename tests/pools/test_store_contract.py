@@ -186,3 +186,26 @@ async def test_allocation_inputs_and_pool_snapshot_are_bounded_reads(store: Stor
     )
     empty = await store.pools.allocation_inputs({"p": frozenset({"a", "b"})})
     assert empty.waiting == () and empty.ready == ()
+
+
+async def test_purge_forgets_old_history_only(store: Store) -> None:
+    old = await _ready(store, now=1.0)
+    await store.pools.update_vm(
+        old, expect=None, changes={"state": "terminated", "state_since": 5.0}
+    )
+    recent = await _ready(store, now=1.0)
+    await store.pools.update_vm(
+        recent, expect=None, changes={"state": "failed", "state_since": 50.0}
+    )
+    alive = await _ready(store, now=1.0)
+    await store.pools.insert_ticket(_ticket("done"))
+    await store.pools.close_ticket(
+        "done", expect=["waiting"], state="cancelled", vm_state=None, now=5.0
+    )
+    await store.pools.insert_ticket(_ticket("open"))
+    assert await store.pools.purge(10.0) == (1, 1)
+    assert await store.pools.get_vm(old) is None
+    assert await store.pools.get_vm(recent) is not None and await store.pools.get_vm(alive)
+    assert await store.pools.get_ticket("done") is None
+    assert await store.pools.get_ticket("open") is not None
+    assert (await store.pools.count_vms("p")) == {"failed": 1, "ready": 1}

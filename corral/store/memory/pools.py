@@ -179,6 +179,22 @@ class MemoryPoolsRepository:
         self._counts[row.pool][row.state] -= 1
         return True
 
+    async def purge(self, before: float) -> tuple[int, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.purge`."""
+        old_vms = [
+            v.name for v in self._vms.values() if v.state in _DEAD and v.state_since < before
+        ]
+        for name in old_vms:
+            await self.delete_vm(name)
+        old_tickets = [
+            t.id
+            for t in self._tickets.values()
+            if t.state not in _OPEN and t.closed_at is not None and t.closed_at < before
+        ]
+        for tid in old_tickets:
+            del self._tickets[tid]
+        return len(old_vms), len(old_tickets)
+
     # --- tickets ------------------------------------------------------------------------------
 
     async def insert_ticket(self, row: TicketRow) -> TicketRow:

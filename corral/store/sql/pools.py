@@ -92,6 +92,11 @@ READY_SANDBOX = (
     .limit(bindparam("b_limit"))
 )
 DELETE_DEAD_VM = delete(vms).where(vms.c.name == bindparam("b_name"), vms.c.state.in_(_DEAD))
+PURGE_VMS = delete(vms).where(vms.c.state.in_(_DEAD), vms.c.state_since < bindparam("b_before"))
+PURGE_TICKETS = delete(tickets).where(
+    tickets.c.state.in_(("closed", "cancelled", "expired", "failed")),
+    tickets.c.closed_at < bindparam("b_before"),
+)
 INSERT_TICKET = insert(tickets)
 SELECT_TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
 HELD = (
@@ -585,6 +590,16 @@ class SqlPoolsRepository:
         return await self._executor.run(
             lambda conn: conn.execute(DELETE_DEAD_VM, {"b_name": name}).rowcount == 1
         )
+
+    async def purge(self, before: float) -> tuple[int, int]:
+        """See :meth:`corral.store.pools.PoolsRepository.purge`."""
+
+        def run(conn: Connection) -> tuple[int, int]:
+            gone_vms = conn.execute(PURGE_VMS, {"b_before": before}).rowcount
+            gone_tickets = conn.execute(PURGE_TICKETS, {"b_before": before}).rowcount
+            return gone_vms, gone_tickets
+
+        return await self._executor.run(run)
 
     async def insert_ticket(self, row: TicketRow) -> TicketRow:
         """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
