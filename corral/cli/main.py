@@ -126,7 +126,9 @@ def _tickets_table(tickets: list[models.Ticket]) -> None:
 
 
 def _ticket_line(ticket: models.Ticket) -> str:
-    where = f" VM {ticket.vm} at {ticket.address}" if ticket.vm else ""
+    where = f" VM {ticket.vm}" if ticket.vm else ""
+    if ticket.vm and ticket.address:
+        where += f" at {ticket.address}"
     return f"ticket {ticket.id} ({ticket.owner}): {ticket.state}{where}"
 
 
