@@ -329,9 +329,9 @@ class Controller:
         """Submit a release-cleanup task for a VM in ``releasing``."""
         await self.vm_tasks.release(name)
 
-    async def submit_spawn(self, name: str) -> None:
+    async def submit_spawn(self, row: VMRow) -> None:
         """Submit the spawn task of a VM just recorded as ``spawning``."""
-        await self.vm_tasks.spawn(name)
+        await self.vm_tasks.spawn(row)
 
     def busy(self, name: str) -> bool:
         """Whether an unfinished task of this controller works on VM ``name``."""

@@ -112,5 +112,5 @@ class Preallocator:
         ctl = self._ctl
         row = await ctl.store.pools.create_vm(pool, state="spawning", now=ctl.clock())
         ctl.count(pool, "spawn_attempts")
-        await ctl.submit_spawn(row.name)
+        await ctl.submit_spawn(row)
         ctl.events.publish(Event("vm", row.name, row.state, ctl.clock(), {"pool": pool}))

@@ -108,19 +108,30 @@ async def _terminate(h: VMHooks, pool: str, handle: Handle) -> None:
 
 
 @REGISTRY.job("vm.spawn")
-async def spawn(ctx: JobContext, *, name: str) -> JSON:
-    """Create the VM recorded as ``spawning`` and wait until it is up; then mark it ready."""
+async def spawn(
+    ctx: JobContext,
+    *,
+    name: str,
+    pool: str | None = None,
+    id_in_pool: int | None = None,
+    created_at: float | None = None,
+) -> JSON:
+    """Create the VM recorded as ``spawning`` and wait until it is up; then mark it ready.
+
+    ``pool``, ``id_in_pool`` and ``created_at``, when the submitter passed them, save reading the
+    VM first; the conditional writes below still refuse a VM that stopped spawning.
+    """
     h = _hooks(ctx)
-    row = await h.store.pools.get_vm(name)
-    if row is None or row.state != "spawning":
-        return {"skipped": f"VM {name} is no longer spawning"}
+    if pool is None or id_in_pool is None or created_at is None:
+        row = await h.store.pools.get_vm(name)
+        if row is None or row.state != "spawning":
+            return {"skipped": f"VM {name} is no longer spawning"}
+        pool, id_in_pool, created_at = row.pool, row.id_in_pool, row.created_at
     await ctx.push_recovery("vm.spawn.undo", name=name)
-    cfg = h.pool_config(row.pool)
-    backend = h.backend(row.pool)
+    cfg = h.pool_config(pool)
+    backend = h.backend(pool)
     started = h.clock()
-    spec = VMSpec(
-        name=name, pool=row.pool, id_in_pool=row.id_in_pool, template=cfg.template.as_mapping()
-    )
+    spec = VMSpec(name=name, pool=pool, id_in_pool=id_in_pool, template=cfg.template.as_mapping())
     async with asyncio.timeout(cfg.spawn_timeout):
         handle = await backend.spawn(spec)
         stored = await h.store.pools.update_vm(
@@ -137,7 +148,7 @@ async def spawn(ctx: JobContext, *, name: str) -> JSON:
     ready = await _move(h, name, ["spawning"], state="ready", address=result.address, ready_at=now)
     if ready is None:
         raise exceptions.Conflict(f"VM {name} stopped spawning before it came up")
-    await h.spawn_finished(row.pool, True, now - row.created_at)
+    await h.spawn_finished(pool, True, now - created_at)
     return {"address": result.address}
 
 

@@ -68,11 +68,18 @@ class VMTasks:
         self._task_vm[tid] = name
         return tid
 
-    async def spawn(self, name: str) -> None:
+    async def spawn(self, row: VMRow) -> None:
         """Submit the spawn task of a VM just recorded as ``spawning``."""
+        name = row.name
+        args: dict[str, JSON] = {
+            "name": name,
+            "pool": row.pool,
+            "id_in_pool": row.id_in_pool,
+            "created_at": row.created_at,
+        }
         self._busy[name] = ""  # reserved until the task id is known
         try:
-            await self.submit("spawn", Step("vm.spawn", {"name": name}), name)
+            await self.submit("spawn", Step("vm.spawn", args), name)
         except BaseException:
             self._busy.pop(name, None)
             raise
