@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import cast
 
 from corral import exceptions
 from corral.backends import load_backend
@@ -44,7 +43,6 @@ from corral.store import Store, open_store
 from corral.store import parse as parse_store_url
 from corral.store.pools import VMRow
 from corral.tasks import TaskEngine, TaskEvent, TaskState
-from corral.tasks.locking import LockManagerLike
 from corral.types import JSON
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,7 @@ class Controller:
         engine_store = store if recover else wiring.without_recovery(store)
         self.tasks = TaskEngine(
             engine_store,
-            cast(LockManagerLike, self.locks),
+            self.locks,
             REGISTRY,
             deps=self,
             max_running=running,
