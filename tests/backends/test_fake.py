@@ -13,18 +13,9 @@ from corral.backends import load_backend
 from corral.backends.base import Handle, PollStatus
 from corral.backends.fake import GARBAGE_ADDRESS, FakeBackend, FakeFault, FakeOptions
 from corral.backends.guard import GuardedBackend, Operation
+from corral.testing import ManualClock
 
 from .conftest import spec
-
-
-class ManualClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fake(

@@ -6,14 +6,7 @@ import pytest
 
 from corral import exceptions
 from corral.client import flows, models
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from corral.testing import ManualClock
 
 
 def _ticket(state: str, **fields: object) -> models.Ticket:
@@ -25,7 +18,7 @@ def _acquisition(**kw: object) -> flows.Acquisition:
 
 
 def test_obtain_creates_with_key_and_long_polls_until_assigned() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     acq = _acquisition(timeout=100)
     flow = acq.obtain(clock)
     assert flow.pending is not None
@@ -49,7 +42,7 @@ def test_obtain_creates_with_key_and_long_polls_until_assigned() -> None:
 
 
 def test_obtain_times_out_by_the_clock() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     flow = _acquisition(timeout=5).obtain(clock)
     assert flow.pending is not None
     assert flow.pending.params == {"wait": 5.0}
@@ -61,7 +54,7 @@ def test_obtain_times_out_by_the_clock() -> None:
 
 def test_release_after_a_lost_answer_finds_the_ticket_by_key() -> None:
     acq = _acquisition()
-    flow = acq.obtain(Clock())
+    flow = acq.obtain(ManualClock(0.0))
     with pytest.raises(exceptions.ServerUnreachable):
         flow.fail(exceptions.ServerUnreachable("no answer within 40 s"))
     assert acq.ticket is None
@@ -77,14 +70,14 @@ def test_release_after_a_lost_answer_finds_the_ticket_by_key() -> None:
 
 def test_release_when_nothing_was_created() -> None:
     refused = _acquisition()
-    flow = refused.obtain(Clock())
+    flow = refused.obtain(ManualClock(0.0))
     with pytest.raises(exceptions.NoMatchingPool):
         flow.fail(exceptions.NoMatchingPool("no pool"))
     assert refused.release().pending is None, "a refused create created nothing"
     never_sent = _acquisition()
     assert never_sent.release().pending is None
     unknown = _acquisition()
-    unknown.obtain(Clock())  # interrupted (Ctrl-C) while the create is in flight
+    unknown.obtain(ManualClock(0.0))  # interrupted (Ctrl-C) while the create is in flight
     release = unknown.release()
     assert release.pending is not None
     release.fail(exceptions.TicketNotFound("no ticket with this key"))
@@ -93,7 +86,7 @@ def test_release_when_nothing_was_created() -> None:
 
 def test_release_failures_raise_unless_quiet() -> None:
     acq = _acquisition()
-    flow = acq.obtain(Clock())
+    flow = acq.obtain(ManualClock(0.0))
     flow.resume(_ticket("assigned", vm="vm-1"))
     loud = acq.release()
     with pytest.raises(exceptions.ServerUnreachable):
@@ -104,26 +97,26 @@ def test_release_failures_raise_unless_quiet() -> None:
 
 
 def test_wait_for_and_bad_arguments() -> None:
-    flow = flows.wait_for("t1", None, Clock())
+    flow = flows.wait_for("t1", None, ManualClock(0.0))
     assert flow.pending is not None
     assert flow.pending.params == {"wait": 30.0}
     with pytest.raises(exceptions.TicketClosed):
         flow.resume(_ticket("expired"))
     with pytest.raises(exceptions.InvalidInput):
-        flows.wait_for("t1", -1, Clock())
+        flows.wait_for("t1", -1, ManualClock(0.0))
     with pytest.raises(exceptions.InvalidInput):
-        flows.wait_for("", None, Clock())
+        flows.wait_for("", None, ManualClock(0.0))
     with pytest.raises(exceptions.InvalidInput):
         _acquisition(timeout=-1)
     with pytest.raises(exceptions.InvalidInput):
         flows.Acquisition(tags="fedora")
     with pytest.raises(exceptions.CorralError, match="not over"):
-        _ = flows.wait_for("t1", None, Clock()).value
+        _ = flows.wait_for("t1", None, ManualClock(0.0)).value
 
 
 def test_release_looks_up_the_key_of_the_owner_asked_for() -> None:
     acq = flows.Acquisition(pool="p", owner="carol", key="key-0123456789")
-    acq.obtain(Clock())  # interrupted while the create is in flight
+    acq.obtain(ManualClock(0.0))  # interrupted while the create is in flight
     release = acq.release()
     assert release.pending is not None
     assert release.pending.params == {"owner": "carol"}

@@ -15,19 +15,6 @@ from corral.controller import Controller
 from corral.store import Store
 
 
-class ManualClock:
-    """A wall clock that only moves when told to."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def fake_backend(pool: str = "p", **options: Any) -> FakeBackend:
     """A fake backend with the given options (seeded, instant by default)."""
     options.setdefault("seed", 7)

@@ -10,8 +10,9 @@ from corral import exceptions
 from corral.controller import Controller
 from corral.pools.model import TicketState, VMState
 from corral.store import open_store
+from corral.testing import ManualClock
 
-from .conftest import ManualClock, controller, counts, eventually, fake_backend
+from .conftest import controller, counts, eventually, fake_backend
 
 
 async def _ready(ctl: Controller, n: int) -> None:
