@@ -1,12 +1,12 @@
 """The ``script`` backend: the operator's own commands create and destroy VMs (resalloc's model).
 
-Commands are argv lists run WITHOUT a shell as asyncio subprocesses (the event loop does their I/O;
-nothing blocks), each in its own process group with a timeout after which the whole group is
-killed. The VM's identity is in environment variables, resalloc's included, so resalloc scripts
-work unchanged. ``new`` prints the VM's address on its first line; anything else there, or a
-non-zero exit, is a failure whose message carries the script's stderr. A semaphore bounds the
-processes running at once, so hundreds of spawns never exhaust file descriptors (resalloc issues
-#173/#178).
+Commands are argv lists run WITHOUT a shell by :mod:`corral.backends.process` (the event loop
+does their I/O and watches their exit; nothing blocks), each in its own process group with a
+timeout after which the whole group is killed. The VM's identity is in environment variables,
+resalloc's included, so resalloc scripts work unchanged. ``new`` prints the VM's address on its
+first line; anything else there, or a non-zero exit, is a failure whose message carries the
+script's stderr. A semaphore bounds the processes running at once, so hundreds of spawns never
+exhaust file descriptors (resalloc issues #173/#178).
 
 This module must not interpret the operator's commands beyond that protocol, and must never pass
 them through a shell.
@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Annotated, ClassVar
 import pydantic
 
 from corral import exceptions
+from corral.backends import process
 from corral.backends.base import (
     Backend,
     BackendOptions,
@@ -42,12 +42,10 @@ from corral.backends.guard import reserved_slots
 Argv = Annotated[list[str], pydantic.Field(min_length=1)]
 Seconds = Annotated[float, pydantic.Field(gt=0)]
 
-CAPTURE_LIMIT = 64 * 1024
+CAPTURE_LIMIT = process.CAPTURE_LIMIT
 """Bytes of each output stream kept (stdout's head, stderr's tail); the rest is read and dropped."""
 STDERR_IN_ERRORS = 2000
 """Characters of stderr (its end) quoted in an error message."""
-KILL_GRACE = 2.0
-"""Seconds to wait for the pipes to close after the process group was killed."""
 
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -120,29 +118,6 @@ class ScriptResult:
     returncode: int
     stdout: str
     stderr: str
-
-
-class _Capture:
-    """Reads a stream to its end keeping ``limit`` bytes (the head or the tail)."""
-
-    def __init__(self, *, keep_tail: bool) -> None:
-        self.keep_tail = keep_tail
-        self.data = bytearray()
-        self.total = 0
-
-    async def drain(self, stream: asyncio.StreamReader | None) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(16384):
-            self.total += len(chunk)
-            if self.keep_tail:
-                self.data += chunk
-                del self.data[:-CAPTURE_LIMIT]
-            elif len(self.data) < CAPTURE_LIMIT:
-                self.data += chunk[: CAPTURE_LIMIT - len(self.data)]
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
 
 
 def stderr_excerpt(stderr: str) -> str:
@@ -269,38 +244,20 @@ class ScriptBackend(Backend):
     async def _run_process(
         self, key: str, argv: list[str], env: Mapping[str, str], limit: float, subject: str
     ) -> ScriptResult:
+        out, err = process.Capture(keep_tail=False), process.Capture(keep_tail=True)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=self.workdir,
-                env=dict(env),
-                start_new_session=True,  # its own process group, killed as a whole
+            returncode = await process.run_command(
+                argv, cwd=self.workdir, env=env, timeout=limit, out=out, err=err
             )
-        except OSError as exc:
-            raise exceptions.BackendError(
-                f"script {key} for {subject}: cannot start {argv[0]}: {exc}"
-            ) from exc
-        out, err = _Capture(keep_tail=False), _Capture(keep_tail=True)
-        readers = {
-            asyncio.create_task(out.drain(proc.stdout)),
-            asyncio.create_task(err.drain(proc.stderr)),
-        }
-        try:
-            async with asyncio.timeout(limit):
-                await asyncio.wait(readers)  # cancelling wait() leaves the readers running
-                returncode = await proc.wait()
         except TimeoutError as exc:
-            await _kill(proc, readers)
             raise exceptions.BackendTimeout(
                 f"script {key} for {subject} killed after {limit:g} s; "
                 f"stderr: {stderr_excerpt(err.text())}"
             ) from exc
-        except BaseException:
-            await _kill(proc, readers)
-            raise
+        except OSError as exc:
+            raise exceptions.BackendError(
+                f"script {key} for {subject}: cannot start {argv[0]}: {exc}"
+            ) from exc
         return ScriptResult(returncode, out.text(), err.text())
 
     def _failure(self, key: str, subject: str, result: ScriptResult) -> exceptions.BackendError:
@@ -385,15 +342,3 @@ class ScriptBackend(Backend):
             raise exceptions.CapabilityMissing(
                 f"script backend of pool {self.pool!r} has no {key!r} command"
             )
-
-
-async def _kill(proc: asyncio.subprocess.Process, readers: set[asyncio.Task[None]]) -> None:
-    """Kill the process group, let the pipes close, and reap the process."""
-    try:  # even if the leader exited: its children may still hold the pipes
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # the whole group is gone already
-    _, pending = await asyncio.wait(readers, timeout=KILL_GRACE)
-    for task in pending:  # a grandchild escaped the group and still holds a pipe
-        task.cancel()
-    await proc.wait()
