@@ -70,11 +70,11 @@ class Held:
     garbage-collected while still held emits a ``ResourceWarning`` and is released.
     """
 
-    __slots__ = ("_manager", "_request")
+    # One slot: the manager is the request's (one store less on every acquisition).
+    __slots__ = ("_request",)
 
-    def __init__(self, request: ShellRequest, manager: BaseLockManager[Any]) -> None:
+    def __init__(self, request: ShellRequest) -> None:
         self._request = request
-        self._manager = manager
 
     @property
     def owner(self) -> str:
@@ -137,13 +137,13 @@ class Held:
     def release(self, key: str | None = None) -> None:
         """Release the lock (every key; idempotent), or only ``key`` (``NotHeld`` if not held)."""
         if key is None:
-            self._manager._release_request(self._request)
+            self._request.manager._release_request(self._request)
         else:
-            self._manager._release_key(self._request, key)
+            self._request.manager._release_key(self._request, key)
 
     def downgrade(self) -> None:
         """Turn every exclusive key into shared; waiting shared requests at the head enter."""
-        self._manager._downgrade(self._request)
+        self._request.manager._downgrade(self._request)
 
     def __repr__(self) -> str:
         req = self._request
@@ -160,7 +160,7 @@ class Held:
                 stacklevel=1,
             )
             # Never release here: a collection can run inside the table's critical section.
-            self._manager._orphan(req)
+            req.manager._orphan(req)
 
 
 RequestT = TypeVar("RequestT", bound=ShellRequest)
@@ -315,7 +315,7 @@ class BaseLockManager(Generic[RequestT]):
         with self._lock:
             if req.state is not GRANTED:
                 return
-            wake = self._table.release(req, self._clock())
+            wake = self._table.release_lazy(req, self._clock)
             closing = self._settle(wake, (req,))
             waiters = [r.waiter for r in wake]
         self._after(waiters, closing)
@@ -343,7 +343,7 @@ class BaseLockManager(Generic[RequestT]):
 
     def _new_held(self, req: ShellRequest, cls: type[HeldT]) -> HeldT:
         """Wrap a granted request; create its guarded objects (user code, outside the lock)."""
-        held = cls(req, self)
+        held = cls(req)
         if req.guards:
             try:
                 for entry in req.guards.values():

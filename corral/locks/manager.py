@@ -29,7 +29,6 @@ class AsyncHeld(Held):
     """A lock granted by a :class:`LockManager`."""
 
     __slots__ = ()
-    _manager: LockManager
     _request: AsyncLockRequest
 
     async def upgrade(self, timeout: float | None = None) -> None:
@@ -39,7 +38,7 @@ class AsyncHeld(Held):
         ``LockTimeout`` (and nothing upgraded) if not done within ``timeout`` seconds.
         """
         timeout = _keys.validate_timeout(timeout)
-        await self._manager._upgrade(self._request, timeout)
+        await self._request.manager._upgrade(self._request, timeout)
 
 
 class _LooseAsyncHeld(AsyncHeld):
@@ -68,7 +67,6 @@ class AsyncLockRequest(ShellRequest):
                 return m._new_held(self, _LooseAsyncHeld)
             held = _new(_LooseAsyncHeld)  # the class call without its slow path
             held._request = self
-            held._manager = m
             return held
         return (yield from self._wait_slow(_LooseAsyncHeld).__await__())
 
@@ -81,9 +79,8 @@ class AsyncLockRequest(ShellRequest):
             if m._factories:
                 m._guarded.enter(self)
                 return m._new_held(self, AsyncHeld)
-            held = _new(AsyncHeld)  # AsyncHeld(self, m) without the slow class call
+            held = _new(AsyncHeld)  # AsyncHeld(self) without the slow class call
             held._request = self
-            held._manager = m
             return held
         return await self._wait_slow(AsyncHeld)
 
@@ -96,7 +93,7 @@ class AsyncLockRequest(ShellRequest):
         # LockManager._release_request, inlined: this is half of every acquire/release.
         if self.state is GRANTED:
             m = self.manager
-            wake = m._table.release(self, m._clock())
+            wake = m._table.release_lazy(self, m._clock)
             if wake or self.guards or m._orphans:
                 m._after([r.waiter for r in wake], m._settle(wake, (self,)))
 
@@ -159,7 +156,7 @@ class LockManager(BaseLockManager[AsyncLockRequest]):
         # The loop serialises everything: no lock needed on this hot path.
         if req.state is not GRANTED:
             return
-        wake = self._table.release(req, self._clock())
+        wake = self._table.release_lazy(req, self._clock)
         if wake or req.guards or self._orphans:
             self._after([r.waiter for r in wake], self._settle(wake, (req,)))
 

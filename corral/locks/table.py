@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from corral import exceptions
@@ -146,11 +146,14 @@ class LockTable:
         if req.state is not NEW:
             raise exceptions.LockRequestProcessed(f"{req!r} was already submitted")
         owner = req.owner
-        resources = self._resources
         keys = req.keys
-        res = resources.get(keys[0]) if len(keys) == 1 and owner not in self._pending else None
-        if res is not None and owner not in res.holders:
+        if len(keys) == 1 and owner not in self._pending:
+            res = self._resources.get(keys[0])
+            if res is None:
+                return self._submit(req, now)
             holders = res.holders
+            if owner in holders:
+                return self._submit(req, now)  # raises AlreadyHeld
             mode = req.modes[0]
             if not res.queue and (
                 not holders or (mode is SHARED and res.mode is SHARED and res.upgrader is None)
@@ -160,12 +163,11 @@ class LockTable:
                 seq = self._seq = self._seq + 1
                 token = res.token = res.token + 1
                 res.mode = mode
-                grant = (req, mode, now, token, seq)
-                holders[owner] = grant
+                holders[owner] = grant = (req, mode, now, token, seq)
                 req.grants = {keys[0]: grant}
                 req.upgrading = 0
                 req.state = GRANTED
-                return
+                return None
             if holders:
                 # Second fast path: one busy key: join its queue (the contended case).
                 seq = self._seq = self._seq + 1
@@ -181,8 +183,8 @@ class LockTable:
                 res.queue.append(req)
                 self._waiting[req] = None
                 self._pending[owner] = [req]
-                return
-        self._submit(req, now)
+                return None
+        return self._submit(req, now)
 
     def _submit(self, req: Request, now: float) -> None:
         """The general case of ``submit``: several keys, or any check the fast paths skip."""
@@ -300,6 +302,13 @@ class LockTable:
 
     def release(self, req: Request, now: float) -> Sequence[Request]:
         """Release every key ``req`` holds; returns the requests to wake. ``NotHeld`` if none."""
+        return self.release_lazy(req, lambda: now)
+
+    def release_lazy(self, req: Request, clock: Callable[[], float]) -> Sequence[Request]:
+        """``release``, calling ``clock()`` for ``now`` only if a waiter may be granted.
+
+        The shells' path: an uncontended release (nobody queued) reads no clock at all.
+        """
         if req.state is not GRANTED:
             raise exceptions.NotHeld(f"{req!r} is not held")
         req.state = RELEASED
@@ -312,12 +321,12 @@ class LockTable:
             del res.holders[req.owner]
             if res.queue or res.upgrader is not None:
                 wake = []
-                self._dispatch(res, now, wake)
+                self._dispatch(res, clock(), wake)
                 return wake
             return _NOTHING
         else:
             wake = []
-        self._release_grants(req, now, wake)
+        self._release_grants(req, clock(), wake)
         return wake
 
     def _release_grants(self, req: Request, now: float, wake: list[Request]) -> None:

@@ -33,7 +33,6 @@ class ThreadHeld(Held):
     """A lock granted by a :class:`ThreadLockManager`."""
 
     __slots__ = ()
-    _manager: ThreadLockManager
     _request: ThreadLockRequest
 
     def upgrade(self, timeout: float | None = None) -> None:
@@ -43,7 +42,7 @@ class ThreadHeld(Held):
         ``LockTimeout`` (and nothing upgraded) if not done within ``timeout`` seconds.
         """
         timeout = _keys.validate_timeout(timeout)
-        self._manager._upgrade(self._request, timeout)
+        self._request.manager._upgrade(self._request, timeout)
 
 
 class _LooseThreadHeld(ThreadHeld):
@@ -80,9 +79,8 @@ class ThreadLockRequest(ShellRequest):
             return self._acquired(ThreadHeld, lock)
         if self.state is GRANTED:
             lock.release()
-            held = _new(ThreadHeld)  # ThreadHeld(self, m) without the slow class call
+            held = _new(ThreadHeld)  # ThreadHeld(self) without the slow class call
             held._request = self
-            held._manager = m
             return held
         waiter = self.waiter = _new_lock()
         waiter.acquire()
@@ -102,7 +100,7 @@ class ThreadLockRequest(ShellRequest):
         if self.state is not GRANTED:
             lock.release()
             return
-        wake = m._table.release(self, m._clock())
+        wake = m._table.release_lazy(self, m._clock)
         if self.guards:
             try:
                 closing = m._settle(wake, (self,))
@@ -148,7 +146,7 @@ class ThreadLockRequest(ShellRequest):
                 lock.release()
                 return m._new_held(self, cls)
             lock.release()
-            return cls(self, m)
+            return cls(self)
         waiter = self.waiter = _new_lock()
         waiter.acquire()
         lock.release()
@@ -176,7 +174,6 @@ class ThreadLockRequest(ShellRequest):
                 return m._new_held(self, cls)
             held = _new(cls)
             held._request = self
-            held._manager = m
             return held
         if self.state is CANCELLED:
             raise exceptions.LockCancelled(
@@ -214,7 +211,7 @@ class ThreadLockManager(BaseLockManager[ThreadLockRequest]):
         with self._lock:
             if req.state is not GRANTED:
                 return
-            wake = self._table.release(req, self._clock())
+            wake = self._table.release_lazy(req, self._clock)
             if wake or req.guards:
                 closing = self._settle(wake, (req,))
                 waiters: list[object] = [r.waiter for r in wake]
