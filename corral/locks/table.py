@@ -290,6 +290,8 @@ class LockTable:
                 else:
                     pending.remove(head)
                 wake.append(head)
+            if mode is EXCLUSIVE:
+                return  # an exclusive grant admits nobody behind it: no second look at the head
 
     def _unwait(self, req: Request) -> None:
         del self._waiting[req]

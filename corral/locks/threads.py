@@ -16,7 +16,6 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import cast
 
 from corral import exceptions
 from corral.locks import keys as _keys
@@ -154,7 +153,7 @@ class ThreadLockRequest(ShellRequest):
 
     def _wait_slow(self, cls: type[ThreadHeld]) -> ThreadHeld:
         m = self.manager
-        waiter = cast(threading.Lock, self.waiter)
+        waiter: threading.Lock = self.waiter  # type: ignore[assignment]  # (no cast() call)
         if m._kick is None:
             m._start_reaper()
         try:
