@@ -171,18 +171,30 @@ class _Child:
         self.proc.wait()
 
     def close(self) -> None:
-        """Stop watching and close every file descriptor of this child."""
+        """Stop watching the pipes and close them; the pidfd once the process is reaped.
+
+        A kill interrupted by a second cancellation leaves a dying process: it is reaped when
+        its pidfd fires, so that no zombie and no unwaited ``Popen`` stay behind.
+        """
         for fd, (done, _) in self._fds.items():
             self.loop.remove_reader(fd)
             if not done.done():
                 done.cancel()
         self._fds.clear()
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-            self._pidfd = -1
+        pidfd, self._pidfd = self._pidfd, -1
+        if pidfd >= 0:
+            if self.proc.poll() is None:
+                self.loop.add_reader(pidfd, self._reap_later, pidfd)
+            else:
+                os.close(pidfd)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+    def _reap_later(self, pidfd: int) -> None:
+        self.loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self.proc.poll()
 
 
 async def _run_pidfd(

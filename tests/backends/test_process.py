@@ -143,3 +143,18 @@ async def test_the_default_runner_leaves_asyncio_child_watching_alone(
     assert all(code == 0 and out.text() == "ok\n" for code, out, _ in runs)
     assert not [r for r in caplog.records if "child process" in r.getMessage()]
     assert _open_fds() <= before
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_a_second_cancellation_still_kills_and_reaps(runner: Runner, tmp_path: Path) -> None:
+    job = asyncio.create_task(_run(runner, ["sh", "-c", HANGS, "hangs", str(tmp_path)], tmp_path))
+    parent = tmp_path / "parent.pid"
+    await wait_for(lambda: parent.exists() and parent.read_text().endswith("\n"), what="started")
+    job.cancel()
+    await asyncio.sleep(0)  # the kill has begun
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    pid = int(parent.read_text())
+    # reaped, not a zombie: its /proc entry disappears
+    await wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="command reaped")
