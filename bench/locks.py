@@ -293,6 +293,36 @@ def machine_speed() -> float:
     return (1 / best) / REFERENCE_FLOOR
 
 
+def handover_seconds(n: int = 20_000, runs: int = 5) -> float:
+    """Median time of one thread-to-thread hand-over: two threads ping-ponging on two bare
+    ``_thread`` locks (each lock released by one thread, acquired by the other). A strictly
+    FIFO lock under contention pays one such hand-over per pair, before doing any work."""
+    import _thread
+
+    def once() -> float:
+        ping, pong, done = (_thread.allocate_lock() for _ in range(3))
+        ping.acquire()
+        pong.acquire()
+        done.acquire()
+
+        def other() -> None:
+            for _ in range(n):
+                ping.acquire()
+                pong.release()
+            done.release()
+
+        _thread.start_new_thread(other, ())
+        start = time.perf_counter()
+        for _ in range(n):
+            ping.release()
+            pong.acquire()
+        elapsed = time.perf_counter() - start
+        done.acquire()
+        return elapsed / (2 * n)
+
+    return statistics.median(once() for _ in range(runs))
+
+
 def medians(
     corral_fn: Callable[[int], Rate], floor_fn: Callable[[int], Rate], n: int, runs: int
 ) -> tuple[Rate, Rate]:
@@ -353,6 +383,12 @@ def main() -> int:
         f"machine speed: a bare threading.Lock timed like the {REFERENCE_FLOOR:,}/s reference\n"
         f"(timeit, acquire()/release()) does {speed * REFERENCE_FLOOR:,.0f}/s here, "
         f"{speed:.0%} of the machine vdsm's figures come from."
+    )
+    handover = handover_seconds(max(1000, int(20_000 * scale)))
+    print(
+        f"hand-over: two threads ping-ponging on bare _thread locks take {handover * 1e6:.1f} us\n"
+        f"per hand-over here, so a strictly FIFO lock whose every pair is a hand-over can do at\n"
+        f"most {1 / handover:,.0f} pairs/s on this machine, before any work at all."
     )
     return 1 if missed else 0
 

@@ -284,11 +284,10 @@ class LockTable:
             if head.pos == len(head.keys) or self._advance(head, now):
                 head.state = GRANTED
                 del self._waiting[head]  # _unwait(head), inlined: this is every hand-over
-                pending = self._pending[head.owner]
-                if len(pending) == 1:
-                    del self._pending[head.owner]
-                else:
+                pending = self._pending.pop(head.owner)
+                if len(pending) != 1:  # the owner waits for other keys too: keep those
                     pending.remove(head)
+                    self._pending[head.owner] = pending
                 wake.append(head)
             if mode is EXCLUSIVE:
                 return  # an exclusive grant admits nobody behind it: no second look at the head

@@ -111,13 +111,23 @@ class ThreadLockRequest(ShellRequest):
         if wake:
             if m._factories:
                 m._settle(wake)
-            waiters = list(map(_waiter_of, wake))  # no comprehension frame on the hand-over
-            lock.release()
-            for waiter in waiters:  # hand over: wake the new holders
+            # The waiters are read under the lock: a woken holder may wait again (upgrade) with
+            # a new waiter as soon as the lock is free.
+            if len(wake) == 1:  # the exclusive hand-over: no list on the critical path
+                waiter = wake[0].waiter
+                lock.release()
                 try:
                     waiter.release()  # type: ignore[attr-defined]
                 except RuntimeError:
                     pass  # a waiter that is not waiting any more
+            else:
+                waiters = list(map(_waiter_of, wake))  # no comprehension frame
+                lock.release()
+                for waiter in waiters:  # hand over: wake the new holders
+                    try:
+                        waiter.release()  # type: ignore[attr-defined]
+                    except RuntimeError:
+                        pass  # a waiter that is not waiting any more
         else:
             lock.release()
         if m._orphans:
