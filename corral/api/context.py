@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corral.api.auth import Authenticator
+from corral.api.convert import Addresses
 from corral.api.facade import ControllerFacade
 from corral.api.keys import TicketKeys
 from corral.api.metrics import Metrics
@@ -113,3 +114,4 @@ class Context:
     locks: LockView
     metrics: Metrics
     keys: TicketKeys = field(default_factory=TicketKeys)
+    addresses: Addresses = field(default_factory=Addresses)

@@ -198,7 +198,7 @@ async def create_ticket(
     ticket = await _create_once(ctx, owner, body, key)
     if wait > 0 and ticket.state == TicketState.WAITING:
         ticket = await _wait_created(request, ctx, ticket.id, wait)
-    return await convert.ticket(ctx.controller, ticket)
+    return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
 @router.get("/tickets", tags=["tickets"])
@@ -214,7 +214,7 @@ async def list_tickets(
             raise exceptions.Forbidden("a user token sees only its own tickets")
         owner = caller.owner
     tickets = await ctx.controller.list_tickets(owner=owner, state=state)
-    return await convert.tickets(ctx.controller, tickets)
+    return await convert.tickets(ctx.controller, tickets, ctx.addresses)
 
 
 @router.get("/tickets/by-key/{key}", tags=["tickets"])
@@ -230,7 +230,8 @@ async def find_ticket(
     ticket_id = await ctx.keys.lookup(ticket_owner, key)
     if ticket_id is None:
         raise exceptions.TicketNotFound(f"no ticket of {ticket_owner!r} was created with this key")
-    return await convert.ticket(ctx.controller, await ctx.controller.get_ticket(ticket_id))
+    ticket = await ctx.controller.get_ticket(ticket_id)
+    return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
 @router.get("/tickets/{ticket_id}", tags=["tickets"])
@@ -241,21 +242,23 @@ async def get_ticket(
     ticket = await _own_ticket(ctx, caller, ticket_id)  # before waiting: a refusal is immediate
     if wait > 0 and ticket.state == TicketState.WAITING:
         ticket = await _wait(ctx, ticket_id, wait)
-    return await convert.ticket(ctx.controller, ticket)
+    return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
 @router.post("/tickets/{ticket_id}/renew", tags=["tickets"])
 async def renew_ticket(ticket_id: Name, ctx: Ctx, caller: Caller) -> models.Ticket:
     """Extend the ticket's lease by its ttl."""
     await _own_ticket(ctx, caller, ticket_id)
-    return await convert.ticket(ctx.controller, await ctx.controller.renew_ticket(ticket_id))
+    ticket = await ctx.controller.renew_ticket(ticket_id)
+    return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
 @router.post("/tickets/{ticket_id}/close", tags=["tickets"])
 async def close_ticket(ticket_id: Name, ctx: Ctx, caller: Caller) -> models.Ticket:
     """Close the ticket: its VM is reused or terminated; a waiting ticket is cancelled."""
     await _own_ticket(ctx, caller, ticket_id)
-    return await convert.ticket(ctx.controller, await ctx.controller.close_ticket(ticket_id))
+    ticket = await ctx.controller.close_ticket(ticket_id)
+    return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
 # --- pools and VMs -----------------------------------------------------------------------------

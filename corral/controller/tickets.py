@@ -1,8 +1,10 @@
 """Tickets (SPEC §5): create, wait (event-driven), renew, close — the controller's ticket facade.
 
 A waiter registers its future before it reads the ticket, so an assignment between the read and
-the wait cannot be missed; a local assignment hands the waiter the new ticket directly. Closing
-frees the VM in the same store transaction. This module must not decide allocation or reuse
+the wait cannot be missed; a local assignment hands the waiter the new ticket directly. A ticket
+created by this process and not changed since is known to be ``waiting`` without a read (create
+and wait in one request costs no extra round trip). Closing frees the VM in the same store
+transaction. This module must not decide allocation or reuse
 (:mod:`corral.pools.allocation` does) nor call backends.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,9 @@ from corral.types import JSON
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
 
+FRESH_LIMIT = 4096
+"""Tickets remembered as created here and unchanged since (the oldest are forgotten first)."""
+
 
 class Tickets:
     """The ticket operations of one controller and the waiters of its tickets."""
@@ -32,6 +38,10 @@ class Tickets:
     def __init__(self, controller: Controller) -> None:
         self._ctl = controller
         self._waiters: dict[str, builtins.list[asyncio.Future[Ticket | None]]] = {}
+        # Created by this process and not changed since as far as it knows: still ``waiting``.
+        # Another process sharing the store may assign one meanwhile; a waiter re-reads the
+        # store every tick anyway, as it does after its first read.
+        self._fresh: OrderedDict[str, None] = OrderedDict()
 
     def cancel_waiters(self) -> None:
         """Wake every waiter with a cancellation (the controller stops)."""
@@ -49,6 +59,7 @@ class Tickets:
         ticket: Ticket | None = None,
     ) -> None:
         """Publish a ticket's change and wake its waiters (with the new ticket when known)."""
+        self._fresh.pop(ticket_id, None)
         self._ctl.events.publish(Event("ticket", ticket_id, state, self._ctl.clock(), dict(data)))
         for future in self._waiters.pop(ticket_id, []):
             if not future.done():
@@ -100,6 +111,9 @@ class Tickets:
             )
         )
         self._ctl.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
+        self._fresh[row.id] = None
+        if len(self._fresh) > FRESH_LIMIT:
+            self._fresh.popitem(last=False)
         self._ctl.kick_assign()
         return records.ticket(row)
 
@@ -118,18 +132,24 @@ class Tickets:
         """Wait until the ticket leaves ``waiting``; ``TicketTimeout`` after ``timeout`` s.
 
         The waiter is registered before the ticket is read, so an assignment between the read
-        and the wait cannot be missed.
+        and the wait cannot be missed. A ticket created here and unchanged since is not read
+        first: it is known to be waiting.
         """
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        known_waiting = ticket_id in self._fresh
+        self._fresh.pop(ticket_id, None)
         while True:
             future: asyncio.Future[Ticket | None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(ticket_id, []).append(future)
             try:
-                ticket = await self.get(ticket_id)
-                if ticket.state is not TicketState.WAITING:
-                    return ticket
+                if known_waiting:
+                    known_waiting = False
+                else:
+                    ticket = await self.get(ticket_id)
+                    if ticket.state is not TicketState.WAITING:
+                        return ticket
                 left = None if deadline is None else deadline - asyncio.get_running_loop().time()
                 if left is not None and left <= 0:
                     raise exceptions.TicketTimeout(
