@@ -46,7 +46,8 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 def create_sql_engine(url: StoreURL) -> Engine:
     """A SQLAlchemy engine for a SQL store URL, with corral's connection settings."""
     if url.kind == "sqlite":
-        engine = create_engine(url.sqlalchemy_url, pool_size=1, max_overflow=2)
+        # the writer's and the reader's kept connections, plus tools (migrations) on the side
+        engine = create_engine(url.sqlalchemy_url, pool_size=2, max_overflow=2)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     return create_engine(
@@ -62,7 +63,12 @@ async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
     from corral.store import migrate as migrations
 
     engine = create_sql_engine(url)
-    executor = SqlExecutor(engine, workers=1 if url.kind == "sqlite" else POSTGRES_WORKERS)
+    if url.kind == "sqlite":
+        # one writer and one reader, each keeping its connection (WAL: reads never wait for the
+        # writer's commits)
+        executor = SqlExecutor(engine, workers=1, readers=1, keep_connections=True)
+    else:
+        executor = SqlExecutor(engine, workers=POSTGRES_WORKERS)
     try:
         if migrate:
             await executor.run(migrations.upgrade_connection)

@@ -548,7 +548,7 @@ class SqlPoolsRepository:
             row = conn.execute(SELECT_VM, {"b_name": name}).first()
             return None if row is None else _vm(row)
 
-        return await self._executor.run(run)
+        return await self._executor.read(run)
 
     async def list_vms(
         self,
@@ -559,11 +559,11 @@ class SqlPoolsRepository:
         ticket: str | None = None,
     ) -> builtins.list[VMRow]:
         """See :meth:`corral.store.pools.PoolsRepository.list_vms`."""
-        return await self._executor.run(lambda conn: list_vms(conn, pool, states, address, ticket))
+        return await self._executor.read(lambda conn: list_vms(conn, pool, states, address, ticket))
 
     async def count_vms(self, pool: str) -> dict[str, int]:
         """See :meth:`corral.store.pools.PoolsRepository.count_vms`."""
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: {r[0]: r[1] for r in conn.execute(COUNT_VMS, {"b_pool": pool})}
         )
 
@@ -573,7 +573,7 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.ready_vms`."""
         query = READY_FRESH if sandbox is None else READY_SANDBOX
         params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": max(0, limit)}
-        return await self._executor.run(lambda conn: [_vm(r) for r in conn.execute(query, params)])
+        return await self._executor.read(lambda conn: [_vm(r) for r in conn.execute(query, params)])
 
     async def update_vm(
         self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
@@ -612,7 +612,7 @@ class SqlPoolsRepository:
             row = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
             return None if row is None else _ticket(row)
 
-        return await self._executor.run(run)
+        return await self._executor.read(run)
 
     async def list_tickets(
         self,
@@ -622,7 +622,7 @@ class SqlPoolsRepository:
         expired_before: float | None = None,
     ) -> builtins.list[TicketRow]:
         """See :meth:`corral.store.pools.PoolsRepository.list_tickets`."""
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: list_tickets(conn, owner, states, expired_before)
         )
 
@@ -638,7 +638,7 @@ class SqlPoolsRepository:
 
     async def held(self) -> dict[tuple[str, str], int]:
         """See :meth:`corral.store.pools.PoolsRepository.held`."""
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: {(r[0], r[1]): r[2] for r in conn.execute(HELD)}
         )
 
@@ -653,11 +653,11 @@ class SqlPoolsRepository:
     async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
         """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
         frozen = dict(pools)
-        return await self._executor.run(lambda conn: allocation_inputs(conn, frozen))
+        return await self._executor.read(lambda conn: allocation_inputs(conn, frozen))
 
     async def pool_snapshot(self, pool: str) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
-        return await self._executor.run(lambda conn: pool_snapshot(conn, pool))
+        return await self._executor.read(lambda conn: pool_snapshot(conn, pool))
 
     async def close_ticket(
         self,
@@ -680,7 +680,7 @@ class SqlPoolsRepository:
 
     async def get_info(self, pool: str) -> dict[str, str]:
         """See :meth:`corral.store.pools.PoolsRepository.get_info`."""
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: {r[0]: r[1] for r in conn.execute(SELECT_INFO, {"b_pool": pool})}
         )
 
@@ -691,7 +691,7 @@ class SqlPoolsRepository:
     async def samples(self, pool: str, kind: str, *, limit: int) -> builtins.list[float]:
         """See :meth:`corral.store.pools.PoolsRepository.samples`."""
         params = {"b_pool": pool, "b_kind": kind, "b_limit": max(0, limit)}
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: [r[0] for r in conn.execute(SELECT_SAMPLES, params)][::-1]
         )
 
@@ -701,7 +701,7 @@ class SqlPoolsRepository:
 
     async def counters(self, pool: str) -> dict[str, int]:
         """See :meth:`corral.store.pools.PoolsRepository.counters`."""
-        return await self._executor.run(
+        return await self._executor.read(
             lambda conn: {r[0]: r[1] for r in conn.execute(SELECT_COUNTERS, {"b_pool": pool})}
         )
 
