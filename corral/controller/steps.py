@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from corral import exceptions
-from corral.backends.base import Capability, Handle, PollStatus, VMSpec
+from corral.backends.base import Capability, Handle, PollResult, PollStatus, VMSpec
 from corral.backends.guard import GuardedBackend
 from corral.pools.config import PoolConfig
 from corral.store import Store
@@ -134,22 +134,49 @@ async def spawn(
     spec = VMSpec(name=name, pool=pool, id_in_pool=id_in_pool, template=cfg.template.as_mapping())
     async with asyncio.timeout(cfg.spawn_timeout):
         handle = await backend.spawn(spec)
-        stored = await h.store.pools.update_vm(
-            name, expect=["spawning"], changes={"handle": handle.to_json()}
-        )
-        if stored is None:
-            raise exceptions.Conflict(f"VM {name} stopped spawning while the backend created it")
-        ctx.progress("waiting for the VM to come up")
-        remaining = max(0.001, cfg.spawn_timeout - (h.clock() - started))
-        result = await backend.wait_up(handle, remaining)
+        result = await _first_poll(backend, handle)
+        if result is None or result.status is not PollStatus.UP:
+            # not up yet: the handle is stored before waiting, so that the rollback of a spawn
+            # interrupted now terminates the machine by its handle
+            stored = await h.store.pools.update_vm(
+                name, expect=["spawning"], changes={"handle": handle.to_json()}
+            )
+            if stored is None:
+                raise exceptions.Conflict(
+                    f"VM {name} stopped spawning while the backend created it"
+                )
+            if result is None or result.status is PollStatus.PENDING:
+                ctx.progress("waiting for the VM to come up")
+                remaining = max(0.001, cfg.spawn_timeout - (h.clock() - started))
+                result = await backend.wait_up(handle, remaining)
     if result.status is not PollStatus.UP or result.address is None:
         raise exceptions.BackendError(f"VM {name} failed to come up: {result.reason}")
     now = h.clock()
-    ready = await _move(h, name, ["spawning"], state="ready", address=result.address, ready_at=now)
+    # up at the first poll (the script backend's spawn returns once the VM is up): the handle
+    # and the ready state are one write; the undo pushed above still covers the spawn
+    ready = await _move(
+        h,
+        name,
+        ["spawning"],
+        state="ready",
+        address=result.address,
+        ready_at=now,
+        handle=handle.to_json(),
+    )
     if ready is None:
         raise exceptions.Conflict(f"VM {name} stopped spawning before it came up")
     await h.spawn_finished(pool, True, now - created_at)
     return {"address": result.address}
+
+
+async def _first_poll(backend: GuardedBackend, handle: Handle) -> PollResult | None:
+    """One poll right after the spawn; ``None`` when it raised (``wait_up`` polls again)."""
+    try:
+        return await backend.poll(handle)
+    except exceptions.CapabilityMissing:
+        raise
+    except exceptions.BackendError:
+        return None
 
 
 @REGISTRY.recovery("vm.spawn.undo")
