@@ -9,6 +9,7 @@ from corral.locks.keys import EXCLUSIVE, SHARED, Mode
 from corral.locks.table import (
     CANCELLED,
     G_MODE,
+    G_SINCE,
     G_TOKEN,
     GRANTED,
     RELEASED,
@@ -266,3 +267,22 @@ def test_status_records(table: LockTable) -> None:
     table.release(r, 12.0)
     table.release(w, 12.0)
     assert table.status() == []
+
+
+def test_release_lazy_reads_the_clock_only_to_grant(table: LockTable) -> None:
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(7.0)
+        return 7.0
+
+    a = submit(table, "a", "vm/1")
+    assert not table.release_lazy(a, clock)
+    assert reads == [], "an uncontended release must not read the clock"
+    b = submit(table, "b", "vm/1")
+    c = submit(table, "c", "vm/1")
+    assert list(table.release_lazy(b, clock)) == [c]
+    assert reads == [7.0]
+    assert table.grants_of("vm/1")[0][G_SINCE] == 7.0, "the grant is stamped with the clock's time"
+    with pytest.raises(exceptions.NotHeld):
+        table.release_lazy(b, clock)
