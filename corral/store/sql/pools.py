@@ -10,6 +10,7 @@ the event loop thread directly: everything goes through :class:`SqlExecutor`.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Row,
     bindparam,
     delete,
+    exc,
     func,
     insert,
     select,
@@ -38,6 +40,7 @@ from corral.store.pools import (
     wanted_candidates,
 )
 from corral.store.sql.executor import SqlExecutor
+from corral.store.sql.prepared import Prepared
 from corral.store.sql.schema_pools import (
     pool_counters,
     pool_info,
@@ -187,8 +190,29 @@ SELECT_COUNTERS = select(pool_counters.c.name, pool_counters.c.value).where(
 )
 
 
+_VM_NAMES = tuple(c.name for c in vms.c)
+_TICKET_NAMES = tuple(c.name for c in tickets.c)
+
+
 def _vm(r: Row[Any]) -> VMRow:
-    m = r._mapping
+    return _vm_of(dict(r._mapping))
+
+
+def _vm_t(values: tuple[Any, ...]) -> VMRow:
+    """A VM from a raw row of ``select(vms)`` (the table's column order)."""
+    return _vm_of(dict(zip(_VM_NAMES, values, strict=True)))
+
+
+def _ticket(r: Row[Any]) -> TicketRow:
+    return _ticket_of(dict(r._mapping))
+
+
+def _ticket_t(values: tuple[Any, ...]) -> TicketRow:
+    """A ticket from a raw row of ``select(tickets)`` (the table's column order)."""
+    return _ticket_of(dict(zip(_TICKET_NAMES, values, strict=True)))
+
+
+def _vm_of(m: Mapping[str, Any]) -> VMRow:
     return VMRow(
         name=m["name"],
         pool=m["pool"],
@@ -210,8 +234,7 @@ def _vm(r: Row[Any]) -> VMRow:
     )
 
 
-def _ticket(r: Row[Any]) -> TicketRow:
-    m = r._mapping
+def _ticket_of(m: Mapping[str, Any]) -> TicketRow:
     return TicketRow(
         id=m["id"],
         owner=m["owner"],
@@ -229,6 +252,36 @@ def _ticket(r: Row[Any]) -> TicketRow:
         closed_at=m["closed_at"],
         reason=m["reason"],
     )
+
+
+# Hot paths (every ticket): compiled once, run on the driver's cursor (see prepared.py).
+P_SELECT_VM = Prepared("select_vm", SELECT_VM)
+P_SELECT_TICKET = Prepared("select_ticket", SELECT_TICKET)
+P_INSERT_TICKET = Prepared(
+    "insert_ticket",
+    insert(tickets)
+    .values({c.name: bindparam(f"v_{c.name}") for c in tickets.c if c.name != "seq"})
+    .returning(tickets.c.seq),
+)
+P_READY_FRESH = Prepared("ready_fresh", READY_FRESH)
+P_READY_SANDBOX = Prepared("ready_sandbox", READY_SANDBOX)
+P_HELD = Prepared("held", HELD)
+P_COUNT_VMS = Prepared("count_vms", COUNT_VMS)
+_UPDATE_VM: dict[tuple[tuple[str, ...], int | None], Prepared] = {}
+
+
+def _update_vm_statement(columns: tuple[str, ...], expect: int | None) -> Prepared:
+    """``UPDATE vms SET <columns> WHERE name = ? [AND state IN (<expect> states)] RETURNING *``,
+    one compiled statement per shape."""
+    key = (columns, expect)
+    found = _UPDATE_VM.get(key)
+    if found is None:
+        query = update(vms).where(vms.c.name == bindparam("b_name"))
+        if expect is not None:
+            query = query.where(vms.c.state.in_([bindparam(f"b_e{i}") for i in range(expect)]))
+        query = query.values({c: bindparam(f"v_{c}") for c in columns}).returning(*vms.c)
+        found = _UPDATE_VM.setdefault(key, Prepared(f"update_vm{key}", query))
+    return found
 
 
 def _upsert(
@@ -299,45 +352,56 @@ def update_vm(
     conn: Connection, name: str, expect: Sequence[str] | None, changes: Mapping[str, object]
 ) -> VMRow | None:
     """Conditional update of one VM; the new row or ``None``."""
+    if expect is not None and not expect:
+        return None  # no state is expected: nothing can match
     if changes:
-        query = update(vms).where(vms.c.name == name)
-        if expect is not None:
-            query = query.where(vms.c.state.in_(list(expect)))
+        columns = tuple(sorted(changes))
+        statement = _update_vm_statement(columns, None if expect is None else len(expect))
+        params: dict[str, Any] = {f"v_{c}": changes[c] for c in columns}
+        params["b_name"] = name
+        for i, state in enumerate(expect or ()):
+            params[f"b_e{i}"] = state
         # one statement: the new row comes back with the update (SQLite >= 3.35, PostgreSQL)
-        updated = conn.execute(query.values(**changes).returning(*vms.c)).first()
-        return None if updated is None else _vm(updated)
-    row = conn.execute(SELECT_VM, {"b_name": name}).first()
-    if row is None or (expect is not None and row._mapping["state"] not in expect):
+        updated = statement.rows(conn, params)
+        return _vm_t(updated[0]) if updated else None
+    rows = P_SELECT_VM.rows(conn, {"b_name": name})
+    if not rows:
         return None
-    return _vm(row)
+    row = _vm_t(rows[0])
+    if expect is not None and row.state not in expect:
+        return None
+    return row
 
 
 # --- tickets -------------------------------------------------------------------------------
 
 
 def insert_ticket(conn: Connection, row: TicketRow) -> TicketRow:
-    """Insert a ticket; the store numbers it."""
+    """Insert a ticket; the store numbers it (one statement: the number comes back with it)."""
     values = {
-        "id": row.id,
-        "owner": row.owner,
-        "state": row.state,
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "pool": row.pool,
-        "tags": json.dumps(list(row.tags)),
-        "sandbox": row.sandbox,
-        "priority": row.priority,
-        "ttl": row.ttl,
-        "vm": row.vm,
-        "assigned_at": row.assigned_at,
-        "closed_at": row.closed_at,
-        "reason": row.reason,
+        "v_id": row.id,
+        "v_owner": row.owner,
+        "v_state": row.state,
+        "v_created_at": row.created_at,
+        "v_expires_at": row.expires_at,
+        "v_pool": row.pool,
+        "v_tags": json.dumps(list(row.tags)),
+        "v_sandbox": row.sandbox,
+        "v_priority": row.priority,
+        "v_ttl": row.ttl,
+        "v_vm": row.vm,
+        "v_assigned_at": row.assigned_at,
+        "v_closed_at": row.closed_at,
+        "v_reason": row.reason,
     }
-    if conn.execute(SELECT_TICKET, {"b_id": row.id}).first() is not None:
-        raise exceptions.Conflict(f"ticket {row.id} already exists")
-    conn.execute(INSERT_TICKET, values)
-    stored = conn.execute(SELECT_TICKET, {"b_id": row.id}).one()
-    return _ticket(stored)
+    duplicate: tuple[type[BaseException], ...] = (exc.IntegrityError,)
+    if conn.dialect.dbapi is not None:  # the raw cursor raises the driver's own error
+        duplicate = (exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
+    try:
+        seq = P_INSERT_TICKET.rows(conn, values)[0][0]
+    except duplicate as error:
+        raise exceptions.Conflict(f"ticket {row.id} already exists") from error
+    return dataclasses.replace(row, seq=seq, tags=tuple(row.tags))
 
 
 def list_tickets(
@@ -494,28 +558,32 @@ WAITING = (
     .where(tickets.c.state == "waiting")
     .order_by(tickets.c.priority.desc(), tickets.c.seq)
 )
+P_WAITING = Prepared("waiting", WAITING)
 
 
 def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
     """The waiting tickets, held counts and bounded ready candidates, in one transaction."""
-    waiting = [_ticket(r) for r in conn.execute(WAITING)]
+    waiting = [_ticket_t(r) for r in P_WAITING.rows(conn, {})]
     if not waiting:
         return AllocationInputs(waiting=(), held={}, ready=())
     ready: list[VMRow] = []
     for (pool, sandbox), limit in wanted_candidates(waiting, pools).items():
-        query = READY_FRESH if sandbox is None else READY_SANDBOX
-        params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": limit}
-        ready.extend(_vm(r) for r in conn.execute(query, params))
-    held = {(r[0], r[1]): r[2] for r in conn.execute(HELD)}
+        if sandbox is None:
+            found = P_READY_FRESH.rows(conn, {"b_pool": pool, "b_limit": limit})
+        else:
+            params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": limit}
+            found = P_READY_SANDBOX.rows(conn, params)
+        ready.extend(_vm_t(r) for r in found)
+    held = {(r[0], r[1]): r[2] for r in P_HELD.rows(conn, {})}
     return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
 
 
 def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
     """Counts, waiting tickets and held counts, in one transaction."""
     return PoolSnapshot(
-        counts={r[0]: r[1] for r in conn.execute(COUNT_VMS, {"b_pool": pool})},
-        waiting=tuple(_ticket(r) for r in conn.execute(WAITING)),
-        held={(r[0], r[1]): r[2] for r in conn.execute(HELD)},
+        counts={r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})},
+        waiting=tuple(_ticket_t(r) for r in P_WAITING.rows(conn, {})),
+        held={(r[0], r[1]): r[2] for r in P_HELD.rows(conn, {})},
     )
 
 
@@ -545,8 +613,8 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.get_vm`."""
 
         def run(conn: Connection) -> VMRow | None:
-            row = conn.execute(SELECT_VM, {"b_name": name}).first()
-            return None if row is None else _vm(row)
+            rows = P_SELECT_VM.rows(conn, {"b_name": name})
+            return _vm_t(rows[0]) if rows else None
 
         return await self._executor.read(run)
 
@@ -609,8 +677,8 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
 
         def run(conn: Connection) -> TicketRow | None:
-            row = conn.execute(SELECT_TICKET, {"b_id": ticket_id}).first()
-            return None if row is None else _ticket(row)
+            rows = P_SELECT_TICKET.rows(conn, {"b_id": ticket_id})
+            return _ticket_t(rows[0]) if rows else None
 
         return await self._executor.read(run)
 

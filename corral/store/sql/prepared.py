@@ -23,33 +23,49 @@ class Prepared:
     def __init__(self, name: str, statement: Executable) -> None:
         self.name = name
         self.statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+        # per dialect: SQL text, positional parameter order, values of the statement's constants
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
-    def sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
-        """The SQL text for ``dialect`` and, for positional paramstyles, the parameter order."""
+    def _prepare(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
         key = f"{dialect.name}:{dialect.paramstyle}"
         found = self._compiled.get(key)
         if found is None:
             compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
             order = compiled.positiontup
-            found = (str(compiled), tuple(order) if dialect.positional else None)
+            # literal values in the statement (``state == 'ready'``) are anonymous bound
+            # parameters: their values are part of the statement
+            constants = {
+                name: bind.effective_value
+                for name, bind in compiled.binds.items()
+                if not bind.required
+            }
+            found = (str(compiled), tuple(order) if dialect.positional else None, constants)
             self._compiled[key] = found
         return found
 
+    def sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        """The SQL text for ``dialect`` and, for positional paramstyles, the parameter order."""
+        text, order, _ = self._prepare(dialect)
+        return text, order
+
+    def _args(self, conn: Connection, params: Mapping[str, Any]) -> tuple[str, Any]:
+        text, order, constants = self._prepare(conn.dialect)
+        values = {**constants, **params} if constants else params
+        if order is None:
+            return text, dict(values)
+        return text, tuple(values[name] for name in order)
+
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult[Any]:
         """Run the statement on ``conn`` with ``params`` bound by name."""
-        text, order = self.sql(conn.dialect)
-        if order is None:
-            return conn.exec_driver_sql(text, dict(params))
-        return conn.exec_driver_sql(text, tuple(params[name] for name in order))
+        text, args = self._args(conn, params)
+        return conn.exec_driver_sql(text, args)
 
     def write(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a write on the DB-API cursor of ``conn`` (same transaction); rows affected.
 
         Skips SQLAlchemy's per-call execution context (about 60 µs here): the hot write path.
         """
-        text, order = self.sql(conn.dialect)
-        args: Any = dict(params) if order is None else tuple(params[name] for name in order)
+        text, args = self._args(conn, params)
         cursor = conn.connection.cursor()
         try:
             cursor.execute(text, args)
@@ -57,10 +73,20 @@ class Prepared:
         finally:
             cursor.close()
 
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a query (or a write with ``RETURNING``) on the DB-API cursor of ``conn``; its rows
+        as tuples, in the statement's column order. The hot read path."""
+        text, args = self._args(conn, params)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(text, args)
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def exists(self, conn: Connection, params: Mapping[str, Any]) -> bool:
         """Run a query on the DB-API cursor of ``conn``; whether it returned a row."""
-        text, order = self.sql(conn.dialect)
-        args: Any = dict(params) if order is None else tuple(params[name] for name in order)
+        text, args = self._args(conn, params)
         cursor = conn.connection.cursor()
         try:
             cursor.execute(text, args)
