@@ -267,7 +267,35 @@ P_READY_FRESH = Prepared("ready_fresh", READY_FRESH)
 P_READY_SANDBOX = Prepared("ready_sandbox", READY_SANDBOX)
 P_HELD = Prepared("held", HELD)
 P_COUNT_VMS = Prepared("count_vms", COUNT_VMS)
+P_SELECT_VM_POOL = Prepared("select_vm_pool", SELECT_VM_POOL)
+P_LOCK_POOL = Prepared("lock_pool", LOCK_POOL)
+P_TAKE_TICKET = Prepared("take_ticket", TAKE_TICKET)
+P_HELD_BY = Prepared("held_by", HELD_BY)
+P_UNDO_TAKE_TICKET = Prepared("undo_take_ticket", UNDO_TAKE_TICKET)
+P_TAKE_VM = Prepared("take_vm", TAKE_VM)
+P_FREE_VM = Prepared("free_vm", FREE_VM)
 _UPDATE_VM: dict[tuple[tuple[str, ...], int | None], Prepared] = {}
+_END_TICKET: dict[int, Prepared] = {}
+
+
+def _end_ticket_statement(expect: int) -> Prepared:
+    """:data:`END_TICKET` for ``expect`` expected states, one compiled statement per count."""
+    found = _END_TICKET.get(expect)
+    if found is None:
+        query = (
+            update(tickets)
+            .where(
+                tickets.c.id == bindparam("b_id"),
+                tickets.c.state.in_([bindparam(f"b_e{i}") for i in range(expect)]),
+            )
+            .values(
+                state=bindparam("b_state"),
+                closed_at=bindparam("b_now"),
+                reason=bindparam("b_reason"),
+            )
+        )
+        found = _END_TICKET.setdefault(expect, Prepared(f"end_ticket{expect}", query))
+    return found
 
 
 def _update_vm_statement(columns: tuple[str, ...], expect: int | None) -> Prepared:
@@ -450,18 +478,19 @@ def assign(
         # Serialise this pool's assignments (row lock on PostgreSQL; SQLite has one writer) so
         # that two processes cannot both see the owner below the limit. The pool row is locked
         # before the ticket row, in every transaction, so the locks cannot deadlock.
-        pool = conn.execute(SELECT_VM_POOL, {"b_name": vm_name}).scalar()
-        if pool is None:
+        found = P_SELECT_VM_POOL.rows(conn, {"b_name": vm_name})
+        if not found:
             return False
-        conn.execute(LOCK_POOL, {"b_pool": pool}).first()
-    taken = conn.execute(TAKE_TICKET, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now}).first()
-    if taken is None:
+        pool = found[0][0]
+        P_LOCK_POOL.rows(conn, {"b_pool": pool})
+    taken = P_TAKE_TICKET.rows(conn, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now})
+    if not taken:
         return False
-    owner, sandbox = taken
+    owner, sandbox = taken[0]
     if pool is not None and max_per_owner is not None:
-        held = conn.execute(HELD_BY, {"b_pool": pool, "b_owner": owner}).scalar_one()
+        held = P_HELD_BY.rows(conn, {"b_pool": pool, "b_owner": owner})[0][0]
         if held >= max_per_owner:
-            conn.execute(UNDO_TAKE_TICKET, {"b_id": ticket_id})
+            P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
             return False
     params = {
         "b_name": vm_name,
@@ -470,10 +499,10 @@ def assign(
         "b_owner": owner,
         "b_sandbox": sandbox,
     }
-    if conn.execute(TAKE_VM, params).rowcount != 1:
+    if P_TAKE_VM.write(conn, params) != 1:
         # Same transaction: restoring the ticket's previous values is the same as never having
         # written them (nobody else can have seen them).
-        conn.execute(UNDO_TAKE_TICKET, {"b_id": ticket_id})
+        P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
         return False
     return True
 
@@ -488,29 +517,27 @@ def close_ticket(
     reason: str | None,
 ) -> Closed | None:
     """End a ticket and free its VM in one transaction."""
-    params = {
-        "b_id": ticket_id,
-        "b_expect": list(expect),
-        "b_state": state,
-        "b_now": now,
-        "b_reason": reason,
-    }
-    if conn.execute(END_TICKET, params).rowcount != 1:
+    if not expect:
+        return None  # no state is expected: nothing can match
+    params: dict[str, Any] = {"b_id": ticket_id, "b_state": state, "b_now": now, "b_reason": reason}
+    for i, expected in enumerate(expect):
+        params[f"b_e{i}"] = expected
+    if _end_ticket_statement(len(expect)).write(conn, params) != 1:
         return None
-    ticket = _ticket(conn.execute(SELECT_TICKET, {"b_id": ticket_id}).one())
+    ticket = _ticket_t(P_SELECT_TICKET.rows(conn, {"b_id": ticket_id})[0])
     vm: VMRow | None = None
     if ticket.vm is not None:
-        freed = conn.execute(
-            FREE_VM,
+        freed = P_FREE_VM.write(
+            conn,
             {
                 "b_name": ticket.vm,
                 "b_ticket": ticket_id,
                 "b_state": vm_state or "in_use",
                 "b_now": now,
             },
-        ).rowcount
+        )
         if freed == 1:
-            vm = _vm(conn.execute(SELECT_VM, {"b_name": ticket.vm}).one())
+            vm = _vm_t(P_SELECT_VM.rows(conn, {"b_name": ticket.vm})[0])
     return Closed(ticket=ticket, vm=vm)
 
 
