@@ -114,20 +114,23 @@ def _fileno(stream: IO[bytes] | None) -> int:
 
 
 class _Child:
-    """One started process watched by the event loop: its two pipes and its pidfd."""
+    """One started process watched by the event loop: its two pipes, then (if needed) a pidfd.
+
+    A command usually exits as its pipes close, so the pidfd is only opened when the process
+    is still there once both pipes are closed, or when it must be killed.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], out: Capture, err: Capture) -> None:
         self.loop = asyncio.get_running_loop()
         self.proc = proc
         self._fds: dict[int, tuple[asyncio.Future[None], Capture | None]] = {}
         self._pidfd = -1
+        self._exited: asyncio.Future[None] | None = None
         try:
             self.pipes = (
                 self._watch(_fileno(proc.stdout), out),
                 self._watch(_fileno(proc.stderr), err),
             )
-            self._pidfd = os.pidfd_open(proc.pid)
-            self.exited = self._watch(self._pidfd, None)
         except BaseException:
             self.close()
             raise
@@ -156,10 +159,21 @@ class _Child:
         if not done.done():
             done.set_result(None)
 
+    def _exit(self) -> asyncio.Future[None]:
+        """A future set once the process has exited (a pidfd watched by the loop)."""
+        if self._exited is None:
+            self._pidfd = os.pidfd_open(self.proc.pid)
+            self._exited = self._watch(self._pidfd, None)
+        return self._exited
+
     async def finish(self) -> int:
         """Wait for both pipes to close and the process to exit; its exit status."""
-        await asyncio.wait([*self.pipes, self.exited])  # a cancelled wait() leaves them be
-        return self.proc.wait()  # it has exited: this only reaps it
+        await asyncio.wait(self.pipes)  # a cancelled wait() leaves the watches be
+        code = self.proc.poll()
+        if code is None:  # it closed its pipes but has not exited (yet)
+            await asyncio.wait([self._exit()])
+            code = self.proc.wait()  # it has exited: this only reaps it
+        return code
 
     async def kill(self) -> None:
         """Kill the process group, let the pipes close (briefly), and reap the process."""
@@ -167,8 +181,9 @@ class _Child:
         pending = [p for p in self.pipes if not p.done()]
         if pending:  # a grandchild that escaped the group may still hold a pipe: give up then
             await asyncio.wait(pending, timeout=KILL_GRACE)
-        await asyncio.shield(self.exited)  # a second cancel must not cancel the watch
-        self.proc.wait()
+        if self.proc.poll() is None:
+            await asyncio.shield(self._exit())  # a second cancel must not cancel the watch
+            self.proc.wait()
 
     def close(self) -> None:
         """Stop watching the pipes and close them; the pidfd once the process is reaped.
@@ -181,20 +196,29 @@ class _Child:
             if not done.done():
                 done.cancel()
         self._fds.clear()
-        pidfd, self._pidfd = self._pidfd, -1
-        if pidfd >= 0:
-            if self.proc.poll() is None:
-                self.loop.add_reader(pidfd, self._reap_later, pidfd)
-            else:
-                os.close(pidfd)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+        pidfd, self._pidfd = self._pidfd, -1
+        if self.proc.poll() is None:
+            try:
+                pidfd = pidfd if pidfd >= 0 else os.pidfd_open(self.proc.pid)
+            except OSError:  # out of fds: the Popen object reaps it when collected
+                return
+            self.loop.add_reader(pidfd, self._reap_later, pidfd)
+        elif pidfd >= 0:
+            os.close(pidfd)
 
     def _reap_later(self, pidfd: int) -> None:
         self.loop.remove_reader(pidfd)
         os.close(pidfd)
         self.proc.poll()
+
+
+@functools.cache
+def _devnull() -> int:
+    """One read-only /dev/null descriptor shared by every command's stdin (opened once)."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 async def _run_pidfd(
@@ -208,11 +232,11 @@ async def _run_pidfd(
 ) -> int:
     proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
         list(argv),
-        stdin=subprocess.DEVNULL,
+        stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
-        env=dict(env),
+        env=env,
         start_new_session=True,  # its own process group, killed as a whole
     )
     try:

@@ -158,3 +158,12 @@ async def test_a_second_cancellation_still_kills_and_reaps(runner: Runner, tmp_p
     pid = int(parent.read_text())
     # reaped, not a zombie: its /proc entry disappears
     await wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="command reaped")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_a_command_that_closes_its_pipes_is_waited_for(
+    runner: Runner, tmp_path: Path
+) -> None:
+    body = "echo early; exec >&- 2>&-; sleep 0.3; exit 4"
+    code, out, _ = await _run(runner, ["sh", "-c", body], tmp_path)
+    assert code == 4 and out.text() == "early\n"
