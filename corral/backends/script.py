@@ -180,6 +180,9 @@ class ScriptBackend(Backend):
             for cap in (Capability.LIVECHECK, Capability.RELEASE, Capability.LIST)
             if cap.value in self._commands
         }
+        # the daemon's environment as the backend is loaded, plus ``env``: copying os.environ
+        # (decoding every variable) for each command would cost more than the rest of a start
+        self._base_env = {**os.environ, **options.env}
         self._slots = asyncio.Semaphore(options.max_processes)
         total = options.max_processes
         self._new_slots = asyncio.Semaphore(max(1, total - reserved_slots(total)))
@@ -210,8 +213,7 @@ class ScriptBackend(Backend):
         address: str | None,
         extra: Mapping[str, str],
     ) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self._opts.env)
+        env = dict(self._base_env)
         env["CORRAL_POOL"] = env["RESALLOC_POOL_ID"] = self.pool
         if name is not None:
             env["CORRAL_VM_NAME"] = env["RESALLOC_NAME"] = name
