@@ -63,7 +63,6 @@ class Request:
 
     __slots__ = (
         "cancel_reason",
-        "deadline",
         "grants",
         "keys",
         "modes",
@@ -79,11 +78,10 @@ class Request:
     )
 
     # Declared for the type checker; set by submit(), upgrade() and cancel(). ``pos``, ``seq``,
-    # ``since`` and ``deadline`` are only meaningful while the request waits.
+    # ``since`` (and ``deadline``) are only meaningful while the request waits.
     pos: int  # index of the key being acquired (keys are taken one by one, in order)
     seq: int  # arrival order at keys[pos]
     since: float  # waiting since (submission, or the start of an upgrade)
-    deadline: float | None
     grants: dict[str, Grant]
     upgrading: int  # keys still waiting to become exclusive in an upgrade
     upgrade_keys: tuple[str, ...]
@@ -102,6 +100,13 @@ class Request:
         self.timeout = timeout
         self.state = NEW
         self.waiter: object = None  # the shell's: what to wake; the table never touches it
+
+    @property
+    def deadline(self) -> float | None:
+        """When a waiting request times out (``None``: never). Computed, not stored: the
+        contended path (every hand-over) pays one store less."""
+        timeout = self.timeout
+        return None if timeout is None else self.since + timeout
 
     def __repr__(self) -> str:
         return f"<lock request {self.owner!r} {list(self.keys)} {self.state}>"
@@ -177,7 +182,6 @@ class LockTable:
                 req.pos = 0
                 req.grants = {}
                 req.upgrading = 0
-                req.deadline = None if req.timeout is None else now + req.timeout
                 if res.queue is None:
                     res.queue = deque()
                 res.queue.append(req)
@@ -205,7 +209,6 @@ class LockTable:
         req.pos = 0
         req.grants = {}
         req.upgrading = 0
-        req.deadline = None if req.timeout is None else now + req.timeout
         if not self._advance(req, now):
             self._waiting[req] = None
             if pending is None:
