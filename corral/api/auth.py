@@ -71,9 +71,14 @@ class Principal:
             f"a user token may only act as its own owner {self.owner!r}, not {requested!r}"
         )
 
+    @property
+    def sees_all(self) -> bool:
+        """True when the caller may see and close the tickets of every owner."""
+        return self.admin or self.owner is None
+
     def may_see(self, owner: str) -> bool:
         """True when the caller may see and close tickets of ``owner``."""
-        return self.admin or self.owner is None or self.owner == owner
+        return self.sees_all or self.owner == owner
 
 
 OPEN = Principal(owner=None, role=Role.ADMIN)
