@@ -18,6 +18,7 @@ ever pass a command through a shell.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import signal
@@ -221,6 +222,56 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
+STARTER_THREADS = 4
+"""Threads that start processes (``Popen`` blocks until the child has called ``exec``)."""
+
+
+@functools.cache
+def _starter() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(
+        STARTER_THREADS, thread_name_prefix="corral-process-start"
+    )
+
+
+def _popen(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - an argv list, never a shell
+        list(argv),
+        stdin=_devnull(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+
+
+def _discard(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process nobody waits for any more, reap it and close its pipes (blocking)."""
+    _killpg(proc.pid)
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _discard_when_started(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not started.cancelled() and started.exception() is None:
+        _starter().submit(_discard, started.result())
+
+
+async def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``Popen`` in a starter thread: while the child execs, the event loop runs on (a start
+    takes milliseconds on a busy host, and blocking the loop for it stalls every ticket)."""
+    loop = asyncio.get_running_loop()
+    started = loop.run_in_executor(_starter(), _popen, argv, cwd, env)
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        # the start completes in its thread: the process it makes must not outlive the caller
+        started.add_done_callback(_discard_when_started)
+        raise
+
+
 async def _run_pidfd(
     argv: Sequence[str],
     *,
@@ -230,23 +281,11 @@ async def _run_pidfd(
     out: Capture,
     err: Capture,
 ) -> int:
-    proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
-        list(argv),
-        stdin=_devnull(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
+    proc = await _start(argv, cwd, env)
     try:
         child = _Child(proc, out, err)
     except BaseException:
-        _killpg(proc.pid)
-        proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        _discard(proc)
         raise
     try:
         async with asyncio.timeout(timeout):

