@@ -1,0 +1,54 @@
+"""Ticket operations cost no needless store round trips: a ticket created here is waited for
+without a read, and ticket ids come from batched randomness."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from corral import exceptions
+from corral.controller.tickets import ID_BATCH, _TicketIds
+from corral.pools.model import TicketState
+from corral.store.pools import TicketRow
+
+from .conftest import controller
+
+
+async def test_waiting_on_a_ticket_created_here_reads_nothing_first() -> None:
+    async with controller({"min_ready": 0, "max": 0}) as ctl:
+        reads: list[str] = []
+        get_ticket = ctl.store.pools.get_ticket
+
+        async def counted(ticket_id: str) -> TicketRow | None:
+            reads.append(ticket_id)
+            return await get_ticket(ticket_id)
+
+        ctl.store.pools.get_ticket = counted  # type: ignore[method-assign]
+        ticket = await ctl.create_ticket(owner="o", pool="p")
+        with pytest.raises(exceptions.TicketTimeout):
+            await ctl.wait_ticket(ticket.id, timeout=0)
+        assert reads == []  # known to be waiting: created here, unchanged since
+        with pytest.raises(exceptions.TicketTimeout):
+            await ctl.wait_ticket(ticket.id, timeout=0)
+        assert reads == [ticket.id]  # the second wait reads, as any wait does
+        waiter = asyncio.ensure_future(ctl.wait_ticket(ticket.id, timeout=5))
+        await asyncio.sleep(0)
+        closed = await ctl.close_ticket(ticket.id)
+        assert (await waiter).state is TicketState.CANCELLED is closed.state
+
+
+async def test_a_ticket_changed_before_its_wait_is_read() -> None:
+    async with controller({"min_ready": 0, "max": 0}) as ctl:
+        ticket = await ctl.create_ticket(owner="o", pool="p")
+        await ctl.close_ticket(ticket.id)
+        got = await ctl.wait_ticket(ticket.id, timeout=0)
+        assert got.state is TicketState.CANCELLED
+
+
+def test_ticket_ids_are_distinct_version_4_uuids_across_batches() -> None:
+    ids = _TicketIds()
+    drawn = [ids.new() for _ in range(3 * ID_BATCH + 1)]
+    assert len(set(drawn)) == len(drawn)
+    assert all(uuid.UUID(i).version == 4 and len(i) == 32 for i in drawn)
