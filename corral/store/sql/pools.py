@@ -62,10 +62,6 @@ INSERT_POOL = insert(pools)
 BUMP_POOL_SEQ = (
     update(pools).where(pools.c.name == bindparam("b_pool")).values(next_seq=pools.c.next_seq + 1)
 )
-ALIVE_IDS = select(vms.c.id_in_pool).where(
-    vms.c.pool == bindparam("b_pool"), vms.c.state.not_in(_DEAD)
-)
-INSERT_VM = insert(vms)
 SELECT_VM = select(vms).where(vms.c.name == bindparam("b_name"))
 COUNT_VMS = (
     select(vms.c.state, func.count()).where(vms.c.pool == bindparam("b_pool")).group_by(vms.c.state)
@@ -323,13 +319,50 @@ def _upsert(
 # --- VMs -----------------------------------------------------------------------------------
 
 
+_VM_INSERTED = (
+    "name",
+    "pool",
+    "state",
+    "created_at",
+    "state_since",
+    "id_in_pool",
+    "uses",
+    "livecheck_failures",
+)
+P_INSERT_VM = Prepared(
+    "insert_vm", insert(vms).values({name: bindparam(f"v_{name}") for name in _VM_INSERTED})
+)
+P_ALIVE_IDS = Prepared(
+    "alive_ids",
+    select(vms.c.id_in_pool).where(
+        vms.c.pool == bindparam("b_pool"), *(vms.c.state != dead for dead in _DEAD)
+    ),
+)
+_BUMP_SEQ: dict[str, Prepared] = {}
+
+
+def _bump_seq_statement(dialect_name: str) -> Prepared:
+    """Upsert the pool's row, adding one to ``next_seq``, returning it (one per dialect)."""
+    found = _BUMP_SEQ.get(dialect_name)
+    if found is None:
+        dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+        query = (
+            dialect.insert(pools)
+            .values(name=bindparam("b_pool"), next_seq=1)
+            .on_conflict_do_update(index_elements=["name"], set_={"next_seq": pools.c.next_seq + 1})
+            .returning(pools.c.next_seq)
+        )
+        found = _BUMP_SEQ.setdefault(dialect_name, Prepared(f"bump_seq_{dialect_name}", query))
+    return found
+
+
 def create_vm(conn: Connection, pool: str, state: str, now: float) -> VMRow:
-    """Take the pool's next number and the smallest free ``id_in_pool``; insert the VM."""
-    _upsert(
-        conn, pools, {"name": pool, "next_seq": 1}, ["name"], {"next_seq": pools.c.next_seq + 1}
-    )
-    seq = conn.execute(SELECT_POOL_SEQ, {"b_pool": pool}).scalar_one()
-    used = {r[0] for r in conn.execute(ALIVE_IDS, {"b_pool": pool})}
+    """Take the pool's next number and the smallest free ``id_in_pool``; insert the VM.
+
+    Every spawn runs this: compiled statements on the driver's cursor (see prepared.py).
+    """
+    seq = _bump_seq_statement(conn.dialect.name).rows(conn, {"b_pool": pool})[0][0]
+    used = {r[0] for r in P_ALIVE_IDS.rows(conn, {"b_pool": pool})}
     id_in_pool = next(i for i in range(len(used) + 1) if i not in used)
     row = VMRow(
         name=f"{pool}-{seq:06d}",
@@ -339,19 +372,8 @@ def create_vm(conn: Connection, pool: str, state: str, now: float) -> VMRow:
         state_since=now,
         id_in_pool=id_in_pool,
     )
-    conn.execute(
-        INSERT_VM,
-        {
-            "name": row.name,
-            "pool": pool,
-            "state": state,
-            "created_at": now,
-            "state_since": now,
-            "id_in_pool": id_in_pool,
-            "uses": 0,
-            "livecheck_failures": 0,
-        },
-    )
+    values = (row.name, pool, state, now, now, id_in_pool, 0, 0)
+    P_INSERT_VM.write(conn, {f"v_{k}": v for k, v in zip(_VM_INSERTED, values, strict=True)})
     return row
 
 
