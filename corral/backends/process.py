@@ -7,10 +7,12 @@ pipes close and reaps the process before the exception propagates. Nothing is le
 no file descriptor stays open, whatever happens.
 
 On Linux with ``pidfd_open`` (5.3+) the process is started by :class:`subprocess.Popen` (the
-``vfork`` path: no ``preexec_fn``) and watched by the event loop itself: the pipes and a pidfd
-are registered with ``loop.add_reader``, so there is no watcher thread per child and no stream
-transport, and the process is reaped by its own ``Popen`` object — asyncio's child watcher never
-hears of it (no "Unknown child process pid" warnings). Elsewhere it falls back to
+``vfork`` path: no ``preexec_fn``) in one of a few starter threads — ``Popen`` returns only once
+the child has exec'd, milliseconds on a busy host that would otherwise stall the event loop — and
+then watched by the event loop itself: its pipes (and, if it outlives them or must be killed, a
+pidfd) are registered with ``loop.add_reader``, so there is no watcher thread per child and no
+stream transport, and the process is reaped by its own ``Popen`` object: asyncio's child watcher
+never hears of it (no "Unknown child process pid" warnings). Elsewhere it falls back to
 :func:`asyncio.create_subprocess_exec`. This module must not interpret the command's output nor
 ever pass a command through a shell.
 """
