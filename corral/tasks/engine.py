@@ -61,6 +61,18 @@ def _consume(future: asyncio.Future[TaskInfo]) -> None:
         future.exception()
 
 
+def _defers_insert(task: TaskRuntime) -> bool:
+    """Whether ``submit`` may return before the task's first commit (recovery and clean ``auto``).
+
+    Such a task is inserted by its first commit instead: the first job's recovery push (one
+    transaction for the submission, the moves to ``running`` and the push), a lock wait, or its
+    end. Until then nothing outside the engine has happened on its behalf that a rollback would
+    undo, and a crash before that commit ends where recovering the task would have: recovery
+    ``auto`` rolls back an empty stack and clean ``auto`` deletes the record.
+    """
+    return task.recovery is RecoveryPolicy.AUTO and task.clean is CleanPolicy.AUTO
+
+
 class TaskEngine(Driver):
     """Runs tasks made of registered steps, durably when persist is ``auto``.
 
@@ -171,7 +183,13 @@ class TaskEngine(Driver):
         persist: str = "auto",
         clean: str = "auto",
     ) -> str:
-        """Create a task and start it; return its id once it is durable (persist ``auto``)."""
+        """Create a task and start it; return its id.
+
+        With persist ``auto`` the task is durable when this returns, except with recovery and
+        clean both ``auto``: such a task is written by its first commit, together with its first
+        job's recovery push and before that job can act; a crash before that commit loses a task
+        that had nothing to undo, as its recovery would have ended anyway.
+        """
         if self._closed or not self._started:
             raise exceptions.TaskError("the engine is not running: call start() first, once")
         steps = list(jobs)
@@ -206,7 +224,8 @@ class TaskEngine(Driver):
             self._tasks[task.id] = task
             await self._settle(task)
             return task.id
-        await self._commit(task)
+        if not _defers_insert(task):
+            await self._commit(task)
         self._tasks[task.id] = task
         if self._closed:  # closed during the commit; a persisted task is recovered next start
             raise exceptions.TaskError(f"the engine was closed while task {task.id} was submitted")

@@ -280,7 +280,8 @@ async def test_submit_refused_when_the_engine_closes_during_its_commit(
 ) -> None:
     engine = await make_engine()
     held.hold()
-    submitting = asyncio.ensure_future(engine.submit("spawn", jobs=steps("make a")))
+    # clean manual: submit commits the task before it returns (clean auto defers the insert)
+    submitting = asyncio.ensure_future(engine.submit("spawn", jobs=steps("make a"), clean="manual"))
     await entered(held.parked)
     await engine.close()
     await held.release()
