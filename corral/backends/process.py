@@ -256,21 +256,39 @@ def _discard(proc: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
-def _discard_when_started(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if not started.cancelled() and started.exception() is None:
-        _starter().submit(_discard, started.result())
+async def _uninterrupted(work: asyncio.Future[None]) -> None:
+    """Wait for ``work`` to end, however often the caller is cancelled meanwhile."""
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            continue  # our caller re-raises its cancellation once the work is done
+
+
+async def _discard_started(started: concurrent.futures.Future[subprocess.Popen[bytes]]) -> None:
+    """Once a start under way has made its process, kill its group and reap it (off the loop)."""
+    try:
+        proc = await asyncio.wrap_future(started)
+    except Exception:  # it failed to start: nothing to discard
+        return
+    await asyncio.get_running_loop().run_in_executor(_starter(), _discard, proc)
 
 
 async def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """``Popen`` in a starter thread: while the child execs, the event loop runs on (a start
-    takes milliseconds on a busy host, and blocking the loop for it stalls every ticket)."""
-    loop = asyncio.get_running_loop()
-    started = loop.run_in_executor(_starter(), _popen, argv, cwd, env)
+    takes milliseconds on a busy host, and blocking the loop for it stalls every ticket).
+
+    Cancelled before a thread took it, the start never happens; cancelled while ``Popen`` runs,
+    it waits for the process, kills its group and reaps it before the cancellation propagates:
+    a caller that goes on (say, to delete what the command was creating) must never race a
+    command it gave up on.
+    """
+    started = _starter().submit(_popen, argv, cwd, env)
     try:
-        return await asyncio.shield(started)
+        return await asyncio.shield(asyncio.wrap_future(started))
     except asyncio.CancelledError:
-        # the start completes in its thread: the process it makes must not outlive the caller
-        started.add_done_callback(_discard_when_started)
+        if not started.cancel():  # under way: Popen returns once the child has exec'd
+            await _uninterrupted(asyncio.ensure_future(_discard_started(started)))
         raise
 
 

@@ -194,8 +194,44 @@ async def test_a_start_cancelled_midway_leaves_no_process(
     job = asyncio.create_task(_run(process._run_pidfd, ["sleep", "30"], tmp_path))
     await wait_for(entered.is_set, what="start under way")
     job.cancel()
+    await asyncio.sleep(0.05)
+    assert not job.done()  # the cancellation waits for the start under way...
+    job.cancel()  # ...however often it is repeated
+    gate.set()
     with pytest.raises(asyncio.CancelledError):
         await job
+    # ...and propagates only once the process is killed and reaped: a caller that goes on
+    # (to delete what the command was creating) never races it
+    assert len(made) == 1 and made[0].returncode == -9
+
+
+@pytest.mark.skipif(not process.pidfd_supported(), reason="no pidfd here")
+async def test_a_start_cancelled_before_its_thread_took_it_never_happens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    calls: list[Sequence[str]] = []
+    real = process._popen
+
+    def gated_popen(
+        argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        calls.append(argv)
+        gate.wait(5)
+        return real(argv, cwd, env)
+
+    monkeypatch.setattr(process, "_popen", gated_popen)
+    # every starter thread is busy with a start, so the next one waits in the queue
+    busy = [
+        asyncio.create_task(_run(process._run_pidfd, ["true"], tmp_path))
+        for _ in range(process.STARTER_THREADS)
+    ]
+    await wait_for(lambda: len(calls) == process.STARTER_THREADS, what="starters busy")
+    queued = asyncio.create_task(_run(process._run_pidfd, ["never-run"], tmp_path))
+    await asyncio.sleep(0.01)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued  # at once: nothing was started
     gate.set()
-    await wait_for(lambda: bool(made) and made[0].returncode is not None, what="reaped")
-    assert made[0].returncode == -9
+    assert [code for code, _, _ in await asyncio.gather(*busy)] == [0] * process.STARTER_THREADS
+    assert ["never-run"] not in calls
