@@ -29,18 +29,20 @@ __all__ = [
 ]
 
 
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The ``corral.backends`` entry points (the one place the registry reads them, so that a
+    test can add one without patching ``importlib.metadata`` for every thread of the process)."""
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def installed_backends() -> list[str]:
     """The ``type`` names of every installed backend, sorted."""
-    return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted({ep.name for ep in _entry_points()})
 
 
 def backend_class(type_name: str) -> type[Backend]:
     """The backend class registered under ``type_name``; ``BackendNotFound`` lists the installed."""
-    matches = [
-        ep
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        if ep.name == type_name
-    ]
+    matches = [ep for ep in _entry_points() if ep.name == type_name]
     if not matches:
         installed = ", ".join(installed_backends()) or "none"
         raise exceptions.BackendNotFound(

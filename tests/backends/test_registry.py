@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import exceptions
+from corral import backends, exceptions
 from corral.backends import (
     backend_class,
     installed_backends,
@@ -34,12 +34,10 @@ def test_entry_point_that_is_not_a_backend_is_refused(monkeypatch: pytest.Monkey
     bogus = importlib.metadata.EntryPoint(
         name="bogus", value="corral.exceptions:CorralError", group="corral.backends"
     )
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kwargs: str) -> object:
-        return [*real(**kwargs), bogus] if kwargs.get("group") == "corral.backends" else real()
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    # the registry's own seam, not importlib.metadata.entry_points: that one is process-wide,
+    # and a patch of it would be seen by every other thread (and library) of the test process
+    real = backends._entry_points
+    monkeypatch.setattr(backends, "_entry_points", lambda: [*real(), bogus])
     with pytest.raises(exceptions.BackendNotFound, match="not a corral Backend class"):
         backend_class("bogus")
 
@@ -50,8 +48,8 @@ def test_entry_point_that_cannot_be_imported_names_the_extra(
     broken = importlib.metadata.EntryPoint(
         name="libvirt", value="corral_no_such_module:Backend", group="corral.backends"
     )
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [*real(**kw), broken])
+    real = backends._entry_points
+    monkeypatch.setattr(backends, "_entry_points", lambda: [*real(), broken])
     with pytest.raises(exceptions.BackendNotFound, match=r"pip install 'corral\[libvirt\]'"):
         backend_class("libvirt")
 
