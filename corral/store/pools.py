@@ -142,6 +142,11 @@ class PoolsRepository(Protocol):
         of the pool holds (alive: any state but ``terminated``/``failed``)."""
         ...
 
+    async def vms_issued(self, pool: str) -> int:
+        """How many VM names ``pool``'s counter has issued (``create_vm``'s ``n`` so far): 0 when
+        no VM of the pool was ever recorded. Deleting or purging VMs never lowers it."""
+        ...
+
     async def get_vm(self, name: str) -> VMRow | None:
         """The VM named ``name``, or ``None``."""
         ...

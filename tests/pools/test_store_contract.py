@@ -209,3 +209,16 @@ async def test_purge_forgets_old_history_only(store: Store) -> None:
     assert await store.pools.get_ticket("done") is None
     assert await store.pools.get_ticket("open") is not None
     assert (await store.pools.count_vms("p")) == {"failed": 1, "ready": 1}
+
+
+async def test_vms_issued_counts_every_name_ever_given(store: Store) -> None:
+    # reconciliation tells the store's own machines from foreign ones by it (pools/restart.py)
+    assert await store.pools.vms_issued("p") == 0
+    first = await _ready(store, now=1.0)
+    await store.pools.create_vm("p", state="spawning", now=2.0)
+    assert await store.pools.vms_issued("p") == 2
+    assert await store.pools.vms_issued("q") == 0
+    await store.pools.update_vm(first, expect=None, changes={"state": "failed", "state_since": 1})
+    await store.pools.delete_vm(first)
+    await store.pools.purge(100.0)
+    assert await store.pools.vms_issued("p") == 2  # forgetting rows forgets no name

@@ -119,6 +119,10 @@ class MemoryPoolsRepository:
         self._put_vm(None, row)
         return row
 
+    async def vms_issued(self, pool: str) -> int:
+        """See :meth:`corral.store.pools.PoolsRepository.vms_issued`."""
+        return self._next.get(pool, 0)
+
     async def get_vm(self, name: str) -> VMRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_vm`."""
         return self._vms.get(name)

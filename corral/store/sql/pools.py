@@ -658,6 +658,15 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
         return await self._executor.run(lambda conn: create_vm(conn, pool, state, now))
 
+    async def vms_issued(self, pool: str) -> int:
+        """See :meth:`corral.store.pools.PoolsRepository.vms_issued`."""
+
+        def run(conn: Connection) -> int:
+            found = conn.execute(SELECT_POOL_SEQ, {"b_pool": pool}).scalar()
+            return int(found) if found is not None else 0
+
+        return await self._executor.read(run)
+
     async def get_vm(self, name: str) -> VMRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_vm`."""
 
