@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,20 +40,14 @@ def pg_admin_url() -> str:
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     name = f"corral_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(pg_admin_url)
-    params["dbname"] = name
-    dsn = make_conninfo(**params)
-    user = params.get("user", "root")
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", "5432")
-    del dsn
+    # the admin URL with only the database replaced (user, password, host, port, query kept)
+    url = urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
     try:
-        yield f"postgresql://{user}@{host}:{port}/{name}"
+        yield url
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

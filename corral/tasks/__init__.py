@@ -3,11 +3,15 @@
 ``TaskState`` and ``TRANSITIONS`` are the pure state machine; ``StepRegistry`` names the jobs
 and recoveries; ``TaskEngine`` runs tasks against a store and a lock manager. See
 ``docs/tasks.md``. This package must not import the controller, the API or the backends.
+
+``TaskEngine`` is imported on first use (PEP 562), so that ``import corral.tasks.states`` (or
+``model``, ``steps``) loads the pure table without asyncio, the engine and the store.
 """
 
 from __future__ import annotations
 
-from corral.tasks.engine import TaskEngine
+from typing import TYPE_CHECKING
+
 from corral.tasks.model import (
     CleanPolicy,
     PersistPolicy,
@@ -26,6 +30,9 @@ from corral.tasks.states import (
     TaskState,
 )
 from corral.tasks.steps import SENTINEL, JobContext, StepRegistry
+
+if TYPE_CHECKING:
+    from corral.tasks.engine import TaskEngine
 
 __all__ = [
     "ABORTABLE",
@@ -46,3 +53,12 @@ __all__ = [
     "TaskInfo",
     "TaskState",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the engine (asyncio, the store) only when ``corral.tasks.TaskEngine`` is used."""
+    if name == "TaskEngine":
+        from corral.tasks.engine import TaskEngine
+
+        return TaskEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

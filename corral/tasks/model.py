@@ -9,8 +9,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from corral.store.types import JSON
 from corral.tasks.states import TaskState
+from corral.types import JSON
 
 
 class Priority(enum.StrEnum):

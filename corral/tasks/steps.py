@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeAlias
 
 from corral import exceptions
-from corral.store.types import JSON
 from corral.tasks.model import Step
+from corral.types import JSON
 
 SENTINEL = "corral.sentinel"
 """Reserved recovery name marking where :meth:`JobContext.replace_recoveries` stops (vdsm's)."""
