@@ -332,3 +332,40 @@ class TaskBusy(TaskStateTransitionError):
     """Another operation on this task (a rollback, clean or force stop) is still starting."""
 
     code = "task_busy"
+
+
+# --- HTTP hardening and shutdown (issue 8) ------------------------------------------------
+
+
+class CrossOriginRefused(Forbidden):
+    """A cross-origin request may not change anything."""
+
+    code = "cross_origin"
+
+
+class BodyTooLarge(InvalidInput):
+    """The request body is larger than the server accepts."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class HeadersTooLarge(InvalidInput):
+    """The request headers are larger than the server accepts."""
+
+    code = "headers_too_large"
+    http_status = 431
+
+
+class RequestTimeout(CorralError):
+    """The request was not received in time."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class ServerStopping(CorralError):
+    """The server is stopping; retry in a moment (the ticket is kept)."""
+
+    code = "server_stopping"
+    http_status = 503
