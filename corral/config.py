@@ -46,6 +46,8 @@ class ApiConfig(pydantic.BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8642, ge=0, le=65535)
     tokens: Mapping[str, TokenConfig] = Field(default_factory=dict)
+    max_body: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """The largest request body the API reads, in bytes (larger ones get 413 unread)."""
 
     @pydantic.field_validator("tokens")
     @classmethod
@@ -53,6 +55,9 @@ class ApiConfig(pydantic.BaseModel):
         for token in value:
             if len(token) < 8:
                 raise ValueError("every token must be at least 8 characters long")
+            if not (token.isascii() and token.isprintable()) or " " in token:
+                # An HTTP header carries ASCII only: such a token could never match.
+                raise ValueError("every token must be printable ASCII without spaces")
         return MappingProxyType(dict(value))
 
 
