@@ -17,7 +17,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -224,10 +224,17 @@ class Backend(ABC):
         A cancelled or timed-out caller stops waiting, but the thread finishes its call: the pool's
         bound (``blocking_workers``) is what keeps hung calls from piling up unboundedly.
         """
+        return await asyncio.wrap_future(self.submit_blocking(fn, *args))
+
+    def submit_blocking(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        """Start a blocking call in the backend's thread pool and return its thread future.
+
+        For a driver that must know when the call really ended even after its caller stopped
+        waiting (a cloud create whose answer was lost): :meth:`run_blocking` is this, awaited.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.options.blocking_workers,
                 thread_name_prefix=f"corral-{self.type_name}-{self.pool}",
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return self._executor.submit(functools.partial(fn, *args))
