@@ -369,3 +369,10 @@ class ServerStopping(CorralError):
 
     code = "server_stopping"
     http_status = 503
+
+
+class StoreInUse(StoreError):
+    """Another corral process serves this store (a SQLite store has one owner at a time)."""
+
+    code = "store_in_use"
+    http_status = 409
