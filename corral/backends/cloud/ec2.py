@@ -1,0 +1,515 @@
+"""The ``ec2`` backend (SPEC §6, issue 13): AWS EC2 and EC2-compatible clouds through boto3.
+
+Every instance is created with corral's tags (:mod:`corral.backends.cloud.tags`) in the same
+RunInstances call, so no instance ever exists untagged, and ``list()`` returns only the pool's.
+Calls go through the account's shared rate limit (:mod:`ratelimit`); throttling answers pause the
+whole account and are retried with backoff; boto3's own retries are off, so every HTTP request is
+one token of the bucket. Polls, livechecks, lists and the look-ups before a create or a terminate
+share one DescribeInstances per ``describe_interval`` for the whole pool, and concurrent
+terminations share one TerminateInstances (:mod:`batching`).
+
+A create is idempotent on retry: a ClientToken (EC2 returns the first instance again) *and* a
+look-up by the ``corral:vm`` tag before creating (for clouds, or moto, that ignore the token). A
+terminate waits for a create of the same VM still running in a thread, then terminates every live
+instance carrying the VM's name, so a create whose answer was lost is never left behind.
+
+Credentials come from boto3's standard chain (environment, shared profile, instance role), never
+from corral's configuration, and never appear in an error or a log line. The SDK is blocking: it
+runs in the backend's bounded thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pydantic
+
+from corral import exceptions
+from corral.backends.base import (
+    Backend,
+    BackendOptions,
+    Capability,
+    Handle,
+    PollResult,
+    PollStatus,
+    VMSpec,
+)
+from corral.backends.cloud import ec2_model as model
+from corral.backends.cloud import tags as cloud_tags
+from corral.backends.cloud.batching import Coalescer
+from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.guard import backoff_delay
+
+log = logging.getLogger(__name__)
+
+MAX_USER_DATA = 16 * 1024
+"""EC2 refuses user data above 16 KiB (before base64)."""
+TERMINATE_BATCH = 1000
+"""TerminateInstances takes at most 1000 ids."""
+STATUS_BATCH = 100
+"""DescribeInstanceStatus takes at most 100 ids."""
+_SECRET_KEYS = frozenset(
+    {
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "access_key",
+        "access_key_id",
+        "secret_key",
+        "secret_access_key",
+        "secret",
+        "session_token",
+        "password",
+        "credentials",
+    }
+)
+
+
+def refuse_inline_credentials(data: object, where: str) -> object:
+    """Refuse credentials in a backend's options, without echoing their values anywhere.
+
+    The values are blanked in place first: pydantic keeps the input in its error, and the error
+    is chained to the ``ConfigError`` (a traceback would otherwise print the secret).
+    """
+    if isinstance(data, dict):
+        found = sorted(k for k in data if isinstance(k, str) and k.lower() in _SECRET_KEYS)
+        if found:
+            for key in found:
+                data[key] = "<hidden>"
+            raise ValueError(
+                f"{', '.join(found)}: credentials are never read from corral's configuration; "
+                f"{where}"
+            )
+    return data
+
+
+class EC2Options(BackendOptions):
+    """Options of the ``ec2`` backend."""
+
+    region: str = pydantic.Field(min_length=1, description="AWS region, e.g. eu-central-1")
+    endpoint_url: str | None = pydantic.Field(
+        None, pattern=r"^https?://", description="endpoint of an EC2-compatible cloud"
+    )
+    profile: str | None = pydantic.Field(None, description="shared-credentials profile name")
+    image_id: str = pydantic.Field(min_length=1, description="the AMI to boot")
+    instance_type: str = "t3.micro"
+    subnet_id: str | None = None
+    security_group_ids: list[str] = pydantic.Field(default_factory=list)
+    key_name: str | None = None
+    user_data: str | None = pydantic.Field(None, description="cloud-init user data, inline")
+    user_data_file: str | None = pydantic.Field(None, description="user data from a file")
+    spot: bool = False
+    spot_max_price: str | None = pydantic.Field(None, pattern=r"^\d+(\.\d+)?$")
+    tags: dict[str, str] = pydantic.Field(default_factory=dict)
+    namespace: str = pydantic.Field("default", description="separates corral installations")
+    address: Literal["private", "public"] = "private"
+    up_check: Literal["running", "status_ok", "ssh"] = "running"
+    ssh_port: int = pydantic.Field(22, ge=1, le=65535)
+    describe_interval: float = pydantic.Field(2.0, gt=0, le=300)
+    rate: float = pydantic.Field(10.0, gt=0, description="API calls per second, per account")
+    burst: float = pydantic.Field(5.0, ge=1)
+    account: str | None = pydantic.Field(None, description="rate-limit key of the account")
+    max_attempts: int = pydantic.Field(8, ge=1, le=100)
+    backoff_base: float = pydantic.Field(0.5, gt=0)
+    backoff_max: float = pydantic.Field(20.0, gt=0)
+    connect_timeout: float = pydantic.Field(5.0, gt=0)
+    read_timeout: float = pydantic.Field(30.0, gt=0)
+    not_found_grace: float = pydantic.Field(60.0, ge=0)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: object) -> object:
+        return refuse_inline_credentials(
+            data, "use the environment, a profile (profile: NAME) or the instance role"
+        )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> EC2Options:
+        if self.user_data is not None and self.user_data_file is not None:
+            raise ValueError("user_data and user_data_file: give one of them")
+        if self.spot_max_price is not None and not self.spot:
+            raise ValueError("spot_max_price needs spot: true")
+        cloud_tags.check_namespace(self.namespace)
+        cloud_tags.check_user_tags(self.tags)
+        return self
+
+    def account_key(self) -> str:
+        """The key of the account's shared rate limit."""
+        if self.account:
+            return f"ec2:{self.account}"
+        return f"ec2:{self.endpoint_url or 'aws'}:{self.region}:{self.profile or 'default'}"
+
+
+class _NotFound(Exception):
+    """EC2 does not know (some of) the instances a call named."""
+
+
+class EC2Backend(Backend):
+    """VMs as EC2 instances, tagged with the pool and the VM name."""
+
+    type_name: ClassVar[str] = "ec2"
+    options_model: ClassVar[type[BackendOptions]] = EC2Options
+
+    def __init__(self, options: BackendOptions, *, pool: str, base_dir: Path | None = None) -> None:
+        """Bind to the options; no network call happens before the first operation."""
+        super().__init__(options, pool=pool, base_dir=base_dir)
+        assert isinstance(options, EC2Options)  # noqa: S101 - the registry validated the type
+        self.opts = options
+        self.capabilities = self.capabilities | {Capability.LIST, Capability.LIVECHECK}
+        self._user_data = self._load_user_data()
+        self.limiter: RateLimiter = limiter_for(options.account_key(), options.rate, options.burst)
+        self.calls: Counter[str] = Counter()
+        """API calls made, by operation name (for statistics and the benchmark)."""
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._creating: dict[str, Future[Any]] = {}
+        self._created: dict[str, float] = {}
+        self._status_ok: set[str] = set()
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._describer: Coalescer[str, model.Snapshot] = Coalescer(
+            self._describe_round, min_interval=options.describe_interval
+        )
+        self._terminator: Coalescer[str, None] = Coalescer(
+            self._terminate_round, max_items=TERMINATE_BATCH
+        )
+
+    def _load_user_data(self) -> str | None:
+        opts = self.opts
+        text = opts.user_data
+        if opts.user_data_file is not None:
+            path = Path(opts.user_data_file)
+            path = path if path.is_absolute() else self.base_dir / path
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise exceptions.ConfigError(
+                    f"backend 'ec2': user_data_file {str(path)!r}: {exc.strerror}"
+                ) from exc
+        if text is not None and len(text.encode()) > MAX_USER_DATA:
+            raise exceptions.ConfigError(
+                f"backend 'ec2': user data is {len(text.encode())} bytes; "
+                f"EC2 allows {MAX_USER_DATA}"
+            )
+        return text
+
+    # --- the SDK, in threads ---------------------------------------------------------------
+
+    def _client_sync(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                opts = self.opts
+                session = boto3.session.Session(profile_name=opts.profile, region_name=opts.region)
+                config = botocore.config.Config(
+                    connect_timeout=opts.connect_timeout,
+                    read_timeout=opts.read_timeout,
+                    retries={"total_max_attempts": 1},  # corral retries, under its rate limit
+                    max_pool_connections=max(10, opts.blocking_workers),
+                )
+                self._client = session.client("ec2", endpoint_url=opts.endpoint_url, config=config)
+            return self._client
+
+    def _invoke(self, operation: str, kwargs: Mapping[str, object]) -> dict[str, Any]:
+        result: dict[str, Any] = getattr(self._client_sync(), operation)(**kwargs)
+        return result
+
+    @staticmethod
+    def _error(exc: BaseException) -> tuple[model.ErrorKind, str]:
+        """The kind of an SDK error and a message safe to show (never a credential)."""
+        if isinstance(exc, botocore.exceptions.ClientError):
+            err = exc.response.get("Error", {})
+            code, message = str(err.get("Code", "")), str(err.get("Message", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            kind = model.classify(code or None, status if isinstance(status, int) else None)
+            if kind is model.ErrorKind.UNKNOWN_OUTCOME and not code:
+                code = f"HTTP {status}"
+            return kind, f"{code}: {message}"[:500]
+        if isinstance(
+            exc,
+            botocore.exceptions.EndpointConnectionError
+            | botocore.exceptions.ConnectionError
+            | botocore.exceptions.HTTPClientError,
+        ):
+            return model.ErrorKind.UNKNOWN_OUTCOME, f"{type(exc).__name__} (no answer)"
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return model.ErrorKind.FATAL, "no AWS credentials found (environment, profile, role)"
+        if isinstance(exc, botocore.exceptions.BotoCoreError | ValueError | TypeError):
+            return model.ErrorKind.FATAL, type(exc).__name__
+        return model.ErrorKind.FATAL, type(exc).__name__
+
+    def _backoff(self, attempt: int, kind: model.ErrorKind) -> float:
+        delay = backoff_delay(
+            attempt,
+            base=self.opts.backoff_base,
+            factor=2.0,
+            maximum=self.opts.backoff_max,
+            jitter=self._rng.random(),
+        )
+        if kind is model.ErrorKind.THROTTLED:
+            self.limiter.pause(delay)  # every pool on the account slows down, not just this one
+        return delay
+
+    async def _api(self, operation: str, **kwargs: object) -> dict[str, Any]:
+        """One idempotent call under the rate limit, retried on throttling and lost answers."""
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.calls[operation] += 1
+            try:
+                return await self.run_blocking(self._invoke, operation, kwargs)
+            except Exception as exc:
+                kind, message = self._error(exc)
+                if kind is model.ErrorKind.NOT_FOUND:
+                    raise _NotFound(message) from None
+                if kind is model.ErrorKind.FATAL or attempt >= self.opts.max_attempts:
+                    raise exceptions.BackendError(
+                        f"ec2 {operation} failed after {attempt} attempt(s): {message}"
+                    ) from None  # botocore's text is not ours to show: it may quote a request
+                delay = self._backoff(attempt, kind)
+                log.info(
+                    "pool %s: ec2 %s: %s; retry in %.2f s", self.pool, operation, message, delay
+                )
+                await asyncio.sleep(delay)
+
+    # --- batched rounds --------------------------------------------------------------------
+
+    async def _describe_round(self, _items: frozenset[str]) -> model.Snapshot:
+        instances: list[model.Instance] = []
+        token: str | None = None
+        filters = cloud_tags.ec2_filters(self.opts.namespace, self.pool)
+        while True:
+            kwargs: dict[str, object] = {"Filters": filters, "MaxResults": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._api("describe_instances", **kwargs)
+            instances.extend(model.parse_instances(page))
+            token = page.get("NextToken") or None
+            if token is None:
+                break
+        snapshot = model.Snapshot(tuple(instances))
+        if self.opts.up_check == "status_ok":
+            await self._refresh_status(snapshot)
+        return snapshot
+
+    async def _refresh_status(self, snapshot: model.Snapshot) -> None:
+        running = {i.id for i in snapshot.instances if i.state is model.InstanceState.RUNNING}
+        self._status_ok &= running
+        for chunk in model.chunks(running - self._status_ok, STATUS_BATCH):
+            answer = await self._api("describe_instance_status", InstanceIds=chunk)
+            for item in answer.get("InstanceStatuses") or []:
+                inst = (item.get("InstanceStatus") or {}).get("Status")
+                system = (item.get("SystemStatus") or {}).get("Status")
+                if inst == "ok" and system == "ok":
+                    self._status_ok.add(str(item.get("InstanceId")))
+
+    async def _terminate_round(self, ids: frozenset[str]) -> None:
+        for chunk in model.chunks(ids, TERMINATE_BATCH):
+            pending = set(chunk)
+            while pending:
+                try:
+                    await self._api("terminate_instances", InstanceIds=sorted(pending))
+                    break
+                except _NotFound as exc:
+                    gone = model.ids_in_message(str(exc)) & pending
+                    if not gone and len(pending) > 1:
+                        for one in sorted(pending):  # cannot tell which: one call each
+                            await self._terminate_round(frozenset({one}))
+                        break
+                    pending -= gone or pending  # an unknown instance is terminated already
+
+    # --- the operations --------------------------------------------------------------------
+
+    def _run_params(self, spec: VMSpec) -> dict[str, object]:
+        opts = self.opts
+        tag_map = cloud_tags.instance_tags(
+            opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.tags
+        )
+        params: dict[str, object] = {
+            "ImageId": opts.image_id,
+            "InstanceType": opts.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": cloud_tags.ec2_tag_list(tag_map)}
+                for kind in ("instance", "volume")
+            ],
+        }
+        if opts.subnet_id:
+            params["SubnetId"] = opts.subnet_id
+        if opts.security_group_ids:
+            params["SecurityGroupIds"] = list(opts.security_group_ids)
+        if opts.key_name:
+            params["KeyName"] = opts.key_name
+        if self._user_data is not None:
+            params["UserData"] = self._user_data  # boto3 encodes it in base64
+        if opts.spot:
+            spot: dict[str, object] = {
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
+            }
+            if opts.spot_max_price:
+                spot["MaxPrice"] = opts.spot_max_price
+            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+        return params
+
+    async def _existing(self, name: str) -> model.Instance | None:
+        """A live instance already carrying the VM's name (a previous create that succeeded)."""
+        alive = [i for i in (await self._describer.submit()).by_vm(name) if i.alive]
+        return min(alive, key=lambda i: i.id) if alive else None
+
+    def _adopt(self, name: str, inst: model.Instance) -> Handle:
+        log.info("pool %s: VM %s already exists as %s: adopted", self.pool, name, inst.id)
+        self._created.setdefault(inst.id, time.monotonic())
+        return Handle(name=name, ref=inst.id)
+
+    async def spawn(self, spec: VMSpec) -> Handle:
+        """Create the instance (returns once EC2 accepted it; ``poll`` tells when it is up)."""
+        found = await self._existing(spec.name)
+        if found is not None:
+            return self._adopt(spec.name, found)
+        params = {**self._run_params(spec), "ClientToken": f"corral-{uuid.uuid4().hex}"}
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.calls["run_instances"] += 1
+            future = self.submit_blocking(self._invoke, "run_instances", params)
+            self._track_create(spec.name, future)
+            try:
+                answer = await asyncio.wrap_future(future)
+            except Exception as exc:
+                kind, message = self._error(exc)
+                if kind in (model.ErrorKind.FATAL, model.ErrorKind.NOT_FOUND) or (
+                    attempt >= self.opts.max_attempts
+                ):
+                    raise exceptions.BackendError(
+                        f"ec2 run_instances {spec.name} failed after {attempt} attempt(s): "
+                        f"{message}"
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt, kind))
+                if kind is model.ErrorKind.UNKNOWN_OUTCOME:
+                    found = await self._existing(spec.name)  # did the lost call create it?
+                    if found is not None:
+                        return self._adopt(spec.name, found)
+                continue
+            created = model.parse_instances({"Reservations": [answer]})
+            if not created:
+                raise exceptions.BackendError(
+                    f"ec2 run_instances {spec.name}: the answer names no instance"
+                )
+            self._created[created[0].id] = time.monotonic()
+            return Handle(name=spec.name, ref=created[0].id)
+
+    def _track_create(self, name: str, future: Future[Any]) -> None:
+        self._creating[name] = future
+
+        def done(f: Future[Any]) -> None:  # runs in the SDK thread: dict operations only
+            if self._creating.get(name) is f:
+                del self._creating[name]
+
+        future.add_done_callback(done)
+
+    async def _instance(self, handle: Handle) -> tuple[model.Snapshot, model.Instance | None]:
+        snapshot = await self._describer.submit()
+        if handle.ref:
+            return snapshot, snapshot.by_id(handle.ref)
+        alive = [i for i in snapshot.by_vm(handle.name) if i.alive]
+        return snapshot, (min(alive, key=lambda i: i.id) if alive else None)
+
+    async def poll(self, handle: Handle) -> PollResult:
+        """Pending until the instance runs (and passes the configured up-check), then up."""
+        snapshot, inst = await self._instance(handle)
+        if inst is not None:
+            await self._drop_duplicates(snapshot, handle.name, keep=inst.id)
+        created = self._created.get(inst.id if inst else handle.ref)
+        age = time.monotonic() - created if created is not None else None
+        checks = None
+        if self.opts.up_check == "status_ok" and inst is not None:
+            checks = inst.id in self._status_ok
+        result = model.poll_result(
+            inst,
+            address=self.opts.address,
+            age=age,
+            grace=self.opts.not_found_grace,
+            checks_ok=checks,
+        )
+        if result.status is PollStatus.PENDING:
+            return PollResult(result.status, retry_after=self.opts.describe_interval)
+        if result.address is not None and self.opts.up_check == "ssh":
+            if not await _port_open(result.address, self.opts.ssh_port):
+                return PollResult(PollStatus.PENDING, retry_after=self.opts.describe_interval)
+        return result
+
+    async def _drop_duplicates(self, snapshot: model.Snapshot, name: str, keep: str) -> None:
+        """Terminate other live instances with the VM's name: creates whose answer was lost."""
+        extra = {i.id for i in snapshot.by_vm(name) if i.alive and i.id != keep}
+        if extra:
+            log.warning("pool %s: VM %s has duplicates %s: terminating", self.pool, name, extra)
+            await self._terminator.submit(*extra)
+
+    async def terminate(self, handle: Handle) -> None:
+        """Terminate every live instance of the VM (idempotent; waits for its create to end)."""
+        creating = self._creating.get(handle.name)
+        if creating is not None and not creating.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(creating))
+        snapshot = await self._describer.submit()
+        ids = {i.id for i in snapshot.by_vm(handle.name) if i.alive}
+        if handle.ref.startswith("i-"):
+            known = snapshot.by_id(handle.ref)
+            if known is None or known.alive:
+                ids.add(handle.ref)
+        if ids:
+            await self._terminator.submit(*ids)
+        for instance_id in ids:
+            self._created.pop(instance_id, None)
+
+    async def livecheck(self, handle: Handle) -> bool:
+        """Whether the instance is running (from the pool's shared describe)."""
+        _, inst = await self._instance(handle)
+        return inst is not None and inst.state is model.InstanceState.RUNNING
+
+    async def list(self) -> list[Handle]:
+        """The pool's live instances (tagged with this namespace and pool), by VM name."""
+        snapshot = await self._describer.submit()
+        return sorted(
+            (Handle(name=i.vm, ref=i.id) for i in snapshot.alive() if i.vm),
+            key=lambda h: (h.name, h.ref),
+        )
+
+    async def aclose(self) -> None:
+        """Stop the batching tasks, close the HTTP connections and the thread pool."""
+        await self._describer.aclose()
+        await self._terminator.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        await super().aclose()
+
+
+async def _port_open(address: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``address:port`` succeeds within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

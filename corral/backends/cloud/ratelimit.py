@@ -1,0 +1,141 @@
+"""A per-account rate limit on cloud API calls (Nodepool's ``rate``), shared by every pool.
+
+:class:`TokenBucket` is the pure core: no clock, no lock, no asyncio; the caller passes ``now``.
+It works by *reservation*: each call reserves the next free slot and is told how long to wait
+for it, so callers are served in arrival order and the bucket never has to wake anybody up.
+Over any window of ``w`` seconds at most ``burst + rate * w`` calls are granted.
+
+:class:`RateLimiter` is the shell: a lock (the bucket is shared by event loops and SDK threads)
+and a monotonic clock; :meth:`RateLimiter.acquire` sleeps on the running loop until the slot.
+:func:`limiter_for` keeps one limiter per account key in this process, so two pools on one account
+share one bucket. Across several hosts the limit is per process: a cluster-wide bucket needs the
+shared PostgreSQL coordination of issue 11, which does not exist yet (see docs/cloud.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corral import exceptions
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` calls per second on average, at most ``burst`` at once. Pure: time is passed in."""
+
+    rate: float
+    """Tokens added per second."""
+    burst: float = 1.0
+    """The bucket's size: calls that may go out back to back after a quiet period."""
+    _next: float | None = None
+    """The time at which the bucket is empty again if nobody else reserves (the debt horizon)."""
+    _paused_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or not self.burst >= 1:
+            raise exceptions.InvalidInput(
+                f"rate limit: rate must be > 0 and burst >= 1 (got rate={self.rate}, "
+                f"burst={self.burst})"
+            )
+
+    def reserve(self, now: float) -> float:
+        """Reserve one call; return how many seconds from ``now`` the caller must wait (>= 0).
+
+        The bucket is modelled by ``_next``, the moment its level would be back to empty after
+        the calls reserved so far: a bucket that was idle long enough is full (``burst`` calls go
+        at once), each call adds ``1 / rate`` seconds of debt.
+        """
+        interval = 1.0 / self.rate
+        start = max(now, self._paused_until)
+        # a full bucket holds `burst` tokens: its empty-horizon lies (burst - 1) intervals back
+        floor = start - (self.burst - 1.0) * interval
+        horizon = floor if self._next is None else max(self._next, floor)
+        self._next = horizon + interval
+        return max(0.0, horizon - now)
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Grant nothing for ``seconds`` from ``now`` (the cloud said: slow down)."""
+        self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        # after a pause calls resume one interval apart: no burst right after being throttled
+        self._next = max(self._next if self._next is not None else now, self._paused_until)
+
+
+class RateLimiter:
+    """A thread-safe, loop-agnostic shell around one :class:`TokenBucket`."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """A limiter of ``rate`` calls per second with ``burst`` calls back to back."""
+        self.bucket = TokenBucket(rate, burst)
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.granted = 0
+        """Calls granted so far (for statistics and the benchmark)."""
+        self.waited = 0.0
+        """Seconds callers were told to wait, in total."""
+
+    @property
+    def rate(self) -> float:
+        """Calls per second on average."""
+        return self.bucket.rate
+
+    def reserve(self) -> float:
+        """Reserve one call now; the seconds to wait before making it."""
+        with self._lock:
+            delay = self.bucket.reserve(self._clock())
+            self.granted += 1
+            self.waited += delay
+        return delay
+
+    async def acquire(self) -> None:
+        """Wait on the running event loop until one call may be made.
+
+        A caller cancelled while waiting loses its slot (it is not given back): the limit errs on
+        the side of fewer calls.
+        """
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller of this account back for ``seconds`` (after a throttling answer)."""
+        with self._lock:
+            self.bucket.pause(self._clock(), seconds)
+
+
+_LIMITERS: dict[str, RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def limiter_for(key: str, rate: float, burst: float = 1.0) -> RateLimiter:
+    """The process-wide limiter of the account ``key``, created on first use.
+
+    Every pool naming the same account key shares the returned object. Two pools declaring
+    different rates for one account is a configuration error: the first one would silently win.
+    """
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get(key)
+        if limiter is None:
+            limiter = _LIMITERS[key] = RateLimiter(rate, burst)
+        elif limiter.rate != rate or limiter.bucket.burst != burst:
+            raise exceptions.ConfigError(
+                f"rate limit of cloud account {key!r} is already {limiter.rate:g}/s "
+                f"(burst {limiter.bucket.burst:g}); another pool asks for {rate:g}/s "
+                f"(burst {burst:g}): give every pool on one account the same rate"
+            )
+        return limiter
+
+
+def forget_limiters() -> None:
+    """Drop every shared limiter (tests, and a controller reloading its configuration)."""
+    with _LIMITERS_LOCK:
+        _LIMITERS.clear()
