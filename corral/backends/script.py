@@ -5,8 +5,11 @@ does their I/O and watches their exit; nothing blocks), each in its own process 
 timeout after which the whole group is killed. The VM's identity is in environment variables,
 resalloc's included, so resalloc scripts work unchanged. ``new`` prints the VM's address on its
 first line; anything else there, or a non-zero exit, is a failure whose message carries the
-script's stderr. A semaphore bounds the processes running at once, so hundreds of spawns never
-exhaust file descriptors (resalloc issues #173/#178).
+script's stderr. Once the controller owns its store, every command also carries
+``CORRAL_OWNER`` (:meth:`ScriptBackend.mark`): after a ``kill -9`` the next owner kills what is
+left of them before undoing their work (:mod:`corral.backends.leftovers`). A semaphore bounds
+the processes running at once, so hundreds of spawns never exhaust file descriptors (resalloc
+issues #173/#178).
 
 This module must not interpret the operator's commands beyond that protocol, and must never pass
 them through a shell.
@@ -26,7 +29,7 @@ from typing import Annotated, ClassVar
 import pydantic
 
 from corral import exceptions
-from corral.backends import process
+from corral.backends import leftovers, process
 from corral.backends.base import (
     Backend,
     BackendOptions,
@@ -183,11 +186,20 @@ class ScriptBackend(Backend):
         # the daemon's environment as the backend is loaded, plus ``env``: copying os.environ
         # (decoding every variable) for each command would cost more than the rest of a start
         self._base_env = {**os.environ, **options.env}
+        # only the store's owner names the store its commands run for (see mark()): a marker
+        # inherited from the daemon's own environment would make them someone else's leftovers
+        self._base_env.pop(leftovers.OWNER_VARIABLE, None)
         self._slots = asyncio.Semaphore(options.max_processes)
         total = options.max_processes
         self._new_slots = asyncio.Semaphore(max(1, total - reserved_slots(total)))
         self.running = 0
         """Commands running right now (never above ``max_processes``)."""
+
+    def mark(self, owner: str) -> None:
+        """Start every later command with ``CORRAL_OWNER=<owner>`` (the store it runs for), so
+        that the store's next owner finds and kills what this process leaves running when it is
+        killed (:mod:`corral.backends.leftovers`)."""
+        self._base_env[leftovers.OWNER_VARIABLE] = owner
 
     def _resolve(self, key: str, argv: list[str]) -> list[str]:
         program = argv[0]

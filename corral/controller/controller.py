@@ -39,7 +39,7 @@ from corral.locks import LockManager
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
-from corral.store import Store, open_store
+from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
 from corral.store.pools import VMRow
 from corral.tasks import TaskEngine, TaskEvent, TaskState
@@ -62,6 +62,8 @@ class Controller:
         owns_store: bool = True,
         max_running: int | None = None,
         recover: bool = True,
+        adopt: bool = False,
+        claim: ownership.StoreClaim | None = None,
     ) -> None:
         """Wire the parts; prefer :meth:`create`, which also recovers and reconciles."""
         missing = sorted(set(config.pools) - set(backends))
@@ -76,6 +78,9 @@ class Controller:
         running = max_running or max(16, sum(p.max_starting + 8 for p in config.pools.values()))
         self.maintains = recover
         """Whether this controller preallocates and maintains (False: it only assigns)."""
+        self.adopt = adopt
+        """Whether reconciliation sweeps machines whose names the store never issued."""
+        self._claim = claim
         engine_store = store if recover else wiring.without_recovery(store)
         self.tasks = TaskEngine(
             engine_store,
@@ -113,12 +118,15 @@ class Controller:
         tick: float = 1.0,
         poll_interval: float | None = None,
         recover: bool = True,
+        adopt: bool = False,
     ) -> Controller:
         """Open the store and backends, recover unfinished tasks and reconcile every backend.
 
         ``backends`` (pool name → backend) replaces the configured ones (tests); ``recover=False``
         makes a secondary controller sharing a database: it creates, assigns and closes tickets
         but neither recovers the others' tasks, reconciles, preallocates nor maintains.
+        ``adopt``: reconciliation terminates machines whose names the store never issued too
+        (by default it reports them; see :mod:`corral.pools.restart`).
         """
         opened = store is None
         if store is None:
@@ -126,7 +134,14 @@ class Controller:
             if url.kind == "sqlite" and url.path:
                 # the embedded default lives under ./.corral/: create the folder on first use
                 Path(url.path).parent.mkdir(parents=True, exist_ok=True)
-        the_store = store if store is not None else await open_store(config.store)
+        # own the store and kill an earlier owner's leftover commands before recovering anything
+        claim = await recovery.take_over(config) if opened and recover else None
+        try:
+            the_store = store if store is not None else await open_store(config.store)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
         guarded: dict[str, GuardedBackend] = {}
         try:
             base = config.base_dir if config.base_dir is not None else Path.cwd()
@@ -137,6 +152,7 @@ class Controller:
                         pool.backend.type, pool.backend.options, pool=name, base_dir=base
                     )
                 guarded[name] = wiring.guard(pool, raw, poll_interval=poll_interval)
+            recovery.mark(guarded, claim)
             ctl = cls(
                 config,
                 the_store,
@@ -145,6 +161,8 @@ class Controller:
                 tick=tick,
                 owns_store=opened,
                 recover=recover,
+                adopt=adopt,
+                claim=claim,
             )
             await ctl.tasks.start()
             if recover:
@@ -155,6 +173,8 @@ class Controller:
                 await backend.aclose()
             if opened:
                 await the_store.close()
+            if claim is not None:
+                claim.release()
             raise
         return ctl
 
@@ -207,6 +227,8 @@ class Controller:
         self.ticket_ops.cancel_waiters()
         if self._owns_store:
             await self.store.close()
+        if self._claim is not None:
+            self._claim.release()
 
     def _spawn_bg(self, coro: Coroutine[object, object, None]) -> None:
         job = asyncio.get_running_loop().create_task(coro)

@@ -1,10 +1,11 @@
 """Reconciliation on start: the store's VMs against every backend's ``list()`` (SPEC §6).
 
-:func:`plan` is pure: given the store's VMs of a pool, the handles the backend listed and the VMs
-that an unfinished task is still working on, it says which machines to sweep (the backend has them,
-the store does not know them alive: a leak), which VMs the backend lost, and which orphaned VMs (no
-task, stuck half-way after a crash) to terminate. :func:`orphans` says the same for a backend that
-cannot list. This module must not call backends or the store; the controller acts on the plan.
+:func:`plan` is pure: given the store's VMs of a pool, the handles the backend listed (``None``
+when it cannot list), the VMs an unfinished task is still working on, how many names the pool's
+counter has issued and whether the operator adopts foreign machines, it puts every machine in a
+:class:`corral.pools.restart.Situation`, looks its action up in the restart rules and groups the
+machines by action. This module must not decide anything the rules table decides, nor call
+backends or the store; the controller acts on the plan (:mod:`corral.controller.recovery`).
 """
 
 from __future__ import annotations
@@ -13,40 +14,60 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
 from corral.backends.base import Handle
-from corral.pools.model import VM, VMState
+from corral.pools import restart
+from corral.pools.model import VM
 
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePlan:
-    """What to do about one pool after a restart."""
+    """What to do about one pool after a restart (one field per acting rule)."""
 
     sweep: tuple[Handle, ...] = ()
-    """Machines the backend has that the store does not know alive: terminate them."""
+    """Machines the backend has whose name the store issued but does not hold alive: terminate."""
+    foreign: tuple[Handle, ...] = ()
+    """Machines whose name the store never issued: report them, touch nothing (no ``adopt``)."""
     lost: tuple[VM, ...] = ()
     """VMs the store has alive that the backend does not have: mark them failed, replace them."""
+    gone: tuple[VM, ...] = ()
+    """VMs ``terminating`` that the backend no longer has: their termination happened."""
     orphans: tuple[VM, ...] = ()
     """VMs stuck in spawning/releasing/terminating with no task: terminate them."""
 
 
-_IN_FLIGHT = (VMState.SPAWNING, VMState.RELEASING, VMState.TERMINATING)
+def plan(
+    pool: str,
+    vms: Iterable[VM],
+    listed: Iterable[Handle] | None,
+    busy: Set[str],
+    *,
+    issued: int,
+    adopt: bool = False,
+) -> ReconcilePlan:
+    """Compare the store with the backend's inventory of one pool (``listed`` ``None``: the
+    backend cannot list)."""
+    rows = {v.name: v for v in vms}
+    have = {h.name: h for h in listed} if listed is not None else {}
+    acts: dict[restart.Action, list[str]] = {action: [] for action in restart.Action}
+    for name in sorted(rows.keys() | have.keys()):
+        vm = rows.get(name)
+        if listed is None:
+            inventory = restart.Inventory.UNKNOWN
+        else:
+            inventory = restart.Inventory.LISTED if name in have else restart.Inventory.UNLISTED
+        record = restart.classify(name, pool, None if vm is None else vm.state, issued)
+        situation = restart.Situation(record, inventory, task=name in busy, adopt=adopt)
+        acts[restart.decide(situation)].append(name)
 
+    def machines(action: restart.Action) -> tuple[Handle, ...]:
+        return tuple(have[n] for n in acts[action])
 
-def orphans(vms: Iterable[VM], busy: Set[str]) -> tuple[VM, ...]:
-    """VMs half-way through a change that no task is driving any more."""
-    return tuple(v for v in vms if v.state in _IN_FLIGHT and v.name not in busy)
+    def records(action: restart.Action) -> tuple[VM, ...]:
+        return tuple(rows[n] for n in acts[action])
 
-
-def plan(vms: Iterable[VM], listed: Iterable[Handle], busy: Set[str]) -> ReconcilePlan:
-    """Compare the store with the backend's inventory of one pool."""
-    known = list(vms)
-    alive = {v.name: v for v in known if v.alive}
-    have = {h.name: h for h in listed}
-    sweep = tuple(h for name, h in sorted(have.items()) if name not in alive and name not in busy)
-    lost = tuple(
-        v
-        for name, v in sorted(alive.items())
-        if name not in have and name not in busy and v.state is not VMState.SPAWNING
+    return ReconcilePlan(
+        sweep=machines(restart.Action.SWEEP),
+        foreign=machines(restart.Action.REPORT),
+        lost=records(restart.Action.LOST),
+        gone=records(restart.Action.GONE),
+        orphans=records(restart.Action.TERMINATE),
     )
-    lost_names = {v.name for v in lost}
-    stuck = tuple(v for v in orphans(known, busy) if v.name not in lost_names)
-    return ReconcilePlan(sweep=sweep, lost=lost, orphans=stuck)

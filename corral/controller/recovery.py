@@ -1,20 +1,32 @@
-"""Acting on reconciliation (SPEC §6): what the controller does with a :mod:`reconcile` plan.
+"""Restarting (SPEC §6, §10): owning the store, killing leftovers, acting on reconciliation.
 
-Run once on start, after the task engine recovered unfinished tasks. This module must not decide
-(that is :func:`corral.controller.reconcile.plan`); it submits tasks and writes states.
+On start, before the task engine recovers anything, :func:`take_over` makes this process the
+store's only owner (a SQLite store: ``corral.store.ownership``) and kills the commands an
+earlier owner left running (``corral.backends.leftovers``): an interrupted spawn is undone only
+once its ``new`` is dead. :func:`mark` makes this process's commands findable the same way. After
+the engine recovered the unfinished tasks, :func:`reconcile` compares the store with every
+backend and acts on the :mod:`reconcile` plan, whose every decision comes from the restart rules
+(:mod:`corral.pools.restart`). This module must not decide; it claims, kills, submits tasks and
+writes states.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral import exceptions
+from corral.backends import leftovers
 from corral.backends.base import Capability, Handle, VMSpec
 from corral.backends.guard import GuardedBackend
+from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
 from corral.controller import records
 from corral.pools.model import VMState
+from corral.store import ownership
+from corral.store import parse as parse_store_url
 from corral.tasks import Step
 
 if TYPE_CHECKING:
@@ -22,24 +34,54 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FOREIGN_SHOWN = 5
+"""Names of foreign machines quoted in the warning about them."""
+
+
+async def take_over(config: CorralConfig) -> ownership.StoreClaim | None:
+    """Own the configured store and kill what its earlier owners left running; ``None`` for a
+    store that is not SQLite (PostgreSQL is shared by design; memory has no earlier owner).
+
+    Raises ``StoreInUse`` when another process owns it: then nothing was touched.
+    """
+    url = parse_store_url(config.store)
+    if url.kind != "sqlite" or not url.path:
+        return None
+    claim = ownership.claim(Path(url.path))
+    try:
+        await leftovers.kill(claim.marker)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def mark(backends: Mapping[str, GuardedBackend], claim: ownership.StoreClaim | None) -> None:
+    """Make every command the backends start carry the store's marker (see :func:`take_over`)."""
+    if claim is None:
+        return
+    for backend in backends.values():
+        if isinstance(backend.backend, leftovers.MarksCommands):
+            backend.backend.mark(claim.marker)
+
 
 async def reconcile(ctl: Controller) -> dict[str, reconciliation.ReconcilePlan]:
     """On start: compare the store with every backend's inventory and act on every difference."""
     plans: dict[str, reconciliation.ReconcilePlan] = {}
     for name, backend in ctl.backends().items():
         listed = await _list(backend) if backend.has(Capability.LIST) else None
-        # read the store after the backend: a VM's row is written before the backend is asked
-        # to create it, so everything listed is already known to this read
+        # read the store after the backend: a VM's row (and its name) is written before the
+        # backend is asked to create it, so everything listed is already known to these reads
+        issued = await ctl.store.pools.vms_issued(name)
         vms = [records.vm(r) for r in await ctl.store.pools.list_vms(pool=name)]
         template = ctl.config.pool(name).template.as_mapping()
         for vm in vms:
             if vm.alive:  # the host's committed capacity survives our restart
                 backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
-        busy = ctl.busy_vms()
-        if listed is None:
-            plans[name] = reconciliation.ReconcilePlan(orphans=reconciliation.orphans(vms, busy))
-        else:
-            plans[name] = reconciliation.plan(vms, listed, busy)
+        plans[name] = reconciliation.plan(
+            name, vms, listed, ctl.busy_vms(), issued=issued, adopt=ctl.adopt
+        )
+        _report(name, plans[name].foreign, issued)
         await act(ctl, name, plans[name])
     return plans
 
@@ -57,11 +99,38 @@ async def sweep(ctl: Controller) -> int:
         listed = await _list(backend)
         if listed is None:
             continue
+        issued = await ctl.store.pools.vms_issued(name)
         vms = [records.vm(r) for r in await ctl.store.pools.list_vms(pool=name)]
-        plan = reconciliation.plan(vms, listed, ctl.busy_vms())
+        plan = reconciliation.plan(
+            name, vms, listed, ctl.busy_vms(), issued=issued, adopt=ctl.adopt
+        )
+        if plan.foreign:  # reported at start; the sweep leaves them be
+            log.debug("pool %s: %d foreign machines left alone", name, len(plan.foreign))
         await act(ctl, name, reconciliation.ReconcilePlan(sweep=plan.sweep))
         swept += len(plan.sweep)
     return swept
+
+
+def _report(pool: str, foreign: tuple[Handle, ...], issued: int) -> None:
+    if not foreign:
+        return
+    names = ", ".join(h.name for h in foreign[:FOREIGN_SHOWN])
+    more = f" and {len(foreign) - FOREIGN_SHOWN} more" if len(foreign) > FOREIGN_SHOWN else ""
+    history = (
+        "the store has no history of this pool"
+        if issued == 0
+        else f"the store issued only {issued} names"
+    )
+    log.warning(
+        "pool %s: the backend has %d machines this store never created (%s%s; %s): leaving them "
+        "alone. If this store should own them (it replaced the store they were made with), "
+        "restart with --adopt to terminate them as leaks.",
+        pool,
+        len(foreign),
+        names,
+        more,
+        history,
+    )
 
 
 async def _list(backend: GuardedBackend) -> list[Handle] | None:
@@ -85,7 +154,7 @@ async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) ->
             recovery="resume",
         )
     now = ctl.clock()
-    for vm in plan.lost:
+    for vm in (*plan.lost, *plan.gone):
         log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
         if vm.state is VMState.IN_USE and vm.ticket is not None:
             await ctl.store.pools.close_ticket(
@@ -97,7 +166,7 @@ async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) ->
                 reason="its VM was lost by the backend",
             )
             ctl.ticket_changed(vm.ticket, "failed", {"vm": vm.name})
-        final = "terminated" if vm.state is VMState.TERMINATING else "failed"
+        final = "terminated" if vm in plan.gone else "failed"
         row = await ctl.store.pools.update_vm(
             vm.name,
             expect=None,

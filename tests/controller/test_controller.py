@@ -259,7 +259,10 @@ async def test_reconcile_sweeps_leaks_and_replaces_lost_vms() -> None:
         ready = [v.name for v in (await store.pools.list_vms(states=["ready"]))]
         await fake.forget(t.vm)
         await fake.forget(ready[0])
-        await fake.inject("p-leaked")
+        # a leak: a machine the store recorded (so it issued its name) but holds failed
+        leaked = await store.pools.create_vm("p", state="spawning", now=0.0)
+        await store.pools.update_vm(leaked.name, expect=None, changes={"state": "failed"})
+        await fake.inject(leaked.name)
         async with controller({"min_ready": 2}, fake=fake, store=store) as ctl:
             assert (await ctl.get_vm(t.vm)).state is VMState.FAILED
             assert (await ctl.get_ticket(t.id)).state is TicketState.FAILED
@@ -271,7 +274,7 @@ async def test_reconcile_sweeps_leaks_and_replaces_lost_vms() -> None:
                 return c.get("ready") == 2 and await fake.names() == alive
 
             await eventually(ctl, clean)
-            assert "p-leaked" not in await fake.names()
+            assert leaked.name not in await fake.names()
     finally:
         await store.close()
 
@@ -397,12 +400,15 @@ async def test_periodic_sweep_terminates_a_leak_while_running() -> None:
     async with controller(pool, fake=fake, clock=clock, tick=60) as ctl:
         await _ready(ctl, 1)
         await ctl.maintenance.run_once(wait=True)  # the first run only notes the start
-        await fake.inject("p-leak")
+        # a leak: a machine whose name the store issued (a VM it holds failed)
+        leak = await ctl.store.pools.create_vm("p", state="spawning", now=0.0)
+        await ctl.store.pools.update_vm(leak.name, expect=None, changes={"state": "failed"})
+        await fake.inject(leak.name)
         clock.advance(31)
         await ctl.maintenance.run_once(wait=True)
 
         async def swept() -> bool:
-            return "p-leak" not in await fake.names()
+            return leak.name not in await fake.names()
 
         await eventually(ctl, swept)
         assert len(await fake.names()) == 1  # the pool's own VM is kept
