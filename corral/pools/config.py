@@ -1,20 +1,24 @@
 """Pool configuration models (SPEC §5, the ``pools`` part of §9), validated with pydantic 2.
 
-Every model is frozen and forbids unknown keys. Cross-field rules (``max_starting <= max``,
+Every model is frozen, forbids unknown keys and is strict: ``min_ready: true``, ``max: "5"`` or
+``sandbox: "yes"`` are errors, never coerced. Cross-field rules (``max_starting <= max``,
 ``min_ready <= max``) and the backend's own options are checked by :func:`validate_pool`, which
-collects every problem with its location instead of stopping at the first. This module must not
-start backends or touch the store.
+collects every problem with its location instead of stopping at the first; with ``probe`` it also
+builds the backend, so that what the host must provide (the script backend's programs) is checked
+too. This module must not start backends or touch the store.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated
 
 import pydantic
 from pydantic import Field
 
+from corral import config_messages, exceptions
 from corral.pools.allocation import PoolLimits
 
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -25,7 +29,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:
 
 
 class _Frozen(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LivecheckConfig(_Frozen):
@@ -69,8 +73,8 @@ class TemplateConfig(_Frozen):
 
     memory_mib: int = Field(default=1024, ge=16, le=16 * 1024 * 1024)
     vcpus: int = Field(default=1, ge=1, le=4096)
-    disks: tuple[DiskConfig, ...] = ()
-    nics: tuple[NicConfig, ...] = ()
+    disks: tuple[DiskConfig, ...] = Field(default=(), strict=False)  # YAML gives lists
+    nics: tuple[NicConfig, ...] = Field(default=(), strict=False)
 
     def as_mapping(self) -> dict[str, object]:
         """The template as plain data, as ``VMSpec.template`` carries it."""
@@ -90,7 +94,10 @@ class BackendConfig(_Frozen):
         # not this one, decides which keys exist.
         if isinstance(data, Mapping) and "options" not in data:
             rest = {k: v for k, v in data.items() if k != "type"}
-            return {"type": data.get("type"), "options": rest}
+            split: dict[str, object] = {"options": rest}
+            if "type" in data:
+                split["type"] = data["type"]
+            return split
         return data
 
 
@@ -99,7 +106,7 @@ class PoolConfig(_Frozen):
 
     name: str = Field(pattern=POOL_NAME.pattern)
     backend: BackendConfig
-    tags: tuple[Tag, ...] = ()
+    tags: tuple[Tag, ...] = Field(default=(), strict=False)  # YAML gives lists
     max: int = Field(default=10, ge=0, le=1_000_000)
     max_starting: int = Field(default=4, ge=1, le=100_000)
     min_ready: int = Field(default=0, ge=0)
@@ -138,35 +145,38 @@ class PoolConfig(_Frozen):
 
 
 def describe_errors(exc: pydantic.ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    """Turn pydantic errors into ``where.the.key: what is wrong`` lines."""
-    lines = []
-    for err in exc.errors():
-        loc = [*prefix, *(str(part) for part in err["loc"])]
-        if loc and loc[-1] == "options" and len(loc) >= 2 and loc[-2] == "backend":
-            loc = loc[:-1]
-        where = ".".join(loc) or "(top)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key")
-        elif err["type"] == "missing":
-            lines.append(f"{where}: required")
-        else:
-            lines.append(f"{where}: {err['msg']}")
-    return lines
+    """Turn pydantic errors of a pool into ``where.the.key: what is wrong`` lines."""
+    return config_messages.describe_errors(exc, prefix, PoolConfig)
 
 
 def validate_pool(
-    name: str, raw: object, prefix: tuple[str, ...] = ("pools",)
+    name: str,
+    raw: object,
+    prefix: tuple[str, ...] = ("pools",),
+    *,
+    base_dir: Path | None = None,
+    probe: bool = False,
 ) -> PoolConfig | list[str]:
-    """Validate one pool's raw mapping; return the pool, or every problem found as text lines."""
+    """Validate one pool's raw mapping; return the pool, or every problem found as text lines.
+
+    With ``probe``, the backend is also built (not started) with ``base_dir`` as the folder its
+    relative paths resolve against, so a missing or non-executable script is reported here, as
+    ``corral serve`` would find it.
+    """
     where = (*prefix, name)
     if not isinstance(raw, Mapping):
-        return [f"{'.'.join(where)}: must be a mapping"]
+        return [f"{'.'.join(where)}: must be a mapping, not {config_messages.given(raw)}"]
     if "name" in raw:
         return [f"{'.'.join((*where, 'name'))}: unknown key (the pool's key is its name)"]
     try:
         pool = PoolConfig.model_validate({**raw, "name": name})
     except pydantic.ValidationError as exc:
-        return describe_errors(exc, where)
+        problems = describe_errors(exc, where)
+        backend = raw.get("backend")
+        if isinstance(backend, Mapping) and isinstance(backend.get("type"), str):
+            # the backend's own options are checked even when other keys of the pool are wrong
+            problems.extend(_backend_problems(backend, where, base_dir, probe=False))
+        return problems
     if "max_starting" not in raw and pool.max_starting > pool.max:
         # the default (4) follows a smaller max rather than contradict it
         pool = pool.model_copy(update={"max_starting": max(1, pool.max)})
@@ -175,19 +185,29 @@ def validate_pool(
         problems.append(f"{'.'.join((*where, 'max_starting'))}: must be <= max ({pool.max})")
     if pool.min_ready > pool.max:
         problems.append(f"{'.'.join((*where, 'min_ready'))}: must be <= max ({pool.max})")
-    backend_problem = _check_backend(pool.backend)
-    if backend_problem is not None:
-        problems.append(f"{'.'.join((*where, 'backend'))}: {backend_problem}")
+    backend_raw = {"type": pool.backend.type, **pool.backend.options}
+    problems.extend(_backend_problems(backend_raw, where, base_dir, probe=probe))
     return problems or pool
 
 
-def _check_backend(backend: BackendConfig) -> str | None:
-    # Imported here: corral.backends imports pydantic models only, but the registry reads entry
-    # points, which is slow-ish and not needed to import this module.
-    from corral import backends, exceptions
+def _backend_problems(
+    raw: Mapping[str, object], where: tuple[str, ...], base_dir: Path | None, *, probe: bool
+) -> list[str]:
+    # Imported here: the registry reads entry points, which is slow-ish and not needed to
+    # import this module.
+    from corral import backends
 
+    at = ".".join((*where, "backend"))
+    type_name = str(raw["type"])
+    options = {k: v for k, v in raw.items() if k != "type"}
     try:
-        backends.validate_options(backend.type, backend.options)
+        cls = backends.backend_class(type_name)
+        backends.validate_options(type_name, options)
+        if probe:
+            backends.load_backend(type_name, options, pool=where[-1], base_dir=base_dir)
     except exceptions.ConfigError as exc:
-        return exc.message
-    return None
+        cause = exc.__cause__
+        if isinstance(cause, pydantic.ValidationError):
+            return config_messages.describe_errors(cause, (at,), cls.options_model)
+        return [f"{at}: {exc.message}"]
+    return []

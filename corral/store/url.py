@@ -1,17 +1,25 @@
 """Parsing of store URLs (``memory://``, ``sqlite:///path``, ``postgresql://...``).
 
-Pure: turns a user's URL into what an implementation needs, or a clear ``ConfigError``. It must
-not open anything.
+:func:`parse` is pure: it turns a user's URL into what an implementation needs, or a clear
+``ConfigError``. :func:`folder_problem` and :func:`prepare` look at the file system (one ``stat``,
+and one ``mkdir`` for the default store only) so that every caller applies the same rule: the
+default store's folder ``./.corral/`` is created on first use; any other SQLite store's folder
+must exist, because a mistyped path would otherwise start an empty store that takes the backends'
+machines for leaks. Nothing here opens a database.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from corral import exceptions
 
 Kind = Literal["memory", "sqlite", "postgresql"]
+
+DEFAULT_STORE = "sqlite:///.corral/corral.db"
+"""The store used when none is configured at all: a SQLite file under the current folder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +71,33 @@ def parse(url: str) -> StoreURL:
     raise exceptions.ConfigError(
         f"store URL {url!r}: unknown scheme {scheme!r} (memory://, sqlite:///path, postgresql://...)"
     )
+
+
+def folder_problem(url: StoreURL) -> str | None:
+    """Why the database file of ``url`` cannot be created, or ``None`` (non-SQLite: ``None``).
+
+    The default store is exempt: :func:`prepare` creates its folder.
+    """
+    if url.kind != "sqlite" or url.path is None or url.url == DEFAULT_STORE:
+        return None
+    folder = Path(url.path).parent
+    if not folder.exists():
+        return f"folder {folder} does not exist (create it, or fix the path)"
+    if not folder.is_dir():
+        return f"{folder}, the folder of the SQLite store, is not a folder"
+    return None
+
+
+def prepare(url: str) -> StoreURL:
+    """Parse ``url`` and make sure its database can be created, before anything opens it.
+
+    The default store (:data:`DEFAULT_STORE`) gets its folder ``./.corral/`` created; any other
+    SQLite store whose folder is missing is refused with ``ConfigError``, never created.
+    """
+    parsed = parse(url)
+    if parsed.kind == "sqlite" and parsed.url == DEFAULT_STORE and parsed.path is not None:
+        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+    problem = folder_problem(parsed)
+    if problem is not None:
+        raise exceptions.ConfigError(f"store {url}: {problem}")
+    return parsed
