@@ -212,14 +212,17 @@ class EC2Backend(Backend):
         with self._client_lock:
             if self._client is None:
                 opts = self.opts
-                session = boto3.session.Session(profile_name=opts.profile, region_name=opts.region)
+                session = _session(opts.profile, opts.region)
                 config = botocore.config.Config(
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
                     retries={"total_max_attempts": 1},  # corral retries, under its rate limit
                     max_pool_connections=max(10, opts.blocking_workers),
                 )
-                self._client = session.client("ec2", endpoint_url=opts.endpoint_url, config=config)
+                with _SESSIONS_LOCK:
+                    self._client = session.client(
+                        "ec2", endpoint_url=opts.endpoint_url, config=config
+                    )
             return self._client
 
     def _invoke(self, operation: str, kwargs: Mapping[str, object]) -> dict[str, Any]:
@@ -500,6 +503,23 @@ class EC2Backend(Backend):
             with contextlib.suppress(Exception):
                 client.close()
         await super().aclose()
+
+
+_SESSIONS: dict[tuple[str | None, str], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(profile: str | None, region: str) -> Any:
+    """One boto3 session per profile and region in the process: a session loads the service
+    models (about a second of CPU); clients made from it reuse them. boto3 sessions are not
+    thread-safe, so clients are made under the lock."""
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get((profile, region))
+        if session is None:
+            session = _SESSIONS[(profile, region)] = boto3.session.Session(
+                profile_name=profile, region_name=region
+            )
+        return session
 
 
 async def _port_open(address: str, port: int, timeout: float = 3.0) -> bool:
