@@ -376,3 +376,10 @@ class StoreInUse(StoreError):
 
     code = "store_in_use"
     http_status = 409
+
+
+class AddressInUse(CorralError):
+    """The address and port to listen on are taken (another server runs there)."""
+
+    code = "address_in_use"
+    http_status = 503
