@@ -310,3 +310,20 @@ async def test_hundreds_of_spawns_keep_file_descriptors_bounded(tmp_path: Path) 
     await sampler
     assert len(handles) == 100
     assert peak - baseline <= 8 * 4  # a few pipes per running command, whatever the demand
+
+
+async def test_commands_carry_the_store_marker_once_marked_and_never_an_inherited_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # breakage caught: unmarked commands (a restart could not find the orphaned ones) or a
+    # marker inherited from the daemon's environment (another store's owner would kill them)
+    monkeypatch.setenv("CORRAL_OWNER", "inherited")
+    record = script(tmp_path, "record.sh", RECORD)
+    out = tmp_path / "record.txt"
+    b = backend(tmp_path, new=[record, str(out)])
+    await b.spawn(spec("vm-1"))
+    assert not [line for line in out.read_text().splitlines() if "CORRAL_OWNER" in line]
+    out.unlink()
+    b.mark("sqlite-0123")
+    await b.spawn(spec("vm-2"))
+    assert "CORRAL_OWNER=sqlite-0123" in out.read_text().splitlines()
