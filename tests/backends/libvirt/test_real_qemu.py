@@ -92,7 +92,7 @@ async def test_real_guests_boot_report_their_address_and_are_cleaned_up(
     assert await guarded.list() == []
     root, _ = embed_root
     assert list((root / "vms" / "real").iterdir()) == []
-    print(f"two TCG guests up in {boot:.1f} s")  # noqa: T201 - shown with -s
+    print(f"two TCG guests up in {boot:.1f} s")
 
 
 async def test_a_guest_that_dies_is_seen_down_by_its_event(real: LibvirtBackend) -> None:
