@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 
 from corral import __version__
-from corral.api import errors, routes
+from corral.api import errors, guard, routes
 from corral.api.auth import Authenticator
 from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
@@ -25,8 +25,17 @@ Every error is `{"error": {"code": ..., "message": ...}}` with a stable `code`
 """
 
 
-def create_app(controller: ControllerFacade, config: CorralConfig) -> FastAPI:
-    """The HTTP API of ``controller``, authenticating with the tokens of ``config.api``."""
+def create_app(
+    controller: ControllerFacade,
+    config: CorralConfig,
+    *,
+    body_timeout: float = guard.BODY_TIMEOUT,
+) -> FastAPI:
+    """The HTTP API of ``controller``, authenticating with the tokens of ``config.api``.
+
+    Every request first passes :class:`~corral.api.guard.Guard` (control characters,
+    cross-origin changes, the token before the body, the body's size and deadline).
+    """
     app = FastAPI(
         title="corral",
         version=__version__,
@@ -35,16 +44,21 @@ def create_app(controller: ControllerFacade, config: CorralConfig) -> FastAPI:
     )
     tasks = TaskView(controller.tasks)
     metrics = Metrics(controller, tasks.states)
+    auth = Authenticator(config.api.tokens)
     app.state.corral = Context(
         controller=controller,
-        auth=Authenticator(config.api.tokens),
+        auth=auth,
         tasks=tasks,
         locks=LockView(controller.locks),
         metrics=metrics,
     )
     errors.install(app)
     app.include_router(routes.router)
+    app.add_middleware(
+        guard.Guard, auth=auth, max_body=config.api.max_body, body_timeout=body_timeout
+    )
 
+    @app.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
     @app.get("/healthz", tags=["health"])
     async def healthz() -> models.Health:
         """Liveness: the process answers and its event loop is not blocked."""

@@ -6,6 +6,7 @@ to the wire models. This module must not decide anything: it translates.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -115,3 +116,5 @@ class Context:
     metrics: Metrics
     keys: TicketKeys = field(default_factory=TicketKeys)
     addresses: Addresses = field(default_factory=Addresses)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server begins to stop: long-polls answer at once (503 ``server_stopping``)."""

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral import exceptions
-from corral.client.models import ErrorBody
+from corral.client.models import NO_CONTROL, ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,31 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (404, "No such object (codes `*_not_found`)."),
         (409, "The object's state does not allow this (codes `conflict`, `ticket_closed`, ...)."),
         (422, "Bad input (code `invalid_input` and its subclasses), naming the bad field."),
+        (
+            503,
+            "The server is stopping or its store is unavailable (codes `server_stopping`, "
+            "`store_error`); retry after `Retry-After` seconds.",
+        ),
     ]
 }
 """The error responses every route declares in the OpenAPI schema."""
 
 
+RETRY_AFTER = "1"
+"""Seconds a client should wait before retrying a 503 (the server stops, the store is busy)."""
+
+
 def render(error: exceptions.CorralError) -> JSONResponse:
-    """The HTTP response for ``error``."""
-    return JSONResponse(error.to_dict(), status_code=error.http_status)
+    """The HTTP response for ``error``.
+
+    A store failure is answered with a generic message: the store's own message may carry a
+    SQL statement and its parameters, which belong in the server log, never in an answer.
+    """
+    if isinstance(error, exceptions.StoreError):
+        log.warning("store error answered as 503: %s", error)
+        error = exceptions.StoreError("the store is unavailable; try again")
+    headers = {"Retry-After": RETRY_AFTER} if error.http_status == 503 else None
+    return JSONResponse(error.to_dict(), status_code=error.http_status, headers=headers)
 
 
 def _location(loc: Sequence[int | str]) -> str:
@@ -54,6 +71,10 @@ def validation_message(errors: Sequence[object]) -> str:
         if isinstance(err, dict):
             loc = err.get("loc", ())
             msg = err.get("msg", "is not valid")
+            if err.get("type") == "string_pattern_mismatch":
+                ctx = err.get("ctx")
+                if isinstance(ctx, dict) and ctx.get("pattern") == NO_CONTROL:
+                    msg = "control characters (such as NUL) are refused"
             problems.append(f"{_location(loc if isinstance(loc, list | tuple) else ())}: {msg}")
     return "; ".join(problems) or "the request is not valid"
 

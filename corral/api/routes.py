@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral import exceptions
-from corral.api import convert, keys
+from corral.api import convert, guard, keys
 from corral.api.auth import Principal
 from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
@@ -52,6 +52,9 @@ async def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The authenticated caller (``Unauthorized`` without a valid token)."""
+    checked = guard.principal_of(request.scope)
+    if checked is not None:  # the guard authenticated it before reading the body
+        return checked
     header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
     ctx: Context = request.app.state.corral
     return ctx.auth.authenticate(header)
@@ -76,8 +79,25 @@ Admin = Annotated[Principal, Depends(admin)]
 async def _own_ticket(ctx: Context, caller: Principal, ticket_id: str) -> Ticket:
     ticket = await ctx.controller.get_ticket(ticket_id)
     if not caller.may_see(ticket.owner):
-        raise exceptions.Forbidden(f"ticket {ticket_id} belongs to another owner")
+        # The same answer as for a missing id: a user must not learn which ids exist.
+        raise exceptions.TicketNotFound(f"no ticket {ticket_id!r}")
     return ticket
+
+
+def _renews(caller: Principal, ticket: Ticket) -> bool:
+    """True when a call naming ``ticket`` renews its lease: the owner's own calls (every call on
+    an open server), on an open ticket with a lease. An admin reading another owner's ticket
+    does not keep it alive."""
+    acting_owner = caller.owner is None or caller.owner == ticket.owner
+    return acting_owner and ticket.open and ticket.ttl is not None
+
+
+async def _renew(ctx: Context, ticket: Ticket) -> Ticket:
+    """The ticket with its lease renewed; as it is now if it ended meanwhile."""
+    try:
+        return await ctx.controller.renew_ticket(ticket.id)
+    except exceptions.TicketClosed:
+        return await ctx.controller.get_ticket(ticket.id)
 
 
 async def _may_change(ctx: Context, caller: Principal, ticket_id: str) -> None:
@@ -101,16 +121,53 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _wait(ctx: Context, ticket_id: str, wait: float) -> Ticket:
+MIN_RENEW_PERIOD = 1.0
+"""Shortest time between two renewals of a ticket during one long-poll, in seconds."""
+
+
+async def _wait(ctx: Context, ticket: Ticket, wait: float, *, renew: bool) -> Ticket:
     """The ticket once it left ``waiting``, or as it is after ``wait`` seconds.
+
+    With ``renew`` (the owner waits) the lease is renewed every third of it while the long-poll
+    lasts, so a ticket never expires while its owner is waiting for it. When the server starts
+    to stop, :class:`ServerStopping` is raised at once: the ticket is kept, the client asks
+    again (or, after a restart, asks the next server).
 
     Only for a caller already allowed to see the ticket: the answer's timing tells when the
     ticket changed.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    period = None if not renew or ticket.ttl is None else max(MIN_RENEW_PERIOD, ticket.ttl / 3)
+    stopping = asyncio.ensure_future(ctx.stopping.wait())
     try:
-        return await ctx.controller.wait_ticket(ticket_id, timeout=wait)
-    except exceptions.TicketTimeout:
-        return await ctx.controller.get_ticket(ticket_id)
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return await ctx.controller.get_ticket(ticket.id)
+            step = left if period is None else min(left, period)
+            waiter = asyncio.ensure_future(ctx.controller.wait_ticket(ticket.id, timeout=step))
+            try:
+                await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                    await asyncio.wait({waiter})
+            if waiter.cancelled() or not waiter.done():
+                raise exceptions.ServerStopping(
+                    f"the server is stopping; ticket {ticket.id} is kept, ask again"
+                )
+            error = waiter.exception()
+            if error is None:
+                return waiter.result()
+            if not isinstance(error, exceptions.TicketTimeout):
+                raise error
+            if period is not None and deadline - loop.time() > 0:
+                ticket = await _renew(ctx, ticket)
+                if ticket.state != TicketState.WAITING:
+                    return ticket
+    finally:
+        stopping.cancel()
 
 
 async def _disconnected(request: Request) -> None:
@@ -124,16 +181,21 @@ async def _abandon(ctx: Context, ticket_id: str) -> Ticket:
     return await ctx.controller.close_ticket(ticket_id)
 
 
-async def _wait_created(request: Request, ctx: Context, ticket_id: str, wait: float) -> Ticket:
+async def _wait_created(request: Request, ctx: Context, ticket: Ticket, wait: float) -> Ticket:
     """Long-poll a ticket this request created. If the request is abandoned first (client gone,
-    handler cancelled), the ticket is closed: its creator never learnt its id."""
-    waiter = asyncio.ensure_future(_wait(ctx, ticket_id, wait))
+    handler cancelled), the ticket is closed: its creator never learnt its id. If the server
+    starts to stop, the ticket is answered as it is (still waiting), so its creator learns its
+    id and waits for it on the next server."""
+    ticket_id = ticket.id
+    waiter = asyncio.ensure_future(_wait(ctx, ticket, wait, renew=True))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         waiter.cancel()
         gone.cancel()
+        if ctx.stopping.is_set():
+            raise  # cut off by the shutdown: the client retries with its key, or the lease ends
         try:
             await asyncio.shield(_abandon(ctx, ticket_id))
         except exceptions.CorralError as exc:  # e.g. the store is closing: the lease reclaims it
@@ -141,7 +203,10 @@ async def _wait_created(request: Request, ctx: Context, ticket_id: str, wait: fl
         raise
     if not gone.done():
         gone.cancel()
-        return waiter.result()
+        try:
+            return waiter.result()
+        except exceptions.ServerStopping:
+            return ticket
     waiter.cancel()
     await asyncio.wait({waiter})  # unlike awaiting it, never swallows a cancel of this request
     if not waiter.cancelled():
@@ -204,7 +269,7 @@ async def create_ticket(
     key = None if idempotency_key is None else keys.check_key(idempotency_key)
     ticket = await _create_once(ctx, owner, body, key)
     if wait > 0 and ticket.state == TicketState.WAITING:
-        ticket = await _wait_created(request, ctx, ticket.id, wait)
+        ticket = await _wait_created(request, ctx, ticket, wait)
     return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
@@ -245,10 +310,17 @@ async def find_ticket(
 async def get_ticket(
     ticket_id: Name, ctx: Ctx, caller: Caller, wait: WaitSeconds = 0
 ) -> models.Ticket:
-    """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``."""
+    """One ticket; with ``wait``, answers as soon as it is assigned (or ends), or after ``wait``.
+
+    The owner's call renews the ticket's lease (and keeps renewing it while it long-polls); an
+    admin reading another owner's ticket does not. A long-poll on a stopping server answers 503
+    ``server_stopping`` with ``Retry-After``; the ticket is kept."""
     ticket = await _own_ticket(ctx, caller, ticket_id)  # before waiting: a refusal is immediate
+    renew = _renews(caller, ticket)
+    if renew:
+        ticket = await _renew(ctx, ticket)
     if wait > 0 and ticket.state == TicketState.WAITING:
-        ticket = await _wait(ctx, ticket_id, wait)
+        ticket = await _wait(ctx, ticket, wait, renew=renew)
     return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 

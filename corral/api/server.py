@@ -24,6 +24,7 @@ from typing import Protocol
 import uvicorn
 
 from corral import exceptions
+from corral.api import guard, protocol
 from corral.api.app import create_app
 from corral.api.facade import ControllerFacade
 from corral.config import CorralConfig
@@ -98,6 +99,9 @@ class Server:
         factory: ControllerFactory = _create_controller,
         install_signal_handlers: bool = True,
         access_log: bool = False,
+        header_timeout: float = protocol.HEADER_TIMEOUT,
+        body_timeout: float = guard.BODY_TIMEOUT,
+        keep_alive: int = 5,
     ) -> None:
         self.config = config
         self.host, self.warning = listen_host(config, host or config.api.host)
@@ -105,6 +109,7 @@ class Server:
         self._factory = factory
         self._signals = install_signal_handlers
         self._access_log = access_log
+        self._limits = (header_timeout, body_timeout, keep_alive)
         self._uvicorn: uvicorn.Server | None = None
         self.started = asyncio.Event()
 
@@ -118,7 +123,8 @@ class Server:
         controller = await self._factory(self.config)
         try:
             await controller.start()
-            app = create_app(controller, self.config)
+            header_timeout, body_timeout, keep_alive = self._limits
+            app = create_app(controller, self.config, body_timeout=body_timeout)
             config = uvicorn.Config(
                 app,
                 host=self.host,
@@ -127,8 +133,11 @@ class Server:
                 access_log=self._access_log,
                 lifespan="off",
                 timeout_graceful_shutdown=5,
+                http=protocol.limited(header_timeout),
+                h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+                timeout_keep_alive=keep_alive,
             )
-            self._uvicorn = _Uvicorn(config)
+            self._uvicorn = _Uvicorn(config, app.state.corral.stopping)
             serving = asyncio.create_task(self._serve(self._uvicorn))
             while not self._uvicorn.started and not serving.done():
                 await asyncio.sleep(0.01)
@@ -170,8 +179,19 @@ class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: :class:`Server` handles SIGINT/SIGTERM itself.
 
     uvicorn re-raises the captured signal once it has shut down, which would kill the process
-    before the controller is stopped; corral must stop the controller first.
+    before the controller is stopped; corral must stop the controller first. Its shutdown first
+    tells the app it is stopping, so long-polls answer at once (retryably) instead of being
+    cancelled after the grace period.
     """
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Wake the long-polls, then shut down as uvicorn does."""
+        self._stopping.set()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -192,6 +212,8 @@ class BackgroundServer:
         *,
         factory: ControllerFactory = _create_controller,
         startup_timeout: float = 30.0,
+        header_timeout: float = protocol.HEADER_TIMEOUT,
+        body_timeout: float = guard.BODY_TIMEOUT,
     ) -> None:
         self.server = Server(
             config,
@@ -199,6 +221,8 @@ class BackgroundServer:
             port=free_port(),
             factory=factory,
             install_signal_handlers=False,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
         )
         self._timeout = startup_timeout
         self._thread = threading.Thread(target=self._main, name="corral-server", daemon=True)

@@ -8,6 +8,8 @@ working. This module must not import the server side (FastAPI, the controller, t
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
@@ -45,36 +47,47 @@ class ErrorBody(_Wire):
     error: ErrorDetail
 
 
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+"""Pattern of the strings a request may carry: no control characters (NUL above all)."""
+
+MIN_TTL = 1.0
+"""The shortest lease a ticket may ask for, in seconds."""
+
+MAX_TTL = 7 * 24 * 3600.0
+"""The longest lease a ticket may ask for, in seconds."""
+
+Text = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_CONTROL)]
+"""A name, owner or tag of a request: 1 to 255 characters, no control characters."""
+
+
 class TicketRequest(BaseModel):
-    """Body of ``POST /v1/tickets``: a request for one VM, by pool or by tags."""
+    """Body of ``POST /v1/tickets``: a request for one VM, by pool or by tags.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: ``"10"`` or ``true`` is not a number, a float is not a priority, and ``ttl`` is a
+    finite number of seconds from :data:`MIN_TTL` to :data:`MAX_TTL`.
+    """
 
-    pool: str | None = Field(
-        default=None, min_length=1, max_length=255, description="Pool to take the VM from."
-    )
-    tags: list[str] = Field(
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    pool: Text | None = Field(default=None, description="Pool to take the VM from.")
+    tags: list[Text] = Field(
         default_factory=list,
         max_length=64,
         description="A VM qualifies when these tags are a subset of its pool's tags.",
     )
-    owner: str | None = Field(
+    owner: Text | None = Field(
         default=None,
-        min_length=1,
-        max_length=255,
         description="Owner of the ticket; defaults to the token's owner (admins may set it).",
     )
-    sandbox: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        description="VMs are reused only within one sandbox.",
+    sandbox: Text | None = Field(
+        default=None, description="VMs are reused only within one sandbox."
     )
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher first.")
     ttl: float | None = Field(
         default=None,
-        gt=0,
-        le=7 * 24 * 3600,
+        ge=MIN_TTL,
+        le=MAX_TTL,
+        allow_inf_nan=False,
         description="Lease in seconds; the ticket expires unless renewed within it.",
     )
 

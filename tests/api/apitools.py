@@ -12,8 +12,10 @@ ALICE_TOKEN = "alice-token-0001"  # noqa: S105 - test token
 BOB_TOKEN = "bob-token-00001"  # noqa: S105 - test token
 
 
-def make_config(*, tokens: bool = True, min_ready: int = 1) -> CorralConfig:
-    """Two pools on the fake backend and, optionally, three tokens."""
+def make_config(
+    *, tokens: bool = True, min_ready: int = 1, store: str = "memory://"
+) -> CorralConfig:
+    """Three pools on the fake backend and, optionally, three tokens."""
     api: dict[str, Any] = {}
     if tokens:
         api["tokens"] = {
@@ -28,7 +30,7 @@ def make_config(*, tokens: bool = True, min_ready: int = 1) -> CorralConfig:
         "min_ready": min_ready,
     }
     raw = {
-        "store": "memory://",
+        "store": store,
         "api": api,
         "pools": {
             "small": {**pool, "tags": ["x86_64", "fedora"]},

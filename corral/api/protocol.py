@@ -1,0 +1,132 @@
+"""uvicorn's h11 protocol with the limits a server facing hostile clients needs (issue 8, item 12).
+
+uvicorn bounds the idle time between requests (``timeout_keep_alive``) but not the time a client
+takes to send its headers: a client that opens a connection and sends a few bytes, or nothing,
+holds it forever. :class:`LimitedH11Protocol` gives every request's headers a deadline from the
+moment its first byte (or the connection) arrives, and answers headers larger than h11's buffer
+limit with ``431`` and corral's error JSON, where uvicorn answers a bare ``400``.
+
+The body's own deadline and size are the ASGI guard's (:mod:`corral.api.guard`). This module
+must not know about routes or tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from corral import exceptions
+
+HEADER_TIMEOUT = 10.0
+"""Seconds a client may take to send a request's headers."""
+
+MAX_HEADER_BYTES = 32 * 1024
+"""The largest request head (request line and headers) accepted; larger gets 431."""
+
+
+class _Connection(h11.Connection):
+    """An h11 connection that remembers why it failed and reports each request head it parses."""
+
+    def __init__(self, role: type[h11.SERVER], limit: int) -> None:
+        super().__init__(role, limit)
+        self.limit = limit
+        self.failure: h11.RemoteProtocolError | None = None
+        self.on_request: Any = None
+
+    def next_event(self) -> Any:
+        """h11's next event, noting a protocol error and announcing a complete request head.
+
+        h11 bounds only a head still incomplete in its buffer; a large head arriving in one
+        read is complete at once, so its size is checked here too.
+        """
+        try:
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                if size > self.limit:
+                    raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
+        except h11.RemoteProtocolError as exc:
+            self.failure = exc
+            raise
+        if isinstance(event, h11.Request) and self.on_request is not None:
+            self.on_request()
+        return event
+
+
+class LimitedH11Protocol(H11Protocol):
+    """uvicorn's :class:`H11Protocol` with a header deadline and 431 for oversized headers."""
+
+    header_timeout: float = HEADER_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = self.config.h11_max_incomplete_event_size or MAX_HEADER_BYTES
+        connection = _Connection(h11.SERVER, limit)
+        connection.on_request = self._headers_complete
+        self.conn = connection
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Accept the connection and start the deadline of its first request's headers."""
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes of a new request start its header deadline."""
+        if self._header_timer is None and self.conn.their_state is h11.IDLE:
+            self._arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the deadline with the connection."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_complete(self) -> None:
+        self._disarm()
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self.logger.debug("closing a connection whose request headers were late")
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request h11 refused: 431 when its head was too large, else uvicorn's 400."""
+        failure = self.conn.failure if isinstance(self.conn, _Connection) else None
+        if (
+            failure is None
+            or failure.error_status_hint != 431
+            or not isinstance(self.conn, _Connection)
+        ):
+            super().send_400_response(msg)
+            return
+        error = exceptions.HeadersTooLarge(f"request headers: larger than {self.conn.limit} bytes")
+        body = json.dumps(error.to_dict()).encode()
+        # h11 is in its ERROR state now and refuses to send; write the answer by hand.
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def limited(header_timeout: float = HEADER_TIMEOUT) -> type[LimitedH11Protocol]:
+    """The protocol class with ``header_timeout`` (uvicorn instantiates it per connection)."""
+    return type("LimitedH11Protocol", (LimitedH11Protocol,), {"header_timeout": header_timeout})
