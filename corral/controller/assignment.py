@@ -14,10 +14,14 @@ from corral.controller import records
 from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
+from corral.pools.lifecycle import VMEvent, vm_target
 from corral.pools.model import TicketState
 
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
+
+_VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
+"""The state the store's assignment moves a VM to."""
 
 
 class Assigner:
@@ -79,9 +83,9 @@ class Assigner:
             # exactly the row the conditional write produced: waiters need not re-read it
             assigned = ticket.with_state(TicketState.ASSIGNED, vm=choice.vm, assigned_at=now)
             ctl.ticket_changed(
-                ticket.id, "assigned", {"vm": choice.vm, "pool": pool}, ticket=assigned
+                ticket.id, assigned.state.value, {"vm": choice.vm, "pool": pool}, ticket=assigned
             )
-            ctl.events.publish(Event("vm", choice.vm, "in_use", now, {"pool": pool}))
+            ctl.events.publish(Event("vm", choice.vm, _VM_TAKEN, now, {"pool": pool}))
             ctl.kick_spawn(pool)
         if len(plan) < len(waiting):
             for name in limits:

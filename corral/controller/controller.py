@@ -38,6 +38,7 @@ from corral.controller.vmtasks import VMTasks
 from corral.locks import LockManager
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
+from corral.pools.lifecycle import Effect, VMEvent, effects_into, vm_move
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
@@ -96,6 +97,9 @@ class Controller:
         self._timers: set[asyncio.TimerHandle] = set()
         self._samples: list[tuple[str, str, float, float]] = []
         self._counts: dict[tuple[str, str], int] = {}
+        self._failures: dict[str, str] = {}
+        # a secondary controller shares its store by definition; PostgreSQL may be shared
+        self._shared = not recover or parse_store_url(store.url).kind == "postgresql"
         self._started = False
         self._stopped = False
         self.maintenance = Maintenance(self)
@@ -254,6 +258,13 @@ class Controller:
 
     # --- hooks used by the steps (corral.controller.steps.VMHooks) ---------------------------
 
+    @property
+    def shared_store(self) -> bool:
+        """Whether other controllers may share the store (PostgreSQL, or this controller is a
+        secondary one): then changes they make are found by re-reading; otherwise the store is
+        this controller's own and every change is known as it happens."""
+        return self._shared
+
     def backend(self, pool: str) -> GuardedBackend:
         """The guarded backend of ``pool``."""
         try:
@@ -278,22 +289,68 @@ class Controller:
         """The configuration of ``pool``."""
         return self.config.pool(pool)
 
-    def vm_changed(self, row: VMRow) -> None:
-        """Publish a VM change and re-run whatever it may unblock."""
-        if row.state in ("terminated", "failed"):
+    async def apply_vm(
+        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+    ) -> VMRow | None:
+        """Move VM ``name`` by ``event``: the one way a VM changes.
+
+        The lifecycle table (:mod:`corral.pools.lifecycle`) gives the states the write is
+        conditional on (only ``current`` when the caller read the VM in that state; an event the
+        table lacks for it raises) and the new state; once written, the move's effects are carried
+        out. ``None`` when the VM was not in a state the event applies to (nothing changed).
+        """
+        move = vm_move(event, current)
+        if move.state is not None:
+            changes["state"] = move.state
+            changes.setdefault("state_since", self.clock())
+        row = await self.store.pools.update_vm(name, expect=move.expect, changes=changes)
+        if row is not None:
+            await self.vm_moved(row, move.effects)
+        return row
+
+    async def vm_moved(self, row: VMRow, effects: Sequence[Effect]) -> None:
+        """Carry out the effects of a move the store wrote (see :meth:`apply_vm`)."""
+        self.vm_changed(row, effects)
+        if Effect.SUBMIT_RELEASE in effects:
+            await self.submit_release(row.name)
+        if Effect.SUBMIT_TERMINATE in effects:
+            if self.busy(row.name):
+                # the task holding the VM (a release-cleanup, a spawn's rollback) ends first;
+                # the termination is submitted then and waits for the VM's lock
+                self.terminate_later(row.name, 0.0)
+            else:
+                await self.submit_terminate(row.name, row=row)
+
+    def vm_changed(self, row: VMRow, effects: Sequence[Effect] | None = None) -> None:
+        """Publish a VM change and carry out the move's synchronous effects (kicks, forgetting);
+        without ``effects``, those of any move into the VM's state."""
+        if effects is None:
+            effects = effects_into(row.state)
+        if Effect.FORGET in effects:
             self.vm_tasks.gone(row.name)
             self.maintenance.forget(row.name)
         self.events.publish(
             Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
         )
         if row.pool in self._limits:
-            if row.state == "ready":
+            if Effect.KICK_ASSIGN in effects:
                 self.kick_assign()
-            self.kick_spawn(row.pool)
+            if Effect.KICK_SPAWN in effects:
+                self.kick_spawn(row.pool)
 
-    async def spawn_finished(self, pool: str, ok: bool, seconds: float | None) -> None:
+    async def spawn_finished(
+        self, pool: str, ok: bool, seconds: float | None, reason: str | None = None
+    ) -> None:
         """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
-        await self.preallocation.finished(pool, ok, seconds)
+        await self.preallocation.finished(pool, ok, seconds, reason)
+
+    def note_failure(self, name: str, reason: str) -> None:
+        """Remember why the spawn of ``name`` failed (its rollback records it on the VM)."""
+        self._failures[name] = reason
+
+    def take_failure(self, name: str) -> str | None:
+        """Why the spawn of ``name`` failed, if this process saw it fail (forgotten once read)."""
+        return self._failures.pop(name, None)
 
     def record(self, pool: str, kind: str, value: float) -> None:
         """Buffer a statistics sample (flushed to the store every tick and when read)."""
@@ -486,47 +543,33 @@ class Controller:
             vm = await self.get_vm(name)
             if not vm.alive:
                 return vm
-            if vm.state is VMState.SPAWNING:
-                row = await self.store.pools.update_vm(
-                    name, expect=["spawning"], changes={"reason": TERMINATE_REQUESTED}
-                )
-                if row is None:
-                    continue
-                task = self.vm_tasks.task_of(name)
-                if task:
-                    info = await self.tasks.stop(task)
-                    if info.state is TaskState.FINISHED:
-                        continue  # it came up just now: terminate it as a ready VM
-                    return records.vm(row)
-                row = await self.store.pools.update_vm(
-                    name,
-                    expect=["spawning"],
-                    changes={"state": "terminating", "state_since": self.clock()},
-                )
-            elif vm.state is VMState.IN_USE and vm.ticket is not None:
+            if vm.state is VMState.TERMINATING:
+                return vm
+            if vm.state is VMState.IN_USE and vm.ticket is not None:
                 ticket = await self.get_ticket(vm.ticket)
                 await self.end_ticket(
                     ticket, TicketState.FAILED, "VM terminated by an operator", reuse=False
                 )
                 row = await self.store.pools.get_vm(name)
-            elif vm.state is VMState.TERMINATING:
-                row = await self.store.pools.get_vm(name)
-            else:
-                row = await self.store.pools.update_vm(
-                    name,
-                    expect=[vm.state.value],
-                    changes={
-                        "state": "terminating",
-                        "state_since": self.clock(),
-                        "reason": TERMINATE_REQUESTED,
-                    },
-                )
-            if row is None or row.state != "terminating":
+                if row is not None and row.state == VMState.TERMINATING:
+                    return records.vm(row)
                 continue
-            self.vm_changed(row)
-            if not self.busy(name):
-                await self.submit_terminate(name)
-            return records.vm(row)
+            if vm.state is VMState.SPAWNING:
+                row = await self.apply_vm(name, VMEvent.STOP_REQUESTED, reason=TERMINATE_REQUESTED)
+                if row is None:
+                    continue
+                task = self.vm_tasks.task_of(name)
+                if task:
+                    # the spawn's rollback terminates what the backend made
+                    info = await self.tasks.stop(task)
+                    if info.state is TaskState.FINISHED:
+                        continue  # it came up just now: terminate it as a ready VM
+                    return records.vm(row)
+            row = await self.apply_vm(
+                name, VMEvent.TERMINATE_REQUESTED, current=vm.state, reason=TERMINATE_REQUESTED
+            )
+            if row is not None:
+                return records.vm(row)
         raise exceptions.Conflict(f"VM {name} keeps changing; try again")
 
     # --- pools (facade) ----------------------------------------------------------------------

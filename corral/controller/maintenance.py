@@ -19,14 +19,19 @@ from corral.backends.base import Capability
 from corral.controller import records, recovery
 from corral.controller.steps import handle_of
 from corral.pools import allocation
+from corral.pools.lifecycle import (
+    ALIVE_VM_STATES,
+    CHECKED_VM_STATES,
+    OPEN_TICKET_STATES,
+    VMEvent,
+    values,
+)
 from corral.pools.model import VM, TicketState, VMState
 
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
 
 log = logging.getLogger(__name__)
-
-_ALIVE = [s.value for s in VMState if s not in (VMState.TERMINATED, VMState.FAILED)]
 
 
 class Maintenance:
@@ -124,7 +129,7 @@ class Maintenance:
     async def expire_tickets(self, now: float) -> int:
         """Expire every open ticket whose lease lapsed; their VMs are terminated."""
         rows = await self._ctl.store.pools.list_tickets(
-            states=["waiting", "assigned"], expired_before=now
+            states=values(OPEN_TICKET_STATES), expired_before=now
         )
         done = 0
         for row in rows:
@@ -140,33 +145,29 @@ class Maintenance:
         ctl = self._ctl
         limits = ctl.limits(pool)
         counts = await ctl.store.pools.count_vms(pool)
-        alive = sum(n for state, n in counts.items() if state in _ALIVE)
+        alive = sum(n for state, n in counts.items() if state in ALIVE_VM_STATES)
         ages = (limits.max_age, limits.max_uses, limits.idle_timeout)
         if all(a is None for a in ages) and alive <= limits.max:
             return 0  # nothing can be due: skip reading every VM of a large pool
-        rows = await ctl.store.pools.list_vms(pool=pool, states=["ready"])
+        rows = await ctl.store.pools.list_vms(pool=pool, states=values([VMState.READY]))
         plan = allocation.plan_terminations(limits, [records.vm(r) for r in rows], now, alive=alive)
         done = 0
         for item in plan:
-            row = await ctl.store.pools.update_vm(
-                item.vm,
-                expect=["ready"],
-                changes={"state": "terminating", "state_since": now, "reason": item.reason},
-            )
+            row = await ctl.apply_vm(item.vm, VMEvent.RETIRED, state_since=now, reason=item.reason)
             if row is not None:
                 done += 1
-                ctl.vm_changed(row)
-                await ctl.submit_terminate(item.vm, row=row)
         return done
 
     async def redrive(self, pool: str, now: float) -> None:
         """Resubmit work for VMs left releasing or terminating with no task of ours on them."""
         ctl = self._ctl
-        rows = await ctl.store.pools.list_vms(pool=pool, states=["releasing", "terminating"])
+        rows = await ctl.store.pools.list_vms(
+            pool=pool, states=values([VMState.RELEASING, VMState.TERMINATING])
+        )
         for row in rows:
             if ctl.busy(row.name) or now - row.state_since < ctl.tick:
                 continue
-            if row.state == "terminating":
+            if row.state == VMState.TERMINATING:
                 await ctl.submit_terminate(row.name)
             else:
                 await ctl.submit_release(row.name)
@@ -183,7 +184,7 @@ class Maintenance:
         if now < self._next_scan.get(pool, float("-inf")):
             return
         self._next_scan[pool] = now + period / 4
-        rows = await ctl.store.pools.list_vms(pool=pool, states=["ready", "in_use"])
+        rows = await ctl.store.pools.list_vms(pool=pool, states=values(CHECKED_VM_STATES))
         due = []
         for row in rows:
             last = self._last_check.get(row.name, row.ready_at or row.state_since)
@@ -197,7 +198,7 @@ class Maintenance:
         self._last_check[vm.name] = now
         try:
             row = await ctl.store.pools.get_vm(vm.name)
-            if row is None or row.state not in ("ready", "in_use"):
+            if row is None or row.state not in CHECKED_VM_STATES:
                 return
             try:
                 ok = await ctl.backend(vm.pool).livecheck(handle_of(row))
@@ -208,8 +209,8 @@ class Maintenance:
                 ok = False
             if ok:
                 if row.livecheck_failures:
-                    await ctl.store.pools.update_vm(
-                        vm.name, expect=[row.state], changes={"livecheck_failures": 0}
+                    await ctl.apply_vm(
+                        vm.name, VMEvent.LIVECHECK_PASSED, current=row.state, livecheck_failures=0
                     )
                 return
             await self._failed(row.name, row.state, row.livecheck_failures + 1, now)
@@ -218,10 +219,12 @@ class Maintenance:
 
     async def _failed(self, name: str, state: str, failures: int, now: float) -> None:
         ctl = self._ctl
-        row = await ctl.store.pools.update_vm(
+        row = await ctl.apply_vm(
             name,
-            expect=[state],
-            changes={"livecheck_failures": failures, "last_livecheck_at": now},
+            VMEvent.LIVECHECK_FAILED,
+            current=state,
+            livecheck_failures=failures,
+            last_livecheck_at=now,
         )
         if row is None:
             return
@@ -229,18 +232,11 @@ class Maintenance:
         if failures < ctl.pool_config(row.pool).livecheck.attempts:
             return
         reason = f"failed {failures} livechecks in a row"
-        if row.state == "in_use" and row.ticket is not None:
+        if row.state == VMState.IN_USE and row.ticket is not None:
             ticket = await ctl.get_ticket(row.ticket)
             await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
             return
-        moved = await ctl.store.pools.update_vm(
-            name,
-            expect=["ready"],
-            changes={"state": "terminating", "state_since": now, "reason": reason},
-        )
-        if moved is not None:
-            ctl.vm_changed(moved)
-            await ctl.submit_terminate(name, row=moved)
+        await ctl.apply_vm(name, VMEvent.RETIRED, state_since=now, reason=reason)
 
     def forget(self, name: str) -> None:
         """Drop the bookkeeping of a VM that is gone."""

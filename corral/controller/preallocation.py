@@ -1,7 +1,8 @@
 """Preallocation: keep each pool at ``min_ready`` (plus its queue), event-driven, with backoff.
 
-Kicked whenever a VM changes state or a ticket waits; :func:`corral.pools.allocation.plan_spawns`
-decides how many, this module records the VMs and submits their spawn tasks. Spawn failures hold
+Kicked whenever a VM changes state or a ticket waits; :func:`corral.pools.allocation.plan_supply`
+decides how many (and which idle used VMs make room when the pool is full); this module records
+the VMs and submits their spawn tasks. Spawn failures hold
 the pool's next spawns back with exponential backoff. This module must not call backends.
 """
 
@@ -18,7 +19,8 @@ from corral.controller import records
 from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
-from corral.pools.model import VMState
+from corral.pools.lifecycle import VM_INITIAL, VMEvent
+from corral.pools.model import Ticket, VMState
 from corral.store.pools import TicketRow
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ class Preallocator:
     def __init__(self, controller: Controller) -> None:
         self._ctl = controller
         self._hold: dict[str, tuple[int, float]] = {}
+        self.last_error: dict[str, str] = {}
+        """Why each pool's latest failed spawn failed (as seen by this process)."""
         self._runner: Coalescer[str] = Coalescer("top-up", self._top_up_all)
 
     @property
@@ -54,14 +58,20 @@ class Preallocator:
         """Stop planning."""
         await self._runner.close()
 
-    async def finished(self, pool: str, ok: bool, seconds: float | None) -> None:
+    async def finished(
+        self, pool: str, ok: bool, seconds: float | None, reason: str | None = None
+    ) -> None:
         """Record a spawn's outcome; failures hold the pool's next spawns back (backoff)."""
         ctl = self._ctl
+        ctl.record(pool, "spawn_outcome", 1.0 if ok else 0.0)
         if ok:
             self._hold.pop(pool, None)
             if seconds is not None:
                 ctl.record(pool, "spawn_time", seconds)
             return
+        if reason is not None:
+            self.last_error[pool] = reason
+        log.warning("pool %s: a spawn failed: %s", pool, reason or "no reason given")
         ctl.count(pool, "spawn_failures")
         failures = self._hold.get(pool, (0, 0.0))[0] + 1
         delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 20))
@@ -78,8 +88,8 @@ class Preallocator:
 
     def demand(
         self, rows: Sequence[TicketRow], held: Mapping[tuple[str, str], int]
-    ) -> dict[str, int]:
-        """Waiting tickets each pool should spawn for (owners at their limit left out)."""
+    ) -> dict[str, list[Ticket]]:
+        """The waiting tickets each pool should spawn for (owners at their limit left out)."""
         ctl = self._ctl
         limits = ctl.all_limits()
         eligible = []
@@ -90,7 +100,7 @@ class Preallocator:
                 if limit is None or held.get((t.owner, name), 0) < limit:
                     eligible.append(t)
                     break
-        return allocation.route_demand(eligible, limits)
+        return allocation.route_tickets(eligible, limits)
 
     async def _top_up(self, pool: str) -> None:
         ctl = self._ctl
@@ -99,18 +109,26 @@ class Preallocator:
             return
         # counts and queue from one transaction: a consistent picture, never one VM too many
         snap = await ctl.store.pools.pool_snapshot(pool)
-        counts = snap.counts
-        demand = self.demand(snap.waiting, snap.held).get(pool, 0) if snap.waiting else 0
-        wanted = allocation.plan_spawns(
-            ctl.limits(pool), {VMState(k): v for k, v in counts.items()}, demand
+        tickets = self.demand(snap.waiting, snap.held).get(pool, []) if snap.waiting else []
+        plan = allocation.plan_supply(
+            ctl.limits(pool),
+            {VMState(k): v for k, v in snap.counts.items()},
+            [t.sandbox for t in tickets],
+            [allocation.IdleVM(v.name, v.sandbox, v.last_used_at) for v in snap.idle_used],
         )
-        if wanted:
+        for name in plan.evict:
+            row = await ctl.apply_vm(
+                name, VMEvent.RETIRED, reason="evicted: a waiting ticket needs a fresh VM"
+            )
+            if row is not None:
+                log.info("pool %s: terminating idle %s to make room for a fresh VM", pool, name)
+        if plan.spawn:
             # concurrently: the SQL store group-commits the rows and the task records together
-            await asyncio.gather(*(self._start_spawn(pool) for _ in range(wanted)))
+            await asyncio.gather(*(self._start_spawn(pool) for _ in range(plan.spawn)))
 
     async def _start_spawn(self, pool: str) -> None:
         ctl = self._ctl
-        row = await ctl.store.pools.create_vm(pool, state="spawning", now=ctl.clock())
+        row = await ctl.store.pools.create_vm(pool, state=VM_INITIAL.value, now=ctl.clock())
         ctl.count(pool, "spawn_attempts")
         await ctl.submit_spawn(row)
         ctl.events.publish(Event("vm", row.name, row.state, ctl.clock(), {"pool": pool}))

@@ -20,6 +20,7 @@ from corral import exceptions
 from corral.backends.base import Capability, Handle, PollResult, PollStatus, VMSpec
 from corral.backends.guard import GuardedBackend
 from corral.pools.config import PoolConfig
+from corral.pools.lifecycle import DEAD_VM_STATES, VMEvent, VMState
 from corral.store import Store
 from corral.store.pools import VMRow
 from corral.tasks import JobContext, StepRegistry
@@ -46,16 +47,29 @@ class VMHooks(Protocol):
         """The configuration of ``pool``."""
         ...
 
-    def vm_changed(self, row: VMRow) -> None:
-        """A VM changed state: publish it and wake whoever waits for it."""
+    async def apply_vm(
+        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+    ) -> VMRow | None:
+        """Move VM ``name`` by ``event`` (the lifecycle's conditional write and its effects);
+        the new row, or ``None`` when the VM was not in a state the event applies to."""
         ...
 
-    async def spawn_finished(self, pool: str, ok: bool, seconds: float | None) -> None:
-        """Account a spawn's outcome (statistics, backoff, top-up)."""
+    async def spawn_finished(
+        self, pool: str, ok: bool, seconds: float | None, reason: str | None = None
+    ) -> None:
+        """Account a spawn's outcome (statistics, backoff, top-up; ``reason`` of a failure)."""
         ...
 
     def terminate_later(self, name: str, delay: float) -> None:
         """Submit a new termination task for ``name`` after ``delay`` seconds."""
+        ...
+
+    def note_failure(self, name: str, reason: str) -> None:
+        """Remember why the spawn of ``name`` failed (its rollback records it on the VM)."""
+        ...
+
+    def take_failure(self, name: str) -> str | None:
+        """Why the spawn of ``name`` failed, if this process saw it fail (forgotten once read)."""
         ...
 
     def count(self, pool: str, counter: str, by: int = 1) -> None:
@@ -65,7 +79,7 @@ class VMHooks(Protocol):
 
 def _hooks(ctx: JobContext) -> VMHooks:
     deps = ctx.deps
-    if deps is None or not hasattr(deps, "vm_changed"):
+    if deps is None or not hasattr(deps, "apply_vm"):
         raise exceptions.TaskError("controller steps need the controller as the engine's deps")
     return cast(VMHooks, deps)
 
@@ -73,15 +87,6 @@ def _hooks(ctx: JobContext) -> VMHooks:
 def handle_of(row: VMRow) -> Handle:
     """The backend handle of a stored VM; by name alone when the backend never answered."""
     return _parse_handle(row.name, row.handle)
-
-
-async def _move(h: VMHooks, name: str, expect: list[str], **changes: object) -> VMRow | None:
-    now = h.clock()
-    changes.setdefault("state_since", now)
-    row = await h.store.pools.update_vm(name, expect=expect, changes=changes)
-    if row is not None:
-        h.vm_changed(row)
-    return row
 
 
 async def _terminate(h: VMHooks, pool: str, handle: Handle) -> None:
@@ -124,41 +129,26 @@ async def spawn(
     h = _hooks(ctx)
     if pool is None or id_in_pool is None or created_at is None:
         row = await h.store.pools.get_vm(name)
-        if row is None or row.state != "spawning":
+        if row is None or row.state != VMState.SPAWNING:
             return {"skipped": f"VM {name} is no longer spawning"}
         pool, id_in_pool, created_at = row.pool, row.id_in_pool, row.created_at
     await ctx.push_recovery("vm.spawn.undo", name=name)
     cfg = h.pool_config(pool)
-    backend = h.backend(pool)
-    started = h.clock()
     spec = VMSpec(name=name, pool=pool, id_in_pool=id_in_pool, template=cfg.template.as_mapping())
-    async with asyncio.timeout(cfg.spawn_timeout):
-        handle = await backend.spawn(spec)
-        result = await _first_poll(backend, handle)
-        if result is None or result.status is not PollStatus.UP:
-            # not up yet: the handle is stored before waiting, so that the rollback of a spawn
-            # interrupted now terminates the machine by its handle
-            stored = await h.store.pools.update_vm(
-                name, expect=["spawning"], changes={"handle": handle.to_json()}
-            )
-            if stored is None:
-                raise exceptions.Conflict(
-                    f"VM {name} stopped spawning while the backend created it"
-                )
-            if result is None or result.status is PollStatus.PENDING:
-                ctx.progress("waiting for the VM to come up")
-                remaining = max(0.001, cfg.spawn_timeout - (h.clock() - started))
-                result = await backend.wait_up(handle, remaining)
-    if result.status is not PollStatus.UP or result.address is None:
-        raise exceptions.BackendError(f"VM {name} failed to come up: {result.reason}")
+    try:
+        handle, result = await _create(ctx, h, spec, cfg)
+    except TimeoutError:
+        h.note_failure(name, f"spawn timed out after {cfg.spawn_timeout:g} s")
+        raise
+    except exceptions.CorralError as exc:
+        h.note_failure(name, f"{exc.code}: {exc}")
+        raise
     now = h.clock()
     # up at the first poll (the script backend's spawn returns once the VM is up): the handle
     # and the ready state are one write; the undo pushed above still covers the spawn
-    ready = await _move(
-        h,
+    ready = await h.apply_vm(
         name,
-        ["spawning"],
-        state="ready",
+        VMEvent.CAME_UP,
         address=result.address,
         ready_at=now,
         handle=handle.to_json(),
@@ -167,6 +157,35 @@ async def spawn(
         raise exceptions.Conflict(f"VM {name} stopped spawning before it came up")
     await h.spawn_finished(pool, True, now - created_at)
     return {"address": result.address}
+
+
+async def _create(
+    ctx: JobContext, h: VMHooks, spec: VMSpec, cfg: PoolConfig
+) -> tuple[Handle, PollResult]:
+    """Ask the backend for the VM and wait until it is up (within ``spawn_timeout``)."""
+    backend = h.backend(spec.pool)
+    started = h.clock()
+    async with asyncio.timeout(cfg.spawn_timeout):
+        handle = await backend.spawn(spec)
+        result = await _first_poll(backend, handle)
+        if result is None or result.status is not PollStatus.UP:
+            # not up yet: the handle is stored before waiting, so that the rollback of a spawn
+            # interrupted now terminates the machine by its handle
+            stored = await h.apply_vm(spec.name, VMEvent.HANDLE_KNOWN, handle=handle.to_json())
+            if stored is None:
+                raise exceptions.Conflict(
+                    f"VM {spec.name} stopped spawning while the backend created it"
+                )
+            if result is None or result.status is PollStatus.PENDING:
+                ctx.progress("waiting for the VM to come up")
+                remaining = max(0.001, cfg.spawn_timeout - (h.clock() - started))
+                result = await backend.wait_up(handle, remaining)
+    if result.status is not PollStatus.UP or result.address is None:
+        why = result.reason or (
+            "the backend gave no address" if result.status is PollStatus.UP else result.status
+        )
+        raise exceptions.BackendError(f"VM {spec.name} failed to come up: {why}")
+    return handle, result
 
 
 async def _first_poll(backend: GuardedBackend, handle: Handle) -> PollResult | None:
@@ -187,23 +206,25 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
     if row is None:
         return None
     requested = row.reason == TERMINATE_REQUESTED
-    if row.state == "ready" and requested:
-        # an operator stopped the spawn just as the VM came up: honour the termination
-        moved = await _move(h, name, ["ready"], state="terminating")
-        if moved is None:
-            return None
-        row = moved
-    if row.state not in ("spawning", "terminating"):
+    if row.state == VMState.READY and requested:
+        # an operator stopped the spawn just as the VM came up: honour the termination (the
+        # termination task this submits waits for this task's lock on the VM)
+        await h.apply_vm(name, VMEvent.TERMINATE_REQUESTED, current=row.state)
+        return None
+    if row.state not in (VMState.SPAWNING, VMState.TERMINATING):
         return None  # the spawn completed (ready or beyond): nothing to undo
-    if row.state == "spawning":
-        moved = await _move(h, name, ["spawning"], state="terminating")
+    if row.state == VMState.SPAWNING:
+        reason = h.take_failure(name) or "spawn interrupted (a restart or a stopped task)"
+        moved = await h.apply_vm(
+            name, VMEvent.SPAWN_ABANDONED, reason=row.reason if requested else reason
+        )
         if moved is None:
             return None
         row = moved
         if not requested:
-            await h.spawn_finished(row.pool, False, None)
+            await h.spawn_finished(row.pool, False, None, reason)
     await _terminate(h, row.pool, handle_of(row))
-    await _move(h, name, ["terminating"], state="terminated" if requested else "failed")
+    await h.apply_vm(name, VMEvent.TERMINATED if requested else VMEvent.UNDONE)
     return None
 
 
@@ -215,24 +236,23 @@ async def release(ctx: JobContext, *, name: str) -> JSON:
     """Clean a released VM for its next ticket (if the backend can) and return it to the pool."""
     h = _hooks(ctx)
     row = await h.store.pools.get_vm(name)
-    if row is None or row.state != "releasing":
+    if row is None or row.state != VMState.RELEASING:
         return {"skipped": f"VM {name} is not releasing"}
     await ctx.push_recovery("vm.release.undo", name=name)
     backend = h.backend(row.pool)
     if backend.has(Capability.RELEASE):
         await backend.release(handle_of(row))
     now = h.clock()
-    await _move(h, name, ["releasing"], state="ready", ready_at=now, livecheck_failures=0)
+    await h.apply_vm(name, VMEvent.CLEANED, ready_at=now, livecheck_failures=0)
     return None
 
 
 @REGISTRY.recovery("vm.release.undo")
 async def release_undo(ctx: JobContext, *, name: str) -> JSON:
-    """A VM that could not be cleaned is not reused: terminate it."""
+    """A VM that could not be cleaned is not reused: terminate it (the termination task waits
+    for this task's lock on the VM)."""
     h = _hooks(ctx)
-    moved = await _move(h, name, ["releasing"], state="terminating", reason="release failed")
-    if moved is not None:
-        h.terminate_later(name, 0.0)
+    await h.apply_vm(name, VMEvent.CLEANUP_ABANDONED, reason="release failed")
     return None
 
 
@@ -251,14 +271,14 @@ async def terminate(
     h = _hooks(ctx)
     if pool is None:
         row = await h.store.pools.get_vm(name)
-        if row is None or row.state != "terminating":
+        if row is None or row.state != VMState.TERMINATING:
             return {"skipped": f"VM {name} is not terminating"}
         pool, target = row.pool, handle_of(row)
     else:
         target = _parse_handle(name, handle)
     await ctx.push_recovery("vm.terminate.undo", name=name)
     await _terminate(h, pool, target)
-    await _move(h, name, ["terminating"], state="terminated")
+    await h.apply_vm(name, VMEvent.TERMINATED)
     return None
 
 
@@ -276,7 +296,7 @@ async def terminate_undo(ctx: JobContext, *, name: str) -> JSON:
     """A termination cannot be undone: the VM stays ``terminating`` and is tried again later."""
     h = _hooks(ctx)
     row = await h.store.pools.get_vm(name)
-    if row is not None and row.state == "terminating":
+    if row is not None and row.state == VMState.TERMINATING:
         h.terminate_later(name, min(30.0, h.pool_config(row.pool).terminate_timeout))
     return None
 
@@ -290,7 +310,7 @@ async def sweep(ctx: JobContext, *, pool: str, handle: str) -> JSON:
     h = _hooks(ctx)
     found = Handle.from_json(handle)
     row = await h.store.pools.get_vm(found.name)
-    if row is not None and row.state not in ("terminated", "failed"):
+    if row is not None and row.state not in DEAD_VM_STATES:
         return {"skipped": f"VM {found.name} is known to the store"}
     await ctx.push_recovery("vm.sweep.undo", pool=pool, handle=handle)
     backend = h.backend(pool)

@@ -22,6 +22,16 @@ from corral import exceptions
 from corral.controller import records, wiring
 from corral.controller.events import Event
 from corral.pools import allocation
+from corral.pools.lifecycle import (
+    TICKET_INITIAL,
+    VM_FREE_EVENTS,
+    VM_RULES,
+    Effect,
+    TicketEvent,
+    VMState,
+    ticket_end_event,
+    ticket_move,
+)
 from corral.pools.model import Ticket, TicketState
 from corral.store.pools import TicketRow
 from corral.types import JSON
@@ -66,8 +76,8 @@ class Tickets:
         self._ctl = controller
         self._waiters: dict[str, builtins.list[asyncio.Future[Ticket | None]]] = {}
         # Created by this process and not changed since as far as it knows: still ``waiting``.
-        # Another process sharing the store may assign one meanwhile; a waiter re-reads the
-        # store every tick anyway, as it does after its first read.
+        # Another process sharing the store may assign one meanwhile; a waiter on a shared
+        # store re-reads it every tick anyway, as it does after its first read.
         self._fresh: OrderedDict[str, None] = OrderedDict()
         self._ids = _TicketIds()
 
@@ -128,7 +138,7 @@ class Tickets:
             TicketRow(
                 id=self._ids.new(),
                 owner=owner,
-                state="waiting",
+                state=TICKET_INITIAL.value,
                 created_at=now,
                 expires_at=None if lease is None else now + lease,
                 pool=pool,
@@ -159,17 +169,23 @@ class Tickets:
     async def wait(self, ticket_id: str, /, timeout: float | None = None) -> Ticket:
         """Wait until the ticket leaves ``waiting``; ``TicketTimeout`` after ``timeout`` s.
 
-        The waiter is registered before the ticket is read, so an assignment between the read
-        and the wait cannot be missed. A ticket created here and unchanged since is not read
-        first: it is known to be waiting.
+        Event-driven: the waiter is registered before the ticket is read, so an assignment
+        between the read and the wait cannot be missed, and it is woken by the change itself,
+        never by a timer. A ticket created here and unchanged since is not read first: it is
+        known to be waiting. Only a store other processes may share (PostgreSQL) is re-read,
+        every ``tick`` at most, because another process may assign the ticket.
         """
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
-            raise exceptions.InvalidInput("timeout must be a number of seconds >= 0")
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf")
+        ):
+            raise exceptions.InvalidInput("timeout must be a finite number of seconds >= 0")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         known_waiting = ticket_id in self._fresh
         self._fresh.pop(ticket_id, None)
+        shared = self._ctl.shared_store
         while True:
-            future: asyncio.Future[Ticket | None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Ticket | None] = loop.create_future()
             self._waiters.setdefault(ticket_id, []).append(future)
             try:
                 if known_waiting:
@@ -178,19 +194,23 @@ class Tickets:
                     ticket = await self.get(ticket_id)
                     if ticket.state is not TicketState.WAITING:
                         return ticket
-                left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise exceptions.TicketTimeout(
                         f"ticket {ticket_id} is still waiting after {timeout:g} s"
                     )
-                # Local changes wake the future at once; the store is re-read at least every
-                # tick because another process sharing the database may assign the ticket.
-                step = self._ctl.tick if left is None else min(left, self._ctl.tick)
+                step = left
+                if shared:
+                    step = self._ctl.tick if left is None else min(left, self._ctl.tick)
                 try:
                     async with asyncio.timeout(step):
                         woken = await future
                 except TimeoutError:
-                    continue
+                    if shared and (deadline is None or loop.time() < deadline):
+                        continue  # re-read: another process may have assigned it
+                    raise exceptions.TicketTimeout(
+                        f"ticket {ticket_id} is still waiting after {timeout:g} s"
+                    ) from None
                 if woken is not None:
                     return woken
             finally:
@@ -207,10 +227,9 @@ class Tickets:
             raise exceptions.TicketClosed(f"ticket {ticket_id} is {ticket.state}")
         if ticket.ttl is None:
             return ticket
+        move = ticket_move(TicketEvent.RENEWED)
         row = await self._ctl.store.pools.update_ticket(
-            ticket_id,
-            expect=["waiting", "assigned"],
-            changes={"expires_at": self._ctl.clock() + ticket.ttl},
+            ticket_id, expect=move.expect, changes={"expires_at": self._ctl.clock() + ticket.ttl}
         )
         if row is None:
             raise exceptions.TicketClosed(f"ticket {ticket_id} was closed meanwhile")
@@ -225,7 +244,7 @@ class Tickets:
             # No pool reuses VMs, so an assigned ticket's VM is always terminated: try that in
             # one conditional write before reading the ticket (the common case costs one unit).
             closed = await self._finish(
-                ticket_id, TicketState.ASSIGNED, TicketState.CLOSED, "terminating", None
+                ticket_id, TicketState.ASSIGNED, TicketState.CLOSED, VMState.TERMINATING, None
             )
             if closed is not None:
                 return closed
@@ -248,9 +267,9 @@ class Tickets:
 
         ``None`` when the ticket changed state meanwhile (nothing was done).
         """
-        ticket.with_state(state)  # raises on a move the table forbids
+        ticket_move(ticket_end_event(state), ticket.state)  # raises on a move the table lacks
         now = self._ctl.clock()
-        vm_state: str | None = None
+        vm_state: VMState | None = None
         if ticket.state is TicketState.ASSIGNED and ticket.vm is not None:
             keep = False
             if reuse and state is TicketState.CLOSED and ticket.sandbox is not None:
@@ -258,7 +277,7 @@ class Tickets:
                 keep = row is not None and allocation.may_reuse(
                     self._ctl.limits(row.pool), records.vm(row), ticket.sandbox, now
                 )
-            vm_state = "releasing" if keep else "terminating"
+            vm_state = VMState.RELEASING if keep else VMState.TERMINATING
         return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)
 
     async def _finish(
@@ -266,29 +285,29 @@ class Tickets:
         ticket_id: str,
         current: TicketState,
         state: TicketState,
-        vm_state: str | None,
+        vm_state: VMState | None,
         reason: str | None,
         *,
         now: float | None = None,
     ) -> Ticket | None:
+        move = ticket_move(ticket_end_event(state), current)
+        vm_event = None if vm_state is None else VM_FREE_EVENTS[vm_state]
         closed = await self._ctl.store.pools.close_ticket(
             ticket_id,
-            expect=[current.value],
+            expect=move.expect,
             state=state.value,
-            vm_state=vm_state,
+            vm_state=None if vm_state is None else vm_state.value,
             now=self._ctl.clock() if now is None else now,
             reason=reason,
         )
         if closed is None:
             return None
-        self._ctl.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
-        if closed.vm is not None:
-            self._ctl.vm_changed(closed.vm)
-            if closed.vm.state == "releasing":
-                await self._ctl.submit_release(closed.vm.name)
-            else:
-                await self._ctl.submit_terminate(closed.vm.name, row=closed.vm)
-        self._ctl.kick_assign()
+        if Effect.WAKE_WAITERS in move.effects:
+            self._ctl.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
+        if closed.vm is not None and vm_event is not None:
+            await self._ctl.vm_moved(closed.vm, VM_RULES[vm_event].effects)
+        if Effect.KICK_ASSIGN in move.effects:
+            self._ctl.kick_assign()
         return records.ticket(closed.ticket)
 
     async def list(

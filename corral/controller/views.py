@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from corral.controller import records
 from corral.pools import allocation, stats
-from corral.pools.model import PoolStatus, VMState
+from corral.pools.lifecycle import ALIVE_VM_STATES, values
+from corral.pools.model import PoolStatus, TicketState
 
 if TYPE_CHECKING:
     from corral.controller.controller import Controller
@@ -23,7 +24,7 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
     pool = ctl.config.pool(name)
     await ctl.flush_stats()
     counts = await ctl.store.pools.count_vms(name)
-    waiting = await ctl.store.pools.list_tickets(states=["waiting"])
+    waiting = await ctl.store.pools.list_tickets(states=[TicketState.WAITING.value])
     demand = allocation.route_demand([records.ticket(r) for r in waiting], list(ctl.all_limits()))
     held = await ctl.store.pools.held()
     counters = await ctl.store.pools.counters(name)
@@ -34,7 +35,12 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
         spawn_failures=counters.get("spawn_failures", 0),
         terminate_failures=counters.get("terminate_failures", 0),
         livecheck_failures=counters.get("livecheck_failures", 0),
+        spawn_outcomes=await ctl.store.pools.samples(
+            name, "spawn_outcome", limit=stats.RECENT_SPAWNS
+        ),
+        last_spawn_error=ctl.preallocation.last_error.get(name),
     )
+    summary = stats.summarize(samples)
     return PoolStatus(
         name=name,
         backend=pool.backend.type,
@@ -45,8 +51,9 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
         vms=counts,
         waiting_tickets=demand.get(name, 0),
         assigned_tickets=sum(n for (_, p), n in held.items() if p == name),
-        stats=stats.summarize(samples),
+        stats=summary,
         info=await ctl.get_pool_info(name),
+        problem=stats.health(summary),
     )
 
 
@@ -65,11 +72,13 @@ async def summary(ctl: Controller) -> str:
             lines.append(f"  spawn p50 {s.spawn_p50:.3f} s, p95 {s.spawn_p95:.3f} s")
         if s.spawn_success_rate is not None:
             lines.append(f"  spawn success {s.spawn_success_rate:.0%} of {s.spawn_attempts}")
+        if status.problem is not None:
+            lines.append(f"  FAILING: {status.problem}")
         if s.wait_p50 is not None:
             lines.append(f"  allocation wait p50 {s.wait_p50:.3f} s, p95 {s.wait_p95:.3f} s")
         for vm in await ctl.find_vms(
             pool=status.name,
-            states=[s.value for s in VMState if s not in (VMState.TERMINATED, VMState.FAILED)],
+            states=values(ALIVE_VM_STATES),
         ):
             extra = f" ticket {vm.ticket}" if vm.ticket else ""
             lines.append(f"  {vm.name} {vm.state} {vm.address or '-'} uses {vm.uses}{extra}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from corral.pools.lifecycle import VMEvent, VMState
 from corral.store.pools import VMRow
 from corral.tasks import DONE, Step, TaskEvent, TaskState
 from corral.types import JSON
@@ -97,7 +98,7 @@ class VMTasks:
         """
         if row is None:
             current = await self._ctl.store.pools.get_vm(name)
-            if current is None or current.state != "terminating":
+            if current is None or current.state != VMState.TERMINATING:
                 return
             args: dict[str, JSON] = {"name": name}
         else:
@@ -164,14 +165,9 @@ class VMTasks:
         row = await ctl.store.pools.get_vm(name)
         if row is None:
             return
-        if row.state in ("spawning", "releasing"):
-            moved = await ctl.store.pools.update_vm(
-                name,
-                expect=[row.state],
-                changes={"state": "terminating", "state_since": ctl.clock()},
-            )
-            if moved is not None:
-                ctl.vm_changed(moved)
-                await self.terminate(name, row=moved)
-        elif row.state == "terminating":
+        if row.state in (VMState.SPAWNING, VMState.RELEASING):
+            reason = ctl.take_failure(name) if row.state == VMState.SPAWNING else None
+            changes = {} if reason is None else {"reason": reason}
+            await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state, **changes)
+        elif row.state == VMState.TERMINATING:
             self.terminate_later(name, min(30.0, ctl.pool_config(row.pool).terminate_timeout))

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from corral.pools.lifecycle import ALIVE_VM_STATES
 from corral.pools.model import VM, Ticket, TicketState, VMState
 
 
@@ -68,13 +69,6 @@ def pools_for(ticket: Ticket, pools: Iterable[PoolLimits]) -> list[str]:
     return sorted(
         p.name for p in pools if (ticket.pool is None or ticket.pool == p.name) and wanted <= p.tags
     )
-
-
-def sandbox_allows(sandbox: str | None, vm: VM) -> bool:
-    """True if a ticket with ``sandbox`` may receive ``vm`` under the sandbox rule."""
-    if vm.fresh:
-        return True
-    return sandbox is not None and vm.sandbox == sandbox
 
 
 def _vm_order(vm: VM) -> tuple[float, str]:
@@ -143,45 +137,88 @@ def _choose(
     return None if best is None else best[1]
 
 
-def route_demand(tickets: Iterable[Ticket], pools: Sequence[PoolLimits]) -> dict[str, int]:
-    """How many waiting tickets each pool should spawn for.
+def route_tickets(
+    tickets: Iterable[Ticket], pools: Sequence[PoolLimits]
+) -> dict[str, list[Ticket]]:
+    """The waiting tickets each pool should spawn for.
 
-    A ticket counts for one pool only: the first matching pool (by name) with room below ``max``.
-    Tickets of owners at their limit are the caller's to leave out.
+    A ticket counts for one pool only: the first matching pool by name. Tickets of owners at
+    their limit are the caller's to leave out.
     """
-    demand: dict[str, int] = {p.name: 0 for p in pools}
+    routed: dict[str, list[Ticket]] = {p.name: [] for p in pools}
     for ticket in tickets:
         if ticket.state is not TicketState.WAITING:
             continue
         names = pools_for(ticket, pools)
         if names:
-            demand[names[0]] += 1
-    return demand
+            routed[names[0]].append(ticket)
+    return routed
+
+
+def route_demand(tickets: Iterable[Ticket], pools: Sequence[PoolLimits]) -> dict[str, int]:
+    """How many waiting tickets each pool should spawn for (see :func:`route_tickets`)."""
+    return {name: len(found) for name, found in route_tickets(tickets, pools).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class IdleVM:
+    """A free ready VM that served tickets before: supply only for its sandbox."""
+
+    name: str
+    sandbox: str | None
+    last_used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyPlan:
+    """How many VMs to spawn now, and which idle used VMs to terminate to make room."""
+
+    spawn: int
+    evict: tuple[str, ...] = ()
+
+
+def plan_supply(
+    limits: PoolLimits,
+    counts: Mapping[VMState, int],
+    demand: Sequence[str | None] = (),
+    idle_used: Sequence[IdleVM] = (),
+) -> SupplyPlan:
+    """How many VMs to spawn now, and which idle used VMs to evict for waiting tickets.
+
+    ``demand`` holds the sandbox (or ``None``) of each waiting ticket this pool serves;
+    ``idle_used`` the pool's free ready VMs that served a ticket before, least recently used
+    first. Only *fresh* ready VMs count as supply for ``min_ready`` and for tickets: an idle used
+    VM serves one ticket of its own sandbox and nobody else (resalloc's #52: counting them as
+    ready starves every other ticket). The pool keeps ``min_ready`` fresh VMs plus one per ticket
+    no VM can serve, counting VMs being spawned, within ``max_starting`` spawns in flight and
+    ``max`` VMs alive (terminating ones count: the backend still has them). When ``max`` blocks a
+    ticket, the least recently used idle VMs no waiting ticket can use are terminated (beyond the
+    VMs already terminating, which free room anyway), so a fresh VM can be spawned.
+    """
+    spare = list(idle_used)
+    unserved = 0
+    for sandbox in demand:
+        match = next((i for i, v in enumerate(spare) if sandbox and v.sandbox == sandbox), None)
+        if match is None:
+            unserved += 1
+        else:
+            del spare[match]  # this ticket takes that VM: not supply for anybody else
+    spawning = counts.get(VMState.SPAWNING, 0)
+    fresh = max(0, counts.get(VMState.READY, 0) - len(idle_used))
+    alive = sum(counts.get(s, 0) for s in ALIVE_VM_STATES)
+    need = limits.min_ready + unserved - fresh - spawning
+    room_starting = limits.max_starting - spawning
+    room_total = limits.max - alive
+    spawn = max(0, min(need, room_starting, room_total))
+    short = max(0, min(unserved - fresh - spawning, room_starting) - spawn)
+    evict = max(0, short - counts.get(VMState.TERMINATING, 0))
+    return SupplyPlan(spawn=spawn, evict=tuple(v.name for v in spare[:evict]))
 
 
 def plan_spawns(limits: PoolLimits, counts: Mapping[VMState, int], demand: int = 0) -> int:
-    """How many VMs to spawn now.
-
-    Keeps ``min_ready`` idle ready VMs plus one per waiting ticket (``demand``), counting VMs being
-    spawned, within ``max_starting`` spawns in flight and ``max`` VMs alive (terminating ones count:
-    the backend still has them).
-    """
-    spawning = counts.get(VMState.SPAWNING, 0)
-    ready = counts.get(VMState.READY, 0)
-    alive = sum(counts.get(s, 0) for s in _ALIVE)
-    need = limits.min_ready + demand - ready - spawning
-    room_starting = limits.max_starting - spawning
-    room_total = limits.max - alive
-    return max(0, min(need, room_starting, room_total))
-
-
-_ALIVE = (
-    VMState.SPAWNING,
-    VMState.READY,
-    VMState.IN_USE,
-    VMState.RELEASING,
-    VMState.TERMINATING,
-)
+    """How many VMs to spawn now for ``demand`` waiting tickets with no sandbox VM to serve
+    them, when every ready VM is fresh (see :func:`plan_supply`)."""
+    return plan_supply(limits, counts, [None] * demand).spawn
 
 
 def expired_reason(limits: PoolLimits, vm: VM, now: float) -> str | None:

@@ -1,7 +1,8 @@
-"""VM and ticket lifecycles as transition tables, and the frozen values the store hands out.
+"""The frozen values the store hands out (``VM``, ``Ticket``, ``PoolStatus``) and the lifecycle
+diagrams.
 
-This module is the pure core of SPEC §5: states, the tables of allowed moves, a ten-line engine that
-refuses anything else, and the ``VM``/``Ticket``/``PoolStatus`` records. It must not do I/O, read a
+The states and the tables of allowed moves live in :mod:`corral.pools.lifecycle` (re-exported
+here); ``with_state`` refuses a move that table lacks. It must not do I/O, read a
 clock or know about the store, the backends or asyncio; times are passed in as floats.
 """
 
@@ -10,69 +11,35 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TypeVar
 
 from corral import exceptions
+from corral.pools.lifecycle import (
+    ALIVE_VM_STATES,
+    OPEN_TICKET_STATES,
+    TICKET_TRANSITIONS,
+    VM_TRANSITIONS,
+    TicketState,
+    VMState,
+)
 from corral.types import JSON
 
-
-class VMState(StrEnum):
-    """Where a VM is in its life (SPEC §5)."""
-
-    SPAWNING = "spawning"
-    READY = "ready"
-    IN_USE = "in_use"
-    RELEASING = "releasing"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    FAILED = "failed"
-
-
-class TicketState(StrEnum):
-    """Where a ticket is in its life (SPEC §5)."""
-
-    WAITING = "waiting"
-    ASSIGNED = "assigned"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-VM_TRANSITIONS: Mapping[VMState, frozenset[VMState]] = {
-    VMState.SPAWNING: frozenset({VMState.READY, VMState.TERMINATING, VMState.FAILED}),
-    VMState.READY: frozenset({VMState.IN_USE, VMState.TERMINATING, VMState.FAILED}),
-    VMState.IN_USE: frozenset({VMState.RELEASING, VMState.TERMINATING, VMState.FAILED}),
-    VMState.RELEASING: frozenset({VMState.READY, VMState.TERMINATING, VMState.FAILED}),
-    VMState.TERMINATING: frozenset({VMState.TERMINATED}),
-    VMState.TERMINATED: frozenset(),
-    VMState.FAILED: frozenset(),
-}
-"""Allowed VM moves. ``failed`` means the backend no longer has the VM although it was never
-terminated cleanly (a spawn rolled back, or a VM the backend lost); ``terminated`` means the
-backend confirmed its termination. Both are terminal: a VM is forgotten only once the backend
-cannot have it."""
-
-TICKET_TRANSITIONS: Mapping[TicketState, frozenset[TicketState]] = {
-    TicketState.WAITING: frozenset(
-        {TicketState.ASSIGNED, TicketState.CANCELLED, TicketState.EXPIRED, TicketState.FAILED}
-    ),
-    TicketState.ASSIGNED: frozenset({TicketState.CLOSED, TicketState.EXPIRED, TicketState.FAILED}),
-    TicketState.CLOSED: frozenset(),
-    TicketState.CANCELLED: frozenset(),
-    TicketState.EXPIRED: frozenset(),
-    TicketState.FAILED: frozenset(),
-}
-"""Allowed ticket moves. A waiting ticket fails when no pool can serve it any more."""
-
-ALIVE_VM_STATES: frozenset[VMState] = frozenset(
-    {VMState.SPAWNING, VMState.READY, VMState.IN_USE, VMState.RELEASING, VMState.TERMINATING}
-)
-"""States in which the backend may still have the VM."""
-
-OPEN_TICKET_STATES: frozenset[TicketState] = frozenset({TicketState.WAITING, TicketState.ASSIGNED})
-"""States of a ticket that still holds, or waits for, a VM."""
+__all__ = [
+    "ALIVE_VM_STATES",
+    "OPEN_TICKET_STATES",
+    "TICKET_TRANSITIONS",
+    "VM",
+    "VM_TRANSITIONS",
+    "PoolStats",
+    "PoolStatus",
+    "Ticket",
+    "TicketState",
+    "VMState",
+    "check_ticket_transition",
+    "check_vm_transition",
+    "lifecycle_diagrams",
+    "state_diagram",
+]
 
 _S = TypeVar("_S", VMState, TicketState)
 
@@ -182,6 +149,11 @@ class PoolStats:
     wait_p95: float | None = None
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    recent_spawns: int = 0
+    """How many of the latest spawns the two figures below count."""
+    recent_spawn_failures: int = 0
+    last_spawn_error: str | None = None
+    """Why the latest failed spawn failed (stderr tail, the backend's error, a timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +171,8 @@ class PoolStatus:
     assigned_tickets: int = 0
     stats: PoolStats = field(default_factory=PoolStats)
     info: Mapping[str, JSON] = field(default_factory=dict)
+    problem: str | None = None
+    """Why the pool is unhealthy (its recent spawns fail), or ``None``."""
 
     def count(self, state: VMState) -> int:
         """How many VMs of this pool are in ``state``."""

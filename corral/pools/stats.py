@@ -38,6 +38,9 @@ class Samples:
     spawn_failures: int = 0
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    spawn_outcomes: Sequence[float] = ()
+    """The most recent spawns' outcomes, oldest first: 1.0 came up, 0.0 failed."""
+    last_spawn_error: str | None = None
 
 
 def summarize(samples: Samples) -> PoolStats:
@@ -54,4 +57,24 @@ def summarize(samples: Samples) -> PoolStats:
         wait_p95=percentile(samples.wait_times, 95),
         terminate_failures=samples.terminate_failures,
         livecheck_failures=samples.livecheck_failures,
+        recent_spawns=len(samples.spawn_outcomes),
+        recent_spawn_failures=sum(1 for o in samples.spawn_outcomes if o < 0.5),
+        last_spawn_error=samples.last_spawn_error,
     )
+
+
+RECENT_SPAWNS = 20
+"""How many of the latest spawns decide whether a pool's spawns are failing."""
+FAILING_SHARE = 0.5
+"""A pool whose recent spawns failed at least this often is reported as failing."""
+
+
+def health(stats: PoolStats) -> str | None:
+    """Why a pool is unhealthy (its recent spawns fail), or ``None`` when it is fine."""
+    recent = stats.recent_spawns
+    if recent == 0 or stats.recent_spawn_failures < max(2, recent * FAILING_SHARE):
+        return None
+    why = f"{stats.recent_spawn_failures} of the last {recent} spawns failed"
+    if stats.last_spawn_error:
+        why += f"; last: {stats.last_spawn_error}"
+    return why

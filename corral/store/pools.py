@@ -119,6 +119,15 @@ def wanted_candidates(
 
 
 @dataclass(frozen=True, slots=True)
+class IdleUsedVM:
+    """A ready VM with no ticket that served tickets before: supply for its sandbox only."""
+
+    name: str
+    sandbox: str | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     """What one preallocation round reads, in one transaction (see
     :meth:`PoolsRepository.pool_snapshot`)."""
@@ -126,6 +135,8 @@ class PoolSnapshot:
     counts: Mapping[str, int]
     waiting: tuple[TicketRow, ...]
     held: Mapping[tuple[str, str], int]
+    idle_used: tuple[IdleUsedVM, ...] = ()
+    """The pool's free ready VMs that were used before, least recently used first."""
 
 
 class PoolsRepository(Protocol):
@@ -238,7 +249,7 @@ class PoolsRepository(Protocol):
 
     async def pool_snapshot(self, pool: str) -> PoolSnapshot:
         """In one transaction: ``pool``'s VM counts per state, every waiting ticket (by priority
-        then age) and the held counts."""
+        then age), the held counts and the pool's idle used VMs (least recently used first)."""
         ...
 
     async def close_ticket(

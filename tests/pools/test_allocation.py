@@ -106,7 +106,7 @@ def test_allocation_invariants(
                 limit is None or held.get((t.owner, v.pool), 0) + gained[(t.owner, v.pool)] < limit
             )
             matches = t.pool in (None, v.pool) and set(t.tags) <= POOLS[v.pool].tags
-            assert not (matches and under and allocation.sandbox_allows(t.sandbox, v))
+            assert not (matches and under and _sandbox_allows(t.sandbox, v))
 
 
 @settings(max_examples=100, deadline=None)
@@ -180,6 +180,12 @@ def test_owner_at_limit_waits_but_others_are_served() -> None:
     assert plan == [allocation.Assignment("t2", "v1")]
 
 
+def _sandbox_allows(sandbox: str | None, vm: VM) -> bool:
+    """The sandbox rule, stated independently of the code: a fresh VM serves anybody, a used one
+    only its own sandbox."""
+    return vm.fresh or (sandbox is not None and vm.sandbox == sandbox)
+
+
 def test_plan_spawns_counts_spawning_and_respects_limits() -> None:
     limits = PoolLimits(name="a", max=10, max_starting=3, min_ready=5)
     assert allocation.plan_spawns(limits, {}) == 3
@@ -249,3 +255,66 @@ def test_route_demand_counts_each_ticket_once() -> None:
         pools,
     )
     assert demand == {"a": 1, "b": 1}
+
+
+def test_plan_supply_counts_only_fresh_vms_as_supply() -> None:
+    limits = PoolLimits(name="p", max=10, max_starting=4, min_ready=2)
+    idle = [allocation.IdleVM(f"u{i}", s, float(i)) for i, s in enumerate("abc")]
+    # three idle sandbox VMs are not "ready" for min_ready: two fresh ones are spawned
+    plan = allocation.plan_supply(limits, {VMState.READY: 3}, [], idle)
+    assert plan == allocation.SupplyPlan(spawn=2)
+    # a ticket of sandbox b takes b's VM; a plain ticket needs a fresh one
+    plan = allocation.plan_supply(limits, {VMState.READY: 5}, ["b", None], idle)
+    assert plan == allocation.SupplyPlan(spawn=1)
+
+
+def test_plan_supply_evicts_the_oldest_unwanted_idle_vm_when_full() -> None:
+    limits = PoolLimits(name="p", max=3, max_starting=3, min_ready=0)
+    idle = [allocation.IdleVM(f"u{i}", s, float(i)) for i, s in enumerate("abc")]
+    plan = allocation.plan_supply(limits, {VMState.READY: 3}, [None], idle)
+    assert plan == allocation.SupplyPlan(spawn=0, evict=("u0",))
+    # a's own ticket keeps a's VM: the next oldest goes
+    plan = allocation.plan_supply(limits, {VMState.READY: 3}, ["a", None], idle)
+    assert plan == allocation.SupplyPlan(spawn=0, evict=("u1",))
+    # a VM already terminating frees the room: nothing more is evicted
+    plan = allocation.plan_supply(
+        limits, {VMState.READY: 2, VMState.TERMINATING: 1}, [None], idle[1:]
+    )
+    assert plan == allocation.SupplyPlan(spawn=0)
+    # min_ready alone never evicts a sandbox's VM
+    full = PoolLimits(name="p", max=3, max_starting=3, min_ready=2)
+    assert allocation.plan_supply(full, {VMState.READY: 3}, [], idle).evict == ()
+
+
+@given(
+    st.dictionaries(st.sampled_from(list(VMState)), st.integers(0, 12)),
+    st.lists(st.sampled_from([None, "a", "b"]), max_size=12),
+    st.integers(0, 6),
+    st.integers(1, 12),
+    st.integers(1, 6),
+    st.integers(0, 6),
+)
+@settings(max_examples=300, deadline=None)
+def test_plan_supply_limits(
+    counts: dict[VMState, int],
+    demand: list[str | None],
+    n_idle: int,
+    max_: int,
+    max_starting: int,
+    min_ready: int,
+) -> None:
+    counts[VMState.READY] = max(counts.get(VMState.READY, 0), n_idle)
+    idle = [allocation.IdleVM(f"u{i}", "ab"[i % 2], float(i)) for i in range(n_idle)]
+    limits = PoolLimits(name="p", max=max_, max_starting=max_starting, min_ready=min_ready)
+    plan = allocation.plan_supply(limits, counts, demand, idle)
+    alive = sum(n for s, n in counts.items() if s not in (VMState.TERMINATED, VMState.FAILED))
+    assert plan.spawn >= 0
+    assert plan.spawn <= max(0, max_ - alive)
+    assert plan.spawn <= max(0, max_starting - counts.get(VMState.SPAWNING, 0))
+    assert len(plan.evict) <= len(idle) and len(set(plan.evict)) == len(plan.evict)
+    # never evict more than the tickets that no VM serves
+    assert len(plan.evict) <= demand.count(None) + len(demand)
+    if plan.evict:
+        assert plan.spawn < max(0, max_starting - counts.get(VMState.SPAWNING, 0)) or (
+            plan.spawn == 0
+        )

@@ -14,19 +14,38 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from corral import exceptions
+from corral.pools.lifecycle import (
+    DEAD_VM_STATES,
+    OPEN_TICKET_STATES,
+    TICKET_RULES,
+    VM_RULES,
+    TicketEvent,
+    VMEvent,
+    ticket_target,
+    values,
+    vm_sources,
+    vm_target,
+)
 from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
     Closed,
+    IdleUsedVM,
     PoolSnapshot,
     TicketRow,
     VMRow,
     wanted_candidates,
 )
 
-_DEAD = frozenset({"terminated", "failed"})
-_OPEN = frozenset({"waiting", "assigned"})
+_DEAD = frozenset(values(DEAD_VM_STATES))
+_OPEN = frozenset(values(OPEN_TICKET_STATES))
+# the states of the two atomic writes come from the lifecycle table
+_VM_TAKE = VM_RULES[VMEvent.ASSIGNED]
+_TICKET_TAKE = TICKET_RULES[TicketEvent.ASSIGNED]
+_VM_FREE = frozenset(vm_sources(VMEvent.FREED_TO_TERMINATE))
+_VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
+_TICKET_TAKEN = str(ticket_target(TicketEvent.ASSIGNED))
 SAMPLE_LIMIT = 10_000
 """Samples kept per pool and kind."""
 
@@ -58,7 +77,7 @@ class MemoryPoolsRepository:
 
     @staticmethod
     def _ready_key(row: VMRow) -> tuple[str, str | None] | None:
-        if row.state != "ready" or row.ticket is not None:
+        if row.state not in _VM_TAKE.sources or row.ticket is not None:
             return None
         if row.uses == 0:
             return (row.pool, None)
@@ -264,7 +283,11 @@ class MemoryPoolsRepository:
         ticket = self._tickets.get(ticket_id)
         if vm is None or ticket is None:
             return False
-        if vm.state != "ready" or vm.ticket is not None or ticket.state != "waiting":
+        if (
+            vm.state not in _VM_TAKE.sources
+            or vm.ticket is not None
+            or ticket.state not in _TICKET_TAKE.sources
+        ):
             return False
         if max_per_owner is not None and self._held[(ticket.owner, vm.pool)] >= max_per_owner:
             return False
@@ -272,7 +295,7 @@ class MemoryPoolsRepository:
             vm,
             replace(
                 vm,
-                state="in_use",
+                state=_VM_TAKEN,
                 state_since=now,
                 ticket=ticket_id,
                 owner=ticket.owner,
@@ -281,12 +304,12 @@ class MemoryPoolsRepository:
                 last_used_at=now,
             ),
         )
-        self._put_ticket(replace(ticket, state="assigned", vm=vm_name, assigned_at=now))
+        self._put_ticket(replace(ticket, state=_TICKET_TAKEN, vm=vm_name, assigned_at=now))
         return True
 
     async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
         """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
-        waiting = await self.list_tickets(states=["waiting"])
+        waiting = await self.list_tickets(states=sorted(_TICKET_TAKE.sources))
         if not waiting:
             return AllocationInputs(waiting=(), held={}, ready=())
         ready: list[VMRow] = []
@@ -298,8 +321,16 @@ class MemoryPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
         return PoolSnapshot(
             counts=await self.count_vms(pool),
-            waiting=tuple(await self.list_tickets(states=["waiting"])),
+            waiting=tuple(await self.list_tickets(states=sorted(_TICKET_TAKE.sources))),
             held=await self.held(),
+            idle_used=tuple(
+                IdleUsedVM(v.name, v.sandbox, v.last_used_at)
+                for v in sorted(
+                    (self._vms[n] for n in self._by_pool.get(pool, {})),
+                    key=lambda v: (v.last_used_at or 0.0, v.name),
+                )
+                if v.state in _VM_TAKE.sources and v.ticket is None and v.uses > 0
+            ),
         )
 
     async def close_ticket(
@@ -318,7 +349,7 @@ class MemoryPoolsRepository:
             return None
         vm = self._vms.get(ticket.vm) if ticket.vm is not None else None
         new_vm = None
-        if vm is not None and vm.ticket == ticket_id and vm.state == "in_use":
+        if vm is not None and vm.ticket == ticket_id and vm.state in _VM_FREE:
             new_vm = replace(
                 vm,
                 state=vm_state or vm.state,

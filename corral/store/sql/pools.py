@@ -1,10 +1,10 @@
 """SQL pools repository: every query of the pools concept, named, with bound parameters only.
 
 The two writes that must be atomic across processes are single units of work: :func:`assign` (a
-conditional ``UPDATE ... WHERE state = 'waiting'`` on the ticket, then ``UPDATE ... WHERE state =
-'ready' AND ticket IS NULL`` on the VM, both checked by row count; PostgreSQL's row locks make the
-second writer re-check the condition and fail) and :func:`close_ticket`. Must not be called from
-the event loop thread directly: everything goes through :class:`SqlExecutor`.
+conditional ``UPDATE`` of the ticket from ``waiting``, then of the VM from ``ready`` with no
+ticket — states from :mod:`corral.pools.lifecycle` — both checked by row count; PostgreSQL's row
+locks make the second writer re-check the condition and fail) and :func:`close_ticket`. Must not
+be called from the event loop thread directly: everything goes through :class:`SqlExecutor`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     bindparam,
@@ -23,17 +24,30 @@ from sqlalchemy import (
     exc,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from corral import exceptions
+from corral.pools.lifecycle import (
+    DEAD_VM_STATES,
+    ENDED_TICKET_STATES,
+    TICKET_RULES,
+    VM_RULES,
+    TicketEvent,
+    VMEvent,
+    VMState,
+    values,
+    vm_sources,
+)
 from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
     Closed,
+    IdleUsedVM,
     PoolSnapshot,
     TicketRow,
     VMRow,
@@ -50,7 +64,20 @@ from corral.store.sql.schema_pools import (
     vms,
 )
 
-_DEAD = ("terminated", "failed")
+_DEAD = values(DEAD_VM_STATES)
+_ENDED = values(ENDED_TICKET_STATES)
+# the states of the two atomic writes come from the lifecycle table
+_VM_TAKE = VM_RULES[VMEvent.ASSIGNED]
+_TICKET_TAKE = TICKET_RULES[TicketEvent.ASSIGNED]
+_VM_FREE = vm_sources(VMEvent.FREED_TO_TERMINATE)
+(_TICKET_UNTAKEN,) = _TICKET_TAKE.sources
+
+
+def _among(column: ColumnElement[str], states: Iterable[str]) -> ColumnElement[bool]:
+    """``column`` is one of ``states``, as plain comparisons (prepared statements compile once:
+    no expanding ``IN``)."""
+    return or_(*(column == state for state in sorted(states)))
+
 SAMPLE_LIMIT = 10_000
 """Samples kept per pool and kind (older ones are pruned now and then)."""
 
@@ -70,7 +97,7 @@ READY_FRESH = (
     select(vms)
     .where(
         vms.c.pool == bindparam("b_pool"),
-        vms.c.state == "ready",
+        _among(vms.c.state, _VM_TAKE.sources),
         vms.c.sandbox.is_(None),
         vms.c.ticket.is_(None),
         vms.c.uses == 0,
@@ -82,7 +109,7 @@ READY_SANDBOX = (
     select(vms)
     .where(
         vms.c.pool == bindparam("b_pool"),
-        vms.c.state == "ready",
+        _among(vms.c.state, _VM_TAKE.sources),
         vms.c.sandbox == bindparam("b_sandbox"),
         vms.c.ticket.is_(None),
         vms.c.uses > 0,
@@ -90,10 +117,20 @@ READY_SANDBOX = (
     .order_by(vms.c.ready_at, vms.c.name)
     .limit(bindparam("b_limit"))
 )
+IDLE_USED = (
+    select(vms.c.name, vms.c.sandbox, vms.c.last_used_at)
+    .where(
+        vms.c.pool == bindparam("b_pool"),
+        _among(vms.c.state, _VM_TAKE.sources),
+        vms.c.ticket.is_(None),
+        vms.c.uses > 0,
+    )
+    .order_by(vms.c.last_used_at, vms.c.name)
+)
 DELETE_DEAD_VM = delete(vms).where(vms.c.name == bindparam("b_name"), vms.c.state.in_(_DEAD))
 PURGE_VMS = delete(vms).where(vms.c.state.in_(_DEAD), vms.c.state_since < bindparam("b_before"))
 PURGE_TICKETS = delete(tickets).where(
-    tickets.c.state.in_(("closed", "cancelled", "expired", "failed")),
+    tickets.c.state.in_(_ENDED),
     tickets.c.closed_at < bindparam("b_before"),
 )
 INSERT_TICKET = insert(tickets)
@@ -110,21 +147,25 @@ HELD_BY = select(func.count()).where(
 )
 TAKE_TICKET = (
     update(tickets)
-    .where(tickets.c.id == bindparam("b_id"), tickets.c.state == "waiting")
-    .values(state="assigned", vm=bindparam("b_vm"), assigned_at=bindparam("b_now"))
+    .where(tickets.c.id == bindparam("b_id"), _among(tickets.c.state, _TICKET_TAKE.sources))
+    .values(state=_TICKET_TAKE.target, vm=bindparam("b_vm"), assigned_at=bindparam("b_now"))
     .returning(tickets.c.owner, tickets.c.sandbox)
 )
 SELECT_VM_POOL = select(vms.c.pool).where(vms.c.name == bindparam("b_name"))
 UNDO_TAKE_TICKET = (
     update(tickets)
     .where(tickets.c.id == bindparam("b_id"))
-    .values(state="waiting", vm=None, assigned_at=None)
+    .values(state=_TICKET_UNTAKEN, vm=None, assigned_at=None)
 )
 TAKE_VM = (
     update(vms)
-    .where(vms.c.name == bindparam("b_name"), vms.c.state == "ready", vms.c.ticket.is_(None))
+    .where(
+        vms.c.name == bindparam("b_name"),
+        _among(vms.c.state, _VM_TAKE.sources),
+        vms.c.ticket.is_(None),
+    )
     .values(
-        state="in_use",
+        state=_VM_TAKE.target,
         state_since=bindparam("b_now"),
         ticket=bindparam("b_ticket"),
         owner=bindparam("b_owner"),
@@ -138,7 +179,7 @@ FREE_VM = (
     .where(
         vms.c.name == bindparam("b_name"),
         vms.c.ticket == bindparam("b_ticket"),
-        vms.c.state == "in_use",
+        _among(vms.c.state, _VM_FREE),
     )
     .values(
         state=bindparam("b_state"),
@@ -263,6 +304,7 @@ P_READY_FRESH = Prepared("ready_fresh", READY_FRESH)
 P_READY_SANDBOX = Prepared("ready_sandbox", READY_SANDBOX)
 P_HELD = Prepared("held", HELD)
 P_COUNT_VMS = Prepared("count_vms", COUNT_VMS)
+P_IDLE_USED = Prepared("idle_used", IDLE_USED)
 P_SELECT_VM_POOL = Prepared("select_vm_pool", SELECT_VM_POOL)
 P_LOCK_POOL = Prepared("lock_pool", LOCK_POOL)
 P_TAKE_TICKET = Prepared("take_ticket", TAKE_TICKET)
@@ -554,7 +596,7 @@ def close_ticket(
             {
                 "b_name": ticket.vm,
                 "b_ticket": ticket_id,
-                "b_state": vm_state or "in_use",
+                "b_state": vm_state or VMState.IN_USE.value,
                 "b_now": now,
             },
         )
@@ -604,7 +646,7 @@ def bump(conn: Connection, pool: str, counter: str, by: int) -> None:
 
 WAITING = (
     select(tickets)
-    .where(tickets.c.state == "waiting")
+    .where(_among(tickets.c.state, _TICKET_TAKE.sources))
     .order_by(tickets.c.priority.desc(), tickets.c.seq)
 )
 P_WAITING = Prepared("waiting", WAITING)
@@ -633,6 +675,9 @@ def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
         counts={r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})},
         waiting=tuple(_ticket_t(r) for r in P_WAITING.rows(conn, {})),
         held={(r[0], r[1]): r[2] for r in P_HELD.rows(conn, {})},
+        idle_used=tuple(
+            IdleUsedVM(r[0], r[1], r[2]) for r in P_IDLE_USED.rows(conn, {"b_pool": pool})
+        ),
     )
 
 

@@ -1,0 +1,91 @@
+"""Sandbox VMs are supply only for their sandbox (issue: a plain ticket waited forever on a pool
+with room), and why a spawn failed is kept on the VM and in the pool's statistics."""
+
+from __future__ import annotations
+
+from corral.pools.model import TicketState, VMState
+
+from .conftest import controller, counts, eventually, fake_backend
+
+REUSE = {"sandbox": True, "max_uses": 5}
+
+
+async def _use_and_release(ctl, sandbox: str) -> str:  # type: ignore[no-untyped-def]
+    ticket = await ctl.wait_ticket(
+        (await ctl.create_ticket(owner="u", pool="p", sandbox=sandbox)).id, timeout=10
+    )
+    assert ticket.vm is not None
+    await ctl.close_ticket(ticket.id)
+
+    async def back() -> bool:
+        return (await ctl.get_vm(ticket.vm)).state is VMState.READY
+
+    await eventually(ctl, back, timeout=10)
+    return str(ticket.vm)
+
+
+async def test_idle_sandbox_vms_do_not_count_as_ready() -> None:
+    # the reproduction: three sandboxes' VMs back in the pool, then a plain ticket and a new
+    # sandbox must still be served (before the fix both timed out: 3 "ready", nothing spawned)
+    async with controller({"min_ready": 2, "max": 10, "reuse": REUSE}) as ctl:
+        used = [await _use_and_release(ctl, s) for s in ("a", "b", "c")]
+
+        async def fresh_kept() -> bool:
+            # min_ready counts fresh VMs only: 3 idle sandbox VMs + 2 fresh ones
+            return (await counts(ctl)).get("ready", 0) == 5
+
+        await eventually(ctl, fresh_kept, timeout=10)
+        plain = await ctl.wait_ticket((await ctl.create_ticket(owner="u", pool="p")).id, timeout=10)
+        assert plain.state is TicketState.ASSIGNED and plain.vm not in used
+        other = await ctl.wait_ticket(
+            (await ctl.create_ticket(owner="u", pool="p", sandbox="d")).id, timeout=10
+        )
+        assert other.state is TicketState.ASSIGNED and other.vm not in used
+
+
+async def test_a_full_pool_evicts_the_oldest_idle_sandbox_vm() -> None:
+    async with controller({"min_ready": 0, "max": 3, "reuse": REUSE}) as ctl:
+        used = [await _use_and_release(ctl, s) for s in ("a", "b", "c")]
+        assert (await counts(ctl)).get("ready", 0) == 3
+        plain = await ctl.wait_ticket((await ctl.create_ticket(owner="u", pool="p")).id, timeout=10)
+        assert plain.state is TicketState.ASSIGNED
+        # a fresh VM, never one used by another sandbox
+        assert plain.vm not in used
+        evicted = await ctl.get_vm(used[0])
+        assert evicted.state in (VMState.TERMINATING, VMState.TERMINATED)
+        assert evicted.reason is not None and "evicted" in evicted.reason
+        for name in used[1:]:
+            assert (await ctl.get_vm(name)).state is VMState.READY
+        # the sandbox whose VM survived still gets it back
+        again = await ctl.wait_ticket(
+            (await ctl.create_ticket(owner="u", pool="p", sandbox="c")).id, timeout=10
+        )
+        assert again.vm == used[2]
+
+
+async def test_a_failed_spawn_keeps_its_reason_and_the_pool_reports_it() -> None:
+    fake = fake_backend(spawn_failure_rate=1.0)
+    async with controller({"min_ready": 2, "max": 4}, fake=fake) as ctl:
+
+        async def failed_some() -> bool:
+            return (await counts(ctl)).get("failed", 0) >= 3
+
+        await eventually(ctl, failed_some, timeout=20)
+        failed = [v for v in await ctl.list_vms(state="failed")]
+        assert failed and all(v.reason for v in failed)
+        assert "injected spawn failure" in str(failed[0].reason)
+        status = await ctl.get_pool("p")
+        assert status.stats.recent_spawn_failures >= 3
+        assert status.stats.last_spawn_error is not None
+        assert status.problem is not None and "spawns failed" in status.problem
+        assert "FAILING" in await ctl.summary()
+
+
+async def test_a_healthy_pool_reports_no_problem() -> None:
+    async with controller({"min_ready": 2}) as ctl:
+
+        async def ready() -> bool:
+            return (await counts(ctl)).get("ready", 0) == 2
+
+        await eventually(ctl, ready)
+        assert (await ctl.get_pool("p")).problem is None
