@@ -67,11 +67,15 @@ def available() -> str | None:
 
 def build(folder: Path) -> Guest:
     """Build the initramfs in ``folder`` (once per folder) and return the guest's files."""
-    kernel = Path(sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))[-1])
-    version = kernel.name.removeprefix("vmlinuz-")
+    source_kernel = Path(sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))[-1])
+    version = source_kernel.name.removeprefix("vmlinuz-")
+    # a copy: libvirt's DAC driver relabels the files a guest uses; /boot stays untouched
+    kernel = folder / "vmlinuz"
     initrd = folder / "initrd.cpio"
     if initrd.exists():
         return Guest(kernel, initrd)
+    shutil.copy(source_kernel, kernel)
+    kernel.chmod(0o644)
     root = folder / "root"
     (root / "bin").mkdir(parents=True, exist_ok=True)
     (root / "lib" / "modules").mkdir(parents=True, exist_ok=True)
@@ -97,4 +101,5 @@ def build(folder: Path) -> Guest:
         check=True,
     ).stdout
     initrd.write_bytes(archive)
+    initrd.chmod(0o644)
     return Guest(kernel, initrd)
