@@ -43,6 +43,7 @@ from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
 from corral.store.pools import VMRow
+from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
 
@@ -134,10 +135,7 @@ class Controller:
         """
         opened = store is None
         if store is None:
-            url = parse_store_url(config.store)
-            if url.kind == "sqlite" and url.path:
-                # the embedded default lives under ./.corral/: create the folder on first use
-                Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+            prepare_store_url(config.store)  # ./.corral/ made for the default store only
         # own the store and kill an earlier owner's leftover commands before recovering anything
         claim = await recovery.take_over(config) if opened and recover else None
         try:
