@@ -2,12 +2,17 @@
 
 They run in the operator's process (no ``--url``): ``serve`` runs the controller and the API,
 ``config check`` validates a file and prints every problem, ``db upgrade`` migrates a SQL store.
-This module must not implement controller, API or store behaviour; it wires and reports.
+``config check`` and ``db upgrade`` print JSON with ``--json``; ``serve`` does not (it runs until
+stopped and logs). Third-party failures met here (the database driver's, a taken port) become
+one ``error: code: message`` line, never a traceback. This module must not implement
+controller, API or store behaviour; it wires and reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +22,7 @@ from corral import config as corral_config
 from corral import exceptions
 from corral.cli import output
 from corral.config import CorralConfig
+from corral.store import url as store_url
 
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 db_app = typer.Typer(help="Work with the store's database.", no_args_is_help=True)
@@ -46,22 +52,55 @@ def _fail(error: exceptions.CorralError) -> typer.Exit:
     return typer.Exit(output.exit_code(error))
 
 
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
 def load(config_file: Path | None, db: str | None) -> tuple[CorralConfig, bool]:
-    """The configuration to serve, and whether it is the built-in demo."""
+    """The configuration to serve, and whether it is the built-in demo.
+
+    The store's folder is prepared as everywhere (:func:`corral.store.url.prepare`): created for
+    the default store only, refused when a configured store's folder is missing.
+    """
     demo = config_file is None
     if config_file is None:
         cfg = corral_config.default_config()
     else:
         cfg = corral_config.load_config(config_file)
     if db is not None:
-        from corral.store import parse
-
-        parse(db)
+        store_url.parse(db)
         cfg = cfg.model_copy(update={"store": db})
-    if cfg.store.startswith("sqlite:///") and not cfg.store.startswith("sqlite:////"):
-        # A relative SQLite path (the demo's .corral/corral.db): create its folder.
-        Path(cfg.store.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store_url.prepare(cfg.store)
     return cfg, demo
+
+
+def _database_error(store: str, exc: Exception) -> exceptions.StoreError:
+    """The database driver's failure as one line (its first), naming the store."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return exceptions.StoreError(f"store {store}: {detail[0] if detail else type(exc).__name__}")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a taken port before anything starts (recovery included); ``AddressInUse``."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # let the server report an address it cannot resolve
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise exceptions.AddressInUse(
+                    f"{host}:{port} is in use (another corral serve?); "
+                    "choose another with --port or CORRAL_API_PORT"
+                ) from exc
+            raise exceptions.AddressInUse(
+                f"cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
 
 
 def serve(
@@ -76,12 +115,16 @@ def serve(
         typer.Option(envvar="CORRAL_API_PORT", show_envvar=True, help="Port to listen on."),
     ] = None,
 ) -> None:
-    """Run the controller and the HTTP API in this process until SIGINT/SIGTERM."""
+    """Run the controller and the HTTP API in this process until SIGINT/SIGTERM.
+
+    The one command without --json: it runs until stopped and reports on stderr.
+    """
     from corral.api.server import Server
 
     try:
         cfg, demo = load(config, db)
         server = Server(cfg, host=host, port=port)
+        _check_port(server.host, server.port)
     except exceptions.CorralError as exc:
         raise _fail(exc) from None
     if server.warning:
@@ -112,37 +155,86 @@ def serve(
         asyncio.run(main())
     except exceptions.CorralError as exc:
         raise _fail(exc) from None
+    except SystemExit as exc:
+        # uvicorn exits when it cannot bind (the port was taken after the check above)
+        raise _fail(
+            exceptions.AddressInUse(f"cannot listen on {server.host}:{server.port}")
+        ) from exc
+    except Exception as exc:
+        if _is_database_error(exc):
+            raise _fail(_database_error(cfg.store, exc)) from None
+        raise
     output.console.print("corral stopped", markup=False)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
 
 
 @config_app.command("check")
 def config_check(
     file: Annotated[Path, typer.Argument(help="The corral.yaml to validate.")],
+    json: Json = False,
 ) -> None:
-    """Validate a configuration file and print every problem (exit 3 when it has any)."""
+    """Validate a configuration file as 'corral serve' would, and print every problem at once.
+
+    Checks types (no silent coercion), unknown and repeated keys, every pool's backend options,
+    the scripts it runs (they must exist and be executable) and the SQLite store's folder. Exit
+    code 3 when there is any problem. Environment overrides (CORRAL_STORE, ...) apply.
+    """
     try:
         cfg = corral_config.load_config(file)
     except exceptions.CorralError as exc:
+        if json:
+            output.print_json(
+                {"file": str(file), "valid": False, "code": exc.code, "problems": _lines(exc)}
+            )
+            raise typer.Exit(output.exit_code(exc)) from None
         raise _fail(exc) from None
-    tokens = len(cfg.api.tokens)
+    if json:
+        output.print_json(
+            {
+                "file": str(file),
+                "valid": True,
+                "store": cfg.store,
+                "pools": list(cfg.pools),
+                "tokens": len(cfg.api.tokens),
+            }
+        )
+        return
     output.console.print(
         f"{file}: valid — {len(cfg.pools)} pools ({', '.join(cfg.pools) or 'none'}), "
-        f"store {cfg.store}, {tokens} tokens",
+        f"store {cfg.store}, {len(cfg.api.tokens)} tokens",
         markup=False,
     )
 
 
+def _lines(error: exceptions.CorralError) -> list[str]:
+    """The problems of a ``ConfigError`` (its indented lines), else its message."""
+    lines = [line.strip() for line in error.message.splitlines()[1:] if line.startswith("  ")]
+    return lines or [error.message]
+
+
 @db_app.command("upgrade")
-def db_upgrade(config: ConfigFile = None, db: Db = None) -> None:
-    """Migrate the store's database to the newest schema."""
+def db_upgrade(config: ConfigFile = None, db: Db = None, json: Json = False) -> None:
+    """Migrate the store's database to the newest schema ('corral serve' also does on start)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from corral.store import migrate
 
     try:
         cfg, _ = load(config, db)
-        revision = migrate.upgrade(cfg.store)
+        try:
+            revision = migrate.upgrade(cfg.store)
+        except SQLAlchemyError as exc:
+            raise _database_error(cfg.store, exc) from exc
     except exceptions.CorralError as exc:
         raise _fail(exc) from None
-    if revision is None:
+    if json:
+        output.print_json({"store": cfg.store, "revision": revision})
+    elif revision is None:
         output.console.print(f"{cfg.store}: nothing to migrate", markup=False)
     else:
         output.console.print(f"{cfg.store}: at revision {revision}", markup=False)

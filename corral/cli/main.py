@@ -1,8 +1,9 @@
-"""The ``corral`` command (SPEC §7): serve, acquire, release and inspect, over the HTTP API.
+"""The ``corral`` command: serve, acquire, release and inspect, over the HTTP API.
 
-Every client command takes ``--url``/``CORRAL_URL`` and ``--token``/``CORRAL_TOKEN`` and prints a
-rich table for people or JSON with ``--json``; failures print ``error: <code>: <message>`` on
-standard error and exit with a code per kind of failure (:class:`corral.cli.output.Exit`).
+Every client command takes ``--url``/``CORRAL_URL`` and ``--token``/``CORRAL_TOKEN`` (after the
+command, or before it: ``corral --url X tickets``) and prints a rich table for people or JSON with
+``--json``; every failure is one line ``error: <code>: <message>`` on standard error and an exit
+code per kind of failure (:class:`corral.cli.output.Exit`) — never a traceback.
 
 This module must not contain controller or API logic: it parses arguments, calls the client (or,
 for ``serve``/``config``/``db``, the server-side entry points) and prints.
@@ -11,24 +12,42 @@ for ``serve``/``config``/``db``, the server-side entry points) and prints.
 from __future__ import annotations
 
 import functools
+import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar, cast
 
+import pydantic
 import typer
 from pydantic import BaseModel
 
-from corral import __version__, exceptions
+from corral import __version__, config_messages, exceptions
 from corral.cli import admin, output
 from corral.client import Client, core, flows, models
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+HELP = (
+    "corral keeps pools of VMs ready and hands them out.\n\n"
+    "Start a server with 'corral serve' (no --config: a demo pool on the fake backend), then "
+    "take a VM with 'corral acquire --pool demo' and give it back with 'corral release TICKET'. "
+    "Every command has --help; every command but 'serve' prints JSON with --json."
+)
+
+EPILOG = (
+    "Exit codes: 0 ok; 1 other failure; 2 bad usage; 3 invalid input or configuration; "
+    "4 no valid token or not allowed; 5 not found; 6 state does not allow it; "
+    "7 acquire timed out; 8 server unreachable; 9 port or database unavailable. "
+    "Errors print one line: 'error: CODE: message'."
+)
+
 app = typer.Typer(
     name="corral",
-    help="corral keeps pools of VMs ready and hands them out. See docs/cli.md.",
+    help=HELP,
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,9 +60,32 @@ app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.db_app, name="db")
 app.command("serve")(admin.serve)
 
+
+def _given_before(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """The option's value: given after the command, else before it (``corral --url X tickets``),
+    else from the environment or the default."""
+    name = param.name or ""
+    root = cast(typer.Context, ctx.find_root())  # typer's Context is click's, with extras
+    if root is ctx or _on_command_line(ctx, name) or not _on_command_line(root, name):
+        return value
+    given: str | None = root.params.get(name)
+    return given
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 Url = Annotated[
     str,
-    typer.Option("--url", envvar="CORRAL_URL", show_envvar=True, help="The corral server."),
+    typer.Option(
+        "--url",
+        envvar="CORRAL_URL",
+        show_envvar=True,
+        callback=_given_before,
+        help="The corral server (also accepted before the command).",
+    ),
 ]
 Token = Annotated[
     str | None,
@@ -52,19 +94,38 @@ Token = Annotated[
         envvar="CORRAL_TOKEN",
         show_envvar=True,
         show_default=False,
-        help="Bearer token (from the server's api.tokens).",
+        callback=_given_before,
+        help="Bearer token (from the server's api.tokens; also accepted before the command).",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
+OPTION_NAMES = {"tags": "--tag"}
+"""Request fields whose command-line option is not ``--<field>``."""
+
+
+def invalid_options(error: pydantic.ValidationError) -> exceptions.InvalidInput:
+    """A request the client refused before sending, worded with the options' names."""
+    problems = []
+    for line in config_messages.describe_errors(error):
+        field, _, problem = line.partition(": ")
+        name = field.split(".")[0]
+        problems.append(f"{OPTION_NAMES.get(name, '--' + name.replace('_', '-'))}: {problem}")
+    return exceptions.InvalidInput("; ".join(problems))
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a CorralError into ``error: code: message`` on stderr and its exit code."""
+    """Turn a CorralError (or a request the client refused) into one ``error: code: message``
+    line on stderr and its exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except pydantic.ValidationError as exc:
+                raise invalid_options(exc) from exc
         except exceptions.CorralError as exc:
             output.errors.print(f"error: {exc.code}: {exc.message}", markup=False)
             raise typer.Exit(output.exit_code(exc)) from None
@@ -77,6 +138,18 @@ def client(url: str, token: str | None) -> Iterator[Client]:
     """A client of ``url``, closed afterwards."""
     with Client(url, token=token) as c:
         yield c
+
+
+def seconds(option: str, value: float | None, *, at_least: float | None = 0.0) -> float | None:
+    """``value`` if it is a finite number of seconds (>= ``at_least``); else ``InvalidInput``
+    naming ``option`` (the command line parses ``nan`` and ``inf`` as numbers)."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise exceptions.InvalidInput(f"{option}: must be a finite number of seconds, not {value}")
+    if at_least is not None and value < at_least:
+        raise exceptions.InvalidInput(f"{option}: must be >= {at_least:g}, not {value:g}")
+    return value
 
 
 Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
@@ -148,20 +221,31 @@ def acquire(
         str | None, typer.Option(help="Owner (admins only; else the token's).")
     ] = None,
     sandbox: Annotated[str | None, typer.Option(help="Reuse VMs only within this sandbox.")] = None,
-    priority: Annotated[int, typer.Option(help="Higher is served first.")] = 0,
+    priority: Annotated[
+        int, typer.Option(help="Higher is served first (-1000000 to 1000000).")
+    ] = 0,
     ttl: Annotated[
-        float | None, typer.Option(help="Lease in seconds; renew with 'corral renew'.")
+        float | None,
+        typer.Option(
+            help="Lease in seconds (default: the pool's ticket_ttl). Not renewed within it, "
+            "the ticket expires and its VM is reclaimed; extend it with 'corral renew'."
+        ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Give up (exit 7) after this many seconds.")
     ] = None,
     json: Json = False,
 ) -> None:
-    """Wait for a VM and print the ticket id, VM name and address. The ticket stays open."""
+    """Wait for a VM and print the ticket id, VM name, address and lease.
+
+    The ticket stays open after the command exits, for its lease: the pool's ticket_ttl (900 s
+    unless configured), or --ttl. Renew it with 'corral renew TICKET' before it lapses, and
+    give the VM back with 'corral release TICKET'. While waiting, the lease is kept alive.
+    """
     if pool is None and not tag:
         raise exceptions.InvalidInput("give --pool or at least one --tag")
-    if timeout is not None and timeout < 0:
-        raise exceptions.InvalidInput(f"--timeout must be >= 0, got {timeout}")
+    seconds("--timeout", timeout)
+    seconds("--ttl", ttl, at_least=None)  # the request model checks its range
     acquisition = flows.Acquisition(
         pool=pool,
         tags=tag or (),
@@ -173,7 +257,7 @@ def acquire(
     )
     with client(url, token) as c:
         try:
-            with _spinner(not json, "waiting for a VM..."):
+            with _spinner(not json, "waiting for a VM..."), _lease_kept(c, acquisition):
                 ticket = c.run(acquisition.obtain(time.monotonic))
         except BaseException:
             # Nobody will use this ticket (timeout, Ctrl-C, an error): cancel it rather than
@@ -184,7 +268,49 @@ def acquire(
         output.print_json(ticket)
         return
     output.console.print(_ticket_line(ticket), markup=False)
+    output.console.print(lease_line(ticket, time.time()), markup=False)
     output.console.print(f"release it with: corral release {ticket.id}", markup=False)
+
+
+def lease_line(ticket: models.Ticket, now: float) -> str:
+    """When the ticket's lease lapses and how to extend it."""
+    if ticket.expires_at is None:
+        return "no lease: the ticket stays open until released"
+    left = max(0.0, ticket.expires_at - now)
+    return (
+        f"lease: expires at {output.when(ticket.expires_at)} (in {left:.0f} s) unless renewed "
+        f"with: corral renew {ticket.id} (a longer lease: corral acquire --ttl SECONDS)"
+    )
+
+
+@contextmanager
+def _lease_kept(c: Client, acquisition: flows.Acquisition) -> Iterator[None]:
+    """Renew the acquisition's ticket from a thread while the block waits for its VM, so that
+    a long wait never outlasts the lease (once the create answered; a third of the lease left)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        latest: models.Ticket | None = None
+        while True:
+            ticket = latest or acquisition.ticket
+            pause = 0.2 if ticket is None else core.renew_interval(ticket, time.time())
+            if stop.wait(pause):
+                return
+            if ticket is None:
+                continue
+            try:
+                latest = c.renew_ticket(ticket.id)
+            except exceptions.CorralError as exc:
+                if flows.renew_failed(ticket.id, exc):
+                    return
+
+    renewer = threading.Thread(target=renew, name="corral-acquire-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
 
 
 @contextmanager
@@ -473,6 +599,8 @@ def _root(
         bool,
         typer.Option("--version", callback=version_callback, is_eager=True, help="Print version."),
     ] = False,
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
 ) -> None:
     """corral keeps pools of VMs ready and hands them out."""
 

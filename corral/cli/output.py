@@ -54,12 +54,17 @@ class Exit(IntEnum):
     """``acquire`` got no VM within ``--timeout``."""
     UNREACHABLE = 8
     """The server cannot be reached."""
+    UNAVAILABLE = 9
+    """What ``serve`` or ``db`` needs is unavailable: the port is taken, the store cannot be
+    opened or is in use by another ``corral serve``."""
 
 
 def exit_code(error: exceptions.CorralError) -> Exit:
     """The exit code for ``error``."""
     table: list[tuple[type[exceptions.CorralError], Exit]] = [
         (exceptions.ServerUnreachable, Exit.UNREACHABLE),
+        (exceptions.AddressInUse, Exit.UNAVAILABLE),
+        (exceptions.StoreError, Exit.UNAVAILABLE),
         (exceptions.TicketTimeout, Exit.TIMEOUT),
         (exceptions.InvalidInput, Exit.INVALID),
         (exceptions.Unauthorized, Exit.AUTH),
