@@ -8,17 +8,12 @@ process was faster) just makes the runner decide again. This module must not dec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from corral.controller import records
+from corral.controller import ports, records
 from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
 from corral.pools.lifecycle import VMEvent, vm_target
 from corral.pools.model import TicketState
-
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
 
 _VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
 """The state the store's assignment moves a VM to."""
@@ -27,7 +22,7 @@ _VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
 class Assigner:
     """Assigns tickets; one coalesced runner."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ports.AssignerHost) -> None:
         self._ctl = controller
         self._runner: Coalescer[None] = Coalescer(
             "assignment", self._work, on_error=self._retry_later

@@ -598,6 +598,10 @@ class Controller:
 
     # --- reconciliation ----------------------------------------------------------------------
 
+    async def sweep(self) -> int:
+        """Terminate machines the backends have and the store does not know (the leak sweep)."""
+        return await recovery.sweep(self)
+
     async def reconcile(self) -> dict[str, reconciliation.ReconcilePlan]:
         """Compare the store with every backend's inventory and act on the differences."""
         return await recovery.reconcile(self)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from corral import exceptions
 from corral.backends.base import Capability
-from corral.controller import records, recovery
+from corral.controller import ports, records
 from corral.controller.steps import handle_of
 from corral.pools import allocation
 from corral.pools.lifecycle import (
@@ -28,16 +27,13 @@ from corral.pools.lifecycle import (
 )
 from corral.pools.model import VM, TicketState, VMState
 
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
-
 log = logging.getLogger(__name__)
 
 
 class Maintenance:
     """Runs :meth:`run_once` every ``tick`` seconds (or when woken) until stopped."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ports.MaintenanceHost) -> None:
         self._ctl = controller
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -113,7 +109,7 @@ class Maintenance:
             return
         if now - self._last_sweep >= min(intervals):
             self._last_sweep = now
-            await recovery.sweep(self._ctl)
+            await self._ctl.sweep()
 
     async def purge(self, now: float) -> tuple[int, int]:
         """Forget terminated VMs and ended tickets older than the configured ``history``

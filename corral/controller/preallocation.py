@@ -12,19 +12,15 @@ import asyncio
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from corral import exceptions
-from corral.controller import records
+from corral.controller import ports, records
 from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
 from corral.pools.lifecycle import VM_INITIAL, VMEvent
 from corral.pools.model import Ticket, VMState
 from corral.store.pools import TicketRow
-
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +31,7 @@ BACKOFF_MAX = 30.0
 class Preallocator:
     """Tops pools up; one coalesced runner for all pools."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ports.PreallocatorHost) -> None:
         self._ctl = controller
         self._hold: dict[str, tuple[int, float]] = {}
         self.last_error: dict[str, str] = {}

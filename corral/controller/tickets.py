@@ -16,10 +16,9 @@ import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from corral import exceptions
-from corral.controller import records, wiring
+from corral.controller import ports, records, wiring
 from corral.controller.events import Event
 from corral.pools import allocation
 from corral.pools.lifecycle import (
@@ -35,9 +34,6 @@ from corral.pools.lifecycle import (
 from corral.pools.model import Ticket, TicketState
 from corral.store.pools import TicketRow
 from corral.types import JSON
-
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
 
 ID_BATCH = 256
 """Ticket ids drawn from the system's random source per system call."""
@@ -72,7 +68,7 @@ FRESH_LIMIT = 4096
 class Tickets:
     """The ticket operations of one controller and the waiters of its tickets."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ports.TicketsHost) -> None:
         self._ctl = controller
         self._waiters: dict[str, builtins.list[asyncio.Future[Ticket | None]]] = {}
         # Created by this process and not changed since as far as it knows: still ``waiting``.

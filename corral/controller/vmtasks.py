@@ -9,15 +9,12 @@ holding ``vm/<name>`` exclusively. This module must not decide when a VM should 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
+from corral.controller import ports
 from corral.pools.lifecycle import VMEvent, VMState
 from corral.store.pools import VMRow
 from corral.tasks import DONE, Step, TaskEvent, TaskState
 from corral.types import JSON
-
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
 
 TAG_PREFIX = "vm:"
 
@@ -25,7 +22,7 @@ TAG_PREFIX = "vm:"
 class VMTasks:
     """Tracks the unfinished tasks of this controller per VM and re-drives VMs left half-way."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ports.VMTasksHost) -> None:
         self._ctl = controller
         self._busy: dict[str, str] = {}
         self._task_vm: dict[str, str] = {}
