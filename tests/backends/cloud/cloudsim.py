@@ -118,7 +118,9 @@ class Faults:
     down: bool = False
     """Refuse everything: close each connection without forwarding (the API is unreachable)."""
     hang: float = 0.0
-    """Hold each request this many seconds before handling it (a slow API)."""
+    """Hold each request of ``hang_actions`` this many seconds before forwarding it."""
+    hang_actions: frozenset[str] | None = None
+    """Only these actions hang (``None``: all)."""
 
 
 @dataclass
@@ -201,8 +203,9 @@ class FaultProxy:
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         action = self._action(handler, body)
-        if self.faults.hang:
-            time.sleep(self.faults.hang)
+        hang, only = self.faults.hang, self.faults.hang_actions
+        if hang and (only is None or action in only):
+            time.sleep(hang)
         decision = self._decide(action)
         if decision == "refuse":
             handler.close_connection = True

@@ -1,0 +1,330 @@
+"""The EC2 backend against moto's EC2 server: tags, the sweep's boundaries, idempotent creates,
+throttling, batching, an unreachable API, and credentials that never leak.
+
+Each test names the breakage it catches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from corral import exceptions
+from corral.backends import load_backend, validate_options
+from corral.backends.base import Handle, PollStatus
+from corral.backends.cloud.ec2 import EC2Backend
+from corral.backends.guard import GuardedBackend
+
+from ..conftest import spec
+from .cloudsim import FAKE_CREDENTIALS, FaultProxy, MotoServer, ec2_client, live_instances
+from .conftest import ec2_options, make_ec2
+
+SECRET = FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+
+
+def _guard(backend: EC2Backend, **kw: float) -> GuardedBackend:
+    return GuardedBackend(backend, call_timeout=kw.pop("call_timeout", 30.0), poll_interval=0.02)
+
+
+async def _up(guard: GuardedBackend, name: str, i: int = 0) -> Handle:
+    handle = await guard.spawn(spec(name, id_in_pool=i))
+    result = await guard.wait_up(handle, timeout=30)
+    assert result.status is PollStatus.UP, result
+    return handle
+
+
+def _tags(url: str, instance_id: str) -> dict[str, str]:
+    answer = ec2_client(url).describe_instances(InstanceIds=[instance_id])
+    inst = answer["Reservations"][0]["Instances"][0]
+    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["aws_secret_access_key", "aws_access_key_id", "secret_key"])
+def test_credentials_in_the_config_are_refused_without_echoing_them(key: str) -> None:
+    """Breakage caught: accepting inline credentials, or quoting them in the error or its cause."""
+    raw = {**ec2_options("http://127.0.0.1:1", "ami-1"), key: SECRET}
+    with pytest.raises(exceptions.ConfigError) as info:
+        validate_options("ec2", raw)
+    assert "credentials are never read" in info.value.message
+    chain = f"{info.value} {info.value.__cause__!s} {info.value.__cause__!r}"
+    assert SECRET not in chain
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"namespace": "Bad Name"}, "namespace"),
+        ({"tags": {"corral:pool": "x"}}, "reserved"),
+        ({"user_data": "a", "user_data_file": "b"}, "one of them"),
+        ({"spot_max_price": "0.1"}, "spot"),
+        ({"address": "ipv9"}, "address"),
+        ({"region": ""}, "region"),
+        ({"rate": 0}, "rate"),
+        ({"bogus": 1}, "unknown option"),
+    ],
+)
+def test_bad_options_are_named(change: dict[str, object], words: str) -> None:
+    with pytest.raises(exceptions.ConfigError, match=words):
+        validate_options("ec2", {**ec2_options("http://127.0.0.1:1", "ami-1"), **change})
+
+
+def test_missing_user_data_file_is_a_config_error(tmp_path: Path) -> None:
+    raw = {**ec2_options("http://127.0.0.1:1", "ami-1"), "user_data_file": "nope.yaml"}
+    with pytest.raises(exceptions.ConfigError, match=r"nope\.yaml"):
+        load_backend("ec2", raw, pool="p", base_dir=tmp_path)
+
+
+# --- what gets created ---------------------------------------------------------------------
+
+
+async def test_instance_carries_tags_spot_and_user_data(
+    moto: MotoServer, ami: str, namespace: str, tmp_path: Path
+) -> None:
+    """Breakage caught: a create without corral's tags (the sweep could not find it) or
+    without the operator's spot/user-data settings."""
+    (tmp_path / "init.yaml").write_text("#cloud-config\nruncmd: [echo hi]\n")
+    raw = ec2_options(
+        moto.url,
+        ami,
+        namespace=namespace,
+        spot=True,
+        user_data_file="init.yaml",
+        tags={"team": "builds"},
+        address="public",
+    )
+    backend = load_backend("ec2", raw, pool="p", base_dir=tmp_path)
+    guard = _guard(backend)  # type: ignore[arg-type]
+    try:
+        handle = await _up(guard, "p-000001", 1)
+        tags = _tags(moto.url, handle.ref)
+        assert tags["corral:vm"] == "p-000001" and tags["corral:pool"] == "p"
+        assert tags["corral:namespace"] == namespace and tags["Name"] == "p-000001"
+        assert tags["corral:id-in-pool"] == "1" and tags["team"] == "builds"
+        client = ec2_client(moto.url)
+        inst = client.describe_instances(InstanceIds=[handle.ref])["Reservations"][0]
+        assert inst["Instances"][0].get("InstanceLifecycle") == "spot"
+        attr = client.describe_instance_attribute(InstanceId=handle.ref, Attribute="userData")
+        assert attr["UserData"].get("Value")
+        result = await guard.poll(handle)
+        assert result.address == inst["Instances"][0]["PublicIpAddress"]
+    finally:
+        await guard.aclose()
+
+
+# --- the sweep's boundaries ----------------------------------------------------------------
+
+
+async def test_sweep_terminates_a_leaked_tagged_instance_and_spares_everything_else(
+    moto: MotoServer, ami: str, namespace: str
+) -> None:
+    """Breakage caught: ``list()`` returning untagged instances, another pool's or another
+    namespace's (the sweep would destroy machines corral never made), or missing a leak."""
+    client = ec2_client(moto.url)
+    untagged = client.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
+    spec_tags = [
+        {"Key": "corral:namespace", "Value": namespace},
+        {"Key": "corral:pool", "Value": "other"},
+        {"Key": "corral:vm", "Value": "other-1"},
+    ]
+    other_pool = client.run_instances(
+        ImageId=ami,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": spec_tags}],
+    )["Instances"][0]
+    # a leak: an instance of this pool created by an earlier controller that crashed
+    earlier = make_ec2(moto.url, ami, namespace=namespace)
+    leaked = await earlier.spawn(spec("p-000009", id_in_pool=9))
+    await earlier.aclose()
+
+    backend = make_ec2(moto.url, ami, namespace=namespace)
+    guard = _guard(backend)
+    try:
+        known = await _up(guard, "p-000001", 1)
+        listed = await guard.list()
+        assert {h.name for h in listed} == {"p-000001", "p-000009"}
+        sweep = [h for h in listed if h.name != "p-000001"]  # the store knows p-000001 only
+        assert [h.name for h in sweep] == ["p-000009"]
+        for handle in sweep:
+            await guard.terminate_until_confirmed(handle, attempts=5, base_delay=0.01)
+        everything = live_instances(moto.url)
+        assert all(leaked.ref not in ids for ids in everything.values())
+        assert untagged["InstanceId"] in everything[""]
+        assert other_pool["InstanceId"] in everything["other-1"]
+        assert live_instances(moto.url, pool="p", namespace=namespace) == {"p-000001": [known.ref]}
+    finally:
+        await guard.aclose()
+    for extra in (untagged, other_pool):
+        client.terminate_instances(InstanceIds=[extra["InstanceId"]])
+
+
+# --- idempotent creates --------------------------------------------------------------------
+
+
+async def test_create_whose_answer_was_lost_is_not_made_twice(
+    proxy: FaultProxy, ec2_proxied: EC2Backend, moto: MotoServer, namespace: str
+) -> None:
+    """moto ignores ClientToken, so this catches dropping the look-up by name before a retry:
+    the retried RunInstances would make a second instance."""
+    proxy.set(lose_answer=1)
+    guard = _guard(ec2_proxied)
+    handle = await _up(guard, "p-000001")
+    assert proxy.traffic.lost == 1 and proxy.traffic.calls["RunInstances"] == 1
+    assert live_instances(moto.url, namespace=namespace) == {"p-000001": [handle.ref]}
+
+
+async def test_terminate_waits_for_a_create_still_in_flight(
+    proxy: FaultProxy, ec2_proxied: EC2Backend, moto: MotoServer, namespace: str
+) -> None:
+    """The guard gives up on a slow create (its thread keeps going) and the rollback terminates
+    the VM by name at once. Breakage caught: terminate not waiting for the create in flight
+    (it would find nothing, and the instance created a moment later would leak)."""
+    proxy.set(hang=1.0, hang_actions=frozenset({"RunInstances"}))
+    guard = GuardedBackend(ec2_proxied, call_timeout=30, timeouts={"spawn": 0.3})
+    with pytest.raises(exceptions.BackendTimeout):
+        await guard.spawn(spec("p-000001"))
+    await guard.terminate(Handle("p-000001"))  # what the spawn's rollback does
+    assert proxy.traffic.calls["RunInstances"] == 1
+    assert live_instances(moto.url, namespace=namespace) == {}
+
+
+async def test_duplicate_instances_of_one_vm_are_terminated_at_poll(
+    ec2: EC2Backend, moto: MotoServer, ami: str, namespace: str
+) -> None:
+    """Breakage caught: a second instance with the VM's name (a lost create that surfaced late)
+    living on unnoticed: its name is known to the store, so the sweep would never take it."""
+    guard = _guard(ec2)
+    handle = await _up(guard, "p-000001")
+    tags = [
+        {"Key": "corral:namespace", "Value": namespace},
+        {"Key": "corral:pool", "Value": "p"},
+        {"Key": "corral:vm", "Value": "p-000001"},
+    ]
+    ec2_client(moto.url).run_instances(
+        ImageId=ami,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
+    assert len(live_instances(moto.url, namespace=namespace)["p-000001"]) == 2
+    assert (await guard.poll(handle)).status is PollStatus.UP
+    assert live_instances(moto.url, namespace=namespace) == {"p-000001": [handle.ref]}
+
+
+# --- throttling ----------------------------------------------------------------------------
+
+
+async def test_throttling_is_retried_with_backoff_and_slows_the_account(
+    proxy: FaultProxy, ec2_proxied: EC2Backend
+) -> None:
+    """Breakage caught: a throttling answer failing the spawn, or not pausing the account's
+    shared bucket (other pools would keep hammering the API)."""
+    proxy.set(throttle=4)
+    guard = _guard(ec2_proxied)
+    await _up(guard, "p-000001")
+    assert proxy.traffic.throttled == 4
+    assert ec2_proxied.limiter.bucket._paused_until > 0
+
+
+async def test_endless_throttling_fails_with_a_clear_error(
+    proxy: FaultProxy, moto: MotoServer, ami: str, namespace: str
+) -> None:
+    proxy.set(throttle=1000)
+    backend = make_ec2(proxy.url, ami, namespace=namespace, max_attempts=3)
+    try:
+        with pytest.raises(exceptions.BackendError, match="RequestLimitExceeded") as info:
+            await backend.spawn(spec("p-000001"))
+        assert "3 attempt" in info.value.message
+        assert proxy.traffic.throttled == 3
+    finally:
+        await backend.aclose()
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+async def test_concurrent_polls_share_one_describe_and_terminates_one_call(
+    proxy: FaultProxy, ec2_proxied: EC2Backend
+) -> None:
+    """Breakage caught: one DescribeInstances per VM polled (N calls per interval instead of
+    one), or one TerminateInstances per VM."""
+    guard = GuardedBackend(ec2_proxied, call_timeout=30, max_concurrency=64, poll_interval=0.02)
+    handles = await asyncio.gather(
+        *(guard.spawn(spec(f"p-{i:06d}", id_in_pool=i)) for i in range(12))
+    )
+    before = proxy.traffic.calls["DescribeInstances"]
+    results = await asyncio.gather(*(guard.poll(h) for h in handles))
+    assert all(r.status is PollStatus.UP for r in results)
+    assert proxy.traffic.calls["DescribeInstances"] - before <= 2  # one round, maybe one begun
+    await asyncio.gather(*(guard.terminate(h) for h in handles))
+    assert proxy.traffic.calls["TerminateInstances"] <= 2
+    assert proxy.traffic.calls["RunInstances"] == 12
+
+
+# --- the API unreachable in a storm --------------------------------------------------------
+
+
+async def test_api_unreachable_in_a_storm_leaks_nothing(
+    proxy: FaultProxy, ec2_proxied: EC2Backend, moto: MotoServer, namespace: str
+) -> None:
+    """Spawns run while the API goes away and comes back; every spawn that failed is rolled back
+    the way the controller does (terminate by name until confirmed). Breakage caught: a create
+    that happened without corral learning its id, and a terminate that did not find it."""
+    guard = GuardedBackend(
+        ec2_proxied,
+        call_timeout=30,
+        timeouts={"spawn": 3.0},
+        max_concurrency=32,
+        poll_interval=0.02,
+    )
+    proxy.set(lose_answer=3)
+
+    async def one(i: int) -> Handle | None:
+        name = f"p-{i:06d}"
+        try:
+            handle = await guard.spawn(spec(name, id_in_pool=i))
+            result = await guard.wait_up(handle, timeout=5)
+            if result.status is PollStatus.UP:
+                return handle
+        except exceptions.BackendError:
+            pass
+        async with asyncio.timeout(60):
+            await guard.terminate_until_confirmed(Handle(name), base_delay=0.05, max_delay=0.5)
+        return None
+
+    async def outage() -> None:
+        await asyncio.sleep(0.3)
+        proxy.set(down=True)
+        await asyncio.sleep(2.0)
+        proxy.set(down=False)
+
+    results = await asyncio.gather(outage(), *(one(i) for i in range(16)))
+    survivors = {h.name: [h.ref] for h in results[1:] if h is not None}
+    assert proxy.traffic.refused > 0
+    assert live_instances(moto.url, namespace=namespace) == survivors
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+async def test_credentials_never_appear_in_errors_or_logs(
+    proxy: FaultProxy, ec2_proxied: EC2Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Breakage caught: an error or log line quoting botocore's request (with the signature
+    material) or the secret itself."""
+    caplog.set_level(logging.DEBUG)
+    proxy.set(down=True)
+    guard = GuardedBackend(ec2_proxied, call_timeout=10, timeouts={"spawn": 10})
+    with pytest.raises(exceptions.BackendError) as info:
+        await guard.spawn(spec("p-000001"))
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("corral"))
+    texts = [info.value.message, str(info.value.__cause__), ours]
+    assert not any(FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"] in t for t in texts)
+    # botocore's own DEBUG log (opt-in) shows the key id in the signature header, never the secret
+    assert SECRET not in caplog.text and SECRET not in "".join(texts)
