@@ -87,7 +87,7 @@ def claim(database: Path | str) -> StoreClaim:
         who = f"pid {holder}" if holder else "another process"
         raise exceptions.StoreInUse(
             f"the store sqlite:///{database} is in use by another corral process ({who}, "
-            f"lock {path}): stop it first, or give this one another store"
+            f"lock {os.path.abspath(path)}): stop it first, or give this one another store"
         ) from None
     try:  # who holds it, for the message the next claimant prints
         os.ftruncate(fd, 0)
