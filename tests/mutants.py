@@ -117,9 +117,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Patch(
                 "corral/controller/reconcile.py",
-                "    sweep = tuple(h for name, h in sorted(have.items()) "
-                "if name not in alive and name not in busy)\n",
-                "    sweep: tuple[Handle, ...] = ()  # MUTANT\n",
+                "        sweep=machines(restart.Action.SWEEP),\n",
+                "        sweep=(),  # MUTANT\n",
             ),
         ),
         ("tests/controller", "-m", "not slow"),
