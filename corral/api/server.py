@@ -154,6 +154,8 @@ class Server:
                 loop.add_signal_handler(sig, self._on_signal)
         try:
             await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind: a corral error instead
+            raise exceptions.AddressInUse(f"cannot listen on {self.host}:{self.port}") from exc
         finally:
             if self._signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
