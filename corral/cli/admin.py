@@ -155,11 +155,6 @@ def serve(
         asyncio.run(main())
     except exceptions.CorralError as exc:
         raise _fail(exc) from None
-    except SystemExit as exc:
-        # uvicorn exits when it cannot bind (the port was taken after the check above)
-        raise _fail(
-            exceptions.AddressInUse(f"cannot listen on {server.host}:{server.port}")
-        ) from exc
     except Exception as exc:
         if _is_database_error(exc):
             raise _fail(_database_error(cfg.store, exc)) from None
