@@ -50,6 +50,10 @@ class AsyncClient:
     async def run(self, flow: flows.Flow[T]) -> T:
         """Drive a multi-request flow of :mod:`corral.client.flows` to its end."""
         while (call := flow.pending) is not None:
+            if isinstance(call, flows.Pause):
+                await asyncio.sleep(call.seconds)
+                flow.resume(None)
+                continue
             try:
                 answer = await self.send(call)
             except exceptions.CorralError as exc:

@@ -2,12 +2,17 @@
 
 A :class:`Flow` says which :class:`~corral.client.core.Call` to send next (``pending``); the client
 sends it and reports the answer (``resume``) or the error (``fail``) until nothing is pending, then
-reads ``value``. The sync and async clients drive the same flows, so the acquire logic, its
-deadlines and its clean-up exist once (httpx's ``BaseClient`` pattern, STYLE.md 7).
+reads ``value``. A flow may also ask the client to :class:`Pause` (sleep) before its next call:
+that is how it backs off while the server restarts. The sync and async clients drive the same
+flows, so the acquire logic, its deadlines and its clean-up exist once (httpx's ``BaseClient``
+pattern, STYLE.md 7).
 
 :class:`Acquisition` is what makes ``acquire`` leak-free: it creates the ticket with a fresh
 idempotency key, so whatever interrupts the create (cancellation, Ctrl-C, a timeout, a lost answer),
 :meth:`Acquisition.release` can still find the ticket the server may have created, and close it.
+The key lives in the server's store, so this holds across a server restart too: while the server is
+unreachable or stopping, the flows back off and retry the same create (same key), the same
+long-poll (same ticket) or the same release, for up to ``reconnect`` seconds of pauses.
 
 This module must not do I/O: no sockets, no threads, no event loop; time comes from a ``clock``
 passed in.
@@ -19,6 +24,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Generic, TypeVar, Unpack
 
 from corral import exceptions
@@ -29,13 +35,52 @@ R = TypeVar("R")
 log = logging.getLogger("corral.client")
 
 Answer = models.Ticket | None
-"""What the calls of a flow answer."""
+"""What the calls of a flow answer (a :class:`Pause` is answered with ``None``)."""
 
-Steps = Generator[core.Call[Answer], Answer, R]
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep ``seconds`` before the next call (then ``resume(None)``)."""
+
+    seconds: float
+
+
+Step = core.Call[Answer] | Pause
+"""What a flow asks its client to do next."""
+
+Steps = Generator[Step, Answer, R]
 """A flow written as a generator: yields calls, receives their answers, returns the value."""
 
 Clock = Callable[[], float]
 """Monotonic seconds."""
+
+RETRYABLE = (exceptions.ServerUnreachable, exceptions.ServerStopping, exceptions.StoreError)
+"""Failures that say "not now" rather than "no": the request is repeated after a pause."""
+
+RECONNECT_FOR = 300.0
+"""Seconds of pauses a flow spends retrying one call before it gives up (a server restart)."""
+
+FIRST_PAUSE = 0.25
+"""The first pause after a retryable failure; each next one doubles, up to :data:`MAX_PAUSE`."""
+
+MAX_PAUSE = 5.0
+"""The longest pause between two attempts."""
+
+
+def _with_retries(call: Callable[[], core.Call[Answer]], budget: float) -> Steps[Answer]:
+    """Send ``call()`` until it succeeds; after a retryable failure pause (exponential backoff)
+    and send it again, as long as the pauses add up to at most ``budget`` seconds."""
+    pause, paused = FIRST_PAUSE, 0.0
+    while True:
+        try:
+            return (yield call())
+        except RETRYABLE as exc:
+            if paused + pause > budget:
+                raise
+            log.info("%s; retrying in %.2g s", exc, pause)
+        yield Pause(pause)
+        paused += pause
+        pause = min(pause * 2, MAX_PAUSE)
 
 
 class Flow(Generic[R]):
@@ -45,11 +90,11 @@ class Flow(Generic[R]):
         self._steps = steps
         self._done = False
         self._value: R | None = None
-        self.pending: core.Call[Answer] | None = None
-        """The call to send now; ``None`` once the flow is over."""
+        self.pending: Step | None = None
+        """The call to send (or the pause to make) now; ``None`` once the flow is over."""
         self._advance(lambda: next(steps))
 
-    def _advance(self, step: Callable[[], core.Call[Answer]]) -> None:
+    def _advance(self, step: Callable[[], Step]) -> None:
         self.pending = None
         try:
             self.pending = step()
@@ -85,14 +130,28 @@ def _left(deadline: float | None, clock: Clock) -> float:
 
 
 def _until_assigned(
-    ticket: models.Ticket, deadline: float | None, timeout: float | None, clock: Clock
+    ticket: models.Ticket,
+    deadline: float | None,
+    timeout: float | None,
+    clock: Clock,
+    reconnect: float = RECONNECT_FOR,
+    *,
+    asked: bool = True,
 ) -> Steps[models.Ticket]:
+    """Long-poll until the ticket leaves ``waiting`` (``asked``: its state is fresh from the
+    server, so the deadline may end the wait before the next question)."""
+    ticket_id = ticket.id
     while ticket.state == "waiting":
-        if deadline is not None and clock() >= deadline:
+        if asked and deadline is not None and clock() >= deadline:
             raise exceptions.TicketTimeout(
-                f"ticket {ticket.id} was not assigned within {timeout:g} s"
+                f"ticket {ticket_id} was not assigned within {timeout:g} s"
             )
-        ticket = _ticket((yield core.get_ticket(ticket.id, wait=_left(deadline, clock))))
+
+        def poll() -> core.Call[Answer]:
+            return core.get_ticket(ticket_id, wait=_left(deadline, clock))
+
+        ticket = _ticket((yield from _with_retries(poll, reconnect)))
+        asked = True
     return core.assigned_or_raise(ticket)
 
 
@@ -102,17 +161,16 @@ def _deadline(timeout: float | None, clock: Clock) -> float | None:
     return None if timeout is None else clock() + timeout
 
 
-def wait_for(ticket_id: str, timeout: float | None, clock: Clock) -> Flow[models.Ticket]:
+def wait_for(
+    ticket_id: str, timeout: float | None, clock: Clock, *, reconnect: float = RECONNECT_FOR
+) -> Flow[models.Ticket]:
     """Long-poll ``ticket_id`` until it holds a VM: :class:`TicketTimeout` after ``timeout``
-    seconds, :class:`TicketClosed` if it ends without one."""
+    seconds, :class:`TicketClosed` if it ends without one. While the server is unreachable or
+    stopping, the long-poll is retried with backoff (up to ``reconnect`` seconds of pauses)."""
     deadline = _deadline(timeout, clock)
     core.get_ticket(ticket_id)  # a bad id is refused before the flow starts
-
-    def steps() -> Steps[models.Ticket]:
-        first = _ticket((yield core.get_ticket(ticket_id, wait=_left(deadline, clock))))
-        return (yield from _until_assigned(first, deadline, timeout, clock))
-
-    return Flow(steps())
+    waiting = models.Ticket(id=ticket_id, owner="", state="waiting")
+    return Flow(_until_assigned(waiting, deadline, timeout, clock, reconnect, asked=False))
 
 
 def renew_failed(ticket_id: str, error: exceptions.CorralError) -> bool:
@@ -133,10 +191,15 @@ class Acquisition:
         *,
         timeout: float | None = None,
         key: str | None = None,
+        reconnect: float = RECONNECT_FOR,
         **request: Unpack[core.TicketArgs],
     ) -> None:
         if timeout is not None and timeout < 0:
             raise exceptions.InvalidInput(f"timeout must be >= 0, got {timeout}")
+        if not reconnect >= 0:
+            raise exceptions.InvalidInput(f"reconnect must be >= 0, got {reconnect}")
+        self.reconnect = reconnect
+        """Seconds of pauses spent retrying one call while the server is away."""
         self.key = key or uuid.uuid4().hex
         """The idempotency key of the create."""
         self.timeout = timeout
@@ -154,15 +217,22 @@ class Acquisition:
 
     def _obtain(self, deadline: float | None, clock: Clock) -> Steps[models.Ticket]:
         self._maybe_created = True
+
+        def create() -> core.Call[Answer]:
+            # the same key every time: a create the server already took returns its ticket
+            return self._create(wait=_left(deadline, clock))
+
         try:
-            ticket = _ticket((yield self._create(wait=_left(deadline, clock))))
-        except exceptions.ServerUnreachable:
+            ticket = _ticket((yield from _with_retries(create, self.reconnect)))
+        except RETRYABLE:
             raise  # the server may have created it: release() looks it up
         except exceptions.CorralError:
             self._maybe_created = False  # refused: nothing was created
             raise
         self.ticket = ticket
-        self.ticket = yield from _until_assigned(ticket, deadline, self.timeout, clock)
+        self.ticket = yield from _until_assigned(
+            ticket, deadline, self.timeout, clock, self.reconnect
+        )
         return self.ticket
 
     def release(self, *, quiet: bool = False) -> Flow[None]:
@@ -177,12 +247,17 @@ class Acquisition:
         try:
             ticket = self.ticket
             if ticket is None and self._maybe_created:
+
+                def find() -> core.Call[Answer]:
+                    return core.find_ticket(self.key, owner=self._owner)
+
                 try:
-                    ticket = _ticket((yield core.find_ticket(self.key, owner=self._owner)))
+                    ticket = _ticket((yield from _with_retries(find, self.reconnect)))
                 except exceptions.NotFound:
                     return  # the create never reached the server (or it knows no keys)
             if ticket is not None:
-                yield core.close_ticket(ticket.id)
+                ticket_id = ticket.id
+                yield from _with_retries(lambda: core.close_ticket(ticket_id), self.reconnect)
         except (exceptions.TicketClosed, exceptions.TicketStateTransitionError):
             pass  # already closed, expired or failed: nothing left to give back
         except exceptions.CorralError as exc:

@@ -59,6 +59,10 @@ class Client:
     def run(self, flow: flows.Flow[T]) -> T:
         """Drive a multi-request flow of :mod:`corral.client.flows` to its end."""
         while (call := flow.pending) is not None:
+            if isinstance(call, flows.Pause):
+                time.sleep(call.seconds)
+                flow.resume(None)
+                continue
             try:
                 answer = self.send(call)
             except exceptions.CorralError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral import exceptions
-from corral.client import flows, models
+from corral.client import core, flows, models
 from corral.testing import ManualClock
 
 
@@ -53,7 +53,7 @@ def test_obtain_times_out_by_the_clock() -> None:
 
 
 def test_release_after_a_lost_answer_finds_the_ticket_by_key() -> None:
-    acq = _acquisition()
+    acq = _acquisition(reconnect=0)
     flow = acq.obtain(ManualClock(0.0))
     with pytest.raises(exceptions.ServerUnreachable):
         flow.fail(exceptions.ServerUnreachable("no answer within 40 s"))
@@ -85,7 +85,7 @@ def test_release_when_nothing_was_created() -> None:
 
 
 def test_release_failures_raise_unless_quiet() -> None:
-    acq = _acquisition()
+    acq = _acquisition(reconnect=0)
     flow = acq.obtain(ManualClock(0.0))
     flow.resume(_ticket("assigned", vm="vm-1"))
     loud = acq.release()
@@ -120,3 +120,79 @@ def test_release_looks_up_the_key_of_the_owner_asked_for() -> None:
     release = acq.release()
     assert release.pending is not None
     assert release.pending.params == {"owner": "carol"}
+
+
+def _pauses_then(flow: flows.Flow[object], error: exceptions.CorralError) -> list[float]:
+    """Fail the pending call with ``error`` and answer every pause, until the flow sends a
+    call again or gives up; the pauses it asked for."""
+    pauses: list[float] = []
+    flow.fail(error)
+    while isinstance(flow.pending, flows.Pause):
+        pauses.append(flow.pending.seconds)
+        flow.resume(None)
+        if isinstance(flow.pending, flows.Pause) or flow.pending is None:
+            continue
+        break
+    return pauses
+
+
+def test_create_is_retried_with_the_same_key_while_the_server_is_away() -> None:
+    """Fails if a lost create is given up at once (the CLI printed "could not close the
+    ticket of key ..." and left the ticket behind) or retried with a new key."""
+    acq = _acquisition(timeout=600)
+    flow = acq.obtain(ManualClock(0.0))
+    first = flow.pending
+    assert isinstance(first, core.Call)
+    pauses = _pauses_then(flow, exceptions.ServerUnreachable("connection refused"))
+    assert pauses == [flows.FIRST_PAUSE]
+    again = flow.pending
+    assert isinstance(again, core.Call)
+    assert (again.method, again.path, again.headers) == (first.method, first.path, first.headers)
+    flow.resume(_ticket("waiting"))
+    poll = flow.pending
+    assert isinstance(poll, core.Call) and poll.path == "/v1/tickets/t1"
+    # the server stops during the long-poll: back off (doubling) and ask about the same ticket
+    pauses = _pauses_then(flow, exceptions.ServerStopping("stopping"))
+    assert pauses == [flows.FIRST_PAUSE]
+    pauses += _pauses_then(flow, exceptions.ServerUnreachable("refused"))
+    assert pauses == [flows.FIRST_PAUSE, flows.FIRST_PAUSE * 2]
+    assert isinstance(flow.pending, core.Call) and flow.pending.path == "/v1/tickets/t1"
+    flow.resume(_ticket("assigned", vm="vm-1"))
+    assert flow.value.vm == "vm-1"
+
+
+def test_retries_stop_when_the_pauses_exceed_the_budget() -> None:
+    flow = flows.wait_for("t1", None, ManualClock(0.0), reconnect=10)
+    pauses: list[float] = []
+    with pytest.raises(exceptions.ServerUnreachable):
+        while True:
+            pauses += _pauses_then(flow, exceptions.ServerUnreachable("refused"))
+    assert pauses == [0.25, 0.5, 1.0, 2.0, 4.0], "backoff doubles until the budget is spent"
+    assert sum(pauses) <= 10
+    # a refusal that is not "try later" is never retried
+    refused = flows.wait_for("t1", None, ManualClock(0.0))
+    with pytest.raises(exceptions.TicketNotFound):
+        refused.fail(exceptions.TicketNotFound("no ticket"))
+
+
+def test_release_is_retried_until_the_ticket_is_closed() -> None:
+    """Fails if a release that meets a restarting server gives up: the ticket stays open."""
+    acq = _acquisition()
+    flow = acq.obtain(ManualClock(0.0))
+    flow.resume(_ticket("assigned", vm="vm-1"))
+    release = acq.release(quiet=True)
+    assert _pauses_then(release, exceptions.ServerUnreachable("refused")) == [0.25]
+    assert isinstance(release.pending, core.Call)
+    assert release.pending.path == "/v1/tickets/t1/close"
+    release.resume(_ticket("closed"))
+    assert release.pending is None
+
+
+def test_wait_for_with_no_time_left_still_asks_once() -> None:
+    flow = flows.wait_for("t1", 0, ManualClock(0.0))
+    assert isinstance(flow.pending, core.Call)
+    flow.resume(_ticket("assigned", vm="vm-1"))
+    assert flow.value.vm == "vm-1"
+    late = flows.wait_for("t1", 0, ManualClock(0.0))
+    with pytest.raises(exceptions.TicketTimeout):
+        late.resume(_ticket("waiting"))
