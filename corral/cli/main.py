@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -240,7 +239,8 @@ def acquire(
 
     The ticket stays open after the command exits, for its lease: the pool's ticket_ttl (900 s
     unless configured), or --ttl. Renew it with 'corral renew TICKET' before it lapses, and
-    give the VM back with 'corral release TICKET'. While waiting, the lease is kept alive.
+    give the VM back with 'corral release TICKET'. While it waits, its long-polls keep the
+    lease alive.
     """
     if pool is None and not tag:
         raise exceptions.InvalidInput("give --pool or at least one --tag")
@@ -257,7 +257,7 @@ def acquire(
     )
     with client(url, token) as c:
         try:
-            with _spinner(not json, "waiting for a VM..."), _lease_kept(c, acquisition):
+            with _spinner(not json, "waiting for a VM..."):
                 ticket = c.run(acquisition.obtain(time.monotonic))
         except BaseException:
             # Nobody will use this ticket (timeout, Ctrl-C, an error): cancel it rather than
@@ -281,36 +281,6 @@ def lease_line(ticket: models.Ticket, now: float) -> str:
         f"lease: expires at {output.when(ticket.expires_at)} (in {left:.0f} s) unless renewed "
         f"with: corral renew {ticket.id} (a longer lease: corral acquire --ttl SECONDS)"
     )
-
-
-@contextmanager
-def _lease_kept(c: Client, acquisition: flows.Acquisition) -> Iterator[None]:
-    """Renew the acquisition's ticket from a thread while the block waits for its VM, so that
-    a long wait never outlasts the lease (once the create answered; a third of the lease left)."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        latest: models.Ticket | None = None
-        while True:
-            ticket = latest or acquisition.ticket
-            pause = 0.2 if ticket is None else core.renew_interval(ticket, time.time())
-            if stop.wait(pause):
-                return
-            if ticket is None:
-                continue
-            try:
-                latest = c.renew_ticket(ticket.id)
-            except exceptions.CorralError as exc:
-                if flows.renew_failed(ticket.id, exc):
-                    return
-
-    renewer = threading.Thread(target=renew, name="corral-acquire-lease", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        renewer.join()
 
 
 @contextmanager
