@@ -24,7 +24,7 @@ from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
 from corral.controller import records
-from corral.pools.model import VMState
+from corral.pools.lifecycle import Effect, TicketEvent, TicketState, VMEvent, VMState, ticket_move
 from corral.store import ownership
 from corral.store import parse as parse_store_url
 from corral.tasks import Step
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOST = "lost by the backend"
+"""The reason recorded on a VM the backend lost."""
 FOREIGN_SHOWN = 5
 """Names of foreign machines quoted in the warning about them."""
 
@@ -153,40 +155,35 @@ async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) ->
             priority="high",
             recovery="resume",
         )
-    now = ctl.clock()
-    for vm in (*plan.lost, *plan.gone):
+    for vm in plan.lost:
         log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
-        if vm.state is VMState.IN_USE and vm.ticket is not None:
-            await ctl.store.pools.close_ticket(
-                vm.ticket,
-                expect=["assigned"],
-                state="failed",
-                vm_state="in_use",
-                now=now,
-                reason="its VM was lost by the backend",
-            )
-            ctl.ticket_changed(vm.ticket, "failed", {"vm": vm.name})
-        final = "terminated" if vm in plan.gone else "failed"
-        row = await ctl.store.pools.update_vm(
-            vm.name,
-            expect=None,
-            changes={
-                "state": final,
-                "state_since": now,
-                "ticket": None,
-                "owner": None,
-                "reason": "lost by the backend",
-            },
+        if vm.ticket is not None:
+            await _fail_ticket(ctl, vm.ticket, vm.name)
+        await ctl.apply_vm(
+            vm.name, VMEvent.LOST, current=vm.state, ticket=None, owner=None, reason=LOST
         )
-        if row is not None:
-            ctl.vm_changed(row)
+    for vm in plan.gone:
+        log.info("pool %s: VM %s was terminated while corral was down", pool, vm.name)
+        await ctl.apply_vm(vm.name, VMEvent.LOST_WHILE_TERMINATING, current=vm.state)
     for vm in plan.orphans:
-        row = await ctl.store.pools.update_vm(
-            vm.name,
-            expect=[vm.state.value],
-            changes={"state": "terminating", "state_since": now}
-            if vm.state is not VMState.TERMINATING
-            else {},
-        )
-        if row is not None:
-            await ctl.submit_terminate(vm.name)
+        # the termination it leads to is submitted by the move's effects
+        await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state)
+
+
+async def _fail_ticket(ctl: Controller, ticket: str, vm: str) -> None:
+    """End the ticket of a lost VM as failed; the VM keeps its state for its own move."""
+    move = ticket_move(TicketEvent.FAILED, TicketState.ASSIGNED)
+    closed = await ctl.store.pools.close_ticket(
+        ticket,
+        expect=move.expect,
+        state=TicketState.FAILED.value,
+        vm_state=VMState.IN_USE.value,
+        now=ctl.clock(),
+        reason="its VM was lost by the backend",
+    )
+    if closed is None:
+        return
+    if Effect.WAKE_WAITERS in move.effects:
+        ctl.ticket_changed(ticket, TicketState.FAILED.value, {"vm": vm})
+    if Effect.KICK_ASSIGN in move.effects:
+        ctl.kick_assign()

@@ -15,7 +15,7 @@ installation's machines) was not created by this store and is only reported, nev
 unless the operator adopts it.
 
 The table in docs/backends.md is generated from :data:`RULES` by :func:`markdown` (a test checks it
-is current). This module must not do I/O, read a clock, or import anything but the VM states.
+is current). This module must not do I/O, read a clock, or import anything but the VM lifecycle.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from corral.pools.model import VMState
+from corral.pools.lifecycle import ALIVE_VM_STATES, IN_FLIGHT_VM_STATES, VMState
 
 
 class Unrecorded(StrEnum):
@@ -87,20 +87,11 @@ class Situation:
     """The operator started the controller with ``--adopt``."""
 
 
-ALIVE: frozenset[VMState] = frozenset(
-    {VMState.SPAWNING, VMState.READY, VMState.IN_USE, VMState.RELEASING, VMState.TERMINATING}
-)
-"""States in which the backend may still have the VM."""
-
-HALF_WAY: frozenset[VMState] = frozenset({VMState.SPAWNING, VMState.RELEASING, VMState.TERMINATING})
-"""States a task moves a VM out of: without a task after a restart, the VM is an orphan."""
-
-
 def _rule(s: Situation) -> Action:
     """The rules in words; :data:`RULES` is this function tabulated over every cell."""
     if s.task:
         return Action.LEAVE
-    if isinstance(s.record, Unrecorded) or s.record not in ALIVE:
+    if isinstance(s.record, Unrecorded) or s.record not in ALIVE_VM_STATES:
         if s.inventory is not Inventory.LISTED:
             return Action.KEEP
         if s.record is Unrecorded.FOREIGN and not s.adopt:
@@ -111,7 +102,7 @@ def _rule(s: Situation) -> Action:
         return Action.TERMINATE
     if s.inventory is Inventory.UNLISTED:
         return Action.GONE if s.record is VMState.TERMINATING else Action.LOST
-    if s.record in HALF_WAY:
+    if s.record in IN_FLIGHT_VM_STATES:
         return Action.TERMINATE
     return Action.KEEP  # ready or in use; an unlistable backend's dead VMs fail their livechecks
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.pools import restart
-from corral.pools.model import VMState
+from corral.pools.lifecycle import ALIVE_VM_STATES, VMState
 from corral.pools.restart import Action, Inventory, Situation, Unrecorded
 
 # Written from SPEC §6/§10 and issue 8 items 5-7, independently of the code. One line per
@@ -84,7 +84,7 @@ def test_what_never_happens() -> None:
     for cell, action in restart.RULES.items():
         if action in (Action.SWEEP, Action.REPORT):  # only a listed machine nobody holds alive
             assert cell.inventory is Inventory.LISTED and not cell.task
-            assert isinstance(cell.record, Unrecorded) or cell.record not in restart.ALIVE
+            assert isinstance(cell.record, Unrecorded) or cell.record not in ALIVE_VM_STATES
         if cell.record is Unrecorded.FOREIGN and not cell.adopt:
             assert action is not Action.SWEEP  # a machine the store never made is never killed
         if action in (Action.LOST, Action.GONE):  # only on the backend's word
