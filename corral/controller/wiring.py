@@ -54,7 +54,7 @@ class FreshTasks:
 
 
 def without_recovery(store: Store) -> Store:
-    return Store(url=store.url, tasks=FreshTasks(store.tasks), pools=store.pools)
+    return Store(url=store.url, tasks=FreshTasks(store.tasks), pools=store.pools, keys=store.keys)
 
 
 def check_text(value: object, what: str, *, limit: int = 255) -> str:

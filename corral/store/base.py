@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from corral.store.keys import KeysRepository
 from corral.store.pools import PoolsRepository
 from corral.store.tasks import TaskRepository
 
@@ -25,11 +26,14 @@ class Store:
         url: str,
         tasks: TaskRepository,
         pools: PoolsRepository,
+        keys: KeysRepository | None = None,
         close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.tasks = tasks
         self.pools = pools
+        self.keys = keys
+        """Idempotency keys of ticket creates (``None``: this store keeps none)."""
         self._close = close
         self._closed = False
 

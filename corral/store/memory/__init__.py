@@ -7,6 +7,7 @@ the process. It must not import SQLAlchemy.
 from __future__ import annotations
 
 from corral.store.base import Store
+from corral.store.memory.keys import MemoryKeysRepository
 from corral.store.memory.pools import MemoryPoolsRepository
 from corral.store.memory.tasks import MemoryTaskRepository
 from corral.store.url import StoreURL, parse
@@ -20,4 +21,5 @@ def open_memory(url: StoreURL | None = None) -> Store:
         url=(url or parse("memory://")).url,
         tasks=MemoryTaskRepository(),
         pools=MemoryPoolsRepository(),
+        keys=MemoryKeysRepository(),
     )

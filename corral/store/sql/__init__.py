@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from corral.store.base import Store
 from corral.store.sql.executor import SqlExecutor
+from corral.store.sql.keys import SqlKeysRepository
 from corral.store.sql.pools import SqlPoolsRepository
 from corral.store.sql.tasks import SqlTaskRepository
 from corral.store.url import StoreURL
@@ -79,5 +80,6 @@ async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
         url=url.url,
         tasks=SqlTaskRepository(executor),
         pools=SqlPoolsRepository(executor),
+        keys=SqlKeysRepository(executor),
         close=executor.close,
     )
