@@ -51,6 +51,7 @@ from corral.backends.base import (
 from corral.backends.cloud import ec2_model as model
 from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.batching import Coalescer
+from corral.backends.cloud.credentials import refuse_inline_credentials
 from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
 from corral.backends.guard import backoff_delay
 
@@ -62,39 +63,6 @@ TERMINATE_BATCH = 1000
 """TerminateInstances takes at most 1000 ids."""
 STATUS_BATCH = 100
 """DescribeInstanceStatus takes at most 100 ids."""
-_SECRET_KEYS = frozenset(
-    {
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "access_key",
-        "access_key_id",
-        "secret_key",
-        "secret_access_key",
-        "secret",
-        "session_token",
-        "password",
-        "credentials",
-    }
-)
-
-
-def refuse_inline_credentials(data: object, where: str) -> object:
-    """Refuse credentials in a backend's options, without echoing their values anywhere.
-
-    The values are blanked in place first: pydantic keeps the input in its error, and the error
-    is chained to the ``ConfigError`` (a traceback would otherwise print the secret).
-    """
-    if isinstance(data, dict):
-        found = sorted(k for k in data if isinstance(k, str) and k.lower() in _SECRET_KEYS)
-        if found:
-            for key in found:
-                data[key] = "<hidden>"
-            raise ValueError(
-                f"{', '.join(found)}: credentials are never read from corral's configuration; "
-                f"{where}"
-            )
-    return data
 
 
 class EC2Options(BackendOptions):

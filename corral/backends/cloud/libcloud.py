@@ -1,0 +1,409 @@
+"""The ``libcloud`` backend (SPEC §6, issue 13): any Apache Libcloud compute driver by name.
+
+The driver is chosen by its libcloud provider name (``ec2``, ``openstack``, ``gce``, ...) with its
+arguments; credentials come from environment variables or a credentials file *named* in the
+configuration, never inline (:mod:`credentials`). Machines are recognised in one of two ways:
+
+- ``identify: tags`` (default): created with corral's tags as the driver's metadata argument
+  (``ex_metadata`` for EC2, OpenStack, GCE) and read back from ``node.extra["tags"]`` or
+  ``node.extra["metadata"]``; the node's name is the VM's name;
+- ``identify: name``, for drivers without metadata: the node's name is
+  ``corral-<namespace>-<pool>--<vm>``, and only nodes so named are the pool's.
+
+As for EC2: the account's shared rate limit, throttling retried with backoff, one ``list_nodes``
+per ``list_interval`` shared by every poll, livecheck, list and look-up, a look-up by name before
+every create and before a retried one, and a terminate that waits for a create in flight. Libcloud
+has no batch delete: each node costs one ``destroy_node``. The SDK is blocking: it runs in the
+backend's bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pydantic
+from libcloud.compute.base import NodeImage, NodeLocation, NodeSize
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState
+
+from corral import exceptions
+from corral.backends.base import (
+    Backend,
+    BackendOptions,
+    Capability,
+    Handle,
+    PollResult,
+    PollStatus,
+    VMSpec,
+    is_valid_address,
+)
+from corral.backends.cloud import credentials
+from corral.backends.cloud import ec2_model as errors
+from corral.backends.cloud import tags as cloud_tags
+from corral.backends.cloud.batching import Coalescer
+from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.guard import backoff_delay
+
+log = logging.getLogger(__name__)
+
+Scalar = str | int | float | bool | None
+
+
+class LibcloudOptions(BackendOptions):
+    """Options of the ``libcloud`` backend."""
+
+    driver: str = pydantic.Field(min_length=1, description="libcloud provider name, e.g. ec2")
+    driver_args: dict[str, Scalar] = pydantic.Field(default_factory=dict)
+    key_env: str | None = pydantic.Field(None, description="environment variable with the key")
+    secret_env: str | None = pydantic.Field(None, description="... and with the secret")
+    credentials_file: str | None = pydantic.Field(None, description="YAML/JSON: key, secret")
+    image: str = pydantic.Field(min_length=1, description="image id")
+    size: str = pydantic.Field(min_length=1, description="size (flavour, instance type) id")
+    location: str | None = None
+    networks: list[str] = pydantic.Field(default_factory=list)
+    key_pair: str | None = None
+    key_pair_arg: str = "ex_keyname"
+    metadata: dict[str, str] = pydantic.Field(default_factory=dict)
+    metadata_arg: str = "ex_metadata"
+    networks_arg: str = "networks"
+    create_args: dict[str, Scalar | list[str]] = pydantic.Field(default_factory=dict)
+    identify: Literal["tags", "name"] = "tags"
+    namespace: str = "default"
+    address: Literal["private", "public"] = "public"
+    list_interval: float = pydantic.Field(2.0, gt=0, le=300)
+    rate: float = pydantic.Field(10.0, gt=0)
+    burst: float = pydantic.Field(5.0, ge=1)
+    account: str | None = None
+    max_attempts: int = pydantic.Field(8, ge=1, le=100)
+    backoff_base: float = pydantic.Field(0.5, gt=0)
+    backoff_max: float = pydantic.Field(20.0, gt=0)
+    not_found_grace: float = pydantic.Field(60.0, ge=0)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: object) -> object:
+        return credentials.refuse_inline_credentials(
+            data, "name them with key_env/secret_env or credentials_file"
+        )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> LibcloudOptions:
+        if (self.key_env is None) == (self.credentials_file is None):
+            raise ValueError("give exactly one of key_env (with secret_env) or credentials_file")
+        cloud_tags.check_namespace(self.namespace)
+        cloud_tags.check_user_tags(self.metadata)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """What corral keeps of a libcloud node."""
+
+    id: str
+    vm: str
+    state: str
+    public: tuple[str, ...] = ()
+    private: tuple[str, ...] = ()
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in (NodeState.TERMINATED, "terminated")
+
+
+_PENDING_STATES = {NodeState.PENDING, NodeState.STARTING, NodeState.REBOOTING, NodeState.UNKNOWN}
+
+
+class LibcloudBackend(Backend):
+    """VMs as nodes of any libcloud compute driver."""
+
+    type_name: ClassVar[str] = "libcloud"
+    options_model: ClassVar[type[BackendOptions]] = LibcloudOptions
+
+    def __init__(self, options: BackendOptions, *, pool: str, base_dir: Path | None = None) -> None:
+        """Resolve the credentials and the driver class; no network call yet."""
+        super().__init__(options, pool=pool, base_dir=base_dir)
+        assert isinstance(options, LibcloudOptions)  # noqa: S101 - validated by the registry
+        self.opts = options
+        self.capabilities = self.capabilities | {Capability.LIST, Capability.LIVECHECK}
+        try:
+            self._driver_cls = get_driver(options.driver)
+        except (AttributeError, ValueError) as exc:
+            raise exceptions.ConfigError(
+                f"backend 'libcloud': no libcloud compute driver named {options.driver!r}"
+            ) from exc
+        if options.credentials_file is not None:
+            path = Path(options.credentials_file)
+            self._key, self._secret = credentials.from_file(
+                path if path.is_absolute() else self.base_dir / path
+            )
+        else:
+            assert options.key_env is not None  # noqa: S101 - checked by the options model
+            self._key, self._secret = credentials.from_environment(
+                options.key_env, options.secret_env
+            )
+        key = options.account or f"{options.driver}:{options.key_env or options.credentials_file}"
+        self.limiter: RateLimiter = limiter_for(f"libcloud:{key}", options.rate, options.burst)
+        self.calls: Counter[str] = Counter()
+        self._driver: Any = None
+        self._driver_lock = threading.Lock()
+        self._creating: dict[str, Future[Any]] = {}
+        self._created: dict[str, float] = {}
+        self._rng = random.Random()  # noqa: S311 - jitter
+        self._lister: Coalescer[str, list[_Node]] = Coalescer(
+            self._list_round, min_interval=options.list_interval
+        )
+
+    # --- names and identity ----------------------------------------------------------------
+
+    def _prefix(self) -> str:
+        return f"corral-{self.opts.namespace}-{self.pool}--"
+
+    def node_name(self, vm: str) -> str:
+        """The node name a VM is created with."""
+        return vm if self.opts.identify == "tags" else self._prefix() + vm
+
+    def _vm_of(self, node: Any) -> str | None:
+        """The VM name of one of the pool's nodes, ``None`` for anybody else's node."""
+        name = getattr(node, "name", None)
+        if not isinstance(name, str):
+            return None
+        if self.opts.identify == "name":
+            return name[len(self._prefix()) :] or None if name.startswith(self._prefix()) else None
+        extra = getattr(node, "extra", None) or {}
+        meta = extra.get("tags") or extra.get("metadata") or {}
+        if not isinstance(meta, Mapping) or not cloud_tags.is_ours(
+            {str(k): str(v) for k, v in meta.items()}, self.opts.namespace, self.pool
+        ):
+            return None
+        return cloud_tags.vm_name({str(k): str(v) for k, v in meta.items()})
+
+    # --- the SDK, in threads ---------------------------------------------------------------
+
+    def _driver_sync(self) -> Any:
+        with self._driver_lock:
+            if self._driver is None:
+                args: dict[str, Any] = dict(self.opts.driver_args)
+                if self._secret is not None:
+                    self._driver = self._driver_cls(self._key, self._secret, **args)
+                else:
+                    self._driver = self._driver_cls(self._key, **args)
+            return self._driver
+
+    def _invoke(self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        return getattr(self._driver_sync(), operation)(*args, **kwargs)
+
+    @staticmethod
+    def _error(exc: BaseException) -> tuple[errors.ErrorKind, str]:
+        """The kind of a driver error and a short message (libcloud's own text, bounded)."""
+        text = str(exc)[:300]
+        status = getattr(exc, "code", None)
+        if type(exc).__name__ == "RateLimitReachedError" or any(
+            code in text for code in errors.THROTTLE_CODES
+        ):
+            return errors.ErrorKind.THROTTLED, f"throttled: {text}"
+        if "NotFound" in text or "does not exist" in text:
+            return errors.ErrorKind.NOT_FOUND, text
+        if isinstance(exc, OSError | TimeoutError) or (isinstance(status, int) and status >= 500):
+            return errors.ErrorKind.UNKNOWN_OUTCOME, f"{type(exc).__name__} (no answer)"
+        if type(exc).__module__.startswith(("requests", "urllib3")):
+            return errors.ErrorKind.UNKNOWN_OUTCOME, f"{type(exc).__name__} (no answer)"
+        return errors.ErrorKind.FATAL, f"{type(exc).__name__}: {text}"
+
+    def _backoff(self, attempt: int, kind: errors.ErrorKind) -> float:
+        delay = backoff_delay(
+            attempt,
+            base=self.opts.backoff_base,
+            factor=2.0,
+            maximum=self.opts.backoff_max,
+            jitter=self._rng.random(),
+        )
+        if kind is errors.ErrorKind.THROTTLED:
+            self.limiter.pause(delay)
+        return delay
+
+    async def _api(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.calls[operation] += 1
+            try:
+                return await self.run_blocking(self._invoke, operation, args, kwargs)
+            except Exception as exc:
+                kind, message = self._error(exc)
+                if kind in (errors.ErrorKind.FATAL, errors.ErrorKind.NOT_FOUND) or (
+                    attempt >= self.opts.max_attempts
+                ):
+                    if kind is errors.ErrorKind.NOT_FOUND and operation == "destroy_node":
+                        return True
+                    raise exceptions.BackendError(
+                        f"libcloud {self.opts.driver} {operation} failed after {attempt} "
+                        f"attempt(s): {message}"
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt, kind))
+
+    async def _list_round(self, _items: frozenset[str]) -> list[_Node]:
+        nodes = await self._api("list_nodes")
+        out = []
+        for node in nodes or []:
+            vm = self._vm_of(node)
+            if vm is None:
+                continue
+            out.append(
+                _Node(
+                    id=str(node.id),
+                    vm=vm,
+                    state=str(node.state),
+                    public=tuple(str(a) for a in node.public_ips or ()),
+                    private=tuple(str(a) for a in node.private_ips or ()),
+                    raw=node,
+                )
+            )
+        return out
+
+    async def _nodes(self, vm: str) -> list[_Node]:
+        return [n for n in await self._lister.submit() if n.vm == vm and n.alive]
+
+    # --- the operations --------------------------------------------------------------------
+
+    def _create_kwargs(self, spec: VMSpec) -> dict[str, Any]:
+        """``create_node``'s keyword arguments, except the image, size and location objects."""
+        opts = self.opts
+        kwargs: dict[str, Any] = {"name": self.node_name(spec.name)}
+        if opts.networks:
+            kwargs[opts.networks_arg] = list(opts.networks)
+        if opts.key_pair is not None:
+            kwargs[opts.key_pair_arg] = opts.key_pair
+        if opts.identify == "tags":
+            tag_map = cloud_tags.instance_tags(
+                opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.metadata
+            )
+            tag_map.pop(cloud_tags.NAME, None)  # the node's name is set by the driver
+            kwargs[opts.metadata_arg] = tag_map
+        kwargs.update(opts.create_args)
+        return kwargs
+
+    def _create_sync(self, kwargs: Mapping[str, Any]) -> Any:
+        """Create the node (in a thread). Image, size and location are built from their ids:
+        listing them to pick the objects would cost calls against the rate limit."""
+        opts = self.opts
+        driver = self._driver_sync()
+        image = NodeImage(id=opts.image, name=opts.image, driver=driver)
+        size = NodeSize(
+            id=opts.size, name=opts.size, ram=0, disk=0, bandwidth=None, price=0.0, driver=driver
+        )
+        extra: dict[str, Any] = {}
+        if opts.location is not None:
+            extra["location"] = NodeLocation(
+                id=opts.location, name=opts.location, country="", driver=driver
+            )
+        return driver.create_node(image=image, size=size, **extra, **kwargs)
+
+    async def spawn(self, spec: VMSpec) -> Handle:
+        """Create the node (a node of that name that exists already is adopted)."""
+        existing = await self._nodes(spec.name)
+        if existing:
+            return Handle(spec.name, ref=min(existing, key=lambda n: n.id).id)
+        kwargs = self._create_kwargs(spec)
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.calls["create_node"] += 1
+            future: Future[Any] = self.submit_blocking(self._create_sync, kwargs)
+            self._track_create(spec.name, future)
+            try:
+                node = await asyncio.wrap_future(future)
+            except Exception as exc:
+                kind, message = self._error(exc)
+                if kind in (errors.ErrorKind.FATAL, errors.ErrorKind.NOT_FOUND) or (
+                    attempt >= self.opts.max_attempts
+                ):
+                    raise exceptions.BackendError(
+                        f"libcloud {self.opts.driver} create_node {spec.name} failed after "
+                        f"{attempt} attempt(s): {message}"
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt, kind))
+                if kind is errors.ErrorKind.UNKNOWN_OUTCOME:
+                    existing = await self._nodes(spec.name)
+                    if existing:
+                        return Handle(spec.name, ref=min(existing, key=lambda n: n.id).id)
+                continue
+            node_id = str(node.id)
+            self._created[node_id] = time.monotonic()
+            return Handle(spec.name, ref=node_id)
+
+    def _track_create(self, name: str, future: Future[Any]) -> None:
+        self._creating[name] = future
+
+        def done(f: Future[Any]) -> None:  # runs in the SDK thread: dict operations only
+            if self._creating.get(name) is f:
+                del self._creating[name]
+
+        future.add_done_callback(done)
+
+    async def _node(self, handle: Handle) -> _Node | None:
+        nodes = await self._lister.submit()
+        if handle.ref:
+            return next((n for n in nodes if n.id == handle.ref), None)
+        alive = [n for n in nodes if n.vm == handle.name and n.alive]
+        return min(alive, key=lambda n: n.id) if alive else None
+
+    async def poll(self, handle: Handle) -> PollResult:
+        """Pending until the node runs with an address."""
+        node = await self._node(handle)
+        if node is None:
+            created = self._created.get(handle.ref)
+            if created is not None and time.monotonic() - created < self.opts.not_found_grace:
+                return PollResult(PollStatus.PENDING, retry_after=self.opts.list_interval)
+            return PollResult(PollStatus.FAILED, reason="the node does not exist (any more)")
+        if node.state in _PENDING_STATES:
+            return PollResult(PollStatus.PENDING, retry_after=self.opts.list_interval)
+        if node.state != NodeState.RUNNING:
+            return PollResult(PollStatus.FAILED, reason=f"node {node.id} is {node.state}")
+        addresses = node.public if self.opts.address == "public" else node.private
+        address = next((a for a in addresses if is_valid_address(a)), None)
+        if address is None:
+            return PollResult(PollStatus.PENDING, retry_after=self.opts.list_interval)
+        return PollResult(PollStatus.UP, address=address)
+
+    async def terminate(self, handle: Handle) -> None:
+        """Destroy every live node of the VM (idempotent; waits for its create to end)."""
+        creating = self._creating.get(handle.name)
+        if creating is not None and not creating.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(creating))
+        nodes = await self._lister.submit()
+        doomed = [n for n in nodes if n.alive and (n.vm == handle.name or n.id == handle.ref)]
+        for node in doomed:
+            await self._api("destroy_node", node.raw)
+            self._created.pop(node.id, None)
+
+    async def livecheck(self, handle: Handle) -> bool:
+        """Whether the node is running."""
+        node = await self._node(handle)
+        return node is not None and node.state == NodeState.RUNNING
+
+    async def list(self) -> list[Handle]:
+        """The pool's live nodes, by VM name."""
+        nodes = await self._lister.submit()
+        return sorted(
+            (Handle(n.vm, ref=n.id) for n in nodes if n.alive), key=lambda h: (h.name, h.ref)
+        )
+
+    async def aclose(self) -> None:
+        """Stop the list rounds and the thread pool."""
+        await self._lister.aclose()
+        await super().aclose()
