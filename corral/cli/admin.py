@@ -14,7 +14,7 @@ import asyncio
 import errno
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from corral import exceptions
 from corral.cli import output
 from corral.config import CorralConfig
 from corral.store import url as store_url
+
+if TYPE_CHECKING:
+    from corral.api.server import ManagedController
 
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 db_app = typer.Typer(help="Work with the store's database.", no_args_is_help=True)
@@ -103,6 +106,13 @@ def _check_port(host: str, port: int) -> None:
             ) from exc
 
 
+async def _adopting(config: CorralConfig) -> ManagedController:
+    """The controller of ``serve --adopt`` (see docs/backends.md, Restarts)."""
+    from corral.controller import Controller
+
+    return await Controller.create(config, adopt=True)
+
+
 def serve(
     config: ConfigFile = None,
     db: Db = None,
@@ -114,6 +124,16 @@ def serve(
         int | None,
         typer.Option(envvar="CORRAL_API_PORT", show_envvar=True, help="Port to listen on."),
     ] = None,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            envvar="CORRAL_ADOPT",
+            show_envvar=True,
+            help="Terminate the machines the backends list whose names this store never issued "
+            "(default: report them and leave them alone).",
+        ),
+    ] = False,
 ) -> None:
     """Run the controller and the HTTP API in this process until SIGINT/SIGTERM.
 
@@ -123,7 +143,10 @@ def serve(
 
     try:
         cfg, demo = load(config, db)
-        server = Server(cfg, host=host, port=port)
+        if adopt:
+            server = Server(cfg, host=host, port=port, factory=_adopting)
+        else:
+            server = Server(cfg, host=host, port=port)
         _check_port(server.host, server.port)
     except exceptions.CorralError as exc:
         raise _fail(exc) from None

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from corral import exceptions
 from corral.backends.base import Handle
 from corral.backends.fake import FakeBackend
 from corral.config import parse_config
@@ -159,3 +161,28 @@ def test_plan_puts_each_machine_where_its_rule_says() -> None:
     unlistable = reconciliation.plan("p", vms, None, set(), issued=8)
     assert unlistable.sweep == unlistable.lost == unlistable.gone == ()
     assert [v.name for v in unlistable.orphans] == ["p-000003", "p-000004", "p-000005"]
+
+
+@pytest.mark.parametrize("flag", [[], ["--adopt"]])
+def test_serve_adopt_reaches_the_controller(
+    flag: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from corral.api.server import free_port
+    from corral.cli.main import app
+
+    seen: list[bool] = []
+
+    async def create(config: object, **kwargs: Any) -> Controller:
+        seen.append(bool(kwargs.get("adopt", False)))
+        raise exceptions.StoreInUse("stop here")
+
+    monkeypatch.setattr(Controller, "create", create)
+    cfg = tmp_path / "corral.yaml"
+    cfg.write_text("store: memory://\npools:\n  p: {backend: {type: fake}}\n")
+    result = CliRunner().invoke(
+        app, ["serve", "--config", str(cfg), "--port", str(free_port()), *flag], env={}
+    )
+    assert seen == [bool(flag)]
+    assert "error: store_in_use: stop here" in result.output
