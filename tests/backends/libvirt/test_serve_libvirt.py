@@ -287,7 +287,7 @@ def test_serve_acquire_release_reuse_terminate_then_kill_9_restarts(workdir: Pat
     for cycle in range(10):
         served = Served(workdir, config)
         wait_for(
-            lambda: any(v["state"] == "spawning" for v in served.get("/v1/vms")),
+            lambda server=served: any(v["state"] == "spawning" for v in server.get("/v1/vms")),
             120,
             "a spawn in flight",
         )
