@@ -13,6 +13,7 @@ from corral.api import errors, guard, routes
 from corral.api.auth import Authenticator
 from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
+from corral.api.keys import TicketKeys
 from corral.api.metrics import CONTENT_TYPE, Metrics
 from corral.client import models
 from corral.config import CorralConfig
@@ -51,6 +52,7 @@ def create_app(
         tasks=tasks,
         locks=LockView(controller.locks),
         metrics=metrics,
+        keys=TicketKeys(controller.store.keys),
     )
     errors.install(app)
     app.include_router(routes.router)

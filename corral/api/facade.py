@@ -8,11 +8,14 @@ cannot reach into the controller's internals). This module must not implement an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.locks import LockManager
 from corral.pools.model import VM, PoolStatus, Ticket
 from corral.tasks import TaskEngine
+
+if TYPE_CHECKING:
+    from corral.store import Store
 
 
 class ControllerFacade(Protocol):
@@ -25,6 +28,10 @@ class ControllerFacade(Protocol):
     @property
     def locks(self) -> LockManager:
         """The lock manager (``status()``)."""
+
+    @property
+    def store(self) -> Store:
+        """The store (the API keeps idempotency keys in ``store.keys``)."""
 
     async def create_ticket(
         self,

@@ -245,10 +245,18 @@ async def _create_once(
     known = await ctx.keys.lookup(owner, key)
     if known is not None:
         return _same_request(await ctx.controller.get_ticket(known), body)
-    async with ctx.keys.creating(owner, key) as created:
+    async with ctx.keys.creating(owner, key) as record:
         ticket = await _create(ctx, owner, body)
-        created(ticket.id)
+        try:
+            winner = await record(ticket.id)
+        except BaseException:
+            # without its key nobody could find this ticket again: give it back
+            await asyncio.shield(_abandon(ctx, ticket.id))
+            raise
+    if winner == ticket.id:
         return ticket
+    await _abandon(ctx, ticket.id)  # another server took the same key first: one ticket only
+    return _same_request(await ctx.controller.get_ticket(winner), body)
 
 
 @router.post("/tickets", status_code=201, tags=["tickets"])

@@ -10,7 +10,7 @@ import httpx
 from apitools import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, auth, controller_class, make_config
 
 from corral.api import create_app
-from corral.api.keys import TicketKeys
+from corral.api.keys import LocalKeys, TicketKeys
 
 ALICE = auth(ALICE_TOKEN)
 BOB = auth(BOB_TOKEN)
@@ -114,16 +114,61 @@ async def test_failed_create_frees_its_key(http: httpx.AsyncClient) -> None:
 
 async def test_keys_are_forgotten_after_their_ttl_and_beyond_the_limit() -> None:
     now = [0.0]
-    keys = TicketKeys(ttl=10.0, limit=2, clock=lambda: now[0])
+    local = LocalKeys(limit=2)
+    keys = TicketKeys(local, ttl=10.0, clock=lambda: now[0])
     for name in ("a", "b", "c"):
-        async with keys.creating("alice", f"key-{name}") as created:
-            created(f"ticket-{name}")
+        async with keys.creating("alice", f"key-{name}") as record:
+            assert await record(f"ticket-{name}") == f"ticket-{name}"
     assert await keys.lookup("alice", "key-a") is None, "the oldest goes beyond the limit"
     assert await keys.lookup("alice", "key-c") == "ticket-c"
     assert await keys.lookup("bob", "key-c") is None
     now[0] = 11.0
     assert await keys.lookup("alice", "key-c") is None
-    assert len(keys) == 0
+    assert await local.purge(now[0]) == 2
+    assert len(local) == 0
+
+
+async def test_a_key_recorded_by_another_server_wins() -> None:
+    """Two servers sharing a store take one key at once: the second create gives its own
+    ticket back and answers the first one's."""
+    config = make_config()
+    ctl = await controller_class().create(config)
+    await ctl.start()
+    try:
+        first = await ctl.create_ticket(owner="alice", pool="small")
+        assert ctl.store.keys is not None
+        await ctl.store.keys.claim(
+            "alice", "k-0123456789abcdef", first.id, now=time.time(), expires_at=time.time() + 60
+        )
+        app = create_app(ctl, config)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as http:
+            # this server's in-process reservation is bypassed: the key is only in the store
+            app.state.corral.keys = TicketKeys(_Late(ctl.store.keys))
+            key = {"Idempotency-Key": "k-0123456789abcdef"}
+            again = await http.post("/v1/tickets", json={"pool": "small"}, headers={**ALICE, **key})
+            assert again.status_code == 201
+            assert again.json()["id"] == first.id
+            assert [t["id"] for t in await _open_tickets(http)] == [first.id]
+    finally:
+        await ctl.stop()
+
+
+class _Late:
+    """A keys repository whose lookups miss (as if the other server's claim came just after)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def get(self, owner: str, key: str, now: float) -> str | None:
+        return None
+
+    async def claim(self, *args: Any, **kwargs: Any) -> str:
+        return str(await self.inner.claim(*args, **kwargs))
+
+    async def purge(self, now: float) -> int:
+        return 0
 
 
 async def test_keys_on_an_open_server_belong_to_the_owner_named() -> None:
