@@ -223,8 +223,9 @@ def config_check(
         )
         return
     output.console.print(
-        f"{file}: valid — {len(cfg.pools)} pools ({', '.join(cfg.pools) or 'none'}), "
-        f"store {cfg.store}, {len(cfg.api.tokens)} tokens",
+        f"{file}: valid — {output.count(len(cfg.pools), 'pool')} "
+        f"({', '.join(cfg.pools) or 'none'}), store {cfg.store}, "
+        f"{output.count(len(cfg.api.tokens), 'token')}",
         markup=False,
     )
 

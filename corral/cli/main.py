@@ -198,10 +198,14 @@ def _tickets_table(tickets: list[models.Ticket]) -> None:
 
 
 def _ticket_line(ticket: models.Ticket) -> str:
-    where = f" VM {ticket.vm}" if ticket.vm else ""
-    if ticket.vm and ticket.address:
-        where += f" at {ticket.address}"
-    return f"ticket {ticket.id} ({ticket.owner}): {ticket.state}{where}"
+    line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
+    if ticket.state == "assigned" and ticket.vm:
+        line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
+    elif ticket.vm:
+        line += f", VM {ticket.vm} given back"
+    if ticket.reason and ticket.state != "assigned":
+        line += f" ({ticket.reason})"
+    return line
 
 
 # --- tickets -----------------------------------------------------------------------------------
@@ -550,7 +554,8 @@ def status(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False)
     assigned = sum(p.assigned_tickets for p in found)
     output.console.print(
         f"corral {health.version} at {url}: {health.status}; "
-        f"{len(found)} pools, {assigned} tickets assigned, {waiting} waiting",
+        f"{output.count(len(found), 'pool')}, {output.count(assigned, 'ticket')} assigned, "
+        f"{waiting} waiting",
         markup=False,
     )
     _pools_table(found)

@@ -99,6 +99,11 @@ def when(timestamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
 
 
+def count(n: int, noun: str) -> str:
+    """``1 pool``, ``2 pools``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def text(value: object) -> str:
     """A cell: empty for ``None``."""
     return "" if value is None else str(value)
