@@ -16,6 +16,7 @@ import pytest
 
 from corral import exceptions
 from corral.api.server import free_port
+from corral.cli.output import Exit
 from corral.config import parse_config
 from corral.controller import Controller
 from corral.store import ownership
@@ -136,14 +137,16 @@ def test_a_second_corral_serve_exits_with_one_line_and_changes_nothing(tmp_path:
                 pass
             assert time.monotonic() < deadline, "the first server never had 3 ready VMs"
             time.sleep(0.05)
-        # the same port: without the store lock it would recover, reconcile, then fail to bind
-        second = _serve(cfg, port, tmp_path / "second.log", pipe_stderr=True)
-        _, err = second.communicate(timeout=60)
-        lines = [line for line in err.decode().splitlines() if not line.startswith("note: ")]
-        assert second.returncode == 1
-        assert len(lines) == 1 and lines[0].startswith("error: store_in_use: "), lines
+        # the same port (refused before the store is touched) and another port (the store lock
+        # refuses it): without the lock the latter recovers and reconciles against the live one
+        for second_port, code in ((port, "address_in_use"), (free_port(), "store_in_use")):
+            second = _serve(cfg, second_port, tmp_path / "second.log", pipe_stderr=True)
+            _, err = second.communicate(timeout=60)
+            lines = [line for line in err.decode().splitlines() if not line.startswith("note: ")]
+            assert second.returncode == Exit.UNAVAILABLE  # a port or store that cannot be had
+            assert len(lines) == 1 and lines[0].startswith(f"error: {code}: "), lines
+            assert _vm_states(url) == ["ready"] * 3  # none marked failed by the second process
         assert f"pid {first.pid}" in lines[0]
-        assert _vm_states(url) == ["ready"] * 3  # none marked failed by the second process
     finally:
         first.send_signal(signal.SIGTERM)
         try:
