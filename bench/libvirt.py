@@ -310,15 +310,10 @@ async def real(counts: list[int], reps: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repetitions")
-    parser.add_argument("--no-real", action="store_true", help="skip the real QEMU guests")
-    parser.add_argument("--counts", default="1,4,8", help="parallel guests for part 3")
-    args = parser.parse_args()
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+async def test_driver_parts(quick: bool) -> None:
+    """Parts 1 and 2, on the test driver."""
     _instrument()
-    spawn, terminate = await overhead(200 if args.quick else 1000)
+    spawn, terminate = await overhead(200 if quick else 1000)
     print(
         f"1. corral overhead beyond libvirt's calls (test driver, sequential): spawn p50 "
         f"{_p(spawn, 50) * 1000:.2f} ms p99 {_p(spawn, 99) * 1000:.2f} ms; terminate p50 "
@@ -335,14 +330,24 @@ async def main() -> None:
         f"controller {full:.2f} s: efficiency {eff:.3f} (target >= 0.9: {verdict})",
         flush=True,
     )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repetitions")
+    parser.add_argument("--no-real", action="store_true", help="skip the real QEMU guests")
+    parser.add_argument("--real-only", action="store_true", help="only the real QEMU guests")
+    parser.add_argument("--counts", default="1,4,8", help="parallel guests for part 3")
+    args = parser.parse_args()
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    if not args.real_only:
+        await test_driver_parts(args.quick)
     if args.no_real:
         return
-    if (
-        subprocess.run(
-            ["virsh", "-c", "qemu:///system", "version"], capture_output=True, check=False
-        ).returncode
-        != 0
-    ):
+    answered = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "version"], capture_output=True, check=False
+    )
+    if answered.returncode != 0:
         print("3. skipped: no libvirtd answers on qemu:///system (start libvirtd and virtlogd)")
         return
     if os.geteuid() != 0:
