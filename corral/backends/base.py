@@ -210,6 +210,12 @@ class Backend(ABC):
         """Clean a used VM so it can serve another ticket (``RELEASE`` capability)."""
         raise exceptions.CapabilityMissing(f"backend {self.type_name!r} cannot release VMs")
 
+    def machine_state(self, name: str) -> str | None:
+        """The backend's own name for VM ``name``'s state on its machine (libvirt's vdsm-style
+        ``Up``, ``Paused``, ...), kept current from pushed events, for display beside corral's
+        pool state; ``None`` when the backend tracks none (the default)."""
+        return None
+
     async def aclose(self) -> None:
         """Free the backend's resources (its thread pool); the backend is unusable afterwards."""
         if self._executor is not None:

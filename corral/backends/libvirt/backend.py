@@ -21,6 +21,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -105,6 +106,7 @@ class LibvirtBackend(Backend):
         """Each known VM's named state (vdsm's), kept current by libvirt's lifecycle events."""
         self._addresses: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._creations: dict[str, Future[None]] = {}
         events.ensure_event_thread()
 
     # --- connections and events --------------------------------------------------------------
@@ -148,6 +150,11 @@ class LibvirtBackend(Backend):
     def vm_state(self, name: str) -> states.VmState | None:
         """The named state of VM ``name`` (vdsm's), or ``None`` if this backend does not know it."""
         return self.states.get(name)
+
+    def machine_state(self, name: str) -> str | None:
+        """The named state as text (``Up``, ``Paused``, ...), for display beside the pool state."""
+        state = self.states.get(name)
+        return state.value if state is not None else None
 
     # --- placement ---------------------------------------------------------------------------
 
@@ -277,7 +284,17 @@ class LibvirtBackend(Backend):
         self.states[spec_.name] = states.VmState.WAIT_FOR_LAUNCH
         self._addresses.pop(spec_.name, None)
         async with placement.creating_on(hid):
-            await self._call(self._create, spec_, hid)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            # the creation's thread future is kept: a terminate (the rollback of a spawn the guard
+            # timed out) waits for it, so it never runs before a late define and leaks the domain
+            future = self.submit_blocking(self._create, spec_, hid)
+            self._creations[spec_.name] = future
+            try:
+                await asyncio.wrap_future(future)
+            finally:
+                if future.done() and self._creations.get(spec_.name) is future:
+                    del self._creations[spec_.name]
         if self.states.get(spec_.name) is states.VmState.WAIT_FOR_LAUNCH:
             # the start event may still be on its way; the domain is running now
             self.states[spec_.name] = states.VmState.POWERING_UP
@@ -381,6 +398,9 @@ class LibvirtBackend(Backend):
         Idempotent. A handle without a hypervisor (a leftover folder, or an unknown VM) is looked
         for on every hypervisor.
         """
+        creation = self._creations.pop(handle.name, None)
+        if creation is not None:  # a creation still running in its thread: let it end first
+            await asyncio.wait([asyncio.wrap_future(creation)])
         hid = self._hypervisor_of(handle)
         hids = [hid] if hid is not None else list(self._ids)
         await self._call(self._destroy, hids, handle.name)

@@ -95,3 +95,34 @@ def from_domain_state(code: int, *, ready: bool = False) -> VmState:
     if state is S.POWERING_UP and ready:
         return S.UP
     return state
+
+
+TABLE_EVENTS: tuple[Event, ...] = (
+    E.STARTED,
+    E.GUEST_READY,
+    E.SUSPENDED,
+    E.RESUMED,
+    E.SHUTDOWN,
+    E.STOPPED,
+    E.CRASHED,
+    E.UNDEFINED,
+)
+"""The events shown in the documentation's table (DEFINED and PMSUSPENDED behave as listed in
+:data:`TRANSITIONS` and are left out to keep it readable)."""
+
+
+def _cell(state: VmState, event: Event) -> str:
+    before, after = next_state(state, event, ready=False), next_state(state, event, ready=True)
+    if before == after:
+        return "" if before is state else before.value
+    return f"{after.value} if ready, else {before.value}"
+
+
+def markdown_table() -> str:
+    """The transition table as Markdown, for docs/libvirt.md (a test keeps the two equal)."""
+    header = "| from \\ event | " + " | ".join(e.name.lower() for e in TABLE_EVENTS) + " |"
+    lines = [header, "|---" * (len(TABLE_EVENTS) + 1) + "|"]
+    for state in VmState:
+        cells = " | ".join(_cell(state, event) for event in TABLE_EVENTS)
+        lines.append(f"| {state.value} | {cells} |")
+    return "\n".join(lines)

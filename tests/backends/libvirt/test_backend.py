@@ -10,6 +10,7 @@ is committed, states not following libvirt's events, a bad template reaching lib
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import libvirt
@@ -276,3 +277,43 @@ def test_bad_templates_fail_at_config_check(
 def test_a_good_template_passes_config_check() -> None:
     config = parse_config(pool_config({"disks": [{"bus": "scsi"}, {"bus": "sata"}]}))
     assert config.pool("lv").backend.type == "libvirt"
+
+
+async def test_terminate_after_a_timed_out_spawn_waits_for_the_late_define(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the guard gives up on a slow spawn; its rollback terminates the VM by name while the
+    # creation is still running in its thread: the domain it defines later must not survive
+    backend, _ = make(tmp_path, options(private_hypervisor(tmp_path)))
+    guarded = GuardedBackend(backend, call_timeout=10.0, timeouts={"spawn": 0.2})
+    release = threading.Event()
+    original = backend._create
+
+    def slow_create(spec_: VMSpec, hid: str) -> None:
+        release.wait(10)
+        original(spec_, hid)
+
+    monkeypatch.setattr(backend, "_create", slow_create)
+    try:
+        with pytest.raises(exceptions.BackendTimeout):
+            await guarded.spawn(vm("vm-1"))
+        terminating = asyncio.create_task(guarded.terminate(Handle("vm-1")))
+        await asyncio.sleep(0.1)
+        assert not terminating.done()  # waiting for the creation
+        release.set()
+        await terminating
+        assert await guarded.list() == []
+        assert backend.machine_state("vm-1") is None
+    finally:
+        release.set()
+        await backend.aclose()
+
+
+async def test_machine_state_is_the_named_state_as_text(tmp_path: Path) -> None:
+    backend, guarded = make(tmp_path, options(private_hypervisor(tmp_path)))
+    try:
+        assert backend.machine_state("vm-1") is None
+        await up(guarded, vm("vm-1"))
+        assert backend.machine_state("vm-1") == "Up"
+    finally:
+        await backend.aclose()

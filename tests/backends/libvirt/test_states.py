@@ -74,3 +74,12 @@ def test_domain_state_codes_after_a_restart() -> None:
     assert from_domain_state(3) is VmState.PAUSED
     assert from_domain_state(5) is VmState.DOWN
     assert from_domain_state(99) is VmState.DOWN
+
+
+def test_the_docs_show_the_current_table() -> None:
+    from pathlib import Path
+
+    from corral.backends.libvirt.states import markdown_table
+
+    docs = Path(__file__).resolve().parents[3] / "docs" / "libvirt.md"
+    assert markdown_table() in docs.read_text(encoding="utf-8"), "regenerate the table in docs"
