@@ -238,9 +238,10 @@ def _destroy_pool(pool: str) -> None:
     for dom in conn.listAllDomains():
         mark = domxml.parse_mark(dom.XMLDesc(0))
         if mark is not None and mark.pool == pool:
+            persistent = dom.isPersistent()  # a transient domain vanishes once destroyed
             if dom.isActive():
                 dom.destroy()
-            if dom.isPersistent():
+            if persistent:
                 dom.undefine()
     conn.close()
 

@@ -317,3 +317,28 @@ async def test_machine_state_is_the_named_state_as_text(tmp_path: Path) -> None:
         assert backend.machine_state("vm-1") == "Up"
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("method", ["lease", "agent", "arp"])
+async def test_readiness_by_address_sources(tmp_path: Path, method: str) -> None:
+    raw = {**options(private_hypervisor(tmp_path)), "readiness": {"method": method}}
+    backend, guarded = make(tmp_path, raw)
+    try:
+        handle = await guarded.spawn(vm("vm-1"))
+        result = await guarded.wait_up(handle, timeout=10.0)
+        assert result.status is PollStatus.UP
+        assert result.address is not None and result.address.startswith("192.168.122.")
+    finally:
+        await backend.aclose()
+
+
+def test_first_address_prefers_ipv4_and_skips_loopback() -> None:
+    from corral.backends.libvirt.backend import _first_address
+
+    v6 = {"addr": "fe80::1", "prefix": 64, "type": libvirt.VIR_IP_ADDR_TYPE_IPV6}
+    v4 = {"addr": "10.0.0.5", "prefix": 24, "type": libvirt.VIR_IP_ADDR_TYPE_IPV4}
+    lo = {"addr": "127.0.0.1", "prefix": 8, "type": libvirt.VIR_IP_ADDR_TYPE_IPV4}
+    assert _first_address({"lo": {"addrs": [lo]}, "eth0": {"addrs": [v6, v4]}}) == "10.0.0.5"
+    assert _first_address({"eth0": {"addrs": [v6]}}) == "fe80::1"
+    assert _first_address({"eth0": {"addrs": "garbage"}, "eth1": {}}) is None
+    assert _first_address(None) is None
