@@ -20,7 +20,7 @@ ceiling, to which the contended figure is given as a ratio, both measured in the
 Tasks only contend if they yield while holding the lock, so every asyncio body, floors included,
 does ``await asyncio.sleep(0)`` in the contended and shared rows. Each figure is also given as a
 ratio to its floor and to oVirt vdsm's resource manager (33,000 uncontended pairs/s, 26,800 with
-4 contending threads: figures recorded in issue 3 on another machine, not measured here; the
+4 contending threads: figures recorded in issue 2 (Nov 2026), not measured here; the
 output says how fast this machine's bare lock is against that one's).
 """
 
@@ -450,10 +450,10 @@ def main() -> int:
         "          '(vs a bare FIFO lock)' is a queue of parked threads, measured in this run.\n"
         f"  vdsm    oVirt vdsm's resource manager, {VDSM_UNCONTENDED:,} and {VDSM_CONTENDED:,}"
         " pairs/s:\n"
-        "          recorded figures (issue 3), from a machine whose bare threading.Lock did\n"
+        "          recorded in issue 2 (Nov 2026), from a machine whose bare threading.Lock did\n"
         f"          {REFERENCE_FLOOR:,}/s; not measured here (this machine: "
         f"{speed * REFERENCE_FLOOR:,.0f}/s, {speed:.0%}).\n"
-        "  target  issue 3's targets (wall-clock, so a loaded machine can miss them).\n"
+        "  target  issue 2's targets (wall-clock, so a loaded machine can miss them).\n"
         "  engine path: the task engine's own acquire (a {key: mode} mapping, a fresh owner per\n"
         "          task, on_wait, explicit release), against asyncio.Lock.\n"
         "per CPU-s: corral's pairs per second of this process's CPU time (all threads, kernel\n"
