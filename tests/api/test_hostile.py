@@ -328,3 +328,30 @@ def test_keep_alive_still_works(wire: BackgroundServer) -> None:
         for _ in range(3):
             assert http.get("/healthz").status_code == 200
             assert http.get("/v1/tickets").status_code == 200
+
+
+async def test_body_cap_follows_the_config() -> None:
+    """``api.max_body`` is the cap (fails if the guard ignores the config)."""
+    from corral.config import parse_config
+
+    base = make_config()
+    raw: dict[str, Any] = {
+        "store": "memory://",
+        "api": {"max_body": 2048, "tokens": {ALICE_TOKEN: {"owner": "alice"}}},
+        "pools": {"small": {"backend": {"type": "fake"}, "max": 1, "min_ready": 0}},
+    }
+    config = parse_config(raw, env={})
+    assert config.api.max_body == 2048 != base.api.max_body
+    ctl: Any = await controller_class().create(config)
+    await ctl.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(ctl, config))
+        async with httpx.AsyncClient(transport=transport, base_url="http://corral.test") as http:
+            big = {"pool": "small", "sandbox": "s" * 200, "tags": ["t" * 200] * 12}
+            refused = await http.post("/v1/tickets", json=big, headers=ALICE)
+            assert refused.status_code == 413
+            assert refused.json()["error"]["code"] == "body_too_large"
+            small = await http.post("/v1/tickets", json={"pool": "small"}, headers=ALICE)
+            assert small.status_code == 201
+    finally:
+        await ctl.stop()
