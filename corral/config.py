@@ -1,4 +1,4 @@
-"""The whole corral configuration (SPEC §9): store URL, API, pools — one validated, frozen object.
+"""The whole corral configuration: store URL, API, pools — one validated, frozen object.
 
 Sources, later ones winning: built-in defaults, the YAML file, ``CORRAL_*`` environment variables
 (``CORRAL_STORE``, ``CORRAL_API_HOST``, ``CORRAL_API_PORT``). Every problem is collected and raised

@@ -51,7 +51,12 @@ Db = Annotated[
 
 
 def _fail(error: exceptions.CorralError) -> typer.Exit:
-    output.errors.print(f"error: {error.code}: {error.message}", markup=False)
+    """Print ``error`` and return the exit to raise. One line, except a configuration's list of
+    problems (one per line below it): a driver's multi-line text is cut to its first line."""
+    message = error.message
+    if not isinstance(error, exceptions.ConfigError):
+        message = next((line for line in message.splitlines() if line.strip()), error.code)
+    output.errors.print(f"error: {error.code}: {message}", markup=False)
     return typer.Exit(output.exit_code(error))
 
 

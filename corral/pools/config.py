@@ -1,4 +1,4 @@
-"""Pool configuration models (SPEC §5, the ``pools`` part of §9), validated with pydantic 2.
+"""Pool configuration models (the ``pools`` part of corral.yaml), validated with pydantic 2.
 
 Every model is frozen, forbids unknown keys and is strict: ``min_ready: true``, ``max: "5"`` or
 ``sandbox: "yes"`` are errors, never coerced. Cross-field rules (``max_starting <= max``,
@@ -102,7 +102,7 @@ class BackendConfig(_Frozen):
 
 
 class PoolConfig(_Frozen):
-    """One pool (SPEC §5). Times are in seconds."""
+    """One pool: its backend, limits, health checks, reuse, lease and VM template (seconds)."""
 
     name: str = Field(pattern=POOL_NAME.pattern)
     backend: BackendConfig

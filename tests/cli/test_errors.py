@@ -33,7 +33,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
 
 def one_line_error(result: Any, code: str) -> str:
     """The single stderr line of a failed command, checked to carry ``code``."""
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {code}: "), lines[0]
     assert "Traceback" not in result.output
@@ -79,6 +79,12 @@ def test_unreachable_database_is_one_line() -> None:
     line = one_line_error(result, "store_error")
     assert "postgresql://nobody@127.0.0.1:1/x" in line
     assert "sqlalche.me" not in line
+
+
+def test_serve_on_an_unreachable_database_is_one_line() -> None:
+    result = invoke("serve", "--db", "postgresql://nobody@127.0.0.1:1/x", "--port", "0")
+    assert result.exit_code == Exit.UNAVAILABLE, result.output
+    assert "Connection refused" in one_line_error(result, "store_error")
 
 
 def test_missing_store_folder_is_refused_not_created(tmp_path: Path) -> None:
