@@ -165,3 +165,6 @@ def test_help_is_self_contained() -> None:
     assert result.exit_code == 0
     assert "docs/" not in result.stdout, "a pip install ships no docs folder"
     assert "Exit codes" in result.stdout and "7 acquire timed out" in result.stdout
+    acquire = runner.invoke(app, ["acquire", "--help"], env={"COLUMNS": "200"})
+    assert "ticket_ttl" in acquire.stdout and "corral renew" in acquire.stdout
+    assert "stays open until released" not in acquire.stdout
