@@ -49,11 +49,14 @@ class Patch:
 
 @dataclass(frozen=True)
 class Mutant:
-    """A named deliberate breakage and the pytest arguments of the suite meant to catch it."""
+    """A named deliberate breakage and the pytest arguments of the suite meant to catch it.
+
+    ``variants`` are alternative patch sets for the code before and after a refactoring: the first
+    whose every anchor is found exactly once is applied; none found is an error."""
 
     name: str
     what: str
-    patches: tuple[Patch, ...]
+    variants: tuple[tuple[Patch, ...], ...]
     suite: tuple[str, ...]
 
 
@@ -62,10 +65,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "spawn-no-write-ahead",
         "the spawn job no longer pushes its undo before asking the backend for a VM",
         (
-            Patch(
-                "corral/controller/steps.py",
-                '    await ctx.push_recovery("vm.spawn.undo", name=name)\n',
-                "",
+            (
+                Patch(
+                    "corral/controller/steps.py",
+                    '    await ctx.push_recovery("vm.spawn.undo", name=name)\n',
+                    "",
+                ),
             ),
         ),
         CHAOS,
@@ -74,16 +79,33 @@ MUTANTS: tuple[Mutant, ...] = (
         "assign-unconditional",
         "the SQL assignment takes the ticket and the VM whatever their states",
         (
-            Patch(
-                "corral/store/sql/pools.py",
-                '.where(tickets.c.id == bindparam("b_id"), tickets.c.state == "waiting")',
-                '.where(tickets.c.id == bindparam("b_id"))',
+            (  # the conditions as state literals
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '.where(tickets.c.id == bindparam("b_id"), tickets.c.state == "waiting")',
+                    '.where(tickets.c.id == bindparam("b_id"))',
+                ),
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '.where(vms.c.name == bindparam("b_name"), vms.c.state == "ready", '
+                    "vms.c.ticket.is_(None))",
+                    '.where(vms.c.name == bindparam("b_name"))',
+                ),
             ),
-            Patch(
-                "corral/store/sql/pools.py",
-                '.where(vms.c.name == bindparam("b_name"), vms.c.state == "ready", '
-                "vms.c.ticket.is_(None))",
-                '.where(vms.c.name == bindparam("b_name"))',
+            (  # the conditions from the lifecycle table
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '.where(tickets.c.id == bindparam("b_id"), '
+                    "_among(tickets.c.state, _TICKET_TAKE.sources))",
+                    '.where(tickets.c.id == bindparam("b_id"))',
+                ),
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '        vms.c.name == bindparam("b_name"),\n'
+                    "        _among(vms.c.state, _VM_TAKE.sources),\n"
+                    "        vms.c.ticket.is_(None),\n",
+                    '        vms.c.name == bindparam("b_name"),\n',
+                ),
             ),
         ),
         CHAOS,
@@ -92,21 +114,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "pop-recovery-first",
         "a rollback pops (and commits) each recovery before running it, not after",
         (
-            Patch(
-                "corral/tasks/driver.py",
-                "            step = stack[-1]\n",
-                "            step = stack[-1]\n"
-                "            task.truncate(len(stack) - 1)  # MUTANT: popped before it runs\n"
-                "            await self._commit(task)\n",
-            ),
-            Patch(
-                "corral/tasks/driver.py",
-                "            task.truncate(len(stack) - 1)  # popped only once it ran: a crash "
-                "re-runs it\n"
-                "            if stack:  # the last pop is committed with the end state, right "
-                "after\n"
-                "                await self._commit(task)\n",
-                "",
+            (
+                Patch(
+                    "corral/tasks/driver.py",
+                    "            step = stack[-1]\n",
+                    "            step = stack[-1]\n"
+                    "            task.truncate(len(stack) - 1)  # MUTANT: popped before it runs\n"
+                    "            await self._commit(task)\n",
+                ),
+                Patch(
+                    "corral/tasks/driver.py",
+                    "            task.truncate(len(stack) - 1)  # popped only once it ran: a crash "
+                    "re-runs it\n"
+                    "            if stack:  # the last pop is committed with the end state, right "
+                    "after\n"
+                    "                await self._commit(task)\n",
+                    "",
+                ),
             ),
         ),
         ("tests/tasks/test_crash.py", "-m", "slow"),
@@ -115,10 +139,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "skip-reconcile-unknown",
         "reconciliation no longer sweeps the machines the store does not know",
         (
-            Patch(
-                "corral/controller/reconcile.py",
-                "        sweep=machines(restart.Action.SWEEP),\n",
-                "        sweep=(),  # MUTANT\n",
+            (
+                Patch(
+                    "corral/controller/reconcile.py",
+                    "        sweep=machines(restart.Action.SWEEP),\n",
+                    "        sweep=(),  # MUTANT\n",
+                ),
             ),
         ),
         ("tests/controller", "-m", "not slow"),
@@ -127,10 +153,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "sandbox-counted-ready",
         "VMs kept for a sandbox count as ready supply for min_ready and for other tickets",
         (
-            Patch(
-                "corral/pools/allocation.py",
-                "    fresh = max(0, counts.get(VMState.READY, 0) - len(idle_used))\n",
-                "    fresh = counts.get(VMState.READY, 0)  # MUTANT\n",
+            (
+                Patch(
+                    "corral/pools/allocation.py",
+                    "    fresh = max(0, counts.get(VMState.READY, 0) - len(idle_used))\n",
+                    "    fresh = counts.get(VMState.READY, 0)  # MUTANT\n",
+                ),
             ),
         ),
         ("tests/pools", "tests/controller", "-m", "not slow"),
@@ -142,26 +170,35 @@ class AnchorMissing(Exception):
     """A mutant's anchor is not in the tree exactly once: the mutant must be updated."""
 
 
-def apply(mutant: Mutant, tree: Path) -> None:
-    """Apply every patch of ``mutant`` to the copy at ``tree`` (all or nothing)."""
+def _patched(patches: tuple[Patch, ...], tree: Path) -> dict[Path, str] | str:
+    """The files as ``patches`` leave them, or why they do not apply."""
     edited: dict[Path, str] = {}
-    for patch in mutant.patches:
+    for patch in patches:
         path = tree / patch.path
         text = edited.get(path)
         if text is None:
             if not path.is_file():
-                raise AnchorMissing(f"{mutant.name}: {patch.path} does not exist")
+                return f"{patch.path} does not exist"
             text = path.read_text()
         found = text.count(patch.anchor)
         if found != 1:
             where = "not found" if found == 0 else f"found {found} times"
-            raise AnchorMissing(
-                f"{mutant.name}: anchor {where} in {patch.path} — update the mutant:\n"
-                f"    {patch.anchor!r}"
-            )
+            return f"anchor {where} in {patch.path}:\n    {patch.anchor!r}"
         edited[path] = text.replace(patch.anchor, patch.replacement)
-    for path, text in edited.items():
-        path.write_text(text)
+    return edited
+
+
+def apply(mutant: Mutant, tree: Path) -> None:
+    """Apply the first variant of ``mutant`` whose anchors all match, to the copy at ``tree``."""
+    why = []
+    for patches in mutant.variants:
+        result = _patched(patches, tree)
+        if isinstance(result, dict):
+            for path, text in result.items():
+                path.write_text(text)
+            return
+        why.append(result)
+    raise AnchorMissing(f"{mutant.name}: " + "; or ".join(why) + "\n  — update the mutant")
 
 
 def copy_tree(dest: Path, worktree: bool) -> None:
