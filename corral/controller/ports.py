@@ -187,3 +187,18 @@ class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
     async def sweep(self) -> int:
         """Terminate leaked machines (the periodic leak sweep)."""
         ...
+
+
+class RecoveryHost(Base, Kicks, VMWrites, TicketNews, Protocol):
+    """What :mod:`corral.controller.recovery` (reconciliation and the sweep) uses."""
+
+    tasks: TaskEngine
+    adopt: bool
+
+    def backends(self) -> dict[str, GuardedBackend]:
+        """The guarded backend of every pool."""
+        ...
+
+    def busy_vms(self) -> set[str]:
+        """The VMs an unfinished task of this controller works on."""
+        ...

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from corral import exceptions
 from corral.backends import leftovers
@@ -24,13 +23,11 @@ from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
 from corral.controller import records
+from corral.controller.ports import RecoveryHost
 from corral.pools.lifecycle import Effect, TicketEvent, TicketState, VMEvent, VMState, ticket_move
 from corral.store import ownership
 from corral.store import parse as parse_store_url
 from corral.tasks import Step
-
-if TYPE_CHECKING:
-    from corral.controller.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ def mark(backends: Mapping[str, GuardedBackend], claim: ownership.StoreClaim | N
             backend.backend.mark(claim.marker)
 
 
-async def reconcile(ctl: Controller) -> dict[str, reconciliation.ReconcilePlan]:
+async def reconcile(ctl: RecoveryHost) -> dict[str, reconciliation.ReconcilePlan]:
     """On start: compare the store with every backend's inventory and act on every difference."""
     plans: dict[str, reconciliation.ReconcilePlan] = {}
     for name, backend in ctl.backends().items():
@@ -88,7 +85,7 @@ async def reconcile(ctl: Controller) -> dict[str, reconciliation.ReconcilePlan]:
     return plans
 
 
-async def sweep(ctl: Controller) -> int:
+async def sweep(ctl: RecoveryHost) -> int:
     """While running: terminate machines the backends have and the store does not know alive.
 
     Only the leak sweep: a VM the store has and a backend does not list is left to the
@@ -143,7 +140,7 @@ async def _list(backend: GuardedBackend) -> list[Handle] | None:
         return None
 
 
-async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) -> None:
+async def act(ctl: RecoveryHost, pool: str, plan: reconciliation.ReconcilePlan) -> None:
     """Sweep leaked machines, mark lost VMs, terminate orphans (one pool)."""
     for handle in plan.sweep:
         log.warning("pool %s: terminating unknown machine %s", pool, handle.name)
@@ -170,7 +167,7 @@ async def act(ctl: Controller, pool: str, plan: reconciliation.ReconcilePlan) ->
         await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state)
 
 
-async def _fail_ticket(ctl: Controller, ticket: str, vm: str) -> None:
+async def _fail_ticket(ctl: RecoveryHost, ticket: str, vm: str) -> None:
     """End the ticket of a lost VM as failed; the VM keeps its state for its own move."""
     move = ticket_move(TicketEvent.FAILED, TicketState.ASSIGNED)
     closed = await ctl.store.pools.close_ticket(
