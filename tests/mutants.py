@@ -163,6 +163,62 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/pools", "tests/controller", "-m", "not slow"),
     ),
+    Mutant(
+        "no-leftover-kill",
+        "a restart no longer kills the commands its killed predecessor left running",
+        (
+            (
+                Patch(
+                    "corral/backends/leftovers.py",
+                    "    killed = await asyncio.to_thread(kill_now, marker, deadline=deadline)\n",
+                    "    killed: list[int] = []  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_restart_leftovers.py", "-m", "slow"),
+    ),
+    Mutant(
+        "unmarked-commands",
+        "the script backend no longer marks its commands with the store they run for",
+        (
+            (
+                Patch(
+                    "corral/backends/script.py",
+                    "        self._base_env[leftovers.OWNER_VARIABLE] = owner\n",
+                    "        pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_restart_leftovers.py", "-m", "slow"),
+    ),
+    Mutant(
+        "no-store-lock",
+        "a controller no longer takes its SQLite store's ownership before recovering",
+        (
+            (
+                Patch(
+                    "corral/controller/recovery.py",
+                    '    if url.kind != "sqlite" or not url.path:\n',
+                    "    if True:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_restart_ownership.py", "-m", "not slow"),
+    ),
+    Mutant(
+        "sweep-foreign",
+        "reconciliation terminates machines whose names the store never issued",
+        (
+            (
+                Patch(
+                    "corral/pools/restart.py",
+                    "        if s.record is Unrecorded.FOREIGN and not s.adopt:\n",
+                    "        if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_restart_reconcile.py", "-m", "not slow"),
+    ),
 )
 
 
