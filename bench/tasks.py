@@ -207,7 +207,7 @@ def median(fn: Callable[[], float], runs: int) -> float:
 def row(name: str, value: float, ref: float | None, ref_name: str) -> None:
     """One line: the figure, and its ratio to the named reference (or why there is none)."""
     ratio = f"{value / ref:8.1f}x {ref_name}" if ref else f"   ref: {ref_name}"
-    print(f"  {name:52s} {value:9.1f}/s {ratio}")
+    print(f"  {name:58s} {value:9.1f}/s {ratio}")
 
 
 def main() -> None:
