@@ -180,6 +180,8 @@ async def through_controller(n: int, starting: int) -> float:
 
 
 def _real_options(folder: Path, kernel: Path, initrd: Path) -> dict[str, Any]:
+    from guest import CMDLINE  # the slow tests' tiny guest
+
     return {
         "hypervisors": [{"uri": "qemu:///system", "max_creations": 8}],
         "domain": {
@@ -187,7 +189,7 @@ def _real_options(folder: Path, kernel: Path, initrd: Path) -> dict[str, Any]:
             "boot": {
                 "kernel": str(kernel),
                 "initrd": str(initrd),
-                "cmdline": "console=ttyS0 quiet",
+                "cmdline": CMDLINE,
             },
             "nics": [{"type": "user"}],
             "disks": [{"size_gib": 1}],

@@ -47,6 +47,11 @@ esac
 """
 
 
+CMDLINE = "console=ttyS0 quiet no_timer_check"
+"""The guest's kernel command line. ``no_timer_check``: under TCG on a loaded machine the kernel's
+IO-APIC timer check can fail and panic the guest at boot (seen with 4 guests on 2 busy cores)."""
+
+
 @dataclass(frozen=True)
 class Guest:
     """The files of the tiny guest."""

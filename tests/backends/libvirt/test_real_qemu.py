@@ -53,7 +53,7 @@ def real_options(root: Path, tiny: guest.Guest) -> dict[str, object]:
             "boot": {
                 "kernel": str(tiny.kernel),
                 "initrd": str(tiny.initrd),
-                "cmdline": "console=ttyS0 quiet",
+                "cmdline": guest.CMDLINE,
             },
             "nics": [{"type": "user"}],
             "disks": [{"size_gib": 1}],

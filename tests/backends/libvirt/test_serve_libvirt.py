@@ -136,7 +136,7 @@ def write_config(folder: Path, tiny: guest.Guest) -> Path:
             "boot": {
                 "kernel": str(tiny.kernel),
                 "initrd": str(tiny.initrd),
-                "cmdline": "console=ttyS0 quiet",
+                "cmdline": guest.CMDLINE,
             },
             "nics": [{"type": "user"}],
         },
