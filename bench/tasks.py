@@ -44,8 +44,9 @@ from corral.tasks import JobContext, Step, StepRegistry, TaskEngine, TaskState  
 from corral.types import JSON  # noqa: E402
 
 TASKFLOW_RECORDED = (
-    "serial 2.4 flows/s, serial with revert 1.0/s, parallel 3.1/s (TaskFlow 6.5, WAL +"
-    " synchronous=NORMAL; a quick run of 2026-12-02 on a 2-vCPU AMD EPYC VM, load average ~7)"
+    "serial 1.2 flows/s, serial with revert 0.7/s, parallel engine (64 flows, 16 threads) 1.3/s"
+    " (TaskFlow 6.5, WAL + synchronous=NORMAL; 2026-12-02 on a 2-vCPU AMD EPYC VM shared with"
+    " other jobs, load average 9-12)"
 )
 """TaskFlow's figures from an earlier run of this bench, printed (labelled) only when TaskFlow is
 not installed: never used as a measurement nor in a ratio."""
