@@ -1,6 +1,6 @@
 """Lock manager throughput: acquire+release pairs per second, corral against its floors.
 
-Run: ``python bench/locks.py`` (under a minute; ``--quick`` for a fast look). Prints, as the
+Run: ``python bench/locks.py`` (one to two minutes; ``--quick`` for a fast look). Prints, as the
 median of several runs, side by side:
 
 - uncontended exclusive pairs/s: ``ThreadLockManager`` (``with``) and ``LockManager``
