@@ -129,11 +129,21 @@ class DomainOptions(_Frozen):
 
     @pydantic.model_validator(mode="after")
     def _normalise(self) -> DomainOptions:
-        # run the normalisation once here, so that every problem surfaces at config check
-        try:
-            self.devices()
-        except exceptions.ConfigError as exc:
-            raise ValueError(exc.message) from None
+        # run the normalisation here, so that every problem surfaces at config check: drives,
+        # NICs and the balloon separately, each one's problem listed
+        checks = (
+            lambda: spec.normalise_drives(self.disk_requests()),
+            lambda: spec.normalise_nics(self.nic_requests()),
+            lambda: spec.normalise_devices([], [], self.balloon),
+        )
+        problems = []
+        for check in checks:
+            try:
+                check()
+            except exceptions.ConfigError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def disk_requests(self) -> list[spec.DiskRequest]:

@@ -155,12 +155,6 @@ def target_name(bus: str, index: int) -> str:
             return prefix + letters
 
 
-def _check_bus(bus: str, where: str) -> None:
-    if bus not in TARGET_PREFIX:
-        known = ", ".join(sorted(TARGET_PREFIX))
-        raise exceptions.ConfigError(f"{where}: unknown bus {bus!r} (known: {known})")
-
-
 def assign_indices(disks: Sequence[tuple[str, int | None]]) -> list[int]:
     """Indices for ``(bus, index or None)`` pairs, vdsm's way, with its gaps closed.
 
@@ -170,23 +164,31 @@ def assign_indices(disks: Sequence[tuple[str, int | None]]) -> list[int]:
     """
     used: dict[str, set[int]] = {}
     targets: dict[str, int] = {}
+    problems: list[str] = []
     for position, (bus, index) in enumerate(disks):
         where = f"disks[{position}]"
-        _check_bus(bus, where)
+        if bus not in TARGET_PREFIX:
+            known = ", ".join(sorted(TARGET_PREFIX))
+            problems.append(f"{where}: unknown bus {bus!r} (known: {known})")
+            continue
         if index is None:
             continue
         if index < 0 or index > MAX_INDEX[bus]:
-            raise exceptions.ConfigError(
+            problems.append(
                 f"{where}: index {index} out of range for bus {bus!r} (0..{MAX_INDEX[bus]})"
             )
+            continue
         target = target_name(bus, index)
         if target in targets:
-            raise exceptions.ConfigError(
+            problems.append(
                 f"{where}: index {index} on bus {bus!r} is taken by disks[{targets[target]}] "
                 f"(target {target})"
             )
+            continue
         used.setdefault(bus, set()).add(index)
         targets[target] = position
+    if problems:  # every problem at once, so one config check names them all
+        raise exceptions.ConfigError("; ".join(problems))
     result: list[int] = []
     for position, (bus, index) in enumerate(disks):
         if index is None:

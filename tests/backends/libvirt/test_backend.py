@@ -342,3 +342,23 @@ def test_first_address_prefers_ipv4_and_skips_loopback() -> None:
     assert _first_address({"eth0": {"addrs": [v6]}}) == "fe80::1"
     assert _first_address({"eth0": {"addrs": "garbage"}, "eth1": {}}) is None
     assert _first_address(None) is None
+
+
+def test_config_check_lists_every_device_problem_at_once() -> None:
+    domain = {
+        "disks": [{"index": 1}, {"index": 1}, {"bus": "floppy"}],
+        "nics": [],
+        "nic_models": ["pv"],
+        "macs": ["52:54:00:00:00:01", "52:54:00:00:00:02"],
+        "balloon": "xen",
+    }
+    with pytest.raises(exceptions.ConfigError) as caught:
+        parse_config(pool_config(domain))
+    message = caught.value.message
+    for part in (
+        "disks[1]: index 1",
+        "disks[2]: unknown bus 'floppy'",
+        "2 MAC addresses",
+        "balloon: unknown model 'xen'",
+    ):
+        assert part in message, message
