@@ -2,7 +2,8 @@
 
 Every instance is created with corral's tags (:mod:`corral.backends.cloud.tags`) in the same
 RunInstances call, so no instance ever exists untagged, and ``list()`` returns only the pool's.
-Calls go through the account's shared rate limit (:mod:`ratelimit`); throttling answers pause the
+Calls go through the account's shared rate limit (:mod:`ratelimit`), taken in the worker thread
+right before each request; throttling answers pause the
 whole account and are retried with backoff; boto3's own retries are off, so every HTTP request is
 one token of the bucket. Polls, livechecks, lists and the look-ups before a create or a terminate
 share one DescribeInstances per ``describe_interval`` for the whole pool, and concurrent
@@ -194,7 +195,13 @@ class EC2Backend(Backend):
             return self._client
 
     def _invoke(self, operation: str, kwargs: Mapping[str, object]) -> dict[str, Any]:
-        result: dict[str, Any] = getattr(self._client_sync(), operation)(**kwargs)
+        """One SDK call, in a worker thread: the rate limit's token is taken right here, just
+        before the request leaves, so that a queue of calls waiting for a thread can never
+        reach the API in a bunch (the limit holds at the wire, not only on average)."""
+        client = self._client_sync()
+        self.limiter.wait_sync()
+        self.calls[operation] += 1
+        result: dict[str, Any] = getattr(client, operation)(**kwargs)
         return result
 
     @staticmethod
@@ -238,8 +245,6 @@ class EC2Backend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
-            self.calls[operation] += 1
             try:
                 return await self.run_blocking(self._invoke, operation, kwargs)
             except Exception as exc:
@@ -356,8 +361,6 @@ class EC2Backend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
-            self.calls["run_instances"] += 1
             future = self.submit_blocking(self._invoke, "run_instances", params)
             self._track_create(spec.name, future)
             try:

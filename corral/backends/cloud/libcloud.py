@@ -202,7 +202,11 @@ class LibcloudBackend(Backend):
             return self._driver
 
     def _invoke(self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        return getattr(self._driver_sync(), operation)(*args, **kwargs)
+        """One driver call in a worker thread, its rate-limit token taken just before it."""
+        driver = self._driver_sync()
+        self.limiter.wait_sync()
+        self.calls[operation] += 1
+        return getattr(driver, operation)(*args, **kwargs)
 
     @staticmethod
     def _error(exc: BaseException) -> tuple[errors.ErrorKind, str]:
@@ -237,8 +241,6 @@ class LibcloudBackend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
-            self.calls[operation] += 1
             try:
                 return await self.run_blocking(self._invoke, operation, args, kwargs)
             except Exception as exc:
@@ -300,6 +302,8 @@ class LibcloudBackend(Backend):
         listing them to pick the objects would cost calls against the rate limit."""
         opts = self.opts
         driver = self._driver_sync()
+        self.limiter.wait_sync()
+        self.calls["create_node"] += 1
         image = NodeImage(id=opts.image, name=opts.image, driver=driver)
         size = NodeSize(
             id=opts.size, name=opts.size, ram=0, disk=0, bandwidth=None, price=0.0, driver=driver
@@ -320,8 +324,6 @@ class LibcloudBackend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
-            self.calls["create_node"] += 1
             future: Future[Any] = self.submit_blocking(self._create_sync, kwargs)
             self._track_create(spec.name, future)
             try:

@@ -6,7 +6,9 @@ for it, so callers are served in arrival order and the bucket never has to wake 
 Over any window of ``w`` seconds at most ``burst + rate * w`` calls are granted.
 
 :class:`RateLimiter` is the shell: a lock (the bucket is shared by event loops and SDK threads)
-and a monotonic clock; :meth:`RateLimiter.acquire` sleeps on the running loop until the slot.
+and a monotonic clock; :meth:`RateLimiter.acquire` sleeps on the running loop until the slot,
+:meth:`RateLimiter.wait_sync` sleeps in a worker thread (the cloud backends take their token in
+the thread, right before the request, so the limit holds at the wire).
 :func:`limiter_for` keeps one limiter per account key in this process, so two pools on one account
 share one bucket. Across several hosts the limit is per process: a cluster-wide bucket needs the
 shared PostgreSQL coordination of issue 11, which does not exist yet (see docs/cloud.md).
@@ -105,6 +107,13 @@ class RateLimiter:
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def wait_sync(self) -> None:
+        """Block the calling thread until one call may be made (for SDK worker threads: taking
+        the token right before the request keeps the limit at the wire)."""
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this account back for ``seconds`` (after a throttling answer)."""
