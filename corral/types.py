@@ -6,6 +6,3 @@ from typing import TypeAlias
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """A JSON-serialisable value (task step arguments and results, info values)."""
-
-JSONObject: TypeAlias = dict[str, JSON]
-"""A JSON object."""

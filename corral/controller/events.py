@@ -1,4 +1,5 @@
-"""The in-process event bus: ticket, VM and task changes for the API's ``/v1/events`` and tests.
+"""The in-process event bus: ticket, VM and task changes as they happen (tests, and the future
+``/v1/events`` stream, which is not served yet).
 
 Publishing never blocks and never awaits: each subscriber has a bounded queue, and a subscriber
 that falls behind loses its oldest events and is told so (``Event.kind == "overflow"``) rather than
@@ -15,13 +16,13 @@ from types import TracebackType
 from corral import exceptions
 from corral.types import JSON
 
-KINDS = frozenset({"ticket", "vm", "task", "pool", "overflow"})
+KINDS = frozenset({"ticket", "vm", "task", "overflow"})
 """The kinds of events the bus carries."""
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change: ``kind`` (ticket, vm, task, pool), the object's ``id``, its new ``state``."""
+    """One change: ``kind`` (ticket, vm, task), the object's ``id``, its new ``state``."""
 
     kind: str
     id: str

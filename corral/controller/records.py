@@ -1,4 +1,4 @@
-"""Store rows to :mod:`corral.pools.model` values, and the pool configuration's guard settings.
+"""Store rows to :mod:`corral.pools.model` values.
 
 Pure conversions; this module must not query the store or call backends.
 """

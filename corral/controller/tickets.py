@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import os
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from corral import exceptions
 from corral.controller import ports, records, wiring
 from corral.controller.events import Event
+from corral.ids import IdGenerator
 from corral.pools import allocation
 from corral.pools.lifecycle import (
     TICKET_INITIAL,
@@ -35,32 +34,6 @@ from corral.pools.model import Ticket, TicketState
 from corral.store.pools import TicketRow
 from corral.types import JSON
 
-ID_BATCH = 256
-"""Ticket ids drawn from the system's random source per system call."""
-
-
-class _TicketIds:
-    """Random version-4 UUIDs (hex), their randomness read from ``os.urandom`` in batches.
-
-    One system call per :data:`ID_BATCH` tickets instead of one per ticket: a system call
-    releases the GIL, and on a busy server getting it back costs far more than the call. A
-    forked child draws its own randomness (it never reuses its parent's).
-    """
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._next = 0
-        self._pid = 0
-
-    def new(self) -> str:
-        """A fresh ticket id."""
-        if self._next >= len(self._pool) or self._pid != os.getpid():
-            self._pool, self._next, self._pid = os.urandom(16 * ID_BATCH), 0, os.getpid()
-        raw = self._pool[self._next : self._next + 16]
-        self._next += 16
-        return uuid.UUID(bytes=raw, version=4).hex
-
-
 FRESH_LIMIT = 4096
 """Tickets remembered as created here and unchanged since (the oldest are forgotten first)."""
 
@@ -75,7 +48,7 @@ class Tickets:
         # Another process sharing the store may assign one meanwhile; a waiter on a shared
         # store re-reads it every tick anyway, as it does after its first read.
         self._fresh: OrderedDict[str, None] = OrderedDict()
-        self._ids = _TicketIds()
+        self._ids = IdGenerator()
 
     def cancel_waiters(self) -> None:
         """Wake every waiter with a cancellation (the controller stops)."""
@@ -132,7 +105,7 @@ class Tickets:
         now = self._ctl.clock()
         row = await self._ctl.store.pools.insert_ticket(
             TicketRow(
-                id=self._ids.new(),
+                id=self._ids.hex(),
                 owner=owner,
                 state=TICKET_INITIAL.value,
                 created_at=now,

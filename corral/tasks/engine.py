@@ -12,14 +12,12 @@ import builtins
 import contextlib
 import enum
 import json
-import os
-import random
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from corral import exceptions
+from corral.ids import IdGenerator
 from corral.store import Store
 from corral.tasks import locking
 from corral.tasks.driver import Driver, Subscriber
@@ -106,9 +104,7 @@ class TaskEngine(Driver):
         )
         self._started = False
         self._closed = False
-        # uuid4 from a generator seeded by the OS once: os.urandom per id costs ~100 µs in some
-        # sandboxes; ids need to be unique, not secret
-        self._ids = random.Random(os.urandom(32))  # noqa: S311
+        self._ids = IdGenerator()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -205,7 +201,7 @@ class TaskEngine(Driver):
         if persist_policy is PersistPolicy.AUTO and self._repo is None:
             raise exceptions.InvalidInput("persist auto needs an engine with a store")
         task = TaskRuntime(
-            task_id=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
+            task_id=self._ids.text(),
             verb=_text(verb, "verb", empty=False),
             tag=_text(tag, "tag", empty=True),
             priority=_choice(Priority, priority, "priority"),

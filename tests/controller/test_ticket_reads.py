@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from corral import exceptions
-from corral.controller.tickets import ID_BATCH, _TicketIds
+from corral.ids import BATCH, IdGenerator
 from corral.pools.model import TicketState
 from corral.store.pools import TicketRow
 
@@ -48,7 +48,14 @@ async def test_a_ticket_changed_before_its_wait_is_read() -> None:
 
 
 def test_ticket_ids_are_distinct_version_4_uuids_across_batches() -> None:
-    ids = _TicketIds()
-    drawn = [ids.new() for _ in range(3 * ID_BATCH + 1)]
+    ids = IdGenerator()
+    drawn = [ids.hex() for _ in range(3 * BATCH + 1)]
     assert len(set(drawn)) == len(drawn)
     assert all(uuid.UUID(i).version == 4 and len(i) == 32 for i in drawn)
+
+
+def test_task_ids_are_canonical_uuids_from_the_same_generator() -> None:
+    ids = IdGenerator()
+    drawn = [ids.text() for _ in range(BATCH + 1)]
+    assert len(set(drawn)) == len(drawn)
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in drawn)
