@@ -197,3 +197,19 @@ def lifecycle_diagrams() -> dict[str, str]:
         "vm-lifecycle": state_diagram(VM_TRANSITIONS, VMState.SPAWNING),
         "ticket-lifecycle": state_diagram(TICKET_TRANSITIONS, TicketState.WAITING),
     }
+
+
+def event_tables() -> dict[str, str]:
+    """The VM and ticket event tables as Markdown, keyed by the marker docs/pools.md uses."""
+    from corral.pools.lifecycle import TICKET_RULES, VM_RULES, Rule, TicketEvent, VMEvent
+
+    def table(rules: Mapping[VMEvent, Rule] | Mapping[TicketEvent, Rule]) -> str:
+        lines = ["| event | from | to | then |", "|---|---|---|---|"]
+        for event, rule in rules.items():
+            sources = ", ".join(f"`{s}`" for s in sorted(rule.sources)) or "(new)"
+            target = "(unchanged)" if rule.target is None else f"`{rule.target}`"
+            effects = ", ".join(str(e) for e in rule.effects) or "-"
+            lines.append(f"| `{event}` | {sources} | {target} | {effects} |")
+        return "\n".join(lines)
+
+    return {"vm-events": table(VM_RULES), "ticket-events": table(TICKET_RULES)}

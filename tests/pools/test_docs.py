@@ -17,7 +17,7 @@ from corral.pools.config import (
     ReuseConfig,
     TemplateConfig,
 )
-from corral.pools.model import lifecycle_diagrams
+from corral.pools.model import event_tables, lifecycle_diagrams
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -30,6 +30,14 @@ def test_lifecycle_diagrams_are_current() -> None:
         )
         assert found is not None, f"docs/pools.md lacks the {marker} block"
         assert found.group(1) == diagram, f"docs/pools.md: {marker} is stale, regenerate it"
+
+
+def test_event_tables_are_current() -> None:
+    text = (DOCS / "pools.md").read_text()
+    for marker, table in event_tables().items():
+        found = re.search(rf"<!-- {marker} -->\n(.*?)\n<!-- /{marker} -->", text, re.S)
+        assert found is not None, f"docs/pools.md lacks the {marker} block"
+        assert found.group(1) == table, f"docs/pools.md: {marker} is stale, regenerate it"
 
 
 def test_configuration_reference_names_every_key() -> None:
