@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from tests.backends.cloud.cloudsim import (  # noqa: E402
     REGION,
     FaultProxy,
     MotoServer,
+    ProxyProcess,
 )
 
 DESCRIBE_INTERVAL = 1.0
@@ -124,25 +126,28 @@ def worst_window(times: list[float], rate: float, burst: float, jitter: float) -
 
 
 async def rate_limited_storm(
-    proxy: FaultProxy, n: int, rate: float, burst: float, jitter: float
+    server: MotoServer, n: int, rate: float, burst: float, jitter: float
 ) -> dict[str, float]:
-    """Phase 2: ``n`` VMs spawned, polled up and terminated at once under ``rate`` calls/s."""
-    backend = _backend(proxy.url, "storm", rate=rate, burst=burst)
-    guard = _guard(backend, n)
-    try:
-        await guard.list()  # warm up: a running controller's client has its models loaded
-        await asyncio.sleep(1.0)  # let the bucket fill again: the run starts from a full bucket
-        before = dict(backend.calls)
-        first = len(proxy.traffic.times)
-        t0 = time.monotonic()
-        await asyncio.gather(*(_lifecycle(guard, i) for i in range(n)))
-        elapsed = time.monotonic() - t0
-    finally:
-        await guard.aclose()
-    times = [t for t, _ in proxy.traffic.times[first:]]
+    """Phase 2: ``n`` VMs spawned, polled up and terminated at once under ``rate`` calls/s,
+    timed at the wire by a proxy in its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proxy = ProxyProcess(server.port, f"{tmp}/times.json")
+        backend = _backend(proxy.url, "storm", rate=rate, burst=burst)
+        guard = _guard(backend, n)
+        try:
+            await guard.list()  # warm up: a running controller's client has its models loaded
+            await asyncio.sleep(1.0)  # the bucket fills again: the run starts from a full bucket
+            before = dict(backend.calls)
+            t0 = time.monotonic()
+            await asyncio.gather(*(_lifecycle(guard, i) for i in range(n)))
+            elapsed = time.monotonic() - t0
+        finally:
+            await guard.aclose()
+            wire = proxy.stop()
+    times = [t for t, _ in wire if t >= t0]
     calls = len(times)
     allowed = max(0.0, (calls - burst) / rate)
-    wire = times[-1] - times[0] if times else 0.0
+    span = times[-1] - times[0] if times else 0.0
     return {
         "vms": n,
         "calls": calls,
@@ -150,10 +155,13 @@ async def rate_limited_storm(
         "describes": backend.calls["describe_instances"] - before.get("describe_instances", 0),
         "terminate_calls": backend.calls["terminate_instances"],
         "elapsed_s": round(elapsed, 2),
-        "first_to_last_call_s": round(wire, 2),
+        "first_to_last_call_s": round(span, 2),
         "limit_allows_s": round(allowed, 2),
         "ratio_elapsed_over_allowed": round(elapsed / allowed, 3) if allowed else 0.0,
         "worst_window_excess_calls": round(worst_window(times, rate, burst, jitter), 3),
+        "excess_by_jitter": {
+            j: round(worst_window(times, rate, burst, j), 3) for j in (0.0, 0.02, 0.05, 0.1)
+        },
     }
 
 
@@ -176,7 +184,7 @@ async def main() -> None:
             one["describes_during_spawn"] <= one["poll_intervals_during_spawn"] + 1
         )
         print(f"   target 1 create per spawn, <= 1 describe per poll interval: {ok1}")
-        two = await rate_limited_storm(proxy, args.vms, args.rate, args.burst, args.jitter)
+        two = await rate_limited_storm(server, args.vms, args.rate, args.burst, args.jitter)
         print(f"2. {args.vms} VMs at {args.rate:g} calls/s:", two)
         within = two["ratio_elapsed_over_allowed"] <= 1.10
         never = two["worst_window_excess_calls"] <= 0

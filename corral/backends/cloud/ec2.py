@@ -64,6 +64,8 @@ TERMINATE_BATCH = 1000
 """TerminateInstances takes at most 1000 ids."""
 STATUS_BATCH = 100
 """DescribeInstanceStatus takes at most 100 ids."""
+GONE_MEMORY = 100_000
+"""Terminated instance ids remembered (to tell "terminated" from "not visible yet")."""
 
 
 class EC2Options(BackendOptions):
@@ -148,6 +150,9 @@ class EC2Backend(Backend):
         self._creating: dict[str, Future[Any]] = {}
         self._created: dict[str, float] = {}
         self._status_ok: set[str] = set()
+        self._seen: set[str] = set()
+        self._gone: dict[str, None] = {}
+        """Instances a describe showed and a later one did not: terminated (oldest first)."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._describer: Coalescer[str, model.Snapshot] = Coalescer(
             self._describe_round, min_interval=options.describe_interval
@@ -266,7 +271,10 @@ class EC2Backend(Backend):
     async def _describe_round(self, _items: frozenset[str]) -> model.Snapshot:
         instances: list[model.Instance] = []
         token: str | None = None
-        filters = cloud_tags.ec2_filters(self.opts.namespace, self.pool)
+        filters = [
+            *cloud_tags.ec2_filters(self.opts.namespace, self.pool),
+            {"Name": "instance-state-name", "Values": list(model.DESCRIBED_STATES)},
+        ]
         while True:
             kwargs: dict[str, object] = {"Filters": filters, "MaxResults": 1000}
             if token:
@@ -277,6 +285,12 @@ class EC2Backend(Backend):
             if token is None:
                 break
         snapshot = model.Snapshot(tuple(instances))
+        current = {i.id for i in instances}
+        for vanished in self._seen - current:
+            self._gone[vanished] = None
+        while len(self._gone) > GONE_MEMORY:
+            del self._gone[next(iter(self._gone))]
+        self._seen = current
         if self.opts.up_check == "status_ok":
             await self._refresh_status(snapshot)
         return snapshot
@@ -411,6 +425,8 @@ class EC2Backend(Backend):
             await self._drop_duplicates(snapshot, handle.name, keep=inst.id)
         created = self._created.get(inst.id if inst else handle.ref)
         age = time.monotonic() - created if created is not None else None
+        if inst is None and handle.ref in self._gone:
+            age = None  # seen before, now terminated: not a describe lagging behind a create
         checks = None
         if self.opts.up_check == "status_ok" and inst is not None:
             checks = inst.id in self._status_ok
@@ -441,11 +457,17 @@ class EC2Backend(Backend):
         if creating is not None and not creating.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wrap_future(creating))
+        elif handle.ref in self._created and handle.name not in self._creating:
+            # made (or adopted) by this process, no create of it in flight: its id is the whole
+            # story, no describe needed (a late duplicate is the poll's and the sweep's business)
+            await self._terminator.submit(handle.ref)
+            self._created.pop(handle.ref, None)
+            return
         snapshot = await self._describer.submit()
         ids = {i.id for i in snapshot.by_vm(handle.name) if i.alive}
         if handle.ref.startswith("i-"):
             known = snapshot.by_id(handle.ref)
-            if known is None or known.alive:
+            if (known is None and handle.ref not in self._gone) or (known and known.alive):
                 ids.add(handle.ref)
         if ids:
             await self._terminator.submit(*ids)

@@ -29,6 +29,9 @@ class InstanceState(StrEnum):
 
 GONE = frozenset({InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED})
 """States of an instance that is going away or gone: not listed, not terminated again."""
+DESCRIBED_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+"""The states a describe asks for: terminated instances stay visible for about an hour and would
+make every describe of a busy pool carry its whole recent history."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,9 @@ everything (the API unreachable), and counts every call by action with its time.
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIACORRALTESTKEY000",
@@ -271,3 +274,42 @@ def live_instances(
                     continue
                 out.setdefault(tags.get("corral:vm", ""), []).append(inst["InstanceId"])
     return out
+
+
+class ProxyProcess:
+    """A :class:`FaultProxy` (no faults) in its own process, for timing at the wire: in the
+    measuring process its threads would share the GIL with the SDK's XML parsing, and their
+    timestamps would bunch when the parser runs."""
+
+    def __init__(self, upstream_port: int, times_file: str) -> None:
+        self.times_file = times_file
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.backends.cloud.cloudsim", str(upstream_port), times_file],
+            stdout=subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parents[3]),
+        )
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> list[tuple[float, str]]:
+        """Stop the proxy; the (monotonic time, action) of every request it received."""
+        self._proc.send_signal(15)
+        self._proc.wait(30)
+        with open(self.times_file) as f:
+            return [(float(t), str(a)) for t, a in json.load(f)]
+
+
+def _proxy_main(upstream_port: int, times_file: str) -> None:
+    proxy = FaultProxy(upstream_port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(proxy.port, flush=True)
+    done.wait()
+    proxy.close()
+    with open(times_file, "w") as f:
+        json.dump(proxy.traffic.times, f)
+
+
+if __name__ == "__main__":
+    _proxy_main(int(sys.argv[1]), sys.argv[2])
