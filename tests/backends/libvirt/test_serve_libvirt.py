@@ -44,6 +44,9 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[3]
 POOL = "tcg"
+SYSTEM = "qemu+unix:///system"
+"""libvirtd's QEMU driver through its socket: once a test of this process opened an embedded
+driver (``qemu:///embed``), a plain ``qemu:///system`` would be claimed by it in-process."""
 KNOWN = {"spawning", "ready", "in_use", "releasing", "terminating", "failed"}
 ALIVE = {"spawning", "ready", "in_use", "releasing", "terminating"}
 
@@ -91,6 +94,7 @@ def libvirtd() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def workdir(libvirtd: None) -> Iterator[Path]:
     """A folder libvirt's QEMU user can traverse (pytest's tmp folders are 0700)."""
+    destroy_pool_domains()  # left by an earlier run that died: the store here never knew them
     folder = Path(tempfile.mkdtemp(prefix="corral-libvirt-", dir="/var/tmp"))
     folder.chmod(0o755)
     try:
@@ -101,7 +105,7 @@ def workdir(libvirtd: None) -> Iterator[Path]:
 
 
 def pool_domains() -> set[str]:
-    conn = libvirt.open("qemu:///system")
+    conn = libvirt.open(SYSTEM)
     try:
         names = set()
         for dom in conn.listAllDomains():
@@ -114,7 +118,7 @@ def pool_domains() -> set[str]:
 
 
 def destroy_pool_domains() -> None:
-    conn = libvirt.open("qemu:///system")
+    conn = libvirt.open(SYSTEM)
     try:
         for dom in conn.listAllDomains():
             mark = domxml.parse_mark(dom.XMLDesc(0))
