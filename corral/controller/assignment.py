@@ -81,7 +81,7 @@ class Assigner:
                 ticket.id, assigned.state.value, {"vm": choice.vm, "pool": pool}, ticket=assigned
             )
             ctl.events.publish(Event("vm", choice.vm, _VM_TAKEN, now, {"pool": pool}))
-            ctl.kick_spawn(pool)
+            ctl.consumed(pool)
         if len(plan) < len(waiting):
             for name in limits:
                 ctl.kick_spawn(name)

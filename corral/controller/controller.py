@@ -433,6 +433,14 @@ class Controller:
         """Re-plan ``pool``'s preallocation soon (coalesced with other kicks)."""
         self.preallocation.kick(pool)
 
+    def consumed(self, pool: str) -> None:
+        """A ticket took a VM of ``pool``: update the demand estimate and re-plan the pool."""
+        self.preallocation.consumed(pool)
+
+    def expected_in_flight(self, pool: str) -> int:
+        """Spawns the measured demand of ``pool`` needs in flight now (Little's law)."""
+        return self.preallocation.expected(pool)
+
     def kick_assign(self) -> None:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
         self.assignment.kick()

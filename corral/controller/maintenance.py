@@ -143,15 +143,22 @@ class Maintenance:
         counts = await ctl.store.pools.count_vms(pool)
         alive = sum(n for state, n in counts.items() if state in ALIVE_VM_STATES)
         ages = (limits.max_age, limits.max_uses, limits.idle_timeout)
-        if all(a is None for a in ages) and alive <= limits.max:
+        keep_fresh = limits.min_ready + ctl.expected_in_flight(pool)
+        ready = counts.get(VMState.READY, 0)
+        if all(a is None for a in ages) and alive <= limits.max and ready <= keep_fresh:
             return 0  # nothing can be due: skip reading every VM of a large pool
         rows = await ctl.store.pools.list_vms(pool=pool, states=values([VMState.READY]))
-        plan = allocation.plan_terminations(limits, [records.vm(r) for r in rows], now, alive=alive)
+        vms = {r.name: records.vm(r) for r in rows}
+        plan = allocation.plan_terminations(
+            limits, list(vms.values()), now, alive=alive, keep_fresh=keep_fresh
+        )
         done = 0
         for item in plan:
             row = await ctl.apply_vm(item.vm, VMEvent.RETIRED, state_since=now, reason=item.reason)
             if row is not None:
                 done += 1
+                if vms[item.vm].fresh:
+                    ctl.count(pool, "wasted_spawns")
         return done
 
     async def redrive(self, pool: str, now: float) -> None:

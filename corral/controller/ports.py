@@ -121,6 +121,10 @@ class TicketNews(Protocol):
 class AssignerHost(Base, Pools, Stats, Kicks, TicketNews, Protocol):
     """What :class:`corral.controller.assignment.Assigner` uses."""
 
+    def consumed(self, pool: str) -> None:
+        """A ticket took a VM of ``pool`` (demand estimate, top-up)."""
+        ...
+
 
 class PreallocatorHost(Base, Pools, Stats, VMWrites, Protocol):
     """What :class:`corral.controller.preallocation.Preallocator` uses."""
@@ -182,6 +186,10 @@ class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
 
     async def submit_release(self, name: str) -> None:
         """Submit a release-cleanup task for a VM in ``releasing``."""
+        ...
+
+    def expected_in_flight(self, pool: str) -> int:
+        """Spawns the measured demand of ``pool`` needs in flight now."""
         ...
 
     async def sweep(self) -> int:

@@ -17,7 +17,7 @@ from corral import exceptions
 from corral.controller import ports, records
 from corral.controller.events import Event
 from corral.controller.runner import Coalescer
-from corral.pools import allocation
+from corral.pools import allocation, demand
 from corral.pools.lifecycle import VM_INITIAL, VMEvent
 from corral.pools.model import Ticket, VMState
 from corral.store.pools import TicketRow
@@ -35,6 +35,8 @@ class Preallocator:
         self._ctl = controller
         self._hold: dict[str, tuple[int, float]] = {}
         self.last_error: dict[str, str] = {}
+        self._rate: dict[str, demand.Rate] = {}
+        self._spawn_time: dict[str, demand.Average] = {}
         """Why each pool's latest failed spawn failed (as seen by this process)."""
         self._runner: Coalescer[str] = Coalescer("top-up", self._top_up_all)
 
@@ -64,6 +66,9 @@ class Preallocator:
             self._hold.pop(pool, None)
             if seconds is not None:
                 ctl.record(pool, "spawn_time", seconds)
+                self._spawn_time[pool] = self._spawn_time.get(pool, demand.Average()).observe(
+                    seconds
+                )
             return
         if reason is not None:
             self.last_error[pool] = reason
@@ -73,6 +78,23 @@ class Preallocator:
         delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 20))
         self._hold[pool] = (failures, asyncio.get_running_loop().time() + delay)
         ctl.later(delay, functools.partial(self.kick, pool))
+
+    def consumed(self, pool: str) -> None:
+        """A ticket took a VM of ``pool``: the demand estimate goes up, and the pool is
+        re-planned."""
+        now = self._ctl.clock()
+        self._rate[pool] = self._rate.get(pool, demand.Rate()).observe(now)
+        self.kick(pool)
+
+    def expected(self, pool: str) -> int:
+        """Spawns the measured demand needs in flight now (Little's law), within ``max``."""
+        rate = self._rate.get(pool)
+        if rate is None:
+            return 0
+        wanted = demand.in_flight(
+            rate.decayed(self._ctl.clock()), self._spawn_time.get(pool, demand.Average()).value
+        )
+        return min(wanted, self._ctl.limits(pool).max)
 
     async def _top_up_all(self, pools: list[str]) -> None:
         for name in sorted(pools):
@@ -111,6 +133,7 @@ class Preallocator:
             {VMState(k): v for k, v in snap.counts.items()},
             [t.sandbox for t in tickets],
             [allocation.IdleVM(v.name, v.sandbox, v.last_used_at) for v in snap.idle_used],
+            self.expected(pool),
         )
         for name in plan.evict:
             row = await ctl.apply_vm(

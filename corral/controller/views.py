@@ -35,6 +35,7 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
         spawn_failures=counters.get("spawn_failures", 0),
         terminate_failures=counters.get("terminate_failures", 0),
         livecheck_failures=counters.get("livecheck_failures", 0),
+        wasted_spawns=counters.get("wasted_spawns", 0),
         spawn_outcomes=await ctl.store.pools.samples(
             name, "spawn_outcome", limit=stats.RECENT_SPAWNS
         ),

@@ -182,6 +182,7 @@ def plan_supply(
     counts: Mapping[VMState, int],
     demand: Sequence[str | None] = (),
     idle_used: Sequence[IdleVM] = (),
+    expected: int = 0,
 ) -> SupplyPlan:
     """How many VMs to spawn now, and which idle used VMs to evict for waiting tickets.
 
@@ -194,6 +195,10 @@ def plan_supply(
     ``max`` VMs alive (terminating ones count: the backend still has them). When ``max`` blocks a
     ticket, the least recently used idle VMs no waiting ticket can use are terminated (beyond the
     VMs already terminating, which free room anyway), so a fresh VM can be spawned.
+
+    ``expected`` is how many spawns the measured demand needs in flight
+    (:func:`corral.pools.demand.in_flight`): the pool spawns for the larger of it and the tickets
+    waiting now, so a burst is served at the rate the limits allow, not one spawn per waiter.
     """
     spare = list(idle_used)
     unserved = 0
@@ -206,7 +211,7 @@ def plan_supply(
     spawning = counts.get(VMState.SPAWNING, 0)
     fresh = max(0, counts.get(VMState.READY, 0) - len(idle_used))
     alive = sum(counts.get(s, 0) for s in ALIVE_VM_STATES)
-    need = limits.min_ready + unserved - fresh - spawning
+    need = limits.min_ready + max(unserved, expected) - fresh - spawning
     room_starting = limits.max_starting - spawning
     room_total = limits.max - alive
     spawn = max(0, min(need, room_starting, room_total))
@@ -238,10 +243,18 @@ def expired_reason(limits: PoolLimits, vm: VM, now: float) -> str | None:
 
 
 def plan_terminations(
-    limits: PoolLimits, vms: Sequence[VM], now: float, *, alive: int | None = None
+    limits: PoolLimits,
+    vms: Sequence[VM],
+    now: float,
+    *,
+    alive: int | None = None,
+    keep_fresh: int | None = None,
+    surplus_after: float = 30.0,
 ) -> list[Termination]:
-    """Which idle ready VMs of one pool to terminate: past their age, uses or idle time, and the
-    oldest idle ones beyond ``max`` (after the configuration shrank).
+    """Which idle ready VMs of one pool to terminate: past their age, uses or idle time, the
+    oldest idle ones beyond ``max`` (after the configuration shrank), and — with ``keep_fresh``
+    — fresh VMs beyond that many that have been ready for ``surplus_after`` seconds (spawned for
+    demand that went away).
 
     ``alive`` is the pool's count of alive VMs when ``vms`` holds only some of them (the ready
     ones); by default it is counted from ``vms``.
@@ -260,9 +273,16 @@ def plan_terminations(
             keep.append(vm)
         else:
             result.append(Termination(vm=vm.name, reason=reason))
-    excess = alive - limits.max
-    for vm in keep[: max(0, excess)]:
+    excess = max(0, alive - limits.max)
+    for vm in keep[:excess]:
         result.append(Termination(vm=vm.name, reason="over_max"))
+    if keep_fresh is not None:
+        fresh = [v for v in keep[excess:] if v.fresh]
+        surplus = fresh[: max(0, len(fresh) - keep_fresh)]  # the oldest ready first
+        for vm in surplus:
+            ready_since = vm.ready_at if vm.ready_at is not None else vm.state_since
+            if now - ready_since >= surplus_after:
+                result.append(Termination(vm=vm.name, reason="surplus"))
     return result
 
 

@@ -149,6 +149,8 @@ class PoolStats:
     wait_p95: float | None = None
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    wasted_spawns: int = 0
+    """VMs spawned and then terminated without ever serving a ticket."""
     recent_spawns: int = 0
     """How many of the latest spawns the two figures below count."""
     recent_spawn_failures: int = 0

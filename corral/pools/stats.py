@@ -38,6 +38,7 @@ class Samples:
     spawn_failures: int = 0
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    wasted_spawns: int = 0
     spawn_outcomes: Sequence[float] = ()
     """The most recent spawns' outcomes, oldest first: 1.0 came up, 0.0 failed."""
     last_spawn_error: str | None = None
@@ -57,6 +58,7 @@ def summarize(samples: Samples) -> PoolStats:
         wait_p95=percentile(samples.wait_times, 95),
         terminate_failures=samples.terminate_failures,
         livecheck_failures=samples.livecheck_failures,
+        wasted_spawns=samples.wasted_spawns,
         recent_spawns=len(samples.spawn_outcomes),
         recent_spawn_failures=sum(1 for o in samples.spawn_outcomes if o < 0.5),
         last_spawn_error=samples.last_spawn_error,

@@ -89,3 +89,30 @@ async def test_a_healthy_pool_reports_no_problem() -> None:
 
         await eventually(ctl, ready)
         assert (await ctl.get_pool("p")).problem is None
+
+
+async def test_measured_demand_spawns_ahead_and_decays_to_min_ready() -> None:
+    from corral.pools import demand
+    from corral.testing import ManualClock
+
+    clock = ManualClock()
+    async with controller({"min_ready": 1, "max": 20, "max_starting": 20}, clock=clock) as ctl:
+
+        async def ready(n: int) -> bool:
+            return (await counts(ctl)).get("ready", 0) == n
+
+        await eventually(ctl, lambda: ready(1))
+        # demand as measured: 200 tickets taken just now, spawns lasting 1 s
+        ctl.preallocation._spawn_time["p"] = demand.Average(1.0)
+        for _ in range(200):
+            ctl.consumed("p")
+        expected = ctl.expected_in_flight("p")
+        assert expected == 14  # 200 * ln2/10 ≈ 13.9 tickets/s x 1 s
+        await eventually(ctl, lambda: ready(1 + expected))
+        # demand went away: the fresh VMs it no longer needs are retired, and counted as wasted
+        clock.advance(300)
+        assert ctl.expected_in_flight("p") == 0
+        await ctl.maintenance.run_once(wait=True)
+        await eventually(ctl, lambda: ready(1))
+        stats = (await ctl.get_pool("p")).stats
+        assert stats.wasted_spawns == expected
