@@ -48,7 +48,7 @@ class StoreClaim:
     def __init__(self, database: Path, fd: int) -> None:
         """Prefer :func:`claim`."""
         self.database = database
-        self.path = lock_path(database)
+        self.path = lock_path(Path(os.path.realpath(database)))
         self.marker = marker_of(database)
         """What the commands started for this store carry in ``CORRAL_OWNER``."""
         self._fd = fd
@@ -72,7 +72,8 @@ def claim(database: Path | str) -> StoreClaim:
     A folder that does not exist is a ``StoreError`` (the store's URL is checked before this).
     """
     database = Path(database)
-    path = lock_path(database)
+    # beside the real file: two paths to one database (a symlink) must meet on one lock
+    path = lock_path(Path(os.path.realpath(database)))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:

@@ -33,6 +33,9 @@ def test_a_claimed_store_refuses_a_second_claim_until_released(tmp_path: Path) -
         ownership.claim(db)
     with pytest.raises(exceptions.StoreInUse):  # by another path to the same file, too
         ownership.claim(tmp_path / "." / "corral.db")
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(exceptions.StoreInUse):  # or through a symlink
+        ownership.claim(tmp_path / "link" / "corral.db")
     first.release()
     first.release()  # idempotent
     ownership.claim(db).release()
