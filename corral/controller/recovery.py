@@ -24,6 +24,7 @@ from corral.config import CorralConfig
 from corral.controller import reconcile as reconciliation
 from corral.controller import records
 from corral.controller.ports import RecoveryHost
+from corral.pools import restart
 from corral.pools.lifecycle import Effect, TicketEvent, TicketState, VMEvent, VMState, ticket_move
 from corral.store import ownership
 from corral.store import parse as parse_store_url
@@ -118,7 +119,7 @@ def _report(pool: str, foreign: tuple[Handle, ...], issued: int) -> None:
     history = (
         "the store has no history of this pool"
         if issued == 0
-        else f"the store issued only {issued} names"
+        else f"the store issued {restart.vm_name(pool, 1)} to {restart.vm_name(pool, issued)}"
     )
     log.warning(
         "pool %s: the backend has %d machines this store never created (%s%s; %s): leaving them "
