@@ -82,8 +82,7 @@ class Preallocator:
     def consumed(self, pool: str) -> None:
         """A ticket took a VM of ``pool``: the demand estimate goes up, and the pool is
         re-planned."""
-        now = self._ctl.clock()
-        self._rate[pool] = self._rate.get(pool, demand.Rate()).observe(now)
+        self._rate.setdefault(pool, demand.Rate()).observe(self._ctl.clock())
         self.kick(pool)
 
     def expected(self, pool: str) -> int:
@@ -91,9 +90,10 @@ class Preallocator:
         rate = self._rate.get(pool)
         if rate is None:
             return 0
-        wanted = demand.in_flight(
-            rate.decayed(self._ctl.clock()), self._spawn_time.get(pool, demand.Average()).value
-        )
+        spawn_time = self._spawn_time.get(pool, demand.Average()).value
+        if spawn_time is None:
+            return 0
+        wanted = demand.in_flight(rate.rate(self._ctl.clock(), floor=spawn_time), spawn_time)
         return min(wanted, self._ctl.limits(pool).max)
 
     async def _top_up_all(self, pools: list[str]) -> None:

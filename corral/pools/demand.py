@@ -5,7 +5,7 @@ A pool that keeps only ``min_ready`` plus one VM per waiting ticket in flight se
 ``(min_ready + waiting) / spawn time`` at best, whatever ``max_starting`` allows. With the rate at
 which tickets take VMs (``rate``, per second) and the time a spawn takes (``spawn_time``), the
 spawns that must be in flight to keep up are ``rate * spawn_time``; the preallocation plans that
-many (within ``max_starting`` and ``max``). The rate is an exponentially decaying event rate, so
+many (within ``max_starting`` and ``max``). The rate looks back a few seconds, so
 when demand falls the target falls with it, and fresh VMs spawned for demand that went away are
 retired (and counted as wasted spawns). Times are passed in; this module must not do I/O or read a
 clock.
@@ -14,33 +14,42 @@ clock.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
-HALF_LIFE = 10.0
-"""Seconds after which an observation counts half: how fast the estimate follows demand."""
+SPAN = 5.0
+"""Seconds of consumption the rate looks back on: demand older than this is forgotten."""
 
 
-@dataclass(frozen=True, slots=True)
 class Rate:
-    """An exponentially weighted event rate (events per second) as of ``at``."""
+    """How many tickets per second took a VM, over the last :data:`SPAN` seconds.
 
-    value: float = 0.0
-    at: float | None = None
+    ``rate(now, floor)`` divides the intervals between the events still in the window by the
+    time they cover, but by no less than ``floor`` (the spawn time): at the start of a burst
+    the estimate is "as many as were taken in the last spawn time", so the pool reacts within
+    one spawn time, not after a slow average caught up; when demand stops, the events age out
+    and the rate falls to 0 within the span. Pure: times are passed in (it keeps a bounded list
+    of them).
+    """
 
-    def decayed(self, now: float, half_life: float = HALF_LIFE) -> float:
-        """The rate as of ``now``, with no event since ``at``."""
-        if self.at is None:
-            return 0.0
-        return self.value * math.pow(0.5, max(0.0, now - self.at) / half_life)
+    __slots__ = ("_events", "_span")
 
-    def observe(self, now: float, count: int = 1, half_life: float = HALF_LIFE) -> Rate:
-        """The rate after ``count`` events at ``now``.
+    def __init__(self, span: float = SPAN, limit: int = 100_000) -> None:
+        self._span = span
+        self._events: deque[float] = deque(maxlen=limit)
 
-        An event adds ``ln 2 / half_life`` to the rate, so a steady stream of ``r`` events per
-        second converges on ``r``.
-        """
-        tau = half_life / math.log(2)
-        return Rate(self.decayed(now, half_life) + count / tau, now)
+    def observe(self, now: float, count: int = 1) -> None:
+        """``count`` tickets took a VM at ``now``."""
+        self._events.extend([now] * count)
+
+    def rate(self, now: float, floor: float = 1.0) -> float:
+        """Tickets per second as of ``now`` (0 without recent events)."""
+        events = self._events
+        while events and events[0] <= now - self._span:
+            events.popleft()
+        if len(events) < 2:
+            return 0.0  # one event is no rate: a trickle needs nothing spawned ahead of it
+        return (len(events) - 1) / max(now - events[0], floor, 1e-9)
 
 
 @dataclass(frozen=True, slots=True)
