@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,58 @@ async def test_sigkill_during_spawns_keeps_every_returned_vm(tmp_path: Path) -> 
         names = await backend.names()  # parses: the file is never half-written
         assert confirmed <= names, sorted(confirmed - names)[:5]
         await backend.aclose()
+
+
+SCRIPT_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from corral.backends import load_backend
+    from corral.backends.base import VMSpec
+
+    async def main():
+        new = ["sh", "-c", 'sleep 3; touch "$0/$CORRAL_VM_NAME"; echo 127.0.0.1', sys.argv[1]]
+        script = load_backend("script", {"new": new, "delete": ["true"]}, pool="p")
+        script.mark(sys.argv[2])
+        spawns = [script.spawn(VMSpec(f"vm-{i}", "p", i, {})) for i in range(4)]
+        print("spawning", flush=True)
+        await asyncio.gather(*spawns)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_during_script_spawns_leaves_commands_the_next_owner_kills(
+    tmp_path: Path,
+) -> None:
+    # the backend half of issue 8 item 5: a killed daemon's `new` commands live on in their own
+    # process groups; carrying the store's marker, they are all found and killed, so none
+    # creates its VM after the restart rolled the spawns back
+    from corral.backends import leftovers
+
+    marker = f"crash-test-{os.getpid()}"
+    vms = tmp_path / "vms"
+    vms.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT_CHILD, str(vms), marker],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "spawning"
+    deadline = time.monotonic() + 30
+    while len(leftovers.find(marker)) < 4:  # the four `new` commands (and their sleeps)
+        assert time.monotonic() < deadline, "the commands never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    orphans = leftovers.find(marker)
+    assert orphans, "the commands must outlive their daemon for this test to mean anything"
+    killed = leftovers.kill_now(marker, deadline=20)
+    assert set(orphans) <= set(killed) and leftovers.find(marker) == []
+    assert list(vms.iterdir()) == []  # and with every command dead, nothing can appear now
