@@ -55,7 +55,7 @@ def _backend(url: str, namespace: str, rate: float, burst: float) -> EC2Backend:
         "rate": rate,
         "burst": burst,
         "account": namespace,
-        "blocking_workers": 8,
+        "blocking_workers": 32,  # RunInstances takes ~1 s on a busy moto (and on AWS)
     }
     backend = load_backend("ec2", options, pool="bench")
     assert isinstance(backend, EC2Backend)

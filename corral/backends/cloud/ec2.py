@@ -2,8 +2,8 @@
 
 Every instance is created with corral's tags (:mod:`corral.backends.cloud.tags`) in the same
 RunInstances call, so no instance ever exists untagged, and ``list()`` returns only the pool's.
-Calls go through the account's shared rate limit (:mod:`ratelimit`), taken in the worker thread
-right before each request; throttling answers pause the
+Calls go through the account's shared rate limit (:mod:`ratelimit`): admitted on the event loop,
+then gated again in the worker thread right before each request; throttling answers pause the
 whole account and are retried with backoff; boto3's own retries are off, so every HTTP request is
 one token of the bucket. Polls, livechecks, lists and the look-ups before a create or a terminate
 share one DescribeInstances per ``describe_interval`` for the whole pool, and concurrent
@@ -200,8 +200,8 @@ class EC2Backend(Backend):
             return self._client
 
     def _invoke(self, operation: str, kwargs: Mapping[str, object]) -> dict[str, Any]:
-        """One SDK call, in a worker thread: the rate limit's token is taken right here, just
-        before the request leaves, so that a queue of calls waiting for a thread can never
+        """One SDK call, in a worker thread, through the rate limit's gate right before the
+        request leaves: calls admitted on the loop but started late by a busy interpreter never
         reach the API in a bunch (the limit holds at the wire, not only on average)."""
         client = self._client_sync()
         self.limiter.wait_sync()
@@ -250,6 +250,7 @@ class EC2Backend(Backend):
         attempt = 0
         while True:
             attempt += 1
+            await self.limiter.acquire()
             try:
                 return await self.run_blocking(self._invoke, operation, kwargs)
             except Exception as exc:
@@ -375,6 +376,7 @@ class EC2Backend(Backend):
         attempt = 0
         while True:
             attempt += 1
+            await self.limiter.acquire()
             future = self.submit_blocking(self._invoke, "run_instances", params)
             self._track_create(spec.name, future)
             try:

@@ -241,6 +241,7 @@ class LibcloudBackend(Backend):
         attempt = 0
         while True:
             attempt += 1
+            await self.limiter.acquire()
             try:
                 return await self.run_blocking(self._invoke, operation, args, kwargs)
             except Exception as exc:
@@ -324,6 +325,7 @@ class LibcloudBackend(Backend):
         attempt = 0
         while True:
             attempt += 1
+            await self.limiter.acquire()
             future: Future[Any] = self.submit_blocking(self._create_sync, kwargs)
             self._track_create(spec.name, future)
             try:

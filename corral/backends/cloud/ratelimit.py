@@ -78,6 +78,8 @@ class RateLimiter:
     ) -> None:
         """A limiter of ``rate`` calls per second with ``burst`` calls back to back."""
         self.bucket = TokenBucket(rate, burst)
+        self._gate = TokenBucket(rate, burst)
+        """The same limit applied again where the request leaves (see :meth:`wait_sync`)."""
         self._lock = threading.Lock()
         self._clock = clock
         self.granted = 0
@@ -109,9 +111,14 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
     def wait_sync(self) -> None:
-        """Block the calling thread until one call may be made (for SDK worker threads: taking
-        the token right before the request keeps the limit at the wire)."""
-        delay = self.reserve()
+        """In the SDK's worker thread, right before the request: pass the *gate*, a second bucket
+        of the same rate. Admission (:meth:`acquire`, on the loop, holding no thread) spaces the
+        calls; a thread that starts its call late (a busy interpreter) could still send two of
+        them closer than the limit allows. The gate re-spaces them at the wire; since both
+        buckets have the same rate, it only ever waits for such a late pair, and throughput
+        stays ``rate``."""
+        with self._lock:
+            delay = self._gate.reserve(self._clock())
         if delay > 0:
             time.sleep(delay)
 
@@ -119,6 +126,7 @@ class RateLimiter:
         """Hold every caller of this account back for ``seconds`` (after a throttling answer)."""
         with self._lock:
             self.bucket.pause(self._clock(), seconds)
+            self._gate.pause(self._clock(), seconds)
 
 
 _LIMITERS: dict[str, RateLimiter] = {}

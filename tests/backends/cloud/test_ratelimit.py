@@ -97,3 +97,17 @@ async def test_async_shell_waits_for_the_reserved_slot() -> None:
         mp.undo()
     assert slept == pytest.approx([0.25, 0.5])
     assert limiter.granted == 3
+
+
+def test_the_gate_respaces_calls_that_start_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls admitted 0.25 s apart whose threads start together are sent 0.25 s apart.
+    Breakage caught: a limit that holds on average but lets a late pair hit the API at once."""
+    now = [10.0]
+    slept: list[float] = []
+    monkeypatch.setattr(ratelimit.time, "sleep", lambda s: slept.append(s))
+    limiter = RateLimiter(rate=4, burst=1, clock=lambda: now[0])
+    assert [limiter.reserve(), limiter.reserve()] == pytest.approx([0.0, 0.25])
+    now[0] = 10.25  # both threads start only now
+    limiter.wait_sync()
+    limiter.wait_sync()
+    assert slept == pytest.approx([0.25])
