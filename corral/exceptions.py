@@ -216,6 +216,13 @@ class VMStateTransitionError(Conflict):
     code = "vm_state_transition"
 
 
+class VMStateMismatch(Conflict):
+    """The VM is not in one of the states the request allowed (a conditional terminate); nothing
+    was changed."""
+
+    code = "vm_state_mismatch"
+
+
 class TicketStateTransitionError(Conflict):
     """The ticket cannot move from its current state to the requested one."""
 

@@ -543,10 +543,21 @@ class Controller:
         )
         return [records.vm(r) for r in rows]
 
-    async def terminate_vm(self, name: str, /) -> VM:
-        """Start terminating a VM, also one still spawning; a VM in use fails its ticket."""
+    async def terminate_vm(self, name: str, /, *, if_states: Sequence[str] | None = None) -> VM:
+        """Start terminating a VM, also one still spawning; a VM in use fails its ticket.
+
+        With ``if_states`` (Copr's ``allowed_pre_state``) only a VM in one of those states is
+        terminated; in any other state nothing changes and :class:`VMStateMismatch` says which
+        state it is in.
+        """
+        allowed = None if if_states is None else _vm_states(if_states)
         for _ in range(5):
             vm = await self.get_vm(name)
+            if allowed is not None and vm.state not in allowed:
+                raise exceptions.VMStateMismatch(
+                    f"VM {name} is {vm.state}, not {' or '.join(sorted(allowed))}: "
+                    "nothing was changed"
+                )
             if not vm.alive:
                 return vm
             if vm.state is VMState.TERMINATING:
@@ -613,3 +624,18 @@ class Controller:
     async def reconcile(self) -> dict[str, reconciliation.ReconcilePlan]:
         """Compare the store with every backend's inventory and act on the differences."""
         return await recovery.reconcile(self)
+
+
+def _vm_states(states: Sequence[str]) -> frozenset[VMState]:
+    """``states`` as VM states (``InvalidInput`` naming an unknown one, or an empty list)."""
+    if isinstance(states, str) or not states:
+        raise exceptions.InvalidInput("if_states must be a non-empty list of VM states")
+    found = set()
+    for state in states:
+        try:
+            found.add(VMState(state))
+        except ValueError:
+            raise exceptions.InvalidInput(
+                f"unknown VM state {state!r} (known: {', '.join(VMState)})"
+            ) from None
+    return frozenset(found)

@@ -117,3 +117,26 @@ async def test_measured_demand_spawns_ahead_and_decays_to_min_ready() -> None:
         await eventually(ctl, lambda: ready(1))
         stats = (await ctl.get_pool("p")).stats
         assert stats.wasted_spawns == expected
+
+
+async def test_conditional_terminate_changes_nothing_in_another_state() -> None:
+    import pytest
+
+    from corral import exceptions
+
+    async with controller({"min_ready": 1}) as ctl:
+
+        async def ready() -> bool:
+            return (await counts(ctl)).get("ready", 0) == 1
+
+        await eventually(ctl, ready)
+        (vm,) = await ctl.list_vms(state="ready")
+        with pytest.raises(exceptions.VMStateMismatch, match="is ready, not in_use"):
+            await ctl.terminate_vm(vm.name, if_states=["in_use"])
+        assert (await ctl.get_vm(vm.name)).state is VMState.READY
+        with pytest.raises(exceptions.InvalidInput, match="unknown VM state 'bogus'"):
+            await ctl.terminate_vm(vm.name, if_states=["bogus"])
+        with pytest.raises(exceptions.InvalidInput):
+            await ctl.terminate_vm(vm.name, if_states=[])
+        done = await ctl.terminate_vm(vm.name, if_states=["ready", "in_use"])
+        assert done.state is VMState.TERMINATING
