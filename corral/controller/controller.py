@@ -471,10 +471,18 @@ class Controller:
         sandbox: str | None = None,
         priority: int = 0,
         ttl: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> Ticket:
-        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
+        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``;
+        ``meta`` is small key/value metadata kept with it and searchable."""
         return await self.ticket_ops.create(
-            owner=owner, pool=pool, tags=tags, sandbox=sandbox, priority=priority, ttl=ttl
+            owner=owner,
+            pool=pool,
+            tags=tags,
+            sandbox=sandbox,
+            priority=priority,
+            ttl=ttl,
+            meta=meta,
         )
 
     async def get_ticket(self, ticket_id: str, /) -> Ticket:
@@ -502,10 +510,15 @@ class Controller:
         return await self.ticket_ops.end(ticket, state, reason, reuse=reuse)
 
     async def list_tickets(
-        self, *, owner: str | None = None, state: str | None = None
+        self,
+        *,
+        owner: str | None = None,
+        state: str | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> list[Ticket]:
-        """Tickets by priority then age, optionally of one owner and in one state."""
-        return await self.ticket_ops.list(owner=owner, state=state)
+        """Tickets by priority then age, optionally of one owner, in one state, and carrying
+        every ``meta`` pair."""
+        return await self.ticket_ops.list(owner=owner, state=state, meta=meta)
 
     # --- VMs (facade and lookups) ------------------------------------------------------------
 
@@ -527,8 +540,15 @@ class Controller:
         states: Sequence[str] | None = None,
         address: str | None = None,
         ticket: str | None = None,
+        ticket_meta: Mapping[str, str] | None = None,
     ) -> list[VM]:
-        """VMs by pool, states, address and/or ticket (Copr's lookups)."""
+        """VMs by pool, states, address and/or ticket (Copr's lookups); with ``ticket_meta``,
+        the VMs of the open tickets carrying that metadata (Copr's ``get_vm_by_task_id``)."""
+        if ticket_meta is not None:
+            found = await self.list_tickets(meta=ticket_meta)
+            names = {t.vm for t in found if t.open and t.vm is not None}
+            vms = await self.find_vms(pool=pool, states=states, address=address, ticket=ticket)
+            return [v for v in vms if v.name in names]
         if pool is not None:
             self.config.pool(pool)
         for s in states or ():

@@ -49,4 +49,5 @@ def ticket(row: TicketRow) -> Ticket:
         assigned_at=row.assigned_at,
         closed_at=row.closed_at,
         reason=row.reason,
+        meta=dict(row.meta),
     )

@@ -81,9 +81,11 @@ class Tickets:
         sandbox: str | None = None,
         priority: int = 0,
         ttl: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> Ticket:
         """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
         wiring.check_ticket_input(owner, pool, tags, sandbox, priority, ttl)
+        pairs = () if meta is None else tuple(sorted(wiring.check_meta(meta).items()))
         if pool is not None:
             self._ctl.config.pool(pool)
         probe = Ticket(
@@ -115,6 +117,7 @@ class Tickets:
                 sandbox=sandbox,
                 priority=priority,
                 ttl=lease,
+                meta=pairs,
             )
         )
         self._ctl.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
@@ -280,9 +283,16 @@ class Tickets:
         return records.ticket(closed.ticket)
 
     async def list(
-        self, *, owner: str | None = None, state: str | None = None
+        self,
+        *,
+        owner: str | None = None,
+        state: str | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> builtins.list[Ticket]:
-        """Tickets by priority then age, optionally of one owner and in one state."""
+        """Tickets by priority then age, optionally of one owner, in one state, with every
+        ``meta`` pair."""
+        if meta is not None:
+            meta = wiring.check_meta(meta, filter_=True)
         if state is not None:
             try:
                 TicketState(state)
@@ -291,6 +301,6 @@ class Tickets:
                     f"unknown ticket state {state!r} (known: {', '.join(TicketState)})"
                 ) from None
         rows = await self._ctl.store.pools.list_tickets(
-            owner=owner, states=None if state is None else [state]
+            owner=owner, states=None if state is None else [state], meta=meta or None
         )
         return [records.ticket(r) for r in rows]

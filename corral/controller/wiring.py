@@ -5,7 +5,8 @@ secondary controller, and input checks shared by the facade. Must not hold state
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 from corral import exceptions
 from corral.backends.base import Backend
@@ -61,6 +62,39 @@ def check_text(value: object, what: str, *, limit: int = 255) -> str:
     if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
         raise exceptions.InvalidInput(f"{what} must be 1 to {limit} printable characters")
     return value
+
+
+META_KEYS = 16
+"""At most this many metadata pairs per ticket."""
+META_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+META_VALUE_LIMIT = 256
+META_TOTAL = 4096
+"""Bytes of metadata (keys and values) per ticket at most."""
+
+
+def check_meta(meta: object, *, filter_: bool = False) -> dict[str, str]:
+    """Validate ticket metadata (or a metadata filter): a small mapping of keys made of
+    letters, digits, ``_.-`` to printable strings; ``InvalidInput`` names what is wrong."""
+    what = "meta filter" if filter_ else "meta"
+    if not isinstance(meta, Mapping):
+        raise exceptions.InvalidInput(f"{what} must be a mapping of keys to strings")
+    if len(meta) > META_KEYS:
+        raise exceptions.InvalidInput(f"{what} has {len(meta)} keys, at most {META_KEYS}")
+    total = 0
+    for key, value in meta.items():
+        if not isinstance(key, str) or not META_KEY.fullmatch(key):
+            raise exceptions.InvalidInput(
+                f"{what} key {key!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if not isinstance(value, str) or not value.isprintable() or len(value) > META_VALUE_LIMIT:
+            raise exceptions.InvalidInput(
+                f"{what} value of {key!r} must be printable text of at most "
+                f"{META_VALUE_LIMIT} characters"
+            )
+        total += len(key.encode()) + len(value.encode())
+    if total > META_TOTAL:
+        raise exceptions.InvalidInput(f"{what} is {total} bytes, at most {META_TOTAL}")
+    return dict(meta)
 
 
 def check_ticket_input(

@@ -124,6 +124,8 @@ class Ticket:
     assigned_at: float | None = None
     closed_at: float | None = None
     reason: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+    """Small key/value metadata given at creation (a build's task id, chroot, ...)."""
 
     @property
     def open(self) -> bool:

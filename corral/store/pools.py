@@ -76,6 +76,8 @@ class TicketRow:
     assigned_at: float | None = None
     closed_at: float | None = None
     reason: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()
+    """Small key/value metadata given at creation (Copr's task id, build id, chroot), sorted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +217,10 @@ class PoolsRepository(Protocol):
         owner: str | None = None,
         states: Sequence[str] | None = None,
         expired_before: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> list[TicketRow]:
-        """Tickets matching every filter (``expires_at < expired_before``), by priority (higher
-        first) then age."""
+        """Tickets matching every filter (``expires_at < expired_before``; every ``meta`` pair),
+        by priority (higher first) then age."""
         ...
 
     async def update_ticket(

@@ -140,3 +140,34 @@ async def test_conditional_terminate_changes_nothing_in_another_state() -> None:
             await ctl.terminate_vm(vm.name, if_states=[])
         done = await ctl.terminate_vm(vm.name, if_states=["ready", "in_use"])
         assert done.state is VMState.TERMINATING
+
+
+async def test_ticket_metadata_through_the_controller() -> None:
+    import pytest
+
+    from corral import exceptions
+
+    async with controller({"min_ready": 1}) as ctl:
+        t = await ctl.create_ticket(owner="u", pool="p", meta={"task": "123", "chroot": "f41"})
+        assert t.meta == {"chroot": "f41", "task": "123"}
+        got = await ctl.wait_ticket(t.id, timeout=10)
+        assert got.meta == {"chroot": "f41", "task": "123"}
+        other = await ctl.create_ticket(owner="u", pool="p", meta={"task": "124"})
+        assert [x.id for x in await ctl.list_tickets(meta={"task": "123"})] == [t.id]
+        (vm,) = await ctl.find_vms(ticket_meta={"task": "123"})
+        assert vm.name == got.vm
+        bad: list[object] = [
+            {"bad key": "x"},
+            {"k": "x" * 257},
+            {f"k{i}": "v" for i in range(17)},
+            {"k": 5},
+            {"k": "a\x00b"},
+            ["task=1"],
+        ]
+        for meta in bad:
+            with pytest.raises(exceptions.InvalidInput, match="meta"):
+                await ctl.create_ticket(owner="u", pool="p", meta=meta)  # type: ignore[arg-type]
+        with pytest.raises(exceptions.InvalidInput, match="meta filter"):
+            await ctl.list_tickets(meta={"bad key": "x"})
+        assert len(await ctl.list_tickets()) == 2  # the refused ones changed nothing
+        await ctl.close_ticket(other.id)

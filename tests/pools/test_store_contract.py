@@ -222,3 +222,27 @@ async def test_vms_issued_counts_every_name_ever_given(store: Store) -> None:
     await store.pools.delete_vm(first)
     await store.pools.purge(100.0)
     assert await store.pools.vms_issued("p") == 2  # forgetting rows forgets no name
+
+
+async def test_ticket_metadata_is_kept_and_searchable(store: Store) -> None:
+    meta = (("build", "42"), ("chroot", "fedora-41-x86_64"), ("task", "123"))
+    stored = await store.pools.insert_ticket(_ticket("m1", meta=meta))
+    assert stored.meta == meta
+    await store.pools.insert_ticket(_ticket("m2", meta=(("task", "124"),)))
+    await store.pools.insert_ticket(_ticket("m3"))
+    got = await store.pools.get_ticket("m1")
+    assert got is not None and got.meta == meta
+    assert [t.id for t in await store.pools.list_tickets(meta={"task": "123"})] == ["m1"]
+    found = await store.pools.list_tickets(meta={"task": "123", "chroot": "fedora-41-x86_64"})
+    assert [t.id for t in found] == ["m1"]
+    assert await store.pools.list_tickets(meta={"task": "123", "chroot": "other"}) == []
+    assert await store.pools.list_tickets(meta={"nope": "x"}) == []
+    assert len(await store.pools.list_tickets()) == 3
+    # the search rows go with their ticket when the history is purged
+    await store.pools.close_ticket(
+        "m1", expect=["waiting"], state="cancelled", vm_state=None, now=5.0
+    )
+    assert await store.pools.purge(10.0) == (0, 1)
+    assert await store.pools.list_tickets(meta={"task": "123"}) == []
+    await store.pools.insert_ticket(_ticket("m4", meta=(("task", "123"),)))
+    assert [t.id for t in await store.pools.list_tickets(meta={"task": "123"})] == ["m4"]

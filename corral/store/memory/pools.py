@@ -238,9 +238,11 @@ class MemoryPoolsRepository:
         owner: str | None = None,
         states: Sequence[str] | None = None,
         expired_before: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> list[TicketRow]:
         """See :meth:`corral.store.pools.PoolsRepository.list_tickets`."""
         wanted = None if states is None else frozenset(states)
+        pairs = set((meta or {}).items())
         source = self._open if wanted is not None and wanted <= _OPEN else self._tickets
         rows = []
         for tid in source:
@@ -248,6 +250,8 @@ class MemoryPoolsRepository:
             if wanted is not None and row.state not in wanted:
                 continue
             if owner is not None and row.owner != owner:
+                continue
+            if pairs and not pairs <= set(row.meta):
                 continue
             if expired_before is not None and (
                 row.expires_at is None or row.expires_at >= expired_before

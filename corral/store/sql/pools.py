@@ -60,6 +60,7 @@ from corral.store.sql.schema_pools import (
     pool_info,
     pool_samples,
     pools,
+    ticket_meta,
     tickets,
     vms,
 )
@@ -77,6 +78,7 @@ def _among(column: ColumnElement[str], states: Iterable[str]) -> ColumnElement[b
     """``column`` is one of ``states``, as plain comparisons (prepared statements compile once:
     no expanding ``IN``)."""
     return or_(*(column == state for state in sorted(states)))
+
 
 SAMPLE_LIMIT = 10_000
 """Samples kept per pool and kind (older ones are pruned now and then)."""
@@ -133,6 +135,14 @@ PURGE_TICKETS = delete(tickets).where(
     tickets.c.state.in_(_ENDED),
     tickets.c.closed_at < bindparam("b_before"),
 )
+PURGE_TICKET_META = delete(ticket_meta).where(
+    ticket_meta.c.ticket_id.in_(
+        select(tickets.c.id).where(
+            tickets.c.state.in_(_ENDED), tickets.c.closed_at < bindparam("b_before")
+        )
+    )
+)
+INSERT_TICKET_META = insert(ticket_meta)
 INSERT_TICKET = insert(tickets)
 SELECT_TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
 HELD = (
@@ -288,7 +298,14 @@ def _ticket_of(m: Mapping[str, Any]) -> TicketRow:
         assigned_at=m["assigned_at"],
         closed_at=m["closed_at"],
         reason=m["reason"],
+        meta=_meta_of(m["meta"]),
     )
+
+
+def _meta_of(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    return tuple(sorted(json.loads(text).items()))
 
 
 # Hot paths (every ticket): compiled once, run on the driver's cursor (see prepared.py).
@@ -485,6 +502,7 @@ def insert_ticket(conn: Connection, row: TicketRow) -> TicketRow:
         "v_assigned_at": row.assigned_at,
         "v_closed_at": row.closed_at,
         "v_reason": row.reason,
+        "v_meta": json.dumps(dict(row.meta), sort_keys=True) if row.meta else None,
     }
     duplicate: tuple[type[BaseException], ...] = (exc.IntegrityError,)
     if conn.dialect.dbapi is not None:  # the raw cursor raises the driver's own error
@@ -493,6 +511,10 @@ def insert_ticket(conn: Connection, row: TicketRow) -> TicketRow:
         seq = P_INSERT_TICKET.rows(conn, values)[0][0]
     except duplicate as error:
         raise exceptions.Conflict(f"ticket {row.id} already exists") from error
+    if row.meta:
+        conn.execute(
+            INSERT_TICKET_META, [{"ticket_id": row.id, "key": k, "value": v} for k, v in row.meta]
+        )
     return dataclasses.replace(row, seq=seq, tags=tuple(row.tags))
 
 
@@ -501,9 +523,18 @@ def list_tickets(
     owner: str | None,
     states: Sequence[str] | None,
     expired_before: float | None,
+    meta: Mapping[str, str] | None = None,
 ) -> list[TicketRow]:
     """Tickets matching the filters, by priority then age."""
     query = select(tickets)
+    for key, value in sorted((meta or {}).items()):
+        query = query.where(
+            tickets.c.id.in_(
+                select(ticket_meta.c.ticket_id).where(
+                    ticket_meta.c.key == key, ticket_meta.c.value == value
+                )
+            )
+        )
     if owner is not None:
         query = query.where(tickets.c.owner == owner)
     if states is not None:
@@ -767,6 +798,7 @@ class SqlPoolsRepository:
 
         def run(conn: Connection) -> tuple[int, int]:
             gone_vms = conn.execute(PURGE_VMS, {"b_before": before}).rowcount
+            conn.execute(PURGE_TICKET_META, {"b_before": before})
             gone_tickets = conn.execute(PURGE_TICKETS, {"b_before": before}).rowcount
             return gone_vms, gone_tickets
 
@@ -791,10 +823,11 @@ class SqlPoolsRepository:
         owner: str | None = None,
         states: Sequence[str] | None = None,
         expired_before: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> builtins.list[TicketRow]:
         """See :meth:`corral.store.pools.PoolsRepository.list_tickets`."""
         return await self._executor.read(
-            lambda conn: list_tickets(conn, owner, states, expired_before)
+            lambda conn: list_tickets(conn, owner, states, expired_before, meta)
         )
 
     async def update_ticket(

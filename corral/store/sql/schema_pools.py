@@ -61,9 +61,20 @@ tickets = Table(
     Column("assigned_at", Float, nullable=True),
     Column("closed_at", Float, nullable=True),
     Column("reason", Text, nullable=True),
+    Column("meta", Text, nullable=True),
 )
 Index("ix_tickets_state", tickets.c.state)
 Index("ix_tickets_owner", tickets.c.owner)
+
+ticket_meta = Table(
+    "ticket_meta",
+    metadata,
+    Column("ticket_id", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+"""One row per metadata pair of a ticket, for searching tickets by their metadata."""
+Index("ix_ticket_meta_key_value", ticket_meta.c.key, ticket_meta.c.value)
 
 pool_info = Table(
     "pool_info",
