@@ -279,6 +279,12 @@ class CapacityExceeded(BackendError):
     http_status = 503
 
 
+class MachineNotFound(NotFound):
+    """No machine of this name is in the static inventory."""
+
+    code = "machine_not_found"
+
+
 def _all_subclasses(cls: type[CorralError]) -> list[type[CorralError]]:
     found: list[type[CorralError]] = []
     for sub in cls.__subclasses__():
