@@ -64,6 +64,9 @@ TERMINATE_BATCH = 1000
 """TerminateInstances takes at most 1000 ids."""
 STATUS_BATCH = 100
 """DescribeInstanceStatus takes at most 100 ids."""
+CREATE_PRIORITY = 1
+"""Creates wait behind describes and terminates (priority 0) for the account's tokens: a storm
+of spawns must not delay the polls that notice VMs coming up, nor the terminations."""
 GONE_MEMORY = 100_000
 """Terminated instance ids remembered (to tell "terminated" from "not visible yet")."""
 
@@ -376,7 +379,7 @@ class EC2Backend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            await self.limiter.acquire(CREATE_PRIORITY)
             future = self.submit_blocking(self._invoke, "run_instances", params)
             self._track_create(spec.name, future)
             try:

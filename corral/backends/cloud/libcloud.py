@@ -325,7 +325,7 @@ class LibcloudBackend(Backend):
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            await self.limiter.acquire(1)  # creates wait behind lists and destroys
             future: Future[Any] = self.submit_blocking(self._create_sync, kwargs)
             self._track_create(spec.name, future)
             try:

@@ -6,7 +6,8 @@ for it, so callers are served in arrival order and the bucket never has to wake 
 Over any window of ``w`` seconds at most ``burst + rate * w`` calls are granted.
 
 :class:`RateLimiter` is the shell: a lock (the bucket is shared by event loops and SDK threads)
-and a monotonic clock; :meth:`RateLimiter.acquire` sleeps on the running loop until the slot,
+and a monotonic clock; :meth:`RateLimiter.acquire` queues the caller by priority on the running
+loop and hands out one token at a time,
 :meth:`RateLimiter.wait_sync` sleeps in a worker thread (the cloud backends take their token in
 the thread, right before the request, so the limit holds at the wire).
 :func:`limiter_for` keeps one limiter per account key in this process, so two pools on one account
@@ -17,6 +18,7 @@ shared PostgreSQL coordination of issue 11, which does not exist yet (see docs/c
 from __future__ import annotations
 
 import asyncio
+import heapq
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +45,14 @@ class TokenBucket:
                 f"rate limit: rate must be > 0 and burst >= 1 (got rate={self.rate}, "
                 f"burst={self.burst})"
             )
+
+    def wait_time(self, now: float) -> float:
+        """Seconds from ``now`` until a call could go without waiting (nothing is reserved)."""
+        interval = 1.0 / self.rate
+        start = max(now, self._paused_until)
+        floor = start - (self.burst - 1.0) * interval
+        horizon = floor if self._next is None else max(self._next, floor)
+        return max(0.0, horizon - now)
 
     def reserve(self, now: float) -> float:
         """Reserve one call; return how many seconds from ``now`` the caller must wait (>= 0).
@@ -82,6 +92,10 @@ class RateLimiter:
         """The same limit applied again where the request leaves (see :meth:`wait_sync`)."""
         self._lock = threading.Lock()
         self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
+        self._dispatcher: asyncio.Task[None] | None = None
         self.granted = 0
         """Calls granted so far (for statistics and the benchmark)."""
         self.waited = 0.0
@@ -100,15 +114,44 @@ class RateLimiter:
             self.waited += delay
         return delay
 
-    async def acquire(self) -> None:
+    async def acquire(self, priority: int = 0) -> None:
         """Wait on the running event loop until one call may be made.
 
-        A caller cancelled while waiting loses its slot (it is not given back): the limit errs on
-        the side of fewer calls.
+        Waiters are served by ``priority`` (lower first), then in arrival order, one token at a
+        time: a describe that polls VMs (priority 0) is not queued behind a storm of creates
+        (priority 1) that arrived before it. A waiter cancelled before its turn takes no token.
         """
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests): the old queue died with its loop
+            self._loop, self._waiters, self._dispatcher = loop, [], None
+        if not self._waiters:
+            with self._lock:
+                if self.bucket.wait_time(self._clock()) == 0:
+                    self.bucket.reserve(self._clock())
+                    self.granted += 1
+                    return
+        future: asyncio.Future[None] = loop.create_future()
+        self._seq += 1
+        heapq.heappush(self._waiters, (priority, self._seq, future))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = loop.create_task(self._dispatch())
+        await future
+
+    async def _dispatch(self) -> None:
+        """Hand out tokens to the queued waiters, best first, as the bucket allows."""
+        while self._waiters:
+            with self._lock:
+                wait = self.bucket.wait_time(self._clock())
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            _, _, future = heapq.heappop(self._waiters)
+            if future.done():  # cancelled while waiting: no token taken
+                continue
+            with self._lock:
+                self.bucket.reserve(self._clock())
+                self.granted += 1
+            future.set_result(None)
 
     def wait_sync(self) -> None:
         """In the SDK's worker thread, right before the request: pass the *gate*, a second bucket

@@ -77,26 +77,58 @@ def test_one_limiter_per_account_shared_by_every_pool() -> None:
     ratelimit.forget_limiters()
 
 
-async def test_async_shell_waits_for_the_reserved_slot() -> None:
-    """The shell sleeps exactly what the core says (a manual clock: no timing in the test)."""
-    now = [50.0]
-    limiter = RateLimiter(rate=4, burst=1, clock=lambda: now[0])
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
+class _ManualTime:
+    """A manual clock whose asyncio.sleep advances it (no real waiting in the test)."""
 
-    async def fake_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(0)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 50.0
+        self.slept: list[float] = []
+        real_sleep = asyncio.sleep
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(ratelimit.asyncio, "sleep", fake_sleep)
-    try:
-        for _ in range(3):
-            await limiter.acquire()
-    finally:
-        mp.undo()
-    assert slept == pytest.approx([0.25, 0.5])
+        async def fake_sleep(seconds: float) -> None:
+            self.slept.append(seconds)
+            self.now += seconds
+            await real_sleep(0)
+
+        monkeypatch.setattr(ratelimit.asyncio, "sleep", fake_sleep)
+
+
+async def test_async_shell_spaces_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _ManualTime(monkeypatch)
+    limiter = RateLimiter(rate=4, burst=1, clock=lambda: t.now)
+    await asyncio.gather(*(limiter.acquire() for _ in range(3)))
+    assert t.slept == pytest.approx([0.25, 0.25])  # the first at once, then one per interval
     assert limiter.granted == 3
+
+
+async def test_describes_go_before_queued_creates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breakage caught: a poll's describe queued behind a storm of creates (VMs that are up are
+    noticed only after every create went out)."""
+    t = _ManualTime(monkeypatch)
+    limiter = RateLimiter(rate=10, burst=1, clock=lambda: t.now)
+    order: list[str] = []
+
+    async def call(what: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append(what)
+
+    creates = [asyncio.ensure_future(call(f"create-{i}", 1)) for i in range(5)]
+    await asyncio.sleep(0)
+    describe = asyncio.ensure_future(call("describe", 0))
+    await asyncio.gather(*creates, describe)
+    assert order.index("describe") <= 1  # only a create already granted may precede it
+
+
+async def test_a_cancelled_waiter_takes_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _ManualTime(monkeypatch)
+    limiter = RateLimiter(rate=1, burst=1, clock=lambda: t.now)
+    await limiter.acquire()
+    quitter = asyncio.ensure_future(limiter.acquire())
+    stayer = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0)
+    quitter.cancel()
+    await stayer
+    assert limiter.granted == 2
 
 
 def test_the_gate_respaces_calls_that_start_late(monkeypatch: pytest.MonkeyPatch) -> None:
