@@ -141,6 +141,12 @@ class StaleToken(LockError):
     code = "lock_stale_token"
 
 
+class LeaseLost(LockError):
+    """This host's cluster lease has lapsed: its locks were freed and it may not act on them."""
+
+    code = "lease_lost"
+
+
 # --- tasks --------------------------------------------------------------------------------
 
 
