@@ -219,6 +219,104 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/controller/test_restart_reconcile.py", "-m", "not slow"),
     ),
+    Mutant(
+        "api-origin-unchecked",
+        "the API gate lets another site's browser change state (a form POST terminates a VM)",
+        (
+            (
+                Patch(
+                    "corral/api/guard.py",
+                    '            check_origin(scope["method"], headers)\n',
+                    "",
+                ),
+            ),
+        ),
+        ("tests/api/test_hostile.py", "-k", "cross_origin"),
+    ),
+    Mutant(
+        "api-body-before-auth",
+        "the API gate no longer authenticates before the body (the routes do, after reading it)",
+        (
+            (
+                Patch(
+                    "corral/api/guard.py",
+                    '            if needs_token(scope["path"]):\n',
+                    "            if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/api/test_hostile.py", "-k", "large_body"),
+    ),
+    Mutant(
+        "api-no-header-deadline",
+        "a connection's request headers may take forever (slowloris)",
+        (
+            (
+                Patch(
+                    "corral/api/protocol.py",
+                    "        self._header_timer = self.loop.call_later(",
+                    "        return  # MUTANT\n        self._header_timer = self.loop.call_later(",
+                ),
+            ),
+        ),
+        ("tests/api/test_hostile.py", "-k", "slow_and_idle"),
+    ),
+    Mutant(
+        "api-stop-cuts-long-polls",
+        "a stopping server does not wake its long-polls (they are cancelled after the grace time)",
+        (
+            (
+                Patch(
+                    "corral/api/server.py",
+                    "        self._stopping.set()\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/api/test_restart.py", "-m", "slow", "-k", "sigterm"),
+    ),
+    Mutant(
+        "client-no-reconnect",
+        "the client gives up at the first refused connection or 503 server_stopping",
+        (
+            (
+                Patch(
+                    "corral/client/flows.py",
+                    "RECONNECT_FOR = 300.0\n",
+                    "RECONNECT_FOR = 0.0  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_reconnect.py",),
+    ),
+    Mutant(
+        "api-owner-read-no-renew",
+        "the owner's GET of a ticket no longer renews its lease (it expires while waited for)",
+        (
+            (
+                Patch(
+                    "corral/api/routes.py",
+                    "    if renew:\n        ticket = await _renew(ctx, ticket)\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/api/test_leases.py", "-k", "owner_reads"),
+    ),
+    Mutant(
+        "api-foreign-ticket-403",
+        "another owner's ticket answers 403, telling a user which ids exist",
+        (
+            (
+                Patch(
+                    "corral/api/routes.py",
+                    '        raise exceptions.TicketNotFound(f"no ticket {ticket_id!r}")\n',
+                    '        raise exceptions.Forbidden(f"no ticket {ticket_id!r}")  # MUTANT\n',
+                ),
+            ),
+        ),
+        ("tests/api/test_tickets.py", "-k", "other_owners"),
+    ),
 )
 
 
