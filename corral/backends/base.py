@@ -150,6 +150,12 @@ class BackendOptions(pydantic.BaseModel):
     blocking_workers: int = pydantic.Field(4, ge=1, le=256)
     """Threads available to :meth:`Backend.run_blocking` (blocking client libraries)."""
 
+    def max_vms(self, base_dir: Path | None) -> int | None:
+        """The most VMs the backend can hold at once, when its options fix it (a static
+        inventory's size), which bounds the pool's ``max``; ``None``: no bound (the default)."""
+        del base_dir
+        return None
+
 
 class Backend(ABC):
     """Drives one kind of machine for one pool. Subclasses register under ``corral.backends``.

@@ -177,17 +177,37 @@ def validate_pool(
             # the backend's own options are checked even when other keys of the pool are wrong
             problems.extend(_backend_problems(backend, where, base_dir, probe=False))
         return problems
+    bound = _backend_bound(pool, base_dir)
+    if bound is not None and "max" not in raw and pool.max > bound:
+        pool = pool.model_copy(update={"max": bound})  # the default follows the inventory
     if "max_starting" not in raw and pool.max_starting > pool.max:
         # the default (4) follows a smaller max rather than contradict it
         pool = pool.model_copy(update={"max_starting": max(1, pool.max)})
     problems = []
     if pool.max_starting > pool.max and pool.max > 0:
         problems.append(f"{'.'.join((*where, 'max_starting'))}: must be <= max ({pool.max})")
+    if bound is not None and pool.max > bound:
+        problems.append(
+            f"{'.'.join((*where, 'max'))}: must be <= {bound}, the machines the "
+            f"{pool.backend.type} backend has (its inventory bounds the pool)"
+        )
     if pool.min_ready > pool.max:
         problems.append(f"{'.'.join((*where, 'min_ready'))}: must be <= max ({pool.max})")
     backend_raw = {"type": pool.backend.type, **pool.backend.options}
     problems.extend(_backend_problems(backend_raw, where, base_dir, probe=probe))
     return problems or pool
+
+
+def _backend_bound(pool: PoolConfig, base_dir: Path | None) -> int | None:
+    """The most VMs the pool's backend can hold (``BackendOptions.max_vms``); ``None`` when it
+    sets no bound or its options are wrong (reported by :func:`_backend_problems`)."""
+    from corral import backends
+
+    try:
+        options = backends.validate_options(pool.backend.type, pool.backend.options)
+    except exceptions.ConfigError:
+        return None
+    return options.max_vms(base_dir)
 
 
 def _backend_problems(

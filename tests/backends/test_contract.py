@@ -42,13 +42,26 @@ def _script_minimal(tmp_path: Path) -> Backend:
     return load_backend("script", options, pool="p", base_dir=tmp_path)
 
 
+def _static(tmp_path: Path) -> Backend:
+    machines = [{"name": f"m{i}", "address": f"127.0.0.{i}"} for i in range(1, 11)]
+    options = {"machines": machines, "cleanup": ["true"], "livecheck": ["true"]}
+    return load_backend("static", options, pool="p", base_dir=tmp_path)
+
+
+def _static_minimal(tmp_path: Path) -> Backend:
+    machines = [{"name": f"m{i}", "address": f"127.0.0.{i}"} for i in range(1, 11)]
+    return load_backend("static", {"machines": machines}, pool="p", base_dir=tmp_path)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], Backend]] = {
     "fake": _fake,
     "fake-minimal": _fake_minimal,
     "script": _script,
     "script-minimal": _script_minimal,
+    "static": _static,
+    "static-minimal": _static_minimal,
 }
-PERSISTENT = {"fake", "script", "script-minimal"}
+PERSISTENT = {"fake", "script", "script-minimal", "static", "static-minimal"}
 """Implementations whose inventory outlives the backend object (a state file, the VM files)."""
 
 
