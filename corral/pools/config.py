@@ -175,7 +175,7 @@ def validate_pool(
         backend = raw.get("backend")
         if isinstance(backend, Mapping) and isinstance(backend.get("type"), str):
             # the backend's own options are checked even when other keys of the pool are wrong
-            problems.extend(_backend_problems(backend, where, base_dir, probe=False))
+            problems.extend(_backend_problems(backend, where, base_dir, probe=probe))
         return problems
     bound = _backend_bound(pool, base_dir)
     if bound is not None and "max" not in raw and pool.max > bound:

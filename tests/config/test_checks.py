@@ -119,6 +119,9 @@ def test_every_problem_in_one_pass(tmp_path: Path) -> None:
         "    backend: {type: script, new: [./nope.sh], delete: [./delete.sh]}\n"
         "    max: 3\n"
         "    max: 4\n"
+        "  r:\n"
+        "    backend: {type: script, new: [./gone.sh], delete: [./delete.sh]}\n"
+        "    max: '2'\n"
         "  q:\n"
         "    backend: {type: fake, spawn_latncy: 1}\n"
         "    min_ready: true\n"
@@ -128,6 +131,8 @@ def test_every_problem_in_one_pass(tmp_path: Path) -> None:
         "key 'max' repeated",
         "pools.p.backend: script backend: new:",
         "pools.q.min_ready: must be an integer",
+        "pools.r.max: must be an integer",
+        "pools.r.backend: script backend: new:",
         "pools.q.backend.spawn_latncy: unknown key (did you mean 'spawn_latency'?)",
         "pools.q.max_prealloc: unknown key (resalloc's max_prealloc is corral's min_ready)",
         "store: folder",
