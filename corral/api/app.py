@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 
 from corral import __version__
-from corral.api import errors, guard, routes
+from corral.api import errors, guard, routes, surfaces
 from corral.api.auth import Authenticator
 from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
@@ -42,6 +42,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
+        docs_url=None,  # served offline by corral.api.surfaces
+        redoc_url=None,
     )
     tasks = TaskView(controller.tasks)
     metrics = Metrics(controller, tasks.states)
@@ -59,6 +61,7 @@ def create_app(
     app.add_middleware(
         guard.Guard, auth=auth, max_body=config.api.max_body, body_timeout=body_timeout
     )
+    surfaces.install(app, controller)  # event stream, dashboard, /docs, /readyz, access log
 
     @app.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
     @app.get("/healthz", tags=["health"])
