@@ -107,7 +107,7 @@ async def test_a_failed_cleanup_on_release_takes_the_machine_out_of_service(
 ) -> None:
     handle = await static.spawn(spec("p-1"))
     (tmp_path / "fail-m1").touch()
-    with pytest.raises(exceptions.BackendError, match="cleanup exited with 3.*cannot wipe m1"):
+    with pytest.raises(exceptions.BackendError, match=r"cleanup exited with 3.*cannot wipe m1"):
         await static.release(handle)
     state, vm, reason = (await by_machine(static))["m1"]
     assert (state, vm) == ("reserved", "p-1") and reason is not None and "cannot wipe" in reason

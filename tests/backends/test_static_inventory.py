@@ -103,7 +103,7 @@ def test_operator_errors_name_the_problem_and_change_nothing() -> None:
     m = machines("a")
     state = inv.State()
     before = state.to_json()
-    with pytest.raises(exceptions.MachineNotFound, match="'zz'.*machines: a"):
+    with pytest.raises(exceptions.MachineNotFound, match=r"'zz'.*machines: a"):
         inv.maintenance(state, m, "zz", "why", 1.0)
     with pytest.raises(exceptions.InvalidInput, match="reason"):
         inv.maintenance(state, m, "a", "  ", 1.0)
@@ -156,7 +156,7 @@ def test_state_round_trips_and_a_corrupt_file_is_named() -> None:
     again = inv.State.from_json(state.to_json(), "s.json")
     assert again == state
     assert list(again.reservations) == ["vm-2", "vm-3"]  # the line keeps its order
-    with pytest.raises(exceptions.BackendError, match="s.json is corrupt"):
+    with pytest.raises(exceptions.BackendError, match=r"s\.json is corrupt"):
         inv.State.from_json('{"version": 1}', "s.json")
     with pytest.raises(exceptions.BackendError, match="unsupported version"):
         inv.State.from_json('{"version": 9, "reservations": [], "maintenance": {}}', "s.json")
@@ -181,7 +181,7 @@ def test_a_long_reason_keeps_its_end() -> None:
     ],
 )
 def test_a_bad_inventory_file_is_refused_naming_the_place(text: str, problem: str) -> None:
-    with pytest.raises(exceptions.ConfigError, match="inventory inv.yaml") as info:
+    with pytest.raises(exceptions.ConfigError, match=r"inventory inv\.yaml") as info:
         inv.parse_inventory(text, "inv.yaml")
     assert problem in str(info.value)
 
