@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import libvirt
 import pytest
 
 from corral.api.server import free_port
-from corral.backends.libvirt import domxml
 
 from . import guest
 
@@ -44,9 +42,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[3]
 POOL = "tcg"
-SYSTEM = "qemu+unix:///system"
-"""libvirtd's QEMU driver through its socket: once a test of this process opened an embedded
-driver (``qemu:///embed``), a plain ``qemu:///system`` would be claimed by it in-process."""
 KNOWN = {"spawning", "ready", "in_use", "releasing", "terminating", "failed"}
 ALIVE = {"spawning", "ready", "in_use", "releasing", "terminating"}
 
@@ -104,30 +99,49 @@ def workdir(libvirtd: None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+_SYSTEM_SCRIPT = """
+import json, sys
+import libvirt
+from corral.backends.libvirt import domxml
+libvirt.registerErrorHandler(lambda *_: None, None)
+action, pool = sys.argv[1:]
+conn = libvirt.open("qemu:///system")
+names = []
+for dom in conn.listAllDomains():
+    mark = domxml.parse_mark(dom.XMLDesc(0))
+    if mark is None or mark.pool != pool:
+        continue
+    names.append(dom.name())
+    if action == "destroy":
+        persistent = dom.isPersistent()
+        if dom.isActive():
+            dom.destroy()
+        if persistent:
+            dom.undefine()
+print(json.dumps(names))
+"""
+
+
+def _system(action: str) -> set[str]:
+    """Ask libvirtd from a separate process: an embedded QEMU driver that another test opened in
+    this process claims every qemu:/// URI here, and leaves no remote driver to reach libvirtd."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SYSTEM_SCRIPT, action, POOL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=_env("http://unused"),
+    )
+    return set(json.loads(done.stdout))
+
+
 def pool_domains() -> set[str]:
-    conn = libvirt.open(SYSTEM)
-    try:
-        names = set()
-        for dom in conn.listAllDomains():
-            mark = domxml.parse_mark(dom.XMLDesc(0))
-            if mark is not None and mark.pool == POOL:
-                names.add(dom.name())
-        return names
-    finally:
-        conn.close()
+    return _system("list")
 
 
 def destroy_pool_domains() -> None:
-    conn = libvirt.open(SYSTEM)
-    try:
-        for dom in conn.listAllDomains():
-            mark = domxml.parse_mark(dom.XMLDesc(0))
-            if mark is not None and mark.pool == POOL:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-    finally:
-        conn.close()
+    _system("destroy")
 
 
 def write_config(folder: Path, tiny: guest.Guest) -> Path:
@@ -177,7 +191,8 @@ class Served:
     def __init__(self, folder: Path, config: Path) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.log = (folder / f"serve-{port}.log").open("w")
+        self.log_path = folder / f"serve-{port}.log"
+        self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -218,16 +233,20 @@ class Served:
             self.log.close()
 
 
-def cli_json(url: str, *args: str) -> Any:
+def cli_json(served: Served, *args: str) -> Any:
+    """Run ``corral ARGS --json`` against ``served``; a failure quotes the server's log."""
     done = subprocess.run(
         [sys.executable, "-m", "corral.cli", *args, "--json"],
-        env=_env(url),
+        env=_env(served.url),
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    if done.returncode != 0:
+        served.log.flush()
+        tail = served.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise AssertionError(f"corral {' '.join(args)}: {done.stderr}\nserver log:\n{tail}")
     return json.loads(done.stdout)
 
 
@@ -253,7 +272,7 @@ def test_serve_acquire_release_reuse_terminate_then_kill_9_restarts(workdir: Pat
             tickets = list(
                 pool.map(
                     lambda s: cli_json(
-                        served.url,
+                        served,
                         "acquire",
                         "--pool",
                         POOL,
@@ -271,17 +290,15 @@ def test_serve_acquire_release_reuse_terminate_then_kill_9_restarts(workdir: Pat
         assert {t["address"] for t in tickets} == {"10.0.2.15"}
         names = {t["vm"] for t in tickets}
         assert names <= pool_domains()
-        vms = {v["name"]: v for v in cli_json(served.url, "vms")}
+        vms = {v["name"]: v for v in cli_json(served, "vms")}
         assert {vms[n]["state"] for n in names} == {"in_use"}
         first = tickets[0]
-        cli_json(served.url, "release", first["id"])
-        again = cli_json(
-            served.url, "acquire", "--pool", POOL, "--sandbox", "s1", "--timeout", "500"
-        )
+        cli_json(served, "release", first["id"])
+        again = cli_json(served, "acquire", "--pool", POOL, "--sandbox", "s1", "--timeout", "500")
         assert again["vm"] == first["vm"]  # reused within its sandbox
-        cli_json(served.url, "release", again["id"])
-        cli_json(served.url, "release", tickets[1]["id"])
-        cli_json(served.url, "vm", "terminate", first["vm"])
+        cli_json(served, "release", again["id"])
+        cli_json(served, "release", tickets[1]["id"])
+        cli_json(served, "vm", "terminate", first["vm"])
         wait_for(lambda: first["vm"] not in pool_domains(), 120, "the terminated VM's domain")
         wait_for(lambda: not (workdir / "vms" / POOL / first["vm"]).exists(), 60, "its files")
     finally:
@@ -317,8 +334,8 @@ def test_serve_acquire_release_reuse_terminate_then_kill_9_restarts(workdir: Pat
         alive = {n for n, s in store_vms(workdir).items() if s in ALIVE}
         wait_for(lambda: inventory(workdir) == alive, 120, "store and hypervisor to agree")
         assert len(alive) <= 3
-        ticket = cli_json(served.url, "acquire", "--pool", POOL, "--timeout", "500")
+        ticket = cli_json(served, "acquire", "--pool", POOL, "--timeout", "500")
         assert ticket["address"] == "10.0.2.15"
-        cli_json(served.url, "release", ticket["id"])
+        cli_json(served, "release", ticket["id"])
     finally:
         assert served.stop() == 0
