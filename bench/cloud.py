@@ -7,7 +7,7 @@ Run: ``python bench/cloud.py`` (``--vms 100`` for a shorter run). It starts moto
    RunInstances per spawn and <= 1 DescribeInstances per poll interval per pool (describes are
    shared by every VM polled), terminations batched;
 2. ``--vms`` VMs (default 500) each spawned, polled until up and terminated, all at once, through
-   the guard, with a rate limit of ``--rate`` calls/s (default 10, burst 1): every call is checked
+   the guard, with a rate limit of ``--rate`` calls/s (default 10, burst 5): every call is checked
    at the wire against the limit (in any window of w seconds, at most burst + rate * w calls, with
    ``--jitter`` seconds of tolerance for the proxy's own timestamps), and the elapsed time is
    compared with what the limit allows for the calls made ((calls - burst) / rate): target within
@@ -112,6 +112,24 @@ async def calls_per_operation(proxy: FaultProxy) -> dict[str, float]:
     }
 
 
+def _time_sdk_calls(backend: EC2Backend) -> dict[str, list[float]]:
+    """Record how long each SDK call takes in its thread (the cloud's latency, gate excluded)."""
+    latencies: dict[str, list[float]] = {}
+    client = backend._client_sync()
+    for operation in ("run_instances", "describe_instances", "terminate_instances"):
+        original = getattr(client, operation)
+
+        def timed(*args: Any, _original: Any = original, _op: str = operation, **kw: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return _original(*args, **kw)
+            finally:
+                latencies.setdefault(_op, []).append(time.monotonic() - started)
+
+        setattr(client, operation, timed)
+    return latencies
+
+
 def worst_window(times: list[float], rate: float, burst: float, jitter: float) -> float:
     """The largest excess of calls over ``burst + rate * (w + jitter)`` in any window (<= 0: ok)."""
     worst = float("-inf")
@@ -133,6 +151,7 @@ async def rate_limited_storm(
     with tempfile.TemporaryDirectory() as tmp:
         proxy = ProxyProcess(server.port, f"{tmp}/times.json")
         backend = _backend(proxy.url, "storm", rate=rate, burst=burst)
+        latencies = _time_sdk_calls(backend)
         guard = _guard(backend, n)
         try:
             await guard.list()  # warm up: a running controller's client has its models loaded
@@ -145,6 +164,8 @@ async def rate_limited_storm(
             await guard.aclose()
             wire = proxy.stop()
     times = [t for t, _ in wire if t >= t0]
+    creates = latencies.get("run_instances", [])
+    mean_create = sum(creates) / len(creates) if creates else 0.0
     calls = len(times)
     allowed = max(0.0, (calls - burst) / rate)
     span = times[-1] - times[0] if times else 0.0
@@ -159,6 +180,8 @@ async def rate_limited_storm(
         "limit_allows_s": round(allowed, 2),
         "ratio_elapsed_over_allowed": round(elapsed / allowed, 3) if allowed else 0.0,
         "worst_window_excess_calls": round(worst_window(times, rate, burst, jitter), 3),
+        "mean_run_instances_latency_s": round(mean_create, 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "excess_by_jitter": {
             j: round(worst_window(times, rate, burst, j), 3) for j in (0.0, 0.02, 0.05, 0.1)
         },
@@ -169,7 +192,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--burst", type=float, default=1.0)
+    parser.add_argument("--burst", type=float, default=5.0)
     parser.add_argument("--jitter", type=float, default=0.02)
     args = parser.parse_args()
     os.environ.update(FAKE_CREDENTIALS)
