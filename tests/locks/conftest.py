@@ -1,8 +1,10 @@
-"""Drivers that let one async scenario run against both lock managers.
+"""Drivers that let one async scenario run against every lock manager.
 
 The asyncio driver awaits the ``LockManager`` directly; the thread driver runs every blocking
 ``ThreadLockManager`` call in its own thread, so a scenario can have many requests waiting at
-once. ``eventually`` waits for a condition with a deadline (never a bare sleep).
+once; the postgres driver awaits a ``PgLockManager`` on a fresh migrated database (skipped
+without ``CORRAL_TEST_PG_URL``). ``eventually`` waits for a condition with a deadline (never a
+bare sleep).
 """
 
 from __future__ import annotations
@@ -89,12 +91,38 @@ class ThreadDriver:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-Driver = AsyncDriver | ThreadDriver
+class PgDriver(AsyncDriver):
+    kind = "postgres"
+
+    def __init__(self, locks: Any) -> None:
+        self.locks = locks
+
+    async def close(self) -> None:
+        await self.locks.close()
 
 
-@pytest.fixture(params=["asyncio", "threads"])
+Driver = AsyncDriver | ThreadDriver | PgDriver
+
+
+async def open_pg_locks(url: str, **kw: Any) -> Any:
+    """A started ``PgLockManager`` on ``url``, migrated first (a fresh test database)."""
+    from corral.locks.pg import PgLockManager
+    from corral.store import migrate
+
+    await asyncio.to_thread(migrate.upgrade, url)
+    kw.setdefault("host_id", "test-host")
+    return await PgLockManager(url, **kw).start()
+
+
+@pytest.fixture(params=["asyncio", "threads", "postgres"])
 async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
-    drv: Driver = AsyncDriver() if request.param == "asyncio" else ThreadDriver()
+    drv: Driver
+    if request.param == "postgres":
+        if request.node.get_closest_marker("per_process"):
+            pytest.skip("a per-process capability: PgLockManager does not offer it")
+        drv = PgDriver(await open_pg_locks(request.getfixturevalue("pg_url")))
+    else:
+        drv = AsyncDriver() if request.param == "asyncio" else ThreadDriver()
     try:
         yield drv
     finally:

@@ -176,6 +176,7 @@ class Disk:
         self.log.append(f"close {self.key}")
 
 
+@pytest.mark.per_process
 async def test_guarded_object_lifecycle(driver: Driver) -> None:
     log: list[str] = []
     driver.locks.register_namespace("disk", lambda key: Disk(key, log))
@@ -199,6 +200,7 @@ async def test_guarded_object_lifecycle(driver: Driver) -> None:
     r3.release()
 
 
+@pytest.mark.per_process
 async def test_guarded_factory_failure_fails_the_acquire(driver: Driver) -> None:
     def broken(key: str) -> object:
         raise ValueError("no such disk")
