@@ -10,10 +10,11 @@ third kill lands at a random moment instead.
 
 What is checked, and which deliberate breakage (``tests/mutants.py``) each check catches:
 
-- Right after each kill (before any restart), every VM whose ``new`` was running has a durable
-  way back: a stored task on that VM holding the spawn's undo; every VM whose release was running
-  has its release task and undo stored; every VM whose ``delete`` was running is committed
-  ``terminating`` (the termination's durable intent). Catches: the spawn's write-ahead
+- Right after each kill (before any restart, once the orphaned commands ended), every machine
+  the backend has is a VM the store holds alive, and every VM whose ``new`` was running has a
+  durable way back: a stored task on that VM holding the spawn's undo; every VM whose release
+  was running has its release task and undo stored; every VM whose ``delete`` was running is
+  committed ``terminating`` (the termination's durable intent). Catches: the spawn's write-ahead
   ``push_recovery`` deleted (mutant ``spawn-no-write-ahead``).
 - Over the whole run, from SQLite triggers that log every assignment write inside its own
   transaction: a VM is only ever taken ``ready`` and free, a ticket only ever ``waiting``, and no
@@ -21,7 +22,7 @@ What is checked, and which deliberate breakage (``tests/mutants.py``) each check
   ``assign-unconditional``), which two racing assigners turn into double assignments.
 - After each restart (recovery + reconciliation, no traffic), once quiet: the backend's inventory
   equals the VMs the store has alive (no leak, nothing lost), an assigned ticket's VM is
-  ``in_use`` for it and vice versa, and every task is in a state SPEC §4 allows after recovery.
+  ``in_use`` for it and vice versa, and every task is in a state allowed after recovery.
 """
 
 from __future__ import annotations
@@ -187,6 +188,16 @@ async def _check_at_kill(workdir: Path, flight: dict[str, set[str]]) -> None:
     """Before any restart: what was in flight at the kill has a durable way forward or back."""
     store = await open_store(f"sqlite:///{workdir / 'corral.db'}", migrate=False)
     try:
+        vms_dir = workdir / "vms"
+        files = sorted(p.name for p in vms_dir.iterdir()) if vms_dir.is_dir() else []
+        for name in files:
+            if name.startswith("."):
+                continue
+            row = await store.pools.get_vm(name)
+            assert row is not None and row.state not in DEAD, (
+                f"the backend has {name} but the store "
+                + ("never knew it" if row is None else f"holds it {row.state}")
+            )
         stored = await store.tasks.load_all()
         undo_of: dict[str, set[str]] = {}
         for task in stored:
@@ -251,7 +262,7 @@ async def _check_after_restart(workdir: Path) -> dict[str, int]:
             for r in stored
             if r.progress.state not in SETTLED_TASK_STATES
         ]
-        assert not bad, f"tasks in states SPEC §4 does not allow after recovery: {bad}"
+        assert not bad, f"tasks in states not allowed after recovery: {bad}"
         return {"alive": len(alive), "tickets": len(tickets)}
     finally:
         await ctl.stop()
