@@ -1,4 +1,4 @@
-"""Durable multi-step operations with rollback (SPEC §4).
+"""Durable multi-step operations with a rollback stack, persisted and recovered after a crash.
 
 ``TaskState`` and ``TRANSITIONS`` are the pure state machine; ``StepRegistry`` names the jobs
 and recoveries; ``TaskEngine`` runs tasks against a store and a lock manager. See
