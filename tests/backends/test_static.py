@@ -18,6 +18,7 @@ from corral.backends import load_backend, validate_options
 from corral.backends.base import Capability, Handle, PollStatus
 from corral.backends.static import OperatesMachines, StaticBackend
 from corral.backends.static_inventory import MachineState
+from corral.config import load_config
 
 from .conftest import spec
 
@@ -282,3 +283,15 @@ def test_a_missing_inventory_file_or_program_is_a_config_error(tmp_path: Path) -
         make(tmp_path, inventory="nope.yaml")
     with pytest.raises(exceptions.ConfigError, match="cleanup: program 'no-such-program-x'"):
         make(tmp_path, cleanup=["no-such-program-x"])
+
+
+def test_the_documented_example_config_is_valid(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    for name in ("static.yaml", "ppc64le-machines.yaml", "wipe-builder.sh", "check-builder.sh"):
+        target = tmp_path / name
+        target.write_bytes((examples / name).read_bytes())
+        target.chmod((examples / name).stat().st_mode)
+    (tmp_path / ".corral").mkdir()
+    cfg = load_config(tmp_path / "static.yaml", env={})  # probes: builds the backends
+    assert cfg.pools["s390x"].max == 2  # follows the inline inventory
+    assert cfg.pools["ppc64le"].max == 8
