@@ -10,6 +10,9 @@
    Tickets/s and latency p50/p90/max. Targets: >= 200 tickets/s, max <= 1 s (resalloc: 11-26
    tickets/s, max 2-35 s).
 
+The resalloc figures are recorded in issues 4 and 5 (Nov 2026, this machine class), not run here;
+every line comparing with them says so.
+
 Named ``http_api.py`` rather than issue 5's ``http.py``: a script called ``http.py`` in ``bench/``
 shadows the standard library's ``http`` package for every benchmark run from that folder.
 
