@@ -109,8 +109,9 @@ class Held:
     def token(self, key: str) -> int:
         """The fencing token of the grant of ``key``: strictly increasing per resource.
 
-        Pass it along with every change made under the lock; a store or backend that has seen a
-        newer token for the resource refuses the change (``StaleToken``).
+        Pass it along with every change made under the lock, so that whoever applies the change
+        can refuse one carrying an older token than it has seen (``check_token`` does this in
+        process, raising ``StaleToken``). corral's own store and backends do not check tokens yet.
         """
         return self._grant(key)[G_TOKEN]
 
