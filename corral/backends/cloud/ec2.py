@@ -64,6 +64,8 @@ TERMINATE_BATCH = 1000
 """TerminateInstances takes at most 1000 ids."""
 STATUS_BATCH = 100
 """DescribeInstanceStatus takes at most 100 ids."""
+ROUND_SHARE = 5.0
+"""Batched describe and terminate rounds start at least this many token intervals apart."""
 CREATE_PRIORITY = 1
 """Creates wait behind describes and terminates (priority 0) for the account's tokens: a storm
 of spawns must not delay the polls that notice VMs coming up, nor the terminations."""
@@ -157,11 +159,14 @@ class EC2Backend(Backend):
         self._gone: dict[str, None] = {}
         """Instances a describe showed and a later one did not: terminated (oldest first)."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        # describes and terminates go before creates for the account's tokens: space their
+        # rounds so that each kind takes at most a fifth of the budget, or creates would starve
+        share = ROUND_SHARE / options.rate
         self._describer: Coalescer[str, model.Snapshot] = Coalescer(
-            self._describe_round, min_interval=options.describe_interval
+            self._describe_round, min_interval=max(options.describe_interval, share)
         )
         self._terminator: Coalescer[str, None] = Coalescer(
-            self._terminate_round, max_items=TERMINATE_BATCH
+            self._terminate_round, min_interval=share, max_items=TERMINATE_BATCH
         )
 
     def _load_user_data(self) -> str | None:

@@ -162,7 +162,7 @@ class LibcloudBackend(Backend):
         self._created: dict[str, float] = {}
         self._rng = random.Random()  # noqa: S311 - jitter
         self._lister: Coalescer[str, list[_Node]] = Coalescer(
-            self._list_round, min_interval=options.list_interval
+            self._list_round, min_interval=max(options.list_interval, 5.0 / options.rate)
         )
 
     # --- names and identity ----------------------------------------------------------------
