@@ -98,6 +98,7 @@ def _ticket(record: model.Ticket, address: str | None) -> models.Ticket:
         closed_at=record.closed_at,
         expires_at=record.expires_at,
         reason=record.reason,
+        meta=dict(record.meta),
     )
 
 
@@ -144,6 +145,10 @@ def pool(record: model.PoolStatus) -> models.PoolStatus:
             wait_p95=s.wait_p95,
             terminate_failures=s.terminate_failures,
             livecheck_failures=s.livecheck_failures,
+            recent_spawns=s.recent_spawns,
+            recent_spawn_failures=s.recent_spawn_failures,
+            last_spawn_error=s.last_spawn_error,
         ),
         info=dict(record.info),
+        problem=record.problem,
     )

@@ -7,7 +7,7 @@ cannot reach into the controller's internals). This module must not implement an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from corral.locks import LockManager
@@ -42,6 +42,7 @@ class ControllerFacade(Protocol):
         sandbox: str | None = ...,
         priority: int = ...,
         ttl: float | None = ...,
+        meta: Mapping[str, str] | None = ...,
     ) -> Ticket:
         """Queue a request for one VM."""
 
@@ -58,7 +59,11 @@ class ControllerFacade(Protocol):
         """Close (or cancel) the ticket, releasing its VM."""
 
     async def list_tickets(
-        self, *, owner: str | None = ..., state: str | None = ...
+        self,
+        *,
+        owner: str | None = ...,
+        state: str | None = ...,
+        meta: Mapping[str, str] | None = ...,
     ) -> Sequence[Ticket]:
         """Tickets, optionally filtered."""
 
@@ -74,5 +79,18 @@ class ControllerFacade(Protocol):
     async def get_vm(self, name: str, /) -> VM:
         """One VM (``VMNotFound`` otherwise)."""
 
-    async def terminate_vm(self, name: str, /) -> VM:
-        """Start terminating a VM (also one still spawning)."""
+    async def find_vms(
+        self,
+        *,
+        pool: str | None = ...,
+        states: Sequence[str] | None = ...,
+        ticket_meta: Mapping[str, str] | None = ...,
+    ) -> Sequence[VM]:
+        """VMs by pool and states; with ``ticket_meta``, those of the open tickets carrying it."""
+
+    async def terminate_vm(self, name: str, /, *, if_states: Sequence[str] | None = ...) -> VM:
+        """Start terminating a VM (also one still spawning); with ``if_states``, only a VM in
+        one of them (``VMStateMismatch`` otherwise)."""
+
+    async def summary(self, *, pool: str | None = ...) -> str:
+        """Every pool (or one) and its VMs in a human-readable form."""

@@ -215,8 +215,9 @@ async def _wait_created(request: Request, ctx: Context, ticket: Ticket, wait: fl
 
 
 def _same_request(ticket: Ticket, body: models.TicketRequest) -> Ticket:
-    asked = (body.pool, tuple(sorted(set(body.tags))), body.sandbox, body.priority)
-    if asked != (ticket.pool, tuple(sorted(ticket.tags)), ticket.sandbox, ticket.priority):
+    asked = (body.pool, tuple(sorted(set(body.tags))), body.sandbox, body.priority, body.meta)
+    known = (ticket.pool, tuple(sorted(ticket.tags)), ticket.sandbox, ticket.priority)
+    if asked != (*known, dict(ticket.meta)):
         raise exceptions.Conflict(
             f"header 'Idempotency-Key': already used for ticket {ticket.id}, another request"
         )
@@ -231,6 +232,7 @@ async def _create(ctx: Context, owner: str, body: models.TicketRequest) -> Ticke
         sandbox=body.sandbox,
         priority=body.priority,
         ttl=body.ttl,
+        meta=body.meta or None,
     )
     ctx.metrics.ticket_created()
     return ticket
@@ -281,20 +283,57 @@ async def create_ticket(
     return await convert.ticket(ctx.controller, ticket, ctx.addresses)
 
 
+MetaPairs = Annotated[
+    list[str] | None,
+    Query(
+        max_length=16,
+        description="KEY=VALUE (repeatable): only tickets carrying every pair in their metadata.",
+    ),
+]
+
+
+def _meta(pairs: list[str] | None, where: str) -> dict[str, str] | None:
+    """``KEY=VALUE`` query values as a mapping (``InvalidInput`` naming a malformed one)."""
+    if not pairs:
+        return None
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise exceptions.InvalidInput(f"query {where!r}: {pair!r} is not KEY=VALUE")
+        found[key] = value
+    return found
+
+
 @router.get("/tickets", tags=["tickets"])
 async def list_tickets(
     ctx: Ctx,
     caller: Caller,
     owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    state: TicketState | None = None,
+    state: Annotated[
+        list[TicketState] | None, Query(description="Only tickets in these states (repeatable).")
+    ] = None,
+    meta: MetaPairs = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=100_000, description="At most this many (the first ones).")
+    ] = None,
 ) -> list[models.Ticket]:
-    """Tickets, optionally of one owner or in one state. Users see only their own."""
+    """Tickets by priority then age, optionally of one owner, in some states, carrying some
+    metadata, and at most ``limit`` of them. Users see only their own."""
     if caller.owner is not None and not caller.admin:
         if owner is not None and owner != caller.owner:
             raise exceptions.Forbidden("a user token sees only its own tickets")
         owner = caller.owner
-    tickets = await ctx.controller.list_tickets(owner=owner, state=state)
-    return await convert.tickets(ctx.controller, tickets, ctx.addresses)
+    pairs = _meta(meta, "meta")
+    states: list[TicketState | None] = list(dict.fromkeys(state)) if state else [None]
+    found: list[Ticket] = []
+    for one in states:
+        found += await ctx.controller.list_tickets(owner=owner, state=one, meta=pairs)
+    if len(states) > 1:
+        found.sort(key=lambda t: (-t.priority, t.seq))
+    if limit is not None:
+        found = found[:limit]
+    return await convert.tickets(ctx.controller, found, ctx.addresses)
 
 
 @router.get("/tickets/by-key/{key}", tags=["tickets"])
@@ -369,10 +408,24 @@ async def list_vms(
     caller: Admin,
     pool: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     state: VMState | None = None,
+    ticket_meta: Annotated[
+        list[str] | None,
+        Query(
+            max_length=16,
+            description="KEY=VALUE (repeatable): only VMs held by open tickets carrying every "
+            "pair (Copr's lookup of a build's VM).",
+        ),
+    ] = None,
 ) -> list[models.VM]:
-    """VMs, optionally of one pool or in one state."""
+    """VMs, optionally of one pool, in one state, or held by tickets with some metadata."""
     if pool is not None:
         await ctx.controller.get_pool(pool)  # PoolNotFound rather than an empty list
+    pairs = _meta(ticket_meta, "ticket_meta")
+    if pairs is not None:
+        found = await ctx.controller.find_vms(
+            pool=pool, states=None if state is None else [state.value], ticket_meta=pairs
+        )
+        return [convert.vm(v) for v in found]
     return [convert.vm(v) for v in await ctx.controller.list_vms(pool=pool, state=state)]
 
 
@@ -383,9 +436,34 @@ async def get_vm(name: Name, ctx: Ctx, caller: Admin) -> models.VM:
 
 
 @router.post("/vms/{name}/terminate", tags=["vms"])
-async def terminate_vm(name: Name, ctx: Ctx, caller: Admin) -> models.VM:
+async def terminate_vm(
+    name: Name,
+    ctx: Ctx,
+    caller: Admin,
+    if_state: Annotated[
+        list[str] | None,
+        Query(
+            max_length=16,
+            description="Only if the VM is in one of these states (repeatable or "
+            "comma-separated); otherwise 409 vm_state_mismatch and nothing changes.",
+        ),
+    ] = None,
+) -> models.VM:
     """Terminate a VM, also one still spawning; a ticket holding it fails."""
-    return convert.vm(await ctx.controller.terminate_vm(name))
+    if if_state is None:
+        return convert.vm(await ctx.controller.terminate_vm(name))
+    states = [s.strip() for value in if_state for s in value.split(",")]
+    return convert.vm(await ctx.controller.terminate_vm(name, if_states=states))
+
+
+@router.get("/summary", tags=["pools"])
+async def summary(
+    ctx: Ctx,
+    caller: Admin,
+    pool: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> models.PoolSummary:
+    """Every pool (or one) and its live VMs as human-readable text, failing pools marked."""
+    return models.PoolSummary(text=await ctx.controller.summary(pool=pool))
 
 
 # --- tasks and locks ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar, Unpack
 
@@ -104,10 +104,15 @@ class AsyncClient:
         return await self.send(core.close_ticket(ticket_id))
 
     async def list_tickets(
-        self, *, owner: str | None = None, state: str | None = None
+        self,
+        *,
+        owner: str | None = None,
+        state: str | Sequence[str] | None = None,
+        meta: Mapping[str, str] | None = None,
+        limit: int | None = None,
     ) -> list[models.Ticket]:
-        """Tickets visible to this token, optionally filtered."""
-        return await self.send(core.list_tickets(owner=owner, state=state))
+        """Tickets visible to this token, optionally filtered (see :func:`core.list_tickets`)."""
+        return await self.send(core.list_tickets(owner=owner, state=state, meta=meta, limit=limit))
 
     @contextlib.asynccontextmanager
     async def acquire(
@@ -155,18 +160,28 @@ class AsyncClient:
         return await self.send(core.get_pool(name))
 
     async def list_vms(
-        self, *, pool: str | None = None, state: str | None = None
+        self,
+        *,
+        pool: str | None = None,
+        state: str | None = None,
+        ticket_meta: Mapping[str, str] | None = None,
     ) -> list[models.VM]:
-        """VMs, optionally of one pool or in one state (admin)."""
-        return await self.send(core.list_vms(pool=pool, state=state))
+        """VMs, optionally of one pool, in one state, or held by open tickets carrying every
+        ``ticket_meta`` pair (admin)."""
+        return await self.send(core.list_vms(pool=pool, state=state, ticket_meta=ticket_meta))
 
     async def get_vm(self, name: str) -> models.VM:
         """One VM (admin)."""
         return await self.send(core.get_vm(name))
 
-    async def terminate_vm(self, name: str) -> models.VM:
-        """Terminate a VM, even one still spawning (admin)."""
-        return await self.send(core.terminate_vm(name))
+    async def terminate_vm(self, name: str, *, if_states: Sequence[str] | None = None) -> models.VM:
+        """Terminate a VM, even one still spawning; with ``if_states``, only a VM in one of
+        them (:class:`VMStateMismatch` otherwise) (admin)."""
+        return await self.send(core.terminate_vm(name, if_states=if_states))
+
+    async def summary(self, *, pool: str | None = None) -> models.PoolSummary:
+        """Every pool (or one) and its VMs as human-readable text (admin)."""
+        return await self.send(core.summary(pool=pool))
 
     async def list_tasks(
         self, *, state: str | None = None, tag: str | None = None

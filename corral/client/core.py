@@ -33,7 +33,7 @@ DEFAULT_URL = "http://127.0.0.1:8642"
 MAX_WAIT_PER_REQUEST = 30.0
 """Longest single long-poll; longer waits are split so proxies never see an idle connection."""
 
-Params = Mapping[str, str | int | float]
+Params = Mapping[str, str | int | float | Sequence[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +72,37 @@ def _segment(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-def _params(**values: str | int | float | None) -> dict[str, str | int | float]:
+def _params(
+    **values: str | int | float | Sequence[str] | None,
+) -> dict[str, str | int | float | Sequence[str]]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _pairs(meta: Mapping[str, str] | None, what: str) -> list[str] | None:
+    """``meta`` as the API's repeated ``KEY=VALUE`` query values (``None`` when empty)."""
+    if not meta:
+        return None
+    if not isinstance(meta, Mapping):
+        raise exceptions.InvalidInput(f"{what} must be a mapping of strings to strings")
+    pairs = []
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or "=" in key:
+            raise exceptions.InvalidInput(
+                f"{what}: {key!r}: keys and values must be strings, keys non-empty without '='"
+            )
+        pairs.append(f"{key}={value}")
+    return pairs
+
+
+def _strings(value: str | Sequence[str] | None, what: str) -> list[str] | None:
+    """One string or several as a list (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise exceptions.InvalidInput(f"{what} must not be an empty list")
+    return list(value)
 
 
 _ticket = _parser(models.Ticket)
@@ -86,6 +115,7 @@ _task = _parser(models.Task)
 _tasks = _parser(list[models.Task])
 _locks = _parser(list[models.LockStatus])
 _health = _parser(models.Health)
+_summary = _parser(models.PoolSummary)
 
 
 def _ignore(_: JSON) -> None:
@@ -111,6 +141,8 @@ class TicketArgs(TypedDict, total=False):
     """Higher is served first (default 0)."""
     ttl: float | None
     """The lease in seconds (default the pool's ``ticket_ttl``)."""
+    meta: Mapping[str, str] | None
+    """Small key/value metadata kept with the ticket and searchable."""
 
 
 def create_ticket(
@@ -123,12 +155,14 @@ def create_ticket(
     ttl: float | None = None,
     wait: float | None = None,
     key: str | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> Call[models.Ticket]:
     """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``.
 
     With ``wait``, the server answers once the ticket is assigned or after ``wait`` seconds. With
     ``key`` (an idempotency key), a repeated create returns the first ticket, and
-    :func:`find_ticket` finds it even when the answer was lost.
+    :func:`find_ticket` finds it even when the answer was lost. ``meta`` is small key/value
+    metadata kept with the ticket (:func:`list_tickets` and :func:`list_vms` search it).
     """
     if isinstance(tags, str):
         raise exceptions.InvalidInput("tags must be a list of strings, not one string")
@@ -136,9 +170,18 @@ def create_ticket(
         raise exceptions.InvalidInput(f"wait must be >= 0, got {wait}")
     wait = None if wait is None else min(wait, MAX_WAIT_PER_REQUEST)
     request = models.TicketRequest(
-        pool=pool, tags=list(tags), owner=owner, sandbox=sandbox, priority=priority, ttl=ttl
+        pool=pool,
+        tags=list(tags),
+        owner=owner,
+        sandbox=sandbox,
+        priority=priority,
+        ttl=ttl,
+        meta=dict(meta or {}),
     )
-    body: JSON = request.model_dump(mode="json", exclude_none=True)
+    fields = request.model_dump(mode="json", exclude_none=True)
+    if not meta:
+        del fields["meta"]  # an older server refuses a field it does not know
+    body: JSON = fields
     return Call(
         "POST",
         "/v1/tickets",
@@ -175,10 +218,20 @@ def close_ticket(ticket_id: str) -> Call[models.Ticket]:
 
 
 def list_tickets(
-    *, owner: str | None = None, state: str | None = None
+    *,
+    owner: str | None = None,
+    state: str | Sequence[str] | None = None,
+    meta: Mapping[str, str] | None = None,
+    limit: int | None = None,
 ) -> Call[list[models.Ticket]]:
-    """``GET /v1/tickets``: tickets, optionally of one owner or in one state."""
-    return Call("GET", "/v1/tickets", _tickets, params=_params(owner=owner, state=state))
+    """``GET /v1/tickets``: tickets by priority then age, optionally of one owner, in one
+    state or several, carrying every ``meta`` pair, at most ``limit`` of them."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise exceptions.InvalidInput(f"limit must be a positive integer, got {limit!r}")
+    params = _params(
+        owner=owner, state=_strings(state, "state"), meta=_pairs(meta, "meta"), limit=limit
+    )
+    return Call("GET", "/v1/tickets", _tickets, params=params)
 
 
 def find_ticket(key: str, *, owner: str | None = None) -> Call[models.Ticket]:
@@ -202,9 +255,16 @@ def get_pool(name: str) -> Call[models.PoolStatus]:
     return Call("GET", f"/v1/pools/{_segment(name, 'pool name')}", _pool)
 
 
-def list_vms(*, pool: str | None = None, state: str | None = None) -> Call[list[models.VM]]:
-    """``GET /v1/vms``: VMs, optionally of one pool or in one state."""
-    return Call("GET", "/v1/vms", _vms, params=_params(pool=pool, state=state))
+def list_vms(
+    *,
+    pool: str | None = None,
+    state: str | None = None,
+    ticket_meta: Mapping[str, str] | None = None,
+) -> Call[list[models.VM]]:
+    """``GET /v1/vms``: VMs, optionally of one pool, in one state, or held by open tickets
+    carrying every ``ticket_meta`` pair."""
+    params = _params(pool=pool, state=state, ticket_meta=_pairs(ticket_meta, "ticket_meta"))
+    return Call("GET", "/v1/vms", _vms, params=params)
 
 
 def get_vm(name: str) -> Call[models.VM]:
@@ -212,9 +272,16 @@ def get_vm(name: str) -> Call[models.VM]:
     return Call("GET", f"/v1/vms/{_segment(name, 'VM name')}", _vm)
 
 
-def terminate_vm(name: str) -> Call[models.VM]:
-    """``POST /v1/vms/{name}/terminate``."""
-    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/terminate", _vm)
+def terminate_vm(name: str, *, if_states: Sequence[str] | None = None) -> Call[models.VM]:
+    """``POST /v1/vms/{name}/terminate``; with ``if_states``, only a VM in one of those states
+    (:class:`VMStateMismatch` otherwise, and nothing changes)."""
+    params = _params(if_state=_strings(if_states, "if_states"))
+    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/terminate", _vm, params=params)
+
+
+def summary(*, pool: str | None = None) -> Call[models.PoolSummary]:
+    """``GET /v1/summary``: every pool (or one) and its VMs as human-readable text."""
+    return Call("GET", "/v1/summary", _summary, params=_params(pool=pool))
 
 
 # --- tasks, locks, health ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
     "LockWaiter",
     "PoolStats",
     "PoolStatus",
+    "PoolSummary",
     "Task",
     "Ticket",
     "TicketRequest",
@@ -90,6 +91,11 @@ class TicketRequest(BaseModel):
         allow_inf_nan=False,
         description="Lease in seconds; the ticket expires unless renewed within it.",
     )
+    meta: dict[str, str] = Field(
+        default_factory=dict,
+        description="Small key/value metadata kept with the ticket and searchable "
+        "(a build's task id, its chroot, ...).",
+    )
 
 
 class Ticket(_Wire):
@@ -110,6 +116,7 @@ class Ticket(_Wire):
     closed_at: float | None = None
     expires_at: float | None = Field(default=None, description="When the lease lapses.")
     reason: str | None = Field(default=None, description="Why it expired, failed or closed.")
+    meta: dict[str, str] = Field(default_factory=dict, description="Metadata given at creation.")
 
 
 class VM(_Wire):
@@ -143,6 +150,9 @@ class PoolStats(_Wire):
     wait_p95: float | None = None
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    recent_spawns: int = Field(default=0, description="How many latest spawns the next counts.")
+    recent_spawn_failures: int = 0
+    last_spawn_error: str | None = Field(default=None, description="Why the last spawn failed.")
 
 
 class PoolStatus(_Wire):
@@ -159,6 +169,16 @@ class PoolStatus(_Wire):
     assigned_tickets: int = 0
     stats: PoolStats = Field(default_factory=PoolStats)
     info: dict[str, JsonValue] = Field(default_factory=dict, description="Per-pool key/value info.")
+    problem: str | None = Field(
+        default=None,
+        description="Why the pool is unhealthy (its recent spawns fail, with the last reason).",
+    )
+
+
+class PoolSummary(_Wire):
+    """Body of ``GET /v1/summary``: the human-readable summary of pools and their VMs."""
+
+    text: str
 
 
 class Task(_Wire):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TypeVar, Unpack
@@ -116,10 +116,15 @@ class Client:
         return self.send(core.close_ticket(ticket_id))
 
     def list_tickets(
-        self, *, owner: str | None = None, state: str | None = None
+        self,
+        *,
+        owner: str | None = None,
+        state: str | Sequence[str] | None = None,
+        meta: Mapping[str, str] | None = None,
+        limit: int | None = None,
     ) -> list[models.Ticket]:
-        """Tickets visible to this token, optionally filtered."""
-        return self.send(core.list_tickets(owner=owner, state=state))
+        """Tickets visible to this token, optionally filtered (see :func:`core.list_tickets`)."""
+        return self.send(core.list_tickets(owner=owner, state=state, meta=meta, limit=limit))
 
     @contextmanager
     def acquire(
@@ -174,17 +179,29 @@ class Client:
         """One pool."""
         return self.send(core.get_pool(name))
 
-    def list_vms(self, *, pool: str | None = None, state: str | None = None) -> list[models.VM]:
-        """VMs, optionally of one pool or in one state (admin)."""
-        return self.send(core.list_vms(pool=pool, state=state))
+    def list_vms(
+        self,
+        *,
+        pool: str | None = None,
+        state: str | None = None,
+        ticket_meta: Mapping[str, str] | None = None,
+    ) -> list[models.VM]:
+        """VMs, optionally of one pool, in one state, or held by open tickets carrying every
+        ``ticket_meta`` pair (admin)."""
+        return self.send(core.list_vms(pool=pool, state=state, ticket_meta=ticket_meta))
 
     def get_vm(self, name: str) -> models.VM:
         """One VM (admin)."""
         return self.send(core.get_vm(name))
 
-    def terminate_vm(self, name: str) -> models.VM:
-        """Terminate a VM, even one still spawning (admin)."""
-        return self.send(core.terminate_vm(name))
+    def terminate_vm(self, name: str, *, if_states: Sequence[str] | None = None) -> models.VM:
+        """Terminate a VM, even one still spawning; with ``if_states``, only a VM in one of
+        them (:class:`VMStateMismatch` otherwise) (admin)."""
+        return self.send(core.terminate_vm(name, if_states=if_states))
+
+    def summary(self, *, pool: str | None = None) -> models.PoolSummary:
+        """Every pool (or one) and its VMs as human-readable text (admin)."""
+        return self.send(core.summary(pool=pool))
 
     def list_tasks(self, *, state: str | None = None, tag: str | None = None) -> list[models.Task]:
         """Tasks of the engine (admin)."""

@@ -31,6 +31,7 @@ from corral.controller import records, recovery, views, wiring
 from corral.controller.assignment import Assigner
 from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
+from corral.controller.operators import Operators, PoolMode
 from corral.controller.preallocation import Preallocator
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
 from corral.controller.tickets import Tickets
@@ -42,7 +43,7 @@ from corral.pools.lifecycle import Effect, VMEvent, effects_into, vm_move
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
-from corral.store.pools import VMRow
+from corral.store.pools import AuditEntry, VMRow
 from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
@@ -103,6 +104,7 @@ class Controller:
         self._shared = not recover or parse_store_url(store.url).kind == "postgresql"
         self._started = False
         self._stopped = False
+        self.operators = Operators(self)
         self.maintenance = Maintenance(self)
         self.preallocation = Preallocator(self)
         self.assignment = Assigner(self)
@@ -185,6 +187,7 @@ class Controller:
         if self._started:
             return
         self._started = True
+        await self.operators.load()
         if self.maintains:
             self.maintenance.start()
             for name in self._limits:
@@ -441,6 +444,14 @@ class Controller:
         """Spawns the measured demand of ``pool`` needs in flight now (Little's law)."""
         return self.preallocation.expected(pool)
 
+    def wake_maintenance(self) -> None:
+        """Run the maintenance duties now rather than at the next tick."""
+        self.maintenance.wake()
+
+    def pool_mode(self, pool: str) -> PoolMode:
+        """How ``pool`` operates now (active, paused, draining)."""
+        return self.operators.mode(pool)
+
     def kick_assign(self) -> None:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
         self.assignment.kick()
@@ -563,7 +574,9 @@ class Controller:
         )
         return [records.vm(r) for r in rows]
 
-    async def terminate_vm(self, name: str, /, *, if_states: Sequence[str] | None = None) -> VM:
+    async def terminate_vm(
+        self, name: str, /, *, if_states: Sequence[str] | None = None, actor: str | None = None
+    ) -> VM:
         """Start terminating a VM, also one still spawning; a VM in use fails its ticket.
 
         With ``if_states`` (Copr's ``allowed_pre_state``) only a VM in one of those states is
@@ -571,6 +584,8 @@ class Controller:
         state it is in.
         """
         allowed = None if if_states is None else _vm_states(if_states)
+        if actor is not None:
+            await self.operators.audit(actor, "terminate", "vm", name)
         for _ in range(5):
             vm = await self.get_vm(name)
             if allowed is not None and vm.state not in allowed:
@@ -609,6 +624,43 @@ class Controller:
                 return records.vm(row)
         raise exceptions.Conflict(f"VM {name} keeps changing; try again")
 
+    # --- operators (facade; corral.controller.operators) --------------------------------------
+
+    async def pause_pool(self, pool: str, /, *, actor: str = "operator") -> None:
+        """Stop preallocating ``pool`` (its ready VMs still serve tickets)."""
+        await self.operators.set_mode(pool, PoolMode.PAUSED, actor=actor)
+
+    async def resume_pool(self, pool: str, /, *, actor: str = "operator") -> None:
+        """Undo a pause or a drain: the pool preallocates and reuses again."""
+        await self.operators.set_mode(pool, PoolMode.ACTIVE, actor=actor)
+
+    async def drain_pool(
+        self, pool: str, /, *, actor: str = "operator", dry_run: bool = False
+    ) -> list[VM]:
+        """Drain ``pool``: stop preallocating, terminate its idle VMs now and every VM once its
+        ticket ends (no reuse). Returns the idle VMs terminated now (with ``dry_run``: the ones
+        that would be, changing nothing)."""
+        plan = await self.operators.drain_plan(pool)
+        if dry_run:
+            return plan
+        await self.operators.set_mode(pool, PoolMode.DRAINING, actor=actor)
+        await self.operators.drain_idle(pool)
+        return plan
+
+    async def hold_vm(self, name: str, /, seconds: float, *, actor: str = "operator") -> VM:
+        """Keep VM ``name`` for debugging for ``seconds`` (Nodepool's hold)."""
+        return await self.operators.hold(name, seconds, actor=actor)
+
+    async def release_hold(self, name: str, /, *, actor: str = "operator") -> VM:
+        """End a hold: a held VM is terminated; one in use is no longer kept after its ticket."""
+        return await self.operators.release_hold(name, actor=actor)
+
+    async def audit(
+        self, *, kind: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Operators' actions, newest first (of one VM or pool if given)."""
+        return list(await self.operators.history(kind=kind, target=target, limit=limit))
+
     # --- pools (facade) ----------------------------------------------------------------------
 
     async def list_pools(self) -> list[PoolStatus]:
@@ -631,9 +683,10 @@ class Controller:
         raw = await self.store.pools.get_info(pool)
         return {k: json.loads(v) for k, v in sorted(raw.items())}
 
-    async def summary(self) -> str:
-        """Every pool and its VMs in a human-readable form (Copr's ``VmManager.info``)."""
-        return await views.summary(self)
+    async def summary(self, *, pool: str | None = None) -> str:
+        """Every pool (or only ``pool``) and its VMs in a human-readable form (Copr's
+        ``VmManager.info``)."""
+        return await views.summary(self, pool=pool)
 
     # --- reconciliation ----------------------------------------------------------------------
 

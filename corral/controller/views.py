@@ -58,10 +58,12 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
     )
 
 
-async def summary(ctl: Controller) -> str:
-    """Every pool and its VMs in a human-readable form (Copr's ``VmManager.info``)."""
+async def summary(ctl: Controller, *, pool: str | None = None) -> str:
+    """Every pool (or only ``pool``, ``PoolNotFound``) and its VMs in a human-readable form
+    (Copr's ``VmManager.info``)."""
     lines = []
-    for status in await ctl.list_pools():
+    statuses = await ctl.list_pools() if pool is None else [await ctl.get_pool(pool)]
+    for status in statuses:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(status.vms.items())) or "no VMs"
         s = status.stats
         lines.append(
