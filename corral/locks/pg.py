@@ -176,7 +176,9 @@ class PgLockManager:
     ``async with PgLockManager(url, host_id="h1") as locks: async with locks.acquire(...)``.
     ``url`` is a migrated corral database; ``host_id`` must be unique per running process
     (registering an id again supersedes its previous incarnation). ``lease`` is how long this
-    host may miss heartbeats before its locks are freed (default 15 s).
+    host may miss heartbeats before its locks are freed (default 15 s); ``heartbeat`` how often
+    it renews its lease and frees the locks of hosts whose lease lapsed (default: a third of
+    the lease, at most 1 s).
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class PgLockManager:
         *,
         host_id: str | None = None,
         lease: float = 15.0,
+        heartbeat: float | None = None,
         address: str = "",
         version: str = "",
         config_hash: str = "",
@@ -194,6 +197,15 @@ class PgLockManager:
         if not isinstance(self.host_id, str) or not 0 < len(self.host_id) <= 255:
             raise exceptions.InvalidInput(f"host_id must be 1-255 characters, got {host_id!r}")
         self.lease = hosts.validate_lease(lease)
+        # Reaping rides on the heartbeat: a dead host's locks are freed within its lease plus
+        # one interval of any live host, so the interval is short by default.
+        self.heartbeat = (
+            min(self.lease / 3.0, 1.0) if heartbeat is None else hosts.validate_lease(heartbeat)
+        )
+        if self.heartbeat >= self.lease:
+            raise exceptions.InvalidInput(
+                f"heartbeat ({self.heartbeat}s) must be shorter than the lease ({self.lease}s)"
+            )
         self._meta = (address, version, config_hash)
         self.session = hosts.new_session()
         self.incarnation = 0
@@ -216,7 +228,7 @@ class PgLockManager:
         self._listener = Listener(
             self._url,
             self._channel(self.session),
-            self.lease / 3.0,
+            self.heartbeat,
             self._from_listener,
             self._beat,
             self._from_resync,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -104,12 +106,43 @@ class PgDriver(AsyncDriver):
 Driver = AsyncDriver | ThreadDriver | PgDriver
 
 
-async def open_pg_locks(url: str, **kw: Any) -> Any:
-    """A started ``PgLockManager`` on ``url``, migrated first (a fresh test database)."""
-    from corral.locks.pg import PgLockManager
+@pytest.fixture(scope="session")
+def pg_locks_template(pg_admin_url: str) -> Iterator[str]:
+    """A migrated database, made once per session, that each lock test copies."""
+    import psycopg
+
     from corral.store import migrate
 
-    await asyncio.to_thread(migrate.upgrade, url)
+    name = f"corral_lt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl())
+    try:
+        yield name
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_locks_url(pg_admin_url: str, pg_locks_template: str) -> Iterator[str]:
+    """A fresh migrated database for one lock test (a copy of the template), dropped after."""
+    import psycopg
+
+    name = f"corral_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_locks_template}"')
+    try:
+        yield urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def open_pg_locks(url: str, **kw: Any) -> Any:
+    """A started ``PgLockManager`` on the migrated database ``url``."""
+    from corral.locks.pg import PgLockManager
+
     kw.setdefault("host_id", "test-host")
     return await PgLockManager(url, **kw).start()
 
@@ -120,7 +153,7 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
     if request.param == "postgres":
         if request.node.get_closest_marker("per_process"):
             pytest.skip("a per-process capability: PgLockManager does not offer it")
-        drv = PgDriver(await open_pg_locks(request.getfixturevalue("pg_url")))
+        drv = PgDriver(await open_pg_locks(request.getfixturevalue("pg_locks_url")))
     else:
         drv = AsyncDriver() if request.param == "asyncio" else ThreadDriver()
     try:

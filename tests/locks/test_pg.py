@@ -1,0 +1,188 @@
+"""Cross-process cases of the PostgreSQL lock manager (the shared behaviour suite runs on it
+through the ``driver`` fixture): FIFO across processes, a dead holder freed at its lease
+expiry, wake-ups by NOTIFY, reconnection, a lapsed lease."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from corral import exceptions
+
+from .conftest import eventually, open_pg_locks, queued
+
+WORKER = Path(__file__).with_name("pg_worker.py")
+
+
+class Worker:
+    """A lock-holding process (``pg_worker.py``) and the lines it printed."""
+
+    def __init__(self, url: str, host: str, key: str, lease: float, hold: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), url, host, key, str(lease), hold],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    async def expect(self, prefix: str, timeout: float = 30.0) -> str:
+        """Wait for the next line starting with ``prefix`` (fail after ``timeout``)."""
+        assert self.proc.stdout is not None
+        while True:
+            line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+            if not line:
+                raise AssertionError(f"worker ended before printing {prefix!r}: {self.lines}")
+            self.lines.append(line.strip())
+            if line.startswith(prefix):
+                return line.strip()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+async def locks(pg_locks_url: str) -> AsyncIterator[Any]:
+    manager = await open_pg_locks(pg_locks_url, host_id="main", lease=60.0)
+    yield manager
+    await manager.close()
+
+
+async def test_fifo_across_processes(pg_locks_url: str, locks: Any, workers: list[Worker]) -> None:
+    """Breakage caught: a grant that ignores arrival order (e.g. by owner or by host)."""
+    held = await locks.acquire("vm/a", owner="main")
+    for i, name in enumerate(["w-c", "w-a", "w-b"]):
+        worker = Worker(pg_locks_url, name, "vm/a", 30.0, "0")
+        workers.append(worker)
+        await worker.expect("queued")
+        await eventually(lambda n=i + 1: queued(locks, "vm/a") == n, 30)
+    held.release()
+    tokens = [int((await w.expect("granted")).split()[1]) for w in workers]
+    assert tokens == [2, 3, 4], "granted in arrival order, each with the next token"
+    for w in workers:
+        await w.expect("released")
+
+
+async def test_dead_holder_is_freed_at_lease_expiry(
+    pg_locks_url: str, locks: Any, workers: list[Worker]
+) -> None:
+    """Breakage caught: locks of a dead host kept forever (Ironic's stuck reservations)."""
+    holder = Worker(pg_locks_url, "doomed", "vm/a", 1.0, "forever")
+    workers.append(holder)
+    token = int((await holder.expect("granted")).split()[1])
+    waiting = asyncio.ensure_future(locks.acquire("vm/a", owner="main", timeout=60.0))
+    await eventually(lambda: queued(locks, "vm/a") == 1, 30)
+    blocker = await locks.acquire("vm/b", owner="blocker")
+    queuer = Worker(pg_locks_url, "doomed-2", "vm/b", 1.0, "forever")
+    workers.append(queuer)
+    await queuer.expect("queued")
+    assert not waiting.done()
+    holder.kill()
+    queuer.kill()
+    held = await asyncio.wait_for(waiting, 60)
+    assert held.token("vm/a") > token
+    await eventually(lambda: queued(locks, "vm/b") == 0, 30)
+    held.release()
+    blocker.release()
+    assert locks.status() == []
+
+
+async def test_waiter_is_woken_by_notify_not_by_the_heartbeat(pg_locks_url: str) -> None:
+    """Breakage caught: waiters that only learn of a grant when they poll (here the heartbeat,
+    every 40 s with a 120 s lease, would be the only other way in)."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=120.0, heartbeat=40.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=120.0, heartbeat=40.0)
+    try:
+        held = await a.acquire("vm/a", owner="a1")
+        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1"))
+        await eventually(lambda: queued(a, "vm/a") == 1, 30)
+        held.release()
+        got = await asyncio.wait_for(waiting, 20.0)
+        assert got.token("vm/a") == 2
+        got.release()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _terminate(url: str, pids: list[int | None]) -> None:
+    def run() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for pid in pids:
+                if pid is not None:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    await asyncio.to_thread(run)
+
+
+async def test_reconnect_after_terminate_backend(pg_locks_url: str) -> None:
+    """Breakage caught: a grant whose NOTIFY was sent while the listener was disconnected is
+    lost (no re-read after reconnect), or a dead connection is never replaced."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0)
+    try:
+        held = await a.acquire("vm/a", owner="a1")
+        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1", timeout=60.0))
+        await eventually(lambda: queued(a, "vm/a") == 1, 30)
+        await _terminate(pg_locks_url, [b._listener.backend_pid(), b._batcher.backend_pid()])
+        held.release()  # its NOTIFY goes to a connection that is gone
+        got = await asyncio.wait_for(waiting, 60)
+        got.release()
+        await eventually(lambda: b._listener.reconnects >= 1, 30)
+        again = await b.acquire("vm/a", owner="b1", timeout=30.0)
+        assert again.token("vm/a") == 3
+        again.release()
+        await eventually(lambda: a.status() == [], 30)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_lapsed_lease_frees_locks_and_the_holder_learns_it(pg_locks_url: str) -> None:
+    """Breakage caught: a paused host that keeps believing it holds a lock after its lease
+    lapsed and the lock was granted to another (the holder must see LockReleased)."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=1.5)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=1.5)
+    try:
+        held = await a.acquire("vm/a", owner="a1")
+        old = held.token("vm/a")
+        session = a.session
+
+        def lapse() -> None:
+            with psycopg.connect(pg_locks_url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE cluster_hosts SET lease_expires_at = 0 WHERE session = %s", (session,)
+                )
+
+        await asyncio.to_thread(lapse)
+        got = await b.acquire("vm/a", owner="b1", timeout=30.0)
+        assert got.token("vm/a") > old
+        await eventually(lambda: held.released, 30)
+        with pytest.raises(exceptions.LockReleased):
+            held.token("vm/a")
+        assert a.session != session and a.incarnation == 2, "rejoined as a new incarnation"
+        got.release()
+        (await a.acquire("vm/a", owner="a1", timeout=30.0)).release()
+    finally:
+        await a.close()
+        await b.close()
