@@ -29,7 +29,8 @@ from corral.controller.events import EventBus
 access = logging.getLogger("corral.access")
 
 DOCS_ASSETS = "/docs/assets"
-"""Where the Swagger UI files of the ``swagger-ui-bundle`` package are served."""
+"""Where the Swagger UI files of the ``swagger-ui-py`` package are served (its Swagger UI 5
+reads the OpenAPI 3.1 that FastAPI writes; ``swagger-ui-bundle``'s 4.x cannot)."""
 
 
 def install(app: FastAPI, controller: ControllerFacade) -> None:
@@ -54,11 +55,7 @@ def install(app: FastAPI, controller: ControllerFacade) -> None:
 
 
 def _install_docs(app: FastAPI) -> None:
-    import swagger_ui_bundle  # type: ignore[import-untyped]
-
-    app.mount(
-        DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
-    )
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("swagger_ui", "static")]), name="docs-assets")
 
     async def docs() -> HTMLResponse:
         """Swagger UI from files shipped with the server (works offline)."""
