@@ -78,7 +78,7 @@ class Page:
             self.page.locator("#live.on").wait_for()
         except playwright_api.TimeoutError:
             status = self.page.locator("#live").inner_text()
-            raise AssertionError(f"{self.page.url}: stream not live ({status}), {self.errors}")
+            raise AssertionError(f"{self.page.url}: not live ({status}), {self.errors}") from None
 
     def close(self) -> None:
         self.context.close()
