@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from corral import config as corral_config
-from corral import exceptions
+from corral import exceptions, logs
 from corral.cli import output
 from corral.config import CorralConfig
 from corral.store import url as store_url
@@ -139,6 +139,18 @@ def serve(
             "(default: report them and leave them alone).",
         ),
     ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_LOG_LEVEL", show_envvar=True, help="debug, info, warning or error."
+        ),
+    ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_LOG_FORMAT", show_envvar=True, help="text, or json (one object a line)."
+        ),
+    ] = "text",
 ) -> None:
     """Run the controller and the HTTP API in this process until SIGINT/SIGTERM.
 
@@ -147,6 +159,7 @@ def serve(
     from corral.api.server import Server
 
     try:
+        logs.configure(log_level, log_format)  # timestamps, levels, access and decision lines
         cfg, demo = load(config, db)
         if adopt:
             server = Server(cfg, host=host, port=port, factory=_adopting)

@@ -137,3 +137,19 @@ def test_histogram_counts_every_value() -> None:
     svg = charts.histogram([1.0, 1.1, 5.0, 9.0], bins=4)
     counts = [int(n) for n in re.findall(r"<title>(\d+) between", svg)]
     assert counts == [2, 0, 1, 1]  # bins of 2 s from 1 s: 1-3, 3-5, 5-7, 7-9
+
+
+async def test_the_access_log_has_a_line_per_request_and_no_token(
+    http: httpx.AsyncClient, caplog: Any
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="corral.access")
+    await http.get("/v1/pools", headers=auth(ADMIN_TOKEN))
+    await http.get("/v1/pools", headers=auth("wrong-token"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "corral.access"]
+    assert [line.split()[:3] for line in lines] == [
+        ["GET", "/v1/pools", "200"],
+        ["GET", "/v1/pools", "401"],
+    ]
+    assert not any(ADMIN_TOKEN in line or "wrong-token" in line for line in lines)
