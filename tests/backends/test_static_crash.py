@@ -1,7 +1,8 @@
 """kill -9 of a controller serving a static pool in the middle of cleanups (issue 15).
 
 A child process runs a controller on a SQLite store with a static pool of three loopback
-machines whose ``cleanup`` takes a while, and four clients that acquire and release in a loop
+machines whose ``cleanup`` takes a while (and a ``max`` above three, so that reservations wait
+in line for a machine), and four clients that acquire and release in a loop
 (half of them in a sandbox, so cleanups run both on the release path and on termination). The
 test kills the child with SIGKILL while a cleanup runs, restarts a controller on the same store
 and state file, closes every ticket the dead clients left, and checks once it is quiet:
@@ -9,12 +10,14 @@ and state file, closes every ticket the dead clients left, and checks once it is
 - nothing lost: the backend's reservations are exactly the VMs the store holds alive, every
   machine is still in the inventory and none went to maintenance (a killed cleanup is run again,
   it does not fail);
-- over the whole run, from the store: no two tickets ever held one address at overlapping times,
-  and no cleanup of a machine ran while a ticket held it.
+- over the whole run, from the store: no ticket failed (no VM was found lost), no two tickets
+  ever held one address at overlapping times, and no cleanup of a machine ran while a ticket
+  held it.
 
 Breakage caught: ``end`` run before the cleanup in ``terminate`` (the machine is handed out
 while being cleaned: a cleanup overlaps a ticket's hold); reservations kept in memory only
-(after the restart the machines of VMs alive in the store are handed out again).
+(after the restart reconciliation finds the VMs alive in the store missing from the backend and
+fails their tickets).
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ asyncio.run(main())
 def config(workdir: Path) -> CorralConfig:
     """A static pool of loopback machines with a slow cleanup, on a SQLite store."""
     (workdir / "cleanup.sh").write_text(CLEANUP)
-    machines = [{"name": f"m{n}", "address": f"127.0.0.{n}"} for n in range(1, MACHINES + 1)]
+    lines = [f"- {{name: m{n}, address: 127.0.0.{n}}}" for n in range(1, MACHINES + 1)]
+    (workdir / "machines.yaml").write_text("\n".join(lines) + "\n")
     return parse_config(
         {
             "store": f"sqlite:///{workdir / 'corral.db'}",
@@ -81,11 +85,13 @@ def config(workdir: Path) -> CorralConfig:
                 "p": {
                     "backend": {
                         "type": "static",
-                        "machines": machines,
+                        "inventory": "machines.yaml",
                         "cleanup": ["sh", str(workdir / "cleanup.sh"), str(workdir)],
                         "state_file": "static-p.json",
                     },
                     "min_ready": 0,
+                    "max": MACHINES + 2,  # reservations beyond the machines wait in line
+                    "max_starting": MACHINES + 2,
                     "reuse": {"sandbox": True},
                     "spawn_timeout": 60,
                     "terminate_timeout": 30,
@@ -183,7 +189,10 @@ async def _check_history(workdir: Path) -> None:
     try:
         vms = {v.name: v for v in await ctl.list_vms()}
         held: dict[str, list[tuple[float, float]]] = {}
-        for ticket in await ctl.list_tickets():
+        tickets = await ctl.list_tickets()
+        failed = [t.id for t in tickets if t.state.value == "failed"]
+        assert not failed, f"tickets failed (their VMs were lost): {failed}"
+        for ticket in tickets:
             if ticket.vm is None or ticket.assigned_at is None:
                 continue
             assert ticket.closed_at is not None, f"ticket {ticket.id} still open"
