@@ -71,3 +71,5 @@ def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(name.upper())
+    # alembic tells every plugin it loads at info; its migrations still show at debug
+    logging.getLogger("alembic").setLevel("DEBUG" if name == "debug" else "WARNING")

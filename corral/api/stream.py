@@ -198,6 +198,7 @@ class EventHub:
         self._buffer = buffer
         self._listeners: set[Listener] = set()
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._task_states: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._series: dict[str, deque[Point]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -300,7 +301,12 @@ class EventHub:
         payload = event.to_json()
         if owner is not None:
             payload["owner"] = owner
-        log_decision(event, owner)
+        if event.kind != "task" or self._task_states.get(event.id) != event.state:
+            log_decision(event, owner)  # a task's progress within one state is not a decision
+        if event.kind == "task":
+            self._task_states[event.id] = event.state
+            if len(self._task_states) > OWNERS:
+                self._task_states.pop(next(iter(self._task_states)))
         self.emit(event.kind, payload, owner)
         if event.kind in ("vm", "ticket"):
             pool = event.data.get("pool")
