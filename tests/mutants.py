@@ -317,6 +317,55 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/api/test_tickets.py", "-k", "other_owners"),
     ),
+    Mutant(
+        "static-free-before-cleanup",
+        "the static backend frees a machine before its cleanup ran (handed out while cleaned)",
+        (
+            (
+                Patch(
+                    "corral/backends/static.py",
+                    "        failure = None\n"
+                    '        if reservation is not None and "cleanup" in self._commands:\n',
+                    "        failure = None\n"
+                    "        await self._run_transaction(  # MUTANT\n"
+                    "            lambda state, machines, now: "
+                    "inv.end(state, machines, handle.name, now)\n"
+                    "        )\n"
+                    '        if reservation is not None and "cleanup" in self._commands:\n',
+                ),
+            ),
+        ),
+        ("tests/backends/test_static_crash.py", "-m", "slow"),
+    ),
+    Mutant(
+        "static-state-per-process",
+        "the static backend's reservations do not outlive its process (a state file per pid)",
+        (
+            (
+                Patch(
+                    "corral/backends/static.py",
+                    "        self.state_path = self.base_dir / state_file\n",
+                    "        self.state_path = "
+                    'self.base_dir / f"{state_file}.{os.getpid()}"  # MUTANT\n',
+                ),
+            ),
+        ),
+        ("tests/backends/test_static_crash.py", "-m", "slow"),
+    ),
+    Mutant(
+        "static-failed-cleanup-frees",
+        "a static machine whose cleanup failed goes back to the free set",
+        (
+            (
+                Patch(
+                    "corral/backends/static_inventory.py",
+                    "        if cleanup_failure is not None:\n",
+                    "        if cleanup_failure is not None and False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/test_static_pool.py",),
+    ),
 )
 
 
