@@ -11,23 +11,18 @@ for ``serve``/``config``/``db``, the server-side entry points) and prints.
 
 from __future__ import annotations
 
-import functools
-import math
+import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, ParamSpec, TypeVar, cast
+from typing import Annotated
 
-import pydantic
 import typer
-from pydantic import BaseModel
 
-from corral import __version__, config_messages, exceptions
-from corral.cli import admin, output
-from corral.client import Client, core, flows, models
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from corral import __version__, exceptions
+from corral.cli import admin, common, output, resalloc, run, show
+from corral.cli.common import Json, Token, Url, client, handle_errors, seconds
+from corral.client import core, flows, models
 
 HELP = (
     "corral keeps pools of VMs ready and hands them out.\n\n"
@@ -39,7 +34,8 @@ HELP = (
 EPILOG = (
     "Exit codes: 0 ok; 1 other failure; 2 bad usage; 3 invalid input or configuration; "
     "4 no valid token or not allowed; 5 not found; 6 state does not allow it; "
-    "7 acquire timed out; 8 server unreachable; 9 port or database unavailable. "
+    "7 acquire timed out; 8 server unreachable; 9 port or database unavailable; "
+    "10 'status': a pool is failing; a command run by 'acquire -- CMD' exits with its status. "
     "Errors print one line: 'error: CODE: message'."
 )
 
@@ -53,165 +49,27 @@ app = typer.Typer(
 )
 vm_app = typer.Typer(help="Act on one VM.", no_args_is_help=True)
 task_app = typer.Typer(help="Act on one task of the engine.", no_args_is_help=True)
+ticket_app = typer.Typer(help="Act on one ticket.", no_args_is_help=True)
+pool_app = typer.Typer(help="Act on one pool.", no_args_is_help=True)
 app.add_typer(vm_app, name="vm")
 app.add_typer(task_app, name="task")
+app.add_typer(ticket_app, name="ticket")
+app.add_typer(pool_app, name="pool")
+vm_app.command("show")(show.vm_show)
+ticket_app.command("show")(show.ticket_show)
+pool_app.command("show")(show.pool_show)
+app.command("import-resalloc")(resalloc.import_resalloc)
 app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.db_app, name="db")
 app.command("serve")(admin.serve)
 
-
-def _given_before(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
-    """The option's value: given after the command, else before it (``corral --url X tickets``),
-    else from the environment or the default."""
-    name = param.name or ""
-    root = cast(typer.Context, ctx.find_root())  # typer's Context is click's, with extras
-    if root is ctx or _on_command_line(ctx, name) or not _on_command_line(root, name):
-        return value
-    given: str | None = root.params.get(name)
-    return given
-
-
-def _on_command_line(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
-Url = Annotated[
-    str,
-    typer.Option(
-        "--url",
-        envvar="CORRAL_URL",
-        show_envvar=True,
-        callback=_given_before,
-        help="The corral server (also accepted before the command).",
-    ),
+Meta = Annotated[
+    list[str] | None,
+    typer.Option("--meta", help="KEY=VALUE (repeatable).", show_default=False),
 ]
-Token = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="CORRAL_TOKEN",
-        show_envvar=True,
-        show_default=False,
-        callback=_given_before,
-        help="Bearer token (from the server's api.tokens; also accepted before the command).",
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-OPTION_NAMES = {"tags": "--tag"}
-"""Request fields whose command-line option is not ``--<field>``."""
-
-
-def invalid_options(error: pydantic.ValidationError) -> exceptions.InvalidInput:
-    """A request the client refused before sending, worded with the options' names."""
-    problems = []
-    for line in config_messages.describe_errors(error):
-        field, _, problem = line.partition(": ")
-        name = field.split(".")[0]
-        problems.append(f"{OPTION_NAMES.get(name, '--' + name.replace('_', '-'))}: {problem}")
-    return exceptions.InvalidInput("; ".join(problems))
-
-
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a CorralError (or a request the client refused) into one ``error: code: message``
-    line on stderr and its exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            try:
-                return func(*args, **kwargs)
-            except pydantic.ValidationError as exc:
-                raise invalid_options(exc) from exc
-        except exceptions.CorralError as exc:
-            output.errors.print(f"error: {exc.code}: {exc.message}", markup=False)
-            raise typer.Exit(output.exit_code(exc)) from None
-
-    return wrapper
-
-
-@contextmanager
-def client(url: str, token: str | None) -> Iterator[Client]:
-    """A client of ``url``, closed afterwards."""
-    with Client(url, token=token) as c:
-        yield c
-
-
-def seconds(option: str, value: float | None, *, at_least: float | None = 0.0) -> float | None:
-    """``value`` if it is a finite number of seconds (>= ``at_least``); else ``InvalidInput``
-    naming ``option`` (the command line parses ``nan`` and ``inf`` as numbers)."""
-    if value is None:
-        return None
-    if not math.isfinite(value):
-        raise exceptions.InvalidInput(f"{option}: must be a finite number of seconds, not {value}")
-    if at_least is not None and value < at_least:
-        raise exceptions.InvalidInput(f"{option}: must be >= {at_least:g}, not {value:g}")
-    return value
-
-
-Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
-
-
-def _show(
-    url: str,
-    token: str | None,
-    json: bool,
-    fetch: Callable[[Client], Shown],
-    render: Callable[[Shown], None],
-) -> None:
-    """Call the server with a client of ``url``; print the answer as JSON or ``render`` it."""
-    with client(url, token) as c:
-        answer = fetch(c)
-    if json:
-        output.print_json(answer)
-    else:
-        render(answer)
-
-
-def _say(line: Callable[[Shown], str]) -> Callable[[Shown], None]:
-    """A renderer printing one line about the answer."""
-    return lambda answer: output.console.print(line(answer), markup=False)
-
-
-def _tickets_table(tickets: list[models.Ticket]) -> None:
-    output.table(
-        "Tickets",
-        ["id", "owner", "state", "pool", "tags", "sandbox", "prio", "vm", "address", "created"],
-        [
-            [
-                t.id,
-                t.owner,
-                t.state,
-                t.pool,
-                ",".join(t.tags),
-                t.sandbox,
-                t.priority,
-                t.vm,
-                t.address,
-                output.when(t.created_at),
-            ]
-            for t in tickets
-        ],
-    )
-
-
-def _ticket_line(ticket: models.Ticket) -> str:
-    line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
-    if ticket.state == "assigned" and ticket.vm:
-        line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
-    elif ticket.vm:
-        line += f", VM {ticket.vm} given back"
-    if ticket.reason and ticket.state != "assigned":
-        line += f" ({ticket.reason})"
-    return line
-
-
-# --- tickets -----------------------------------------------------------------------------------
-
-
-@app.command()
+@app.command(context_settings={"allow_interspersed_args": False})
 @handle_errors
 def acquire(
     url: Url = core.DEFAULT_URL,
@@ -237,28 +95,57 @@ def acquire(
     timeout: Annotated[
         float | None, typer.Option(help="Give up (exit 7) after this many seconds.")
     ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta",
+            help="KEY=VALUE kept with the ticket and searchable (repeatable): "
+            "'corral tickets --meta', 'corral vms --meta'.",
+            show_default=False,
+        ),
+    ] = None,
     json: Json = False,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run this command (after '--') while holding the VM, then release it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Wait for a VM and print the ticket id, VM name, address and lease.
+    """Wait for a VM and print the ticket id, VM name, address and lease; or, given a command
+    after '--', run it holding the VM and release the VM when it exits.
 
     The ticket stays open after the command exits, for its lease: the pool's ticket_ttl (900 s
     unless configured), or --ttl. Renew it with 'corral renew TICKET' before it lapses, and
     give the VM back with 'corral release TICKET'. While it waits, its long-polls keep the
     lease alive.
+
+    With a command ('corral acquire --pool P -- ssh root@$CORRAL_ADDRESS make'), the command
+    gets CORRAL_TICKET, CORRAL_VM, CORRAL_ADDRESS, CORRAL_OWNER (and CORRAL_POOL,
+    CORRAL_META_<KEY> when known) in its environment; the lease is renewed while it runs;
+    SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and a SIGINT not from the terminal are passed on to it;
+    the VM is released when it exits, also after Ctrl-C; and corral exits with its status
+    (128+N when it died of signal N).
     """
     if pool is None and not tag:
         raise exceptions.InvalidInput("give --pool or at least one --tag")
+    if command and json:
+        raise exceptions.InvalidInput("--json: not with a command (its output is the output)")
     seconds("--timeout", timeout)
     seconds("--ttl", ttl, at_least=None)  # the request model checks its range
-    acquisition = flows.Acquisition(
+    request = core.TicketArgs(
         pool=pool,
         tags=tag or (),
         owner=owner,
         sandbox=sandbox,
         priority=priority,
         ttl=ttl,
-        timeout=timeout,
+        meta=common.pairs("--meta", meta),
     )
+    if command:
+        raise typer.Exit(_run(url, token, request, timeout, command))
+    acquisition = flows.Acquisition(timeout=timeout, **request)
     with client(url, token) as c:
         try:
             with _spinner(not json, "waiting for a VM..."):
@@ -271,9 +158,27 @@ def acquire(
     if json:
         output.print_json(ticket)
         return
-    output.console.print(_ticket_line(ticket), markup=False)
+    output.console.print(common.ticket_line(ticket), markup=False)
     output.console.print(lease_line(ticket, time.time()), markup=False)
     output.console.print(f"release it with: corral release {ticket.id}", markup=False)
+
+
+def _run(
+    url: str, token: str | None, request: core.TicketArgs, timeout: float | None, argv: list[str]
+) -> int:
+    """Hold a VM while ``argv`` runs; the command's exit status."""
+    run.check_command(argv)
+    with client(url, token) as c:
+        if output.errors.is_terminal:
+            output.errors.print("waiting for a VM...", markup=False)
+        with c.acquire(timeout=timeout, **request) as ticket:
+            output.errors.print(f"corral: {common.ticket_line(ticket)}", markup=False)
+            status = run.run_command(argv, run.environment(ticket, os.environ))
+        output.errors.print(
+            f"corral: command exited with status {status}; ticket {ticket.id} released",
+            markup=False,
+        )
+    return status
 
 
 def lease_line(ticket: models.Ticket, now: float) -> str:
@@ -306,7 +211,7 @@ def release(
     json: Json = False,
 ) -> None:
     """Close a ticket: its VM is reused or terminated (a waiting ticket is cancelled)."""
-    _show(url, token, json, lambda c: c.close_ticket(ticket), _say(_ticket_line))
+    common.show(url, token, json, lambda c: c.close_ticket(ticket), common.say(common.ticket_line))
 
 
 @app.command()
@@ -318,13 +223,22 @@ def renew(
     json: Json = False,
 ) -> None:
     """Extend a ticket's lease by its ttl."""
-    _show(
+    common.show(
         url,
         token,
         json,
         lambda c: c.renew_ticket(ticket),
-        _say(lambda t: f"{_ticket_line(t)}; lease until {output.when(t.expires_at) or 'never'}"),
+        common.say(
+            lambda t: f"{common.ticket_line(t)}; lease until {output.when(t.expires_at) or 'never'}"
+        ),
     )
+
+
+DEFAULT_LIMIT = 50
+"""How many tickets ``corral tickets`` shows unless told."""
+
+OPEN_STATES = ("waiting", "assigned")
+"""The states ``corral tickets`` shows unless told."""
 
 
 @app.command()
@@ -333,11 +247,46 @@ def tickets(
     url: Url = core.DEFAULT_URL,
     token: Token = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner's tickets.")] = None,
-    state: Annotated[str | None, typer.Option(help="Only tickets in this state.")] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only tickets in this state (repeatable or comma-separated; default: the open "
+            "ones, waiting and assigned).",
+            show_default=False,
+        ),
+    ] = None,
+    all_states: Annotated[
+        bool, typer.Option("--all", help="Tickets in every state, closed ones too.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(help="Show at most this many, by priority then age (0: no limit).")
+    ] = DEFAULT_LIMIT,
+    meta: Meta = None,
     json: Json = False,
 ) -> None:
-    """List tickets (users see their own)."""
-    _show(url, token, json, lambda c: c.list_tickets(owner=owner, state=state), _tickets_table)
+    """List the open tickets (users see their own), at most --limit of them, saying when the
+    list was cut; --all or --state for closed ones, --meta to find tickets by metadata."""
+    if all_states and state:
+        raise exceptions.InvalidInput("--all and --state: give one or the other")
+    if limit < 0:
+        raise exceptions.InvalidInput(f"--limit: must be >= 0, not {limit}")
+    states = common.split_list(state) or (None if all_states else list(OPEN_STATES))
+    pairs = common.pairs("--meta", meta)
+    with client(url, token) as c:
+        found = c.list_tickets(
+            owner=owner, state=states, meta=pairs, limit=None if limit == 0 else limit + 1
+        )
+    cut = limit != 0 and len(found) > limit
+    found = found[:limit] if cut else found
+    if json:
+        output.print_json(found)
+    else:
+        common.tickets_table(found)
+    if cut:
+        output.errors.print(
+            f"note: only the first {limit} tickets are shown; more match (--limit N, 0 for all)",
+            markup=False,
+        )
 
 
 # --- pools and VMs -----------------------------------------------------------------------------
@@ -346,7 +295,18 @@ def tickets(
 def _pools_table(pools: list[models.PoolStatus]) -> None:
     output.table(
         "Pools",
-        ["pool", "backend", "tags", "ready", "in use", "spawning", "max", "waiting", "spawn p50"],
+        [
+            "pool",
+            "backend",
+            "tags",
+            "ready",
+            "in use",
+            "spawning",
+            "max",
+            "waiting",
+            "spawn p50",
+            "health",
+        ],
         [
             [
                 p.name,
@@ -358,6 +318,7 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
                 p.max,
                 p.waiting_tickets,
                 "" if p.stats.spawn_p50 is None else f"{p.stats.spawn_p50:.2f}s",
+                "FAILING" if p.problem else "ok",
             ]
             for p in pools
         ],
@@ -368,7 +329,7 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
 @handle_errors
 def pools(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
     """List pools with their VMs per state, queue and statistics (admin)."""
-    _show(url, token, json, lambda c: c.list_pools(), _pools_table)
+    common.show(url, token, json, lambda c: c.list_pools(), _pools_table)
 
 
 @app.command()
@@ -378,10 +339,26 @@ def vms(
     token: Token = None,
     pool: Annotated[str | None, typer.Option(help="Only this pool's VMs.")] = None,
     state: Annotated[str | None, typer.Option(help="Only VMs in this state.")] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta",
+            help="KEY=VALUE (repeatable): only the VMs held by open tickets carrying it "
+            "(find a build's VM by its task id).",
+            show_default=False,
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """List VMs (admin)."""
-    _show(url, token, json, lambda c: c.list_vms(pool=pool, state=state), _vms_table)
+    pairs = common.pairs("--meta", meta)
+    common.show(
+        url,
+        token,
+        json,
+        lambda c: c.list_vms(pool=pool, state=state, ticket_meta=pairs),
+        _vms_table,
+    )
 
 
 def _vms_table(found: list[models.VM]) -> None:
@@ -404,15 +381,27 @@ def vm_terminate(
     name: Annotated[str, typer.Argument(help="The VM's name.")],
     url: Url = core.DEFAULT_URL,
     token: Token = None,
+    if_state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--if-state",
+            help="Only if the VM is in one of these states (comma-separated or repeatable, "
+            "e.g. ready,in_use); otherwise exit 6 and nothing changes.",
+            show_default=False,
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Terminate a VM, also one still spawning (admin)."""
-    _show(
+    states = common.split_list(if_state)
+    if if_state is not None and not states:
+        raise exceptions.InvalidInput("--if-state: give at least one VM state")
+    common.show(
         url,
         token,
         json,
-        lambda c: c.terminate_vm(name),
-        _say(lambda v: f"VM {v.name} ({v.pool}): {v.state}"),
+        lambda c: c.terminate_vm(name, if_states=states),
+        common.say(lambda v: f"VM {v.name} ({v.pool}): {v.state}"),
     )
 
 
@@ -447,7 +436,7 @@ def tasks(
     json: Json = False,
 ) -> None:
     """List the engine's tasks (admin)."""
-    _show(
+    common.show(
         url,
         token,
         json,
@@ -473,7 +462,7 @@ def task_show(
     task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Show one task: state, result, jobs done of total, recoveries (admin)."""
-    _show(url, token, json, lambda c: c.get_task(task_id), _task_details)
+    common.show(url, token, json, lambda c: c.get_task(task_id), _task_details)
 
 
 @task_app.command("stop")
@@ -486,7 +475,7 @@ def task_stop(
     json: Json = False,
 ) -> None:
     """Stop a task; its recovery policy decides what follows (admin)."""
-    _show(url, token, json, lambda c: c.stop_task(task_id, force=force), _task_details)
+    common.show(url, token, json, lambda c: c.stop_task(task_id, force=force), _task_details)
 
 
 @task_app.command("rollback")
@@ -495,7 +484,7 @@ def task_rollback(
     task_id: TaskId, url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False
 ) -> None:
     """Roll back a done task (admin)."""
-    _show(url, token, json, lambda c: c.rollback_task(task_id), _task_details)
+    common.show(url, token, json, lambda c: c.rollback_task(task_id), _task_details)
 
 
 @task_app.command("clean")
@@ -516,7 +505,7 @@ def task_clean(
 @handle_errors
 def locks(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
     """Show every locked or awaited resource: holders (with tokens) and queue (admin)."""
-    _show(url, token, json, lambda c: c.list_locks(), _locks_table)
+    common.show(url, token, json, lambda c: c.list_locks(), _locks_table)
 
 
 def _locks_table(found: list[models.LockStatus]) -> None:
@@ -537,28 +526,51 @@ def _locks_table(found: list[models.LockStatus]) -> None:
 
 @app.command()
 @handle_errors
-def status(url: Url = core.DEFAULT_URL, token: Token = None, json: Json = False) -> None:
-    """The server's health, its pools and the ticket queue at a glance."""
+def status(
+    url: Url = core.DEFAULT_URL,
+    token: Token = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Only this pool, with its human-readable summary and live VMs."),
+    ] = None,
+    json: Json = False,
+) -> None:
+    """The server's health, its pools and the ticket queue at a glance (admin).
+
+    Exit code 10 when a pool is failing (most of its recent spawns failed): each one is named
+    with the reason of its last failed spawn.
+    """
     with client(url, token) as c:
         health = c.health()
-        found = c.list_pools()
+        found = c.list_pools() if pool is None else [c.get_pool(pool)]
+        text = None if pool is None else c.summary(pool=pool).text
+    failing = [p for p in found if p.problem]
     if json:
         output.print_json(
             {
                 "health": health.model_dump(mode="json"),
                 "pools": [p.model_dump(mode="json") for p in found],
+                "failing": {p.name: p.problem for p in failing},
+                **({} if text is None else {"summary": text}),
             }
         )
-        return
-    waiting = sum(p.waiting_tickets for p in found)
-    assigned = sum(p.assigned_tickets for p in found)
-    output.console.print(
-        f"corral {health.version} at {url}: {health.status}; "
-        f"{output.count(len(found), 'pool')}, {output.count(assigned, 'ticket')} assigned, "
-        f"{waiting} waiting",
-        markup=False,
-    )
-    _pools_table(found)
+    else:
+        waiting = sum(p.waiting_tickets for p in found)
+        assigned = sum(p.assigned_tickets for p in found)
+        output.console.print(
+            f"corral {health.version} at {url}: {health.status}; "
+            f"{output.count(len(found), 'pool')}, {output.count(assigned, 'ticket')} assigned, "
+            f"{waiting} waiting",
+            markup=False,
+        )
+        if text is not None:
+            output.console.print(text, markup=False)
+        else:
+            _pools_table(found)
+        for p in failing:
+            output.console.print(f"pool {p.name} is FAILING: {p.problem}", markup=False)
+    if failing:
+        raise typer.Exit(output.Exit.FAILING)
 
 
 def version_callback(value: bool) -> None:

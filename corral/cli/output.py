@@ -57,6 +57,8 @@ class Exit(IntEnum):
     UNAVAILABLE = 9
     """What ``serve`` or ``db`` needs is unavailable: the port is taken, the store cannot be
     opened or is in use by another ``corral serve``."""
+    FAILING = 10
+    """``status``: a pool is failing (most of its recent spawns failed)."""
 
 
 def exit_code(error: exceptions.CorralError) -> Exit:

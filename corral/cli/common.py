@@ -1,0 +1,200 @@
+"""What every client command of ``corral`` shares: its options, its error handling, its client.
+
+``--url``/``CORRAL_URL`` and ``--token``/``CORRAL_TOKEN`` are accepted after the command or
+before it; a :class:`CorralError` becomes one ``error: code: message`` line and its exit code.
+This module must not contain controller or API logic.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, ParamSpec, TypeVar, cast
+
+import pydantic
+import typer
+from pydantic import BaseModel
+
+from corral import config_messages, exceptions
+from corral.cli import output
+from corral.client import Client, models
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _given_before(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """The option's value: given after the command, else before it (``corral --url X tickets``),
+    else from the environment or the default."""
+    name = param.name or ""
+    root = cast(typer.Context, ctx.find_root())  # typer's Context is click's, with extras
+    if root is ctx or _on_command_line(ctx, name) or not _on_command_line(root, name):
+        return value
+    given: str | None = root.params.get(name)
+    return given
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="CORRAL_URL",
+        show_envvar=True,
+        callback=_given_before,
+        help="The corral server (also accepted before the command).",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CORRAL_TOKEN",
+        show_envvar=True,
+        show_default=False,
+        callback=_given_before,
+        help="Bearer token (from the server's api.tokens; also accepted before the command).",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+OPTION_NAMES = {"tags": "--tag"}
+"""Request fields whose command-line option is not ``--<field>``."""
+
+
+def invalid_options(error: pydantic.ValidationError) -> exceptions.InvalidInput:
+    """A request the client refused before sending, worded with the options' names."""
+    problems = []
+    for line in config_messages.describe_errors(error):
+        field, _, problem = line.partition(": ")
+        name = field.split(".")[0]
+        problems.append(f"{OPTION_NAMES.get(name, '--' + name.replace('_', '-'))}: {problem}")
+    return exceptions.InvalidInput("; ".join(problems))
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a CorralError (or a request the client refused) into one ``error: code: message``
+    line on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            try:
+                return func(*args, **kwargs)
+            except pydantic.ValidationError as exc:
+                raise invalid_options(exc) from exc
+        except exceptions.CorralError as exc:
+            output.errors.print(f"error: {exc.code}: {exc.message}", markup=False)
+            raise typer.Exit(output.exit_code(exc)) from None
+
+    return wrapper
+
+
+@contextmanager
+def client(url: str, token: str | None) -> Iterator[Client]:
+    """A client of ``url``, closed afterwards."""
+    with Client(url, token=token) as c:
+        yield c
+
+
+def seconds(option: str, value: float | None, *, at_least: float | None = 0.0) -> float | None:
+    """``value`` if it is a finite number of seconds (>= ``at_least``); else ``InvalidInput``
+    naming ``option`` (the command line parses ``nan`` and ``inf`` as numbers)."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise exceptions.InvalidInput(f"{option}: must be a finite number of seconds, not {value}")
+    if at_least is not None and value < at_least:
+        raise exceptions.InvalidInput(f"{option}: must be >= {at_least:g}, not {value:g}")
+    return value
+
+
+Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
+
+
+def show(
+    url: str,
+    token: str | None,
+    json: bool,
+    fetch: Callable[[Client], Shown],
+    render: Callable[[Shown], None],
+) -> None:
+    """Call the server with a client of ``url``; print the answer as JSON or ``render`` it."""
+    with client(url, token) as c:
+        answer = fetch(c)
+    if json:
+        output.print_json(answer)
+    else:
+        render(answer)
+
+
+def say(line: Callable[[Shown], str]) -> Callable[[Shown], None]:
+    """A renderer printing one line about the answer."""
+    return lambda answer: output.console.print(line(answer), markup=False)
+
+
+def tickets_table(tickets: list[models.Ticket]) -> None:
+    output.table(
+        "Tickets",
+        ["id", "owner", "state", "pool", "tags", "sandbox", "prio", "vm", "address", "created"],
+        [
+            [
+                t.id,
+                t.owner,
+                t.state,
+                t.pool,
+                ",".join(t.tags),
+                t.sandbox,
+                t.priority,
+                t.vm,
+                t.address,
+                output.when(t.created_at),
+            ]
+            for t in tickets
+        ],
+    )
+
+
+def ticket_line(ticket: models.Ticket) -> str:
+    line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
+    if ticket.state == "assigned" and ticket.vm:
+        line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
+    elif ticket.vm:
+        line += f", VM {ticket.vm} given back"
+    if ticket.reason and ticket.state != "assigned":
+        line += f" ({ticket.reason})"
+    return line
+
+
+# --- tickets -----------------------------------------------------------------------------------
+
+
+def pairs(option: str, values: Sequence[str] | None) -> dict[str, str] | None:
+    """``KEY=VALUE`` options as a mapping (``None`` when none were given); ``InvalidInput``
+    naming ``option`` and the malformed value, before anything is sent."""
+    if not values:
+        return None
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip():
+            raise exceptions.InvalidInput(f"{option}: {value!r} is not KEY=VALUE")
+        if key in found and found[key] != rest:
+            raise exceptions.InvalidInput(f"{option}: {key!r} given twice with different values")
+        found[key] = rest
+    return found
+
+
+def split_list(values: Sequence[str] | None) -> list[str] | None:
+    """Repeatable, comma-separated option values as one list (``None`` when not given; empty
+    items dropped)."""
+    if values is None:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
