@@ -63,12 +63,17 @@ STDERR_IN_REASONS = 500
 
 
 class StaticTimeouts(pydantic.BaseModel):
-    """Seconds each command may run before its process group is killed."""
+    """Seconds each command may run before its process group is killed.
+
+    The guard bounds the calls too: ``release`` and ``livecheck`` by the pool's ``call_timeout``
+    (default 60 s), ``terminate`` by its ``terminate_timeout``. A cleanup cut off by the guard is
+    killed and run again by the next termination, so the defaults stay below ``call_timeout``.
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    cleanup: Seconds = 300.0
-    livecheck: Seconds = 60.0
+    cleanup: Seconds = 50.0
+    livecheck: Seconds = 30.0
 
 
 class StaticOptions(BackendOptions):
