@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -474,6 +474,27 @@ class StaticBackend(Backend):
         status = await self._run_transaction(decide)
         log.info("pool %s: machine %s returned to service", self.pool, name)
         return status
+
+
+async def find_machine(
+    backends: Mapping[str, Backend], name: str
+) -> tuple[str, OperatesMachines, inv.MachineStatus]:
+    """The pool, backend and status of machine ``name`` among pools of pre-existing machines
+    (what ``corral vm return NAME`` needs: the operator names a machine, not a pool).
+
+    ``backends`` maps pool names to backends (a ``GuardedBackend``'s ``.backend``). Raises
+    ``MachineNotFound`` naming the pools searched when no pool has it.
+    """
+    searched = []
+    for pool, backend in sorted(backends.items()):
+        if not isinstance(backend, OperatesMachines):
+            continue
+        searched.append(pool)
+        for status in await backend.inventory():
+            if status.name == name:
+                return pool, backend, status
+    where = ", ".join(searched) if searched else "none: no pool has pre-existing machines"
+    raise exceptions.MachineNotFound(f"no machine {name!r} in any static pool (pools: {where})")
 
 
 def _status(state: inv.State, machines: Sequence[inv.MachineEntry], name: str) -> inv.MachineStatus:

@@ -16,7 +16,7 @@ import pytest
 from corral import exceptions
 from corral.backends import load_backend, validate_options
 from corral.backends.base import Capability, Handle, PollStatus
-from corral.backends.static import OperatesMachines, StaticBackend
+from corral.backends.static import OperatesMachines, StaticBackend, find_machine
 from corral.backends.static_inventory import MachineState
 from corral.config import load_config
 
@@ -295,3 +295,23 @@ def test_the_documented_example_config_is_valid(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "static.yaml", env={})  # probes: builds the backends
     assert cfg.pools["s390x"].max == 2  # follows the inline inventory
     assert cfg.pools["ppc64le"].max == 8
+
+
+async def test_find_machine_searches_every_static_pool(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = make(tmp_path / "a")
+    other = make(tmp_path / "b", machines=[{"name": "gpu-1", "address": "10.0.0.9"}])
+    fake = load_backend("fake", {}, pool="f")
+    try:
+        await other.maintenance("gpu-1", "driver update")
+        pool, backend, status = await find_machine({"a": first, "b": other, "f": fake}, "gpu-1")
+        assert (pool, backend, status.state) == ("b", other, MachineState.MAINTENANCE)
+        with pytest.raises(exceptions.MachineNotFound, match=r"'gpu-9'.*pools: a, b\)"):
+            await find_machine({"a": first, "b": other, "f": fake}, "gpu-9")
+        with pytest.raises(exceptions.MachineNotFound, match="no pool has pre-existing"):
+            await find_machine({"f": fake}, "gpu-1")
+    finally:
+        await first.aclose()
+        await other.aclose()
+        await fake.aclose()
