@@ -158,8 +158,11 @@ class Listener:
         """The frames as they come; a comment every ``keepalive`` seconds of silence."""
         try:
             while True:
-                while self._frames:
-                    yield self._frames.popleft()
+                if self._frames:
+                    # everything waiting in one write: a busy server sends fewer, larger chunks
+                    batch = b"".join(self._frames)
+                    self._frames.clear()
+                    yield batch
                 if self.reason is not None:
                     yield encode(0, "dropped", {"reason": self.reason})
                     return
@@ -223,13 +226,23 @@ class EventHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def close_on(self, stopping: asyncio.Event) -> None:
+        """:meth:`close` once ``stopping`` is set (the server stops before the controller)."""
+
+        async def watch() -> None:
+            await stopping.wait()
+            await self.close()
+
+        self._run(watch())
+
     async def close(self) -> None:
         """Stop forwarding and end every listener's stream."""
         for listener in list(self._listeners):
             listener.close()
-        for task in list(self._tasks):
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in others:
             task.cancel()
-        for task in list(self._tasks):
+        for task in others:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -301,12 +314,14 @@ class EventHub:
         payload = event.to_json()
         if owner is not None:
             payload["owner"] = owner
-        if event.kind != "task" or self._task_states.get(event.id) != event.state:
-            log_decision(event, owner)  # a task's progress within one state is not a decision
         if event.kind == "task":
+            # a task publishes once per job in the same state, with nothing new to tell
+            if self._task_states.get(event.id) == event.state:
+                return
             self._task_states[event.id] = event.state
             if len(self._task_states) > OWNERS:
                 self._task_states.pop(next(iter(self._task_states)))
+        log_decision(event, owner)
         self.emit(event.kind, payload, owner)
         if event.kind in ("vm", "ticket"):
             pool = event.data.get("pool")
@@ -357,7 +372,10 @@ class EventHub:
             await asyncio.sleep(POOL_DELAY)
         finally:
             self._flushing = False
-        await self.flush_pools()
+        try:
+            await self.flush_pools()
+        except exceptions.CorralError as exc:  # the store closed under a stopping server
+            log.warning("pool counts not published: %s", exc)
 
     async def flush_pools(self, *, every: bool = False) -> None:
         """Publish the counts of the changed pools (``every``: of all pools) as ``pool`` events."""

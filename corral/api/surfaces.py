@@ -45,6 +45,7 @@ def install(app: FastAPI, controller: ControllerFacade) -> None:
         pass  # started by the first stream instead
     else:
         hub.start()  # from now on: history for Last-Event-ID, decision log lines, the chart
+        hub.close_on(app.state.corral.stopping)
     app.include_router(events.router)
     app.include_router(ui.router)
     app.mount("/ui/static", StaticFiles(packages=[("corral.api.ui", "static")]), name="ui-static")

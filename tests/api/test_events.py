@@ -233,3 +233,23 @@ async def test_readyz_and_healthz(http: httpx.AsyncClient) -> None:
     app.state.corral.stopping.set()
     assert (await http.get("/readyz")).status_code == 503
     await asyncio.sleep(0)
+
+
+async def test_a_task_repeating_its_state_is_sent_once() -> None:
+    hub, _ = _hub()
+    listener = hub.listen(OPEN)
+    for state in ("running", "running", "running", "finished"):
+        await hub.handle(Event("task", "task-1", state, 1.0, {"verb": "spawn"}))
+    assert [d["state"] for _, _, d in _drain(listener)] == ["running", "finished"]
+    await hub.close()
+
+
+async def test_the_hub_closes_the_streams_when_the_server_stops() -> None:
+    hub, _ = _hub()
+    stopping = asyncio.Event()
+    hub.close_on(stopping)
+    listener = hub.listen(OPEN)
+    stopping.set()
+    frames = [f async for f in listener.frames()]
+    assert b"the server is stopping" in frames[-1]
+    await hub.close()

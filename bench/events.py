@@ -1,0 +1,234 @@
+"""Benchmark of the event stream (issue 12): 200 SSE subscribers while the resalloc workload runs.
+
+One process runs the controller (SQLite store, script backend: ``new`` = ``sleep 0.1; echo
+127.0.0.1``, ``delete`` = ``true``; max 50, max_starting 50, min_ready 20, no reuse) and serves
+its API with uvicorn; the resalloc workload (10 clients x 20 tickets, each closed as soon as it is
+assigned) runs in that process, as in ``bench/pools.py``, its tickets owned by 190 users in turn.
+A second process holds ``--subscribers`` streams of ``GET /v1/events`` (10 admin tokens, the rest
+user tokens, each seeing its own tickets and the pools' counts) and measures, for every event,
+receive time minus the event's ``at`` (the controller's clock when it published it).
+
+Figures: tickets/s of the workload without subscribers, then with them (target: within 15 %),
+and the delivery latency p50/p99/max (target p99 <= 100 ms), the events received, and the streams
+dropped (should be none). Both processes share the machine's cores, so the subscribers' own
+parsing competes with the server: the figure is pessimistic for a server with its own host.
+
+Run: ``python bench/events.py`` (``--quick``: 50 subscribers, one repetition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import multiprocessing.connection
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corral.api import create_app
+from corral.api.server import free_port
+from corral.config import parse_config
+from corral.controller import Controller
+
+TARGET_P99 = 0.100
+TARGET_RATE_LOSS = 0.15
+USERS = 190
+ADMINS = 10
+
+
+def _tokens() -> dict[str, dict[str, str]]:
+    tokens = {
+        f"admin-token-{i:03d}": {"owner": f"admin{i}", "role": "admin"} for i in range(ADMINS)
+    }
+    tokens.update(
+        {f"user-token-{i:03d}": {"owner": f"u{i:03d}", "role": "user"} for i in range(USERS)}
+    )
+    return tokens
+
+
+def _config(tmp: str) -> Any:
+    pool = {
+        "backend": {
+            "type": "script",
+            "new": ["sh", "-c", "sleep 0.1; echo 127.0.0.1"],
+            "delete": ["true"],
+        },
+        "max": 50,
+        "max_starting": 50,
+        "min_ready": 20,
+        "poll_interval": 0.01,
+        "reuse": {"sandbox": False},
+    }
+    raw = {
+        "store": f"sqlite:///{tmp}/corral.db",
+        "api": {"tokens": _tokens()},
+        "pools": {"p": pool},
+    }
+    return parse_config(raw, env={})
+
+
+# --- subscribers (their own process) -------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
+
+
+async def _subscribe(url: str, token: str, latencies: list[float], state: dict[str, int]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600, connect=30)) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.stream("GET", "/v1/events", headers=headers) as response:
+            state["connected"] += 1
+            rest = b""
+            async for chunk in response.aiter_raw():
+                now = time.time()
+                *frames, rest = (rest + chunk).split(b"\n\n")
+                for frame in frames:
+                    if b"event: dropped" in frame:
+                        state["dropped"] += 1
+                        return
+                    _, found, data = frame.partition(b"\ndata: ")
+                    if found and not frame.startswith(b"id: 0\n"):
+                        at = json.loads(data).get("at")
+                        if isinstance(at, float):
+                            latencies.append(now - at)
+
+
+def _subscribers(url: str, n: int, conn: multiprocessing.connection.Connection) -> None:
+    async def main() -> None:
+        latencies: list[float] = []
+        state = {"connected": 0, "dropped": 0}
+        tokens = [f"admin-token-{i:03d}" for i in range(min(ADMINS, n))]
+        tokens += [f"user-token-{i % USERS:03d}" for i in range(n - len(tokens))]
+        tasks = [asyncio.create_task(_subscribe(url, t, latencies, state)) for t in tokens]
+        while state["connected"] < n:
+            await asyncio.sleep(0.05)
+        conn.send("connected")
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.send((latencies, state["dropped"]))
+
+    asyncio.run(main())
+
+
+# --- the server and the workload (this process) --------------------------------------------------
+
+
+async def _workload(ctl: Controller) -> float:
+    """tickets/s of 10 clients x 20 tickets, closed as soon as assigned."""
+    done = 0
+
+    async def client(c: int) -> None:
+        nonlocal done
+        for i in range(20):
+            owner = f"u{(c * 20 + i) % USERS:03d}"
+            ticket = await ctl.create_ticket(owner=owner, pool="p")
+            ticket = await ctl.wait_ticket(ticket.id, timeout=60)
+            await ctl.close_ticket(ticket.id)
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(10)))
+    return done / (time.perf_counter() - start)
+
+
+async def _until_ready(ctl: Controller, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while (await ctl.get_pool("p")).vms.get("ready", 0) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the pool did not reach {n} ready VMs")
+        await asyncio.sleep(0.05)
+
+
+async def run(subscribers: int) -> tuple[float, list[float], int]:
+    """tickets/s, delivery latencies and dropped streams of one run (0 subscribers: none)."""
+    with tempfile.TemporaryDirectory(prefix="corral-bench-events-") as tmp:
+        config = _config(tmp)
+        ctl = await Controller.create(config)
+        await ctl.start()
+        port = free_port()
+        app = create_app(ctl, config)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+        process = None
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            await _until_ready(ctl, 20)
+            if subscribers:
+                parent, child = multiprocessing.Pipe()
+                process = multiprocessing.get_context("spawn").Process(
+                    target=_subscribers, args=(f"http://127.0.0.1:{port}", subscribers, child)
+                )
+                process.start()
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, parent.recv)  # all connected
+            rate = await _workload(ctl)
+            latencies: list[float] = []
+            dropped = 0
+            if process is not None:
+                await asyncio.sleep(1.0)  # the last events reach the subscribers
+                parent.send("stop")
+                latencies, dropped = await asyncio.get_running_loop().run_in_executor(
+                    None, parent.recv
+                )
+                process.join(30)
+        finally:
+            await app.state.corral_events.close()  # the streams end, uvicorn need not wait
+            server.should_exit = True
+            await serving
+            await ctl.stop()
+    return rate, latencies, dropped
+
+
+async def main(quick: bool, subscribers: int) -> None:
+    reps = 1 if quick else 3
+    base = [(await run(0))[0] for _ in range(reps)]
+    runs = [await run(subscribers) for _ in range(reps)]
+    without = statistics.median(base)
+    with_subs = statistics.median(r[0] for r in runs)
+    latencies = [x for r in runs for x in r[1]]
+    dropped = sum(r[2] for r in runs)
+    loss = 1 - with_subs / without
+    p99 = _percentile(latencies, 99)
+    print(f"resalloc workload without subscribers: {without:.0f} tickets/s (median of {reps})")
+    print(
+        f"with {subscribers} SSE subscribers ({ADMINS} admin): {with_subs:.0f} tickets/s, "
+        f"{loss * 100:+.1f} % slower (target <= {TARGET_RATE_LOSS * 100:.0f} %: "
+        f"{'met' if loss <= TARGET_RATE_LOSS else 'NOT met'})"
+    )
+    print(
+        f"delivery latency over {len(latencies)} events received: p50 "
+        f"{_percentile(latencies, 50) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max "
+        f"{max(latencies) * 1000:.1f} ms (target p99 <= {TARGET_P99 * 1000:.0f} ms: "
+        f"{'met' if p99 <= TARGET_P99 else 'NOT met'}); streams dropped: {dropped}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, 50 subscribers")
+    parser.add_argument("--subscribers", type=int, default=None)
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.subscribers or (50 if args.quick else 200)))
