@@ -16,6 +16,7 @@ import logging
 from corral import exceptions
 from corral.backends.base import Capability
 from corral.controller import ports, records
+from corral.controller.operators import PoolMode
 from corral.controller.steps import handle_of
 from corral.pools import allocation
 from corral.pools.lifecycle import (
@@ -84,7 +85,11 @@ class Maintenance:
         now = ctl.clock()
         await ctl.flush_stats()
         await self.expire_tickets(now)
+        await ctl.operators.load()  # another process sharing the store may have changed them
         for name in sorted(ctl.config.pools):
+            await ctl.operators.expire_holds(name, now)
+            if ctl.pool_mode(name) is PoolMode.DRAINING:
+                await ctl.operators.drain_idle(name)
             await self.retire(name, now)
             await self.redrive(name, now)
             job = asyncio.get_running_loop().create_task(self.livechecks(name, now))

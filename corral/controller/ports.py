@@ -11,11 +11,14 @@ satisfies every protocol. This module must not do anything: it only declares.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.backends.guard import GuardedBackend
 from corral.config import CorralConfig
 from corral.controller.events import EventBus
+
+if TYPE_CHECKING:
+    from corral.controller.operators import Operators, PoolMode
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import Effect, TicketState, VMEvent
@@ -131,6 +134,10 @@ class PreallocatorHost(Base, Pools, Stats, VMWrites, Protocol):
 
     maintains: bool
 
+    def pool_mode(self, pool: str) -> PoolMode:
+        """How ``pool`` operates now."""
+        ...
+
     async def submit_spawn(self, row: VMRow) -> None:
         """Submit the spawn task of a VM just recorded as ``spawning``."""
         ...
@@ -149,9 +156,21 @@ class VMTasksHost(Base, Pools, VMWrites, Protocol):
 class TicketsHost(Base, Pools, Kicks, VMWrites, TicketNews, Protocol):
     """What :class:`corral.controller.tickets.Tickets` uses."""
 
+    def pool_mode(self, pool: str) -> PoolMode:
+        """How ``pool`` operates now (a draining pool reuses nothing)."""
+        ...
+
     @property
     def shared_store(self) -> bool:
         """Whether other controllers may change the store."""
+        ...
+
+
+class OperatorsHost(Base, Kicks, VMWrites, Protocol):
+    """What :class:`corral.controller.operators.Operators` uses."""
+
+    def wake_maintenance(self) -> None:
+        """Run the maintenance duties now rather than at the next tick."""
         ...
 
 
@@ -186,6 +205,12 @@ class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
 
     async def submit_release(self, name: str) -> None:
         """Submit a release-cleanup task for a VM in ``releasing``."""
+        ...
+
+    operators: Operators
+
+    def pool_mode(self, pool: str) -> PoolMode:
+        """How ``pool`` operates now."""
         ...
 
     def expected_in_flight(self, pool: str) -> int:

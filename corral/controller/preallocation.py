@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from corral import exceptions
 from corral.controller import ports, records
 from corral.controller.events import Event
+from corral.controller.operators import PoolMode
 from corral.controller.runner import Coalescer
 from corral.pools import allocation, demand
 from corral.pools.lifecycle import VM_INITIAL, VMEvent
@@ -125,6 +126,8 @@ class Preallocator:
         hold = self._hold.get(pool)
         if hold is not None and hold[1] > asyncio.get_running_loop().time():
             return
+        if ctl.pool_mode(pool) is not PoolMode.ACTIVE:
+            return  # paused or draining: no new VMs
         # counts and queue from one transaction: a consistent picture, never one VM too many
         snap = await ctl.store.pools.pool_snapshot(pool)
         tickets = self.demand(snap.waiting, snap.held).get(pool, []) if snap.waiting else []

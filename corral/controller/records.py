@@ -28,6 +28,7 @@ def vm(row: VMRow) -> VM:
         livecheck_failures=row.livecheck_failures,
         last_livecheck_at=row.last_livecheck_at,
         reason=row.reason,
+        hold_until=row.hold_until,
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from corral import exceptions
 from corral.controller import ports, records, wiring
 from corral.controller.events import Event
+from corral.controller.operators import PoolMode
 from corral.ids import IdGenerator
 from corral.pools import allocation
 from corral.pools.lifecycle import (
@@ -246,8 +247,12 @@ class Tickets:
             keep = False
             if reuse and state is TicketState.CLOSED and ticket.sandbox is not None:
                 row = await self._ctl.store.pools.get_vm(ticket.vm)
-                keep = row is not None and allocation.may_reuse(
-                    self._ctl.limits(row.pool), records.vm(row), ticket.sandbox, now
+                keep = (
+                    row is not None
+                    and self._ctl.pool_mode(row.pool) is PoolMode.ACTIVE
+                    and allocation.may_reuse(
+                        self._ctl.limits(row.pool), records.vm(row), ticket.sandbox, now
+                    )
                 )
             vm_state = VMState.RELEASING if keep else VMState.TERMINATING
         return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)

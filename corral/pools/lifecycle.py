@@ -36,6 +36,7 @@ class VMState(StrEnum):
     READY = "ready"
     IN_USE = "in_use"
     RELEASING = "releasing"
+    HELD = "held"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"
@@ -72,7 +73,14 @@ class Effect(StrEnum):
 _VM_ALL: frozenset[VMState] = frozenset(VMState)
 
 ALIVE_VM_STATES: frozenset[VMState] = frozenset(
-    {VMState.SPAWNING, VMState.READY, VMState.IN_USE, VMState.RELEASING, VMState.TERMINATING}
+    {
+        VMState.SPAWNING,
+        VMState.READY,
+        VMState.IN_USE,
+        VMState.RELEASING,
+        VMState.HELD,
+        VMState.TERMINATING,
+    }
 )
 """States in which the backend may still have the VM (they count against the pool's ``max``)."""
 
@@ -117,6 +125,15 @@ class VMEvent(StrEnum):
     """The release-cleanup succeeded: back to the pool."""
     CLEANUP_ABANDONED = "cleanup_abandoned"
     """The release-cleanup failed or was interrupted: not reused."""
+    HOLD_MARKED = "hold_marked"
+    """An operator asked to keep the VM after its ticket (Nodepool's hold): when the ticket ends,
+    the VM is held instead of reused or terminated. Also clears the mark."""
+    HELD_NOW = "held_now"
+    """An operator held a free ready VM: taken out of service at once."""
+    FREED_TO_HOLD = "freed_to_hold"
+    """Its ticket ended and it was marked to be held: kept for debugging, serving nobody."""
+    HOLD_ENDED = "hold_ended"
+    """Its hold expired or was released: terminated (a held VM is never reused)."""
     RETIRED = "retired"
     """An idle VM past its age, uses or idle time, beyond ``max``, evicted for a fresh one, or
     dead by its livechecks."""
@@ -187,11 +204,15 @@ VM_RULES: Mapping[VMEvent, Rule] = {
     VMEvent.ASSIGNED: _rule({_S.READY}, _S.IN_USE, Effect.KICK_SPAWN),
     VMEvent.FREED_FOR_CLEANUP: _rule({_S.IN_USE}, _S.RELEASING, Effect.SUBMIT_RELEASE),
     VMEvent.FREED_TO_TERMINATE: _rule({_S.IN_USE}, _S.TERMINATING, *_TERMINATE),
+    VMEvent.HOLD_MARKED: _rule({_S.IN_USE, _S.HELD}, None),
+    VMEvent.HELD_NOW: _rule({_S.READY}, _S.HELD, Effect.KICK_SPAWN),
+    VMEvent.FREED_TO_HOLD: _rule({_S.IN_USE}, _S.HELD, Effect.KICK_SPAWN),
+    VMEvent.HOLD_ENDED: _rule({_S.HELD}, _S.TERMINATING, *_TERMINATE),
     VMEvent.CLEANED: _rule({_S.RELEASING}, _S.READY, Effect.KICK_ASSIGN, Effect.KICK_SPAWN),
     VMEvent.CLEANUP_ABANDONED: _rule({_S.RELEASING}, _S.TERMINATING, *_TERMINATE),
     VMEvent.RETIRED: _rule({_S.READY}, _S.TERMINATING, *_TERMINATE),
     VMEvent.TERMINATE_REQUESTED: _rule(
-        {_S.SPAWNING, _S.READY, _S.RELEASING}, _S.TERMINATING, *_TERMINATE
+        {_S.SPAWNING, _S.READY, _S.RELEASING, _S.HELD}, _S.TERMINATING, *_TERMINATE
     ),
     VMEvent.ORPHANED: _rule(
         {_S.SPAWNING, _S.RELEASING, _S.TERMINATING}, _S.TERMINATING, *_TERMINATE
@@ -201,7 +222,10 @@ VM_RULES: Mapping[VMEvent, Rule] = {
     VMEvent.TERMINATED: _rule({_S.TERMINATING}, _S.TERMINATED, *_GONE),
     VMEvent.UNDONE: _rule({_S.TERMINATING}, _S.FAILED, *_GONE),
     VMEvent.LOST: _rule(
-        {_S.SPAWNING, _S.READY, _S.IN_USE, _S.RELEASING}, _S.FAILED, *_GONE, Effect.KICK_ASSIGN
+        {_S.SPAWNING, _S.READY, _S.IN_USE, _S.RELEASING, _S.HELD},
+        _S.FAILED,
+        *_GONE,
+        Effect.KICK_ASSIGN,
     ),
     VMEvent.LOST_WHILE_TERMINATING: _rule({_S.TERMINATING}, _S.TERMINATED, *_GONE),
 }
@@ -228,8 +252,14 @@ TICKET_INITIAL = TicketState.WAITING
 VM_FREE_EVENTS: Mapping[VMState, VMEvent] = {
     VMState.RELEASING: VMEvent.FREED_FOR_CLEANUP,
     VMState.TERMINATING: VMEvent.FREED_TO_TERMINATE,
+    VMState.HELD: VMEvent.FREED_TO_HOLD,
 }
-"""When a ticket ends, the event its VM takes for the state it must go to."""
+"""When a ticket ends, the event its VM takes for the state it goes to. A VM marked to be held
+(its ``hold_until`` set) goes to ``held`` whatever was asked: the store's close applies
+:data:`HOLD_WINS` in the same write."""
+
+HOLD_WINS = VMState.HELD
+"""The state a VM marked to be held takes when its ticket ends, instead of the one asked."""
 
 
 def _derive(

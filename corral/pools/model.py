@@ -88,6 +88,8 @@ class VM:
     livecheck_failures: int = 0
     last_livecheck_at: float | None = None
     reason: str | None = None
+    hold_until: float | None = None
+    """While an operator holds the VM (or will hold it once its ticket ends): until when."""
 
     @property
     def alive(self) -> bool:

@@ -27,6 +27,7 @@ VM_COLUMNS = (
     "livecheck_failures",
     "last_livecheck_at",
     "reason",
+    "hold_until",
 )
 """The VM columns :meth:`PoolsRepository.update_vm` may change."""
 
@@ -55,6 +56,20 @@ class VMRow:
     livecheck_failures: int = 0
     last_livecheck_at: float | None = None
     reason: str | None = None
+    hold_until: float | None = None
+    """Set while an operator holds the VM (or asked to hold it after its ticket): until when."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action: who did what to which VM or pool (``kind``: vm or pool), when."""
+
+    at: float
+    actor: str
+    action: str
+    kind: str
+    target: str
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +283,26 @@ class PoolsRepository(Protocol):
         """End a ticket whose state is in ``expect`` and, in the same transaction, free its VM:
         the VM (if the ticket had one in ``in_use``) loses its ticket and moves to ``vm_state``.
         ``None`` if the ticket was not in ``expect``."""
+        ...
+
+    # --- operators: pool modes and the audit trail ---------------------------------------------
+
+    async def set_pool_mode(self, pool: str, mode: str | None) -> None:
+        """Record ``pool``'s operating mode (``paused``, ``draining``; ``None``: active)."""
+        ...
+
+    async def pool_modes(self) -> dict[str, str]:
+        """Every pool whose mode is not active, with its mode."""
+        ...
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        """Record one operator action."""
+        ...
+
+    async def list_audit(
+        self, *, kind: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The most recent operator actions (newest first), of one kind and target if given."""
         ...
 
     # --- info and statistics ------------------------------------------------------------------

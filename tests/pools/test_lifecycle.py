@@ -29,9 +29,11 @@ T = TicketState
 # Written out by hand, independently of the rules: the moves SPEC §5 allows.
 EXPECTED_VM = {
     V.SPAWNING: {V.READY, V.TERMINATING, V.FAILED},
-    V.READY: {V.IN_USE, V.TERMINATING, V.FAILED},
-    V.IN_USE: {V.RELEASING, V.TERMINATING, V.FAILED},
+    V.READY: {V.IN_USE, V.HELD, V.TERMINATING, V.FAILED},
+    V.IN_USE: {V.RELEASING, V.HELD, V.TERMINATING, V.FAILED},
     V.RELEASING: {V.READY, V.TERMINATING, V.FAILED},
+    # held for debugging (Nodepool's hold): never reused, terminated when the hold ends
+    V.HELD: {V.TERMINATING, V.FAILED},
     V.TERMINATING: {V.TERMINATED, V.FAILED},
     V.TERMINATED: set(),
     V.FAILED: set(),
@@ -77,7 +79,7 @@ def test_every_ticket_event_in_every_state(event: TicketEvent, state: TicketStat
 
 def test_a_move_without_current_state_expects_every_source() -> None:
     move = vm_move(VMEvent.TERMINATE_REQUESTED)
-    assert move.expect == ("ready", "releasing", "spawning")
+    assert move.expect == ("held", "ready", "releasing", "spawning")
     assert move.state == "terminating"
 
 
@@ -116,6 +118,7 @@ def test_store_atomic_writes_come_from_the_table() -> None:
     for state, event in lifecycle.VM_FREE_EVENTS.items():
         assert VM_RULES[event].target == state.value
         assert VM_RULES[event].sources == {"in_use"}
+    assert lifecycle.HOLD_WINS in lifecycle.VM_FREE_EVENTS
 
 
 def test_ticket_end_events() -> None:

@@ -26,6 +26,9 @@ in_use      unknown:  keep      keep      leave
 releasing   listed:   terminate terminate leave
 releasing   unlisted: lost      lost      leave
 releasing   unknown:  terminate terminate leave
+held        listed:   keep      keep      leave
+held        unlisted: lost      lost      leave
+held        unknown:  keep      keep      leave
 terminating listed:   terminate terminate leave
 terminating unlisted: gone      gone      leave
 terminating unknown:  terminate terminate leave

@@ -246,3 +246,35 @@ async def test_ticket_metadata_is_kept_and_searchable(store: Store) -> None:
     assert await store.pools.list_tickets(meta={"task": "123"}) == []
     await store.pools.insert_ticket(_ticket("m4", meta=(("task", "123"),)))
     assert [t.id for t in await store.pools.list_tickets(meta={"task": "123"})] == ["m4"]
+
+
+async def test_pool_modes_and_the_audit_trail(store: Store) -> None:
+    from corral.store.pools import AuditEntry
+
+    assert await store.pools.pool_modes() == {}
+    await store.pools.set_pool_mode("p", "paused")
+    await store.pools.set_pool_mode("q", "draining")
+    await store.pools.create_vm("q", state="spawning", now=1.0)  # the pool row exists already
+    assert await store.pools.pool_modes() == {"p": "paused", "q": "draining"}
+    await store.pools.set_pool_mode("p", None)
+    assert await store.pools.pool_modes() == {"q": "draining"}
+    for i, (kind, target) in enumerate([("vm", "p-1"), ("pool", "p"), ("vm", "p-1")]):
+        await store.pools.add_audit(AuditEntry(float(i), "alice", f"a{i}", kind, target, None))
+    found = await store.pools.list_audit(kind="vm", target="p-1")
+    assert [e.action for e in found] == ["a2", "a0"]
+    assert [e.action for e in await store.pools.list_audit(limit=1)] == ["a2"]
+    assert (await store.pools.list_audit(kind="pool"))[0] == AuditEntry(
+        1.0, "alice", "a1", "pool", "p", None
+    )
+
+
+async def test_a_vm_marked_to_be_held_is_held_when_its_ticket_closes(store: Store) -> None:
+    name = await _ready(store)
+    await store.pools.insert_ticket(_ticket("h"))
+    assert await store.pools.assign("h", name, now=2.0)
+    await store.pools.update_vm(name, expect=["in_use"], changes={"hold_until": 100.0})
+    closed = await store.pools.close_ticket(
+        "h", expect=["assigned"], state="closed", vm_state="terminating", now=3.0
+    )
+    assert closed is not None and closed.vm is not None
+    assert closed.vm.state == "held" and closed.vm.hold_until == 100.0 and closed.vm.ticket is None

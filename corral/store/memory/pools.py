@@ -16,6 +16,7 @@ from dataclasses import replace
 from corral import exceptions
 from corral.pools.lifecycle import (
     DEAD_VM_STATES,
+    HOLD_WINS,
     OPEN_TICKET_STATES,
     TICKET_RULES,
     VM_RULES,
@@ -30,6 +31,7 @@ from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
+    AuditEntry,
     Closed,
     IdleUsedVM,
     PoolSnapshot,
@@ -72,6 +74,8 @@ class MemoryPoolsRepository:
         self._info: dict[str, dict[str, str]] = defaultdict(dict)
         self._samples: dict[tuple[str, str], deque[float]] = {}
         self._counters: dict[str, Counter[str]] = defaultdict(Counter)
+        self._modes: dict[str, str] = {}
+        self._audit: list[AuditEntry] = []
 
     # --- index maintenance --------------------------------------------------------------------
 
@@ -356,7 +360,7 @@ class MemoryPoolsRepository:
         if vm is not None and vm.ticket == ticket_id and vm.state in _VM_FREE:
             new_vm = replace(
                 vm,
-                state=vm_state or vm.state,
+                state=HOLD_WINS.value if vm.hold_until is not None else vm_state or vm.state,
                 state_since=now,
                 ticket=None,
                 owner=None,
@@ -366,6 +370,34 @@ class MemoryPoolsRepository:
         new_ticket = replace(ticket, state=state, closed_at=now, reason=reason)
         self._put_ticket(new_ticket)
         return Closed(ticket=new_ticket, vm=new_vm)
+
+    # --- operators: pool modes and the audit trail ---------------------------------------------
+
+    async def set_pool_mode(self, pool: str, mode: str | None) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.set_pool_mode`."""
+        if mode is None:
+            self._modes.pop(pool, None)
+        else:
+            self._modes[pool] = mode
+
+    async def pool_modes(self) -> dict[str, str]:
+        """See :meth:`corral.store.pools.PoolsRepository.pool_modes`."""
+        return dict(self._modes)
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.add_audit`."""
+        self._audit.append(entry)
+
+    async def list_audit(
+        self, *, kind: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_audit`."""
+        found = [
+            e
+            for e in reversed(self._audit)
+            if (kind is None or e.kind == kind) and (target is None or e.target == target)
+        ]
+        return found[: max(0, limit)]
 
     # --- info and statistics ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Row,
     bindparam,
+    case,
     delete,
     exc,
     func,
@@ -34,6 +35,7 @@ from corral import exceptions
 from corral.pools.lifecycle import (
     DEAD_VM_STATES,
     ENDED_TICKET_STATES,
+    HOLD_WINS,
     TICKET_RULES,
     VM_RULES,
     TicketEvent,
@@ -46,6 +48,7 @@ from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
+    AuditEntry,
     Closed,
     IdleUsedVM,
     PoolSnapshot,
@@ -56,6 +59,7 @@ from corral.store.pools import (
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.prepared import Prepared
 from corral.store.sql.schema_pools import (
+    audit,
     pool_counters,
     pool_info,
     pool_samples,
@@ -192,7 +196,8 @@ FREE_VM = (
         _among(vms.c.state, _VM_FREE),
     )
     .values(
-        state=bindparam("b_state"),
+        # a VM marked to be held is held, whatever was asked (lifecycle.HOLD_WINS)
+        state=case((vms.c.hold_until.is_not(None), HOLD_WINS.value), else_=bindparam("b_state")),
         state_since=bindparam("b_now"),
         ticket=None,
         owner=None,
@@ -278,6 +283,7 @@ def _vm_of(m: Mapping[str, Any]) -> VMRow:
         livecheck_failures=m["livecheck_failures"],
         last_livecheck_at=m["last_livecheck_at"],
         reason=m["reason"],
+        hold_until=m["hold_until"],
     )
 
 
@@ -877,6 +883,39 @@ class SqlPoolsRepository:
         return await self._executor.run(
             lambda conn: close_ticket(conn, ticket_id, expect, state, vm_state, now, reason)
         )
+
+    async def set_pool_mode(self, pool: str, mode: str | None) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.set_pool_mode`."""
+
+        def run(conn: Connection) -> None:
+            done = conn.execute(update(pools).where(pools.c.name == pool).values(mode=mode))
+            if done.rowcount == 0:
+                conn.execute(insert(pools).values(name=pool, next_seq=0, mode=mode))
+
+        await self._executor.run(run)
+
+    async def pool_modes(self) -> dict[str, str]:
+        """See :meth:`corral.store.pools.PoolsRepository.pool_modes`."""
+        query = select(pools.c.name, pools.c.mode).where(pools.c.mode.is_not(None))
+        return await self._executor.read(lambda conn: {r[0]: r[1] for r in conn.execute(query)})
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        """See :meth:`corral.store.pools.PoolsRepository.add_audit`."""
+        values = dataclasses.asdict(entry)
+        await self._executor.run(lambda conn: conn.execute(insert(audit).values(values)))
+
+    async def list_audit(
+        self, *, kind: str | None = None, target: str | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        """See :meth:`corral.store.pools.PoolsRepository.list_audit`."""
+        query = select(audit.c.at, audit.c.actor, audit.c.action, audit.c.kind, audit.c.target)
+        query = query.add_columns(audit.c.detail)
+        if kind is not None:
+            query = query.where(audit.c.kind == kind)
+        if target is not None:
+            query = query.where(audit.c.target == target)
+        query = query.order_by(audit.c.id.desc()).limit(max(0, limit))
+        return await self._executor.read(lambda conn: [AuditEntry(*r) for r in conn.execute(query)])
 
     async def set_info(self, pool: str, key: str, value: str | None) -> None:
         """See :meth:`corral.store.pools.PoolsRepository.set_info`."""

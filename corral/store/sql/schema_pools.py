@@ -15,6 +15,7 @@ pools = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("next_seq", Integer, nullable=False),
+    Column("mode", String(16), nullable=True),
 )
 
 vms = Table(
@@ -37,6 +38,7 @@ vms = Table(
     Column("livecheck_failures", Integer, nullable=False),
     Column("last_livecheck_at", Float, nullable=True),
     Column("reason", Text, nullable=True),
+    Column("hold_until", Float, nullable=True),
 )
 Index("ix_vms_pool_state_sandbox_ready_at", vms.c.pool, vms.c.state, vms.c.sandbox, vms.c.ready_at)
 Index("ix_vms_ticket", vms.c.ticket)
@@ -75,6 +77,20 @@ ticket_meta = Table(
 )
 """One row per metadata pair of a ticket, for searching tickets by their metadata."""
 Index("ix_ticket_meta_key_value", ticket_meta.c.key, ticket_meta.c.value)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("detail", Text, nullable=True),
+)
+"""Who did what to which VM or pool, and when (operators' actions)."""
+Index("ix_audit_kind_target", audit.c.kind, audit.c.target)
 
 pool_info = Table(
     "pool_info",
