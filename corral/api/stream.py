@@ -200,6 +200,10 @@ class EventHub:
         self._history: deque[Frame] = deque(maxlen=history)
         self._buffer = buffer
         self._listeners: set[Listener] = set()
+        self._everything: set[Listener] = set()
+        """Listeners that see every event (admins, an open server)."""
+        self._by_owner: dict[str, set[Listener]] = {}
+        """Users' listeners by owner: a ticket event is offered to its owner's only."""
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._task_states: dict[str, str] = {}
         self._dirty: set[str] = set()
@@ -280,6 +284,10 @@ class EventHub:
                     if listener.wants(frame):
                         listener.offer(frame.data)
         self._listeners.add(listener)
+        if principal.sees_all or principal.owner is None:
+            self._everything.add(listener)
+        else:
+            self._by_owner.setdefault(principal.owner, set()).add(listener)
         return listener
 
     def _missed(self, last_id: int) -> list[Frame] | None:
@@ -294,6 +302,13 @@ class EventHub:
 
     def _forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)
+        self._everything.discard(listener)
+        owner = listener.principal.owner
+        mine = self._by_owner.get(owner) if owner is not None else None
+        if mine is not None:
+            mine.discard(listener)
+            if not mine:
+                del self._by_owner[owner]  # type: ignore[arg-type]
 
     # --- events ------------------------------------------------------------------------------
 
@@ -333,11 +348,20 @@ class EventHub:
         frame = Frame(self._next, kind, owner, encode(self._next, kind, payload))
         self._next += 1
         self._history.append(frame)
-        for listener in list(self._listeners):
+        for listener in self._audience(frame):
             if listener.wants(frame):
                 listener.offer(frame.data)
                 self.delivered += 1
         return frame
+
+    def _audience(self, frame: Frame) -> list[Listener]:
+        """The listeners that may see ``frame``, without asking each of them (hundreds of user
+        streams must not cost a check per event each)."""
+        if frame.kind in ("pool", "resync"):
+            return list(self._listeners)
+        if frame.kind == "ticket" and frame.owner in self._by_owner:
+            return [*self._everything, *self._by_owner[frame.owner]]
+        return list(self._everything)
 
     async def _owner(self, event: Event) -> str | None:
         owner = event.data.get("owner")
