@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+from corral.store import revisions
 from corral.store.base import Store
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.keys import SqlKeysRepository
@@ -60,9 +61,8 @@ def create_sql_engine(url: StoreURL) -> Engine:
 
 
 async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) a SQL store."""
-    from corral.store import migrate as migrations
-
+    """Open (and by default migrate) a SQL store: a schema already current costs one read,
+    without importing Alembic."""
     engine = create_sql_engine(url)
     if url.kind == "sqlite":
         # one writer and one reader, each keeping its connection (WAL: reads never wait for the
@@ -71,7 +71,9 @@ async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
     else:
         executor = SqlExecutor(engine, workers=POSTGRES_WORKERS)
     try:
-        if migrate:
+        if migrate and not await executor.run(revisions.is_current):
+            from corral.store import migrate as migrations
+
             await executor.run(migrations.upgrade_connection)
     except BaseException:
         await executor.close()
