@@ -1,5 +1,5 @@
-"""The in-process event bus: ticket, VM and task changes as they happen (tests, and the future
-``/v1/events`` stream, which is not served yet).
+"""The in-process event bus: ticket, VM and task changes as they happen, for the API's event
+hub (:mod:`corral.api.stream`, behind ``GET /v1/events`` and the dashboard) and for tests.
 
 Publishing never blocks and never awaits: each subscriber has a bounded queue, and a subscriber
 that falls behind loses its oldest events and is told so (``Event.kind == "overflow"``) rather than
