@@ -119,6 +119,7 @@ def vm(record: model.VM) -> models.VM:
         last_used_at=record.last_used_at,
         livecheck_failures=record.livecheck_failures,
         reason=record.reason,
+        hold_until=record.hold_until,
     )
 
 
@@ -132,6 +133,8 @@ def pool(record: model.PoolStatus) -> models.PoolStatus:
         max=record.max,
         max_starting=record.max_starting,
         min_ready=record.min_ready,
+        description=record.description,
+        mode=record.mode,
         vms=dict(record.vms),
         waiting_tickets=record.waiting_tickets,
         assigned_tickets=record.assigned_tickets,

@@ -14,15 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
     "VM",
+    "AuditEntry",
+    "DrainResult",
     "ErrorBody",
     "ErrorDetail",
     "Health",
+    "HoldRequest",
     "LockHolder",
     "LockStatus",
     "LockWaiter",
+    "PoolMode",
     "PoolStats",
     "PoolStatus",
     "PoolSummary",
+    "ReconcileReport",
+    "ReloadResult",
     "Task",
     "Ticket",
     "TicketRequest",
@@ -136,6 +142,9 @@ class VM(_Wire):
     last_used_at: float | None = None
     livecheck_failures: int = 0
     reason: str | None = None
+    hold_until: float | None = Field(
+        default=None, description="While an operator holds it (or will once its ticket ends)."
+    )
 
 
 class PoolStats(_Wire):
@@ -164,6 +173,8 @@ class PoolStatus(_Wire):
     max: int
     max_starting: int
     min_ready: int
+    description: str | None = Field(default=None, description="The config's description.")
+    mode: str = Field(default="active", description="active, paused or draining.")
     vms: dict[str, int] = Field(default_factory=dict, description="VM count per state.")
     waiting_tickets: int = 0
     assigned_tickets: int = 0
@@ -237,3 +248,75 @@ class Health(_Wire):
 
     status: str = "ok"
     version: str
+
+
+# --- operators' controls (issue 12) ------------------------------------------------------------
+
+MAX_HOLD = 7 * 24 * 3600.0
+"""The longest hold an operator may ask for, in seconds."""
+
+
+class HoldRequest(BaseModel):
+    """Body of ``POST /v1/vms/{name}/hold``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(
+        default=24 * 3600.0, gt=0, le=MAX_HOLD, description="How long to keep the VM."
+    )
+
+
+class AuditEntry(_Wire):
+    """One operator action: who did what to which VM or pool, when."""
+
+    at: float = Field(description="Wall-clock time (Unix).")
+    actor: str = Field(description="The owner of the token that did it.")
+    action: str = Field(description="terminate, hold, release-hold, paused, draining, ...")
+    kind: str = Field(description="vm or pool.")
+    target: str
+    detail: str | None = None
+
+
+class PoolMode(_Wire):
+    """A pool's mode after ``pause``, ``resume`` or ``drain``."""
+
+    pool: str
+    mode: str = Field(description="active, paused or draining.")
+
+
+class DrainResult(_Wire):
+    """Answer of ``POST /v1/pools/{name}/drain``."""
+
+    pool: str
+    dry_run: bool = False
+    terminated: list[str] = Field(
+        default_factory=list,
+        description="Idle VMs terminated now (with dry_run: the ones that would be).",
+    )
+
+
+class ReconcileReport(_Wire):
+    """What reconciliation of one pool found (``GET /v1/reconcile``: nothing was changed)."""
+
+    pool: str
+    sweep: list[str] = Field(default_factory=list, description="Leaked machines to terminate.")
+    foreign: list[str] = Field(
+        default_factory=list, description="Machines this store never created: left alone."
+    )
+    lost: list[str] = Field(default_factory=list, description="VMs the backend lost: marked.")
+    gone: list[str] = Field(
+        default_factory=list, description="Terminating VMs the backend no longer has."
+    )
+    orphans: list[str] = Field(
+        default_factory=list, description="VMs stuck without a task: to terminate."
+    )
+
+
+class ReloadResult(_Wire):
+    """Answer of ``POST /v1/config/reload``."""
+
+    added: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(
+        default_factory=list, description="Pools now draining; gone once empty."
+    )

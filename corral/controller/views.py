@@ -55,6 +55,8 @@ async def pool_status(ctl: Controller, name: str) -> PoolStatus:
         stats=summary,
         info=await ctl.get_pool_info(name),
         problem=stats.health(summary),
+        description=pool.description,
+        mode=ctl.pool_mode(name).value,
     )
 
 

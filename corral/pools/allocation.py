@@ -13,6 +13,9 @@ Rules (Copr's ``acquire_vm`` and resalloc's matching, with their gaps closed):
   a fresh (never used) VM; a VM used by one sandbox is never handed to another sandbox, nor to a
   ticket without a sandbox;
 - tickets are served by priority (higher first), then age (lower ``seq`` first);
+- among pools that can serve a ticket, the one preferring the ticket's tags most
+  (``tag_priority``, resalloc's tag priorities: cheap pools first, expensive cloud last) is chosen
+  first, below sandbox affinity (a VM of the ticket's sandbox in a less preferred pool wins);
 - an owner at its pool's ``max_per_owner`` waits for that pool; nobody else is held up by it.
 """
 
@@ -40,6 +43,8 @@ class PoolLimits:
 
     name: str
     tags: frozenset[str] = frozenset()
+    tag_priority: tuple[tuple[str, int], ...] = ()
+    """``(tag, priority)`` pairs: this pool's preference for tickets asking for these tags."""
     max: int = 10
     max_starting: int = 4
     min_ready: int = 0
@@ -48,6 +53,12 @@ class PoolLimits:
     max_uses: int | None = None
     max_age: float | None = None
     idle_timeout: float | None = None
+
+    def preference(self, tags: Iterable[str]) -> int:
+        """How much this pool prefers a ticket asking for ``tags`` (the sum of their
+        priorities; 0 without ``tag_priority``)."""
+        priorities = dict(self.tag_priority)
+        return sum(priorities.get(tag, 0) for tag in set(tags))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +75,13 @@ def ticket_order(ticket: Ticket) -> tuple[int, int]:
 
 
 def pools_for(ticket: Ticket, pools: Iterable[PoolLimits]) -> list[str]:
-    """Names of the pools that can serve ``ticket``, sorted by name."""
+    """Names of the pools that can serve ``ticket``, the most preferred first (see
+    :meth:`PoolLimits.preference`), then by name."""
     wanted = frozenset(ticket.tags)
-    return sorted(
-        p.name for p in pools if (ticket.pool is None or ticket.pool == p.name) and wanted <= p.tags
-    )
+    matching = [
+        p for p in pools if (ticket.pool is None or ticket.pool == p.name) and wanted <= p.tags
+    ]
+    return [p.name for p in sorted(matching, key=lambda p: (-p.preference(wanted), p.name))]
 
 
 def _vm_order(vm: VM) -> tuple[float, str]:
@@ -118,8 +131,9 @@ def _choose(
     pools: Mapping[str, PoolLimits],
     counts: Mapping[tuple[str, str], int],
 ) -> tuple[str, str | None] | None:
-    best: tuple[tuple[int, float, str], tuple[str, str | None]] | None = None
+    best: tuple[tuple[int, int, float, str], tuple[str, str | None]] | None = None
     for pool in pools_for(ticket, pools.values()):
+        preference = pools[pool].preference(ticket.tags)
         limit = pools[pool].max_per_owner
         if limit is not None and counts.get((ticket.owner, pool), 0) >= limit:
             continue
@@ -131,7 +145,7 @@ def _choose(
             if not bucket:
                 continue
             when, name = _vm_order(bucket[-1])
-            candidate = ((rank, when, name), (pool, key))
+            candidate = ((rank, -preference, when, name), (pool, key))
             if best is None or candidate[0] < best[0]:
                 best = candidate
     return None if best is None else best[1]
@@ -142,7 +156,8 @@ def route_tickets(
 ) -> dict[str, list[Ticket]]:
     """The waiting tickets each pool should spawn for.
 
-    A ticket counts for one pool only: the first matching pool by name. Tickets of owners at
+    A ticket counts for one pool only: the most preferred matching pool (then the first by
+    name), so a cheap pool spawns before an expensive one. Tickets of owners at
     their limit are the caller's to leave out.
     """
     routed: dict[str, list[Ticket]] = {p.name: [] for p in pools}

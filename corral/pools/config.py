@@ -106,7 +106,15 @@ class PoolConfig(_Frozen):
 
     name: str = Field(pattern=POOL_NAME.pattern)
     backend: BackendConfig
+    description: str | None = Field(default=None, min_length=1, max_length=1000)
+    """What the pool is for, shown to operators."""
     tags: tuple[Tag, ...] = Field(default=(), strict=False)  # YAML gives lists
+    tag_priority: Mapping[Tag, Annotated[int, Field(ge=-1_000_000, le=1_000_000)]] = Field(
+        default_factory=dict
+    )
+    """Preference of this pool for tickets asking for these tags (resalloc's tag priorities):
+    among pools that can serve a ticket, the one with the highest sum over the ticket's tags is
+    chosen first (below sandbox affinity)."""
     max: int = Field(default=10, ge=0, le=1_000_000)
     max_starting: int = Field(default=4, ge=1, le=100_000)
     min_ready: int = Field(default=0, ge=0)
@@ -133,6 +141,7 @@ class PoolConfig(_Frozen):
         return PoolLimits(
             name=self.name,
             tags=frozenset(self.tags),
+            tag_priority=tuple(sorted(self.tag_priority.items())),
             max=self.max,
             max_starting=self.max_starting,
             min_ready=self.min_ready,
@@ -193,6 +202,11 @@ def validate_pool(
         )
     if pool.min_ready > pool.max:
         problems.append(f"{'.'.join((*where, 'min_ready'))}: must be <= max ({pool.max})")
+    for tag in sorted(set(pool.tag_priority) - set(pool.tags)):
+        problems.append(
+            f"{'.'.join((*where, 'tag_priority', tag))}: not one of the pool's tags "
+            f"({', '.join(pool.tags) or 'none'})"
+        )
     backend_raw = {"type": pool.backend.type, **pool.backend.options}
     problems.extend(_backend_problems(backend_raw, where, base_dir, probe=probe))
     return problems or pool

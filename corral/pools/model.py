@@ -179,6 +179,10 @@ class PoolStatus:
     info: Mapping[str, JSON] = field(default_factory=dict)
     problem: str | None = None
     """Why the pool is unhealthy (its recent spawns fail), or ``None``."""
+    description: str | None = None
+    """What the pool is for (its config's ``description``)."""
+    mode: str = "active"
+    """``active``, ``paused`` or ``draining`` (set by operators)."""
 
     def count(self, state: VMState) -> int:
         """How many VMs of this pool are in ``state``."""
