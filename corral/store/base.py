@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from corral.store.commandlogs import CommandLogsRepository
 from corral.store.keys import KeysRepository
 from corral.store.pools import PoolsRepository
 from corral.store.tasks import TaskRepository
@@ -27,6 +28,7 @@ class Store:
         tasks: TaskRepository,
         pools: PoolsRepository,
         keys: KeysRepository | None = None,
+        command_logs: CommandLogsRepository | None = None,
         close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
@@ -34,6 +36,8 @@ class Store:
         self.pools = pools
         self.keys = keys
         """Idempotency keys of ticket creates (``None``: this store keeps none)."""
+        self.command_logs = command_logs
+        """What backend commands printed, per VM (``None``: this store keeps none)."""
         self._close = close
         self._closed = False
 

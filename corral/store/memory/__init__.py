@@ -7,6 +7,7 @@ the process. It must not import SQLAlchemy.
 from __future__ import annotations
 
 from corral.store.base import Store
+from corral.store.memory.commandlogs import MemoryCommandLogsRepository
 from corral.store.memory.keys import MemoryKeysRepository
 from corral.store.memory.pools import MemoryPoolsRepository
 from corral.store.memory.tasks import MemoryTaskRepository
@@ -22,4 +23,5 @@ def open_memory(url: StoreURL | None = None) -> Store:
         tasks=MemoryTaskRepository(),
         pools=MemoryPoolsRepository(),
         keys=MemoryKeysRepository(),
+        command_logs=MemoryCommandLogsRepository(),
     )

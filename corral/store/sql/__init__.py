@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from corral.store import revisions
 from corral.store.base import Store
+from corral.store.sql.commandlogs import SqlCommandLogsRepository
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.keys import SqlKeysRepository
 from corral.store.sql.pools import SqlPoolsRepository
@@ -83,5 +84,6 @@ async def open_sql(url: StoreURL, *, migrate: bool = True) -> Store:
         tasks=SqlTaskRepository(executor),
         pools=SqlPoolsRepository(executor),
         keys=SqlKeysRepository(executor),
+        command_logs=SqlCommandLogsRepository(executor),
         close=executor.close,
     )
