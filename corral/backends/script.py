@@ -21,7 +21,8 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -115,6 +116,24 @@ class ScriptOptions(BackendOptions):
 
 
 @dataclass(frozen=True, slots=True)
+class CommandOutput:
+    """What one command run for a VM printed (handed to :attr:`ScriptBackend.on_output`);
+    ``exit_status`` is ``None`` when it was killed on its timeout or could not start."""
+
+    command: str
+    vm: str
+    argv: tuple[str, ...]
+    exit_status: int | None
+    duration: float
+    stdout: str
+    stderr: str
+
+
+OutputHook = Callable[[CommandOutput], None]
+"""A callback that must not block (it runs on the event loop after each command)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptResult:
     """What one command run produced."""
 
@@ -194,6 +213,8 @@ class ScriptBackend(Backend):
         self._new_slots = asyncio.Semaphore(max(1, total - reserved_slots(total)))
         self.running = 0
         """Commands running right now (never above ``max_processes``)."""
+        self.on_output: OutputHook | None = None
+        """Called after every command run for a VM with what it printed (command logs)."""
 
     def mark(self, owner: str) -> None:
         """Start every later command with ``CORRAL_OWNER=<owner>`` (the store it runs for), so
@@ -259,10 +280,13 @@ class ScriptBackend(Backend):
         self, key: str, argv: list[str], env: Mapping[str, str], limit: float, subject: str
     ) -> ScriptResult:
         out, err = process.Capture(keep_tail=False), process.Capture(keep_tail=True)
+        started = time.monotonic()
+        returncode: int | None = None
         try:
-            returncode = await process.run_command(
+            code = await process.run_command(
                 argv, cwd=self.workdir, env=env, timeout=limit, out=out, err=err
             )
+            returncode = code
         except TimeoutError as exc:
             raise exceptions.BackendTimeout(
                 f"script {key} for {subject} killed after {limit:g} s; "
@@ -272,7 +296,21 @@ class ScriptBackend(Backend):
             raise exceptions.BackendError(
                 f"script {key} for {subject}: cannot start {argv[0]}: {exc}"
             ) from exc
-        return ScriptResult(returncode, out.text(), err.text())
+        finally:
+            vm = env.get("CORRAL_VM_NAME")
+            if self.on_output is not None and vm:
+                self.on_output(
+                    CommandOutput(
+                        key,
+                        vm,
+                        tuple(argv),
+                        returncode,
+                        time.monotonic() - started,
+                        out.text(),
+                        err.text(),
+                    )
+                )
+        return ScriptResult(code, out.text(), err.text())
 
     def _failure(self, key: str, subject: str, result: ScriptResult) -> exceptions.BackendError:
         code = result.returncode
