@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 
 from corral import __version__
-from corral.api import errors, guard, routes, surfaces
+from corral.api import errors, guard, operate, routes, surfaces
 from corral.api.auth import Authenticator
 from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
@@ -58,6 +58,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(operate.router)  # pause/resume/drain, hold, audit, reconcile, reload
     app.add_middleware(
         guard.Guard, auth=auth, max_body=config.api.max_body, body_timeout=body_timeout
     )

@@ -15,7 +15,11 @@ from corral.pools.model import VM, PoolStatus, Ticket
 from corral.tasks import TaskEngine
 
 if TYPE_CHECKING:
+    from corral.config import CorralConfig
+    from corral.controller.reconcile import ReconcilePlan
+    from corral.controller.reload import ReloadReport
     from corral.store import Store
+    from corral.store.pools import AuditEntry
 
 
 class ControllerFacade(Protocol):
@@ -88,9 +92,39 @@ class ControllerFacade(Protocol):
     ) -> Sequence[VM]:
         """VMs by pool and states; with ``ticket_meta``, those of the open tickets carrying it."""
 
-    async def terminate_vm(self, name: str, /, *, if_states: Sequence[str] | None = ...) -> VM:
+    async def terminate_vm(
+        self, name: str, /, *, if_states: Sequence[str] | None = ..., actor: str | None = ...
+    ) -> VM:
         """Start terminating a VM (also one still spawning); with ``if_states``, only a VM in
-        one of them (``VMStateMismatch`` otherwise)."""
+        one of them (``VMStateMismatch`` otherwise); ``actor`` goes to the audit trail."""
 
     async def summary(self, *, pool: str | None = ...) -> str:
         """Every pool (or one) and its VMs in a human-readable form."""
+
+    # --- operators' controls (corral.api.operate) ----------------------------------------------
+
+    async def pause_pool(self, pool: str, /, *, actor: str = ...) -> None:
+        """Stop preallocating ``pool``."""
+
+    async def resume_pool(self, pool: str, /, *, actor: str = ...) -> None:
+        """Undo a pause or a drain."""
+
+    async def drain_pool(self, pool: str, /, *, actor: str = ..., dry_run: bool = ...) -> list[VM]:
+        """Drain ``pool``; the idle VMs terminated now (or that would be, with ``dry_run``)."""
+
+    async def hold_vm(self, name: str, /, seconds: float, *, actor: str = ...) -> VM:
+        """Keep a VM for debugging for ``seconds``."""
+
+    async def release_hold(self, name: str, /, *, actor: str = ...) -> VM:
+        """End a VM's hold."""
+
+    async def audit(
+        self, *, kind: str | None = ..., target: str | None = ..., limit: int = ...
+    ) -> Sequence[AuditEntry]:
+        """Operators' actions, newest first."""
+
+    async def reconcile(self, *, dry_run: bool = ...) -> Mapping[str, ReconcilePlan]:
+        """Compare the store with every backend (with ``dry_run``: only the plans)."""
+
+    async def reload(self, config: CorralConfig, *, actor: str = ...) -> ReloadReport:
+        """Apply a new, already validated configuration's pools without a restart."""

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral import exceptions
 from corral.api import convert, guard, keys
-from corral.api.auth import Principal
+from corral.api.auth import ANONYMOUS, Principal
 from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
 from corral.client import models
@@ -450,10 +450,11 @@ async def terminate_vm(
     ] = None,
 ) -> models.VM:
     """Terminate a VM, also one still spawning; a ticket holding it fails."""
+    who = caller.owner or ANONYMOUS  # recorded in the audit trail
     if if_state is None:
-        return convert.vm(await ctx.controller.terminate_vm(name))
+        return convert.vm(await ctx.controller.terminate_vm(name, actor=who))
     states = [s.strip() for value in if_state for s in value.split(",")]
-    return convert.vm(await ctx.controller.terminate_vm(name, if_states=states))
+    return convert.vm(await ctx.controller.terminate_vm(name, if_states=states, actor=who))
 
 
 @router.get("/summary", tags=["pools"])

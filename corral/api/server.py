@@ -27,6 +27,7 @@ from corral import exceptions
 from corral.api import guard, protocol
 from corral.api.app import create_app
 from corral.api.facade import ControllerFacade
+from corral.client import models
 from corral.config import CorralConfig
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,13 @@ class Server:
         header_timeout: float = protocol.HEADER_TIMEOUT,
         body_timeout: float = guard.BODY_TIMEOUT,
         keep_alive: int = 5,
+        reload_source: Callable[[], CorralConfig] | None = None,
     ) -> None:
         self.config = config
+        self._reload_source = reload_source
+        """Reads and validates the configuration file again (SIGHUP, ``corral config reload``)."""
+        self._controller: ManagedController | None = None
+        self._hangups: set[asyncio.Task[None]] = set()
         self.host, self.warning = listen_host(config, host or config.api.host)
         self.port = config.api.port if port is None else port
         self._factory = factory
@@ -125,6 +131,8 @@ class Server:
             await controller.start()
             header_timeout, body_timeout, keep_alive = self._limits
             app = create_app(controller, self.config, body_timeout=body_timeout)
+            self._controller = controller
+            app.state.reload = self.reload  # POST /v1/config/reload (corral.api.operate)
             config = uvicorn.Config(
                 app,
                 host=self.host,
@@ -152,13 +160,14 @@ class Server:
         if self._signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         try:
             await server.serve()
         except SystemExit as exc:  # uvicorn exits when it cannot bind: a corral error instead
             raise exceptions.AddressInUse(f"cannot listen on {self.host}:{self.port}") from exc
         finally:
             if self._signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
         if not server.started:
             raise exceptions.CorralError(f"cannot listen on {self.host}:{self.port}")
@@ -170,6 +179,43 @@ class Server:
         if server.should_exit:
             server.force_exit = True  # a second signal: stop waiting for open connections
         server.should_exit = True
+
+    async def reload(self, actor: str) -> models.ReloadResult:
+        """Read the configuration file again and apply it (``ConfigError`` naming every problem
+        when it is invalid or cannot apply: the running configuration stays)."""
+        if self._reload_source is None or self._controller is None:
+            raise exceptions.ConfigError(
+                "this server has no configuration file to reload (it was started without --config)"
+            )
+        new = await asyncio.to_thread(self._reload_source)
+        report = await self._controller.reload(new, actor=actor)
+        return models.ReloadResult(
+            added=list(report.added),
+            changed=list(report.changed),
+            removed=list(report.removed),
+            restart_needed=list(report.restart_needed),
+        )
+
+    def _on_hangup(self) -> None:
+        job = asyncio.get_running_loop().create_task(self._reload_on_signal())
+        self._hangups.add(job)
+        job.add_done_callback(self._hangups.discard)
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            result = await self.reload("SIGHUP")
+        except exceptions.CorralError as exc:
+            log.error("configuration reload refused, the running one stays: %s", exc.message)
+            return
+        log.info(
+            "configuration reloaded on SIGHUP: added %s, changed %s, removed %s%s",
+            result.added or "none",
+            result.changed or "none",
+            result.removed or "none",
+            f"; after a restart only: {', '.join(result.restart_needed)}"
+            if result.restart_needed
+            else "",
+        )
 
     def shutdown(self) -> None:
         """Ask the server to stop (thread-safe flag; the controller stops after the API)."""

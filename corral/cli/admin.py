@@ -161,10 +161,12 @@ def serve(
     try:
         logs.configure(log_level, log_format)  # timestamps, levels, access and decision lines
         cfg, demo = load(config, db)
+        # SIGHUP and 'corral config reload' read the file again with the same checks
+        source = None if config is None else lambda: load(config, db)[0]
         if adopt:
-            server = Server(cfg, host=host, port=port, factory=_adopting)
+            server = Server(cfg, host=host, port=port, factory=_adopting, reload_source=source)
         else:
-            server = Server(cfg, host=host, port=port)
+            server = Server(cfg, host=host, port=port, reload_source=source)
         _check_port(server.host, server.port)
     except exceptions.CorralError as exc:
         raise _fail(exc) from None

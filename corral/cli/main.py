@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from corral import __version__, exceptions
-from corral.cli import admin, common, output, resalloc, run, show
+from corral.cli import admin, common, operate, output, resalloc, run, show
 from corral.cli.common import Json, Token, Url, client, handle_errors, seconds
 from corral.client import core, flows, models
 
@@ -62,6 +62,7 @@ app.command("import-resalloc")(resalloc.import_resalloc)
 app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.db_app, name="db")
 app.command("serve")(admin.serve)
+operate.register(app, vm=vm_app, pool=pool_app, config=admin.config_app)  # issue 12's controls
 
 Meta = Annotated[
     list[str] | None,

@@ -116,6 +116,11 @@ _tasks = _parser(list[models.Task])
 _locks = _parser(list[models.LockStatus])
 _health = _parser(models.Health)
 _summary = _parser(models.PoolSummary)
+_mode = _parser(models.PoolMode)
+_drain = _parser(models.DrainResult)
+_audit = _parser(list[models.AuditEntry])
+_reconcile = _parser(list[models.ReconcileReport])
+_reload = _parser(models.ReloadResult)
 
 
 def _ignore(_: JSON) -> None:
@@ -282,6 +287,69 @@ def terminate_vm(name: str, *, if_states: Sequence[str] | None = None) -> Call[m
 def summary(*, pool: str | None = None) -> Call[models.PoolSummary]:
     """``GET /v1/summary``: every pool (or one) and its VMs as human-readable text."""
     return Call("GET", "/v1/summary", _summary, params=_params(pool=pool))
+
+
+# --- operators' controls -----------------------------------------------------------------------
+
+
+def pause_pool(name: str) -> Call[models.PoolMode]:
+    """``POST /v1/pools/{name}/pause``: stop preallocating the pool."""
+    return Call("POST", f"/v1/pools/{_segment(name, 'pool name')}/pause", _mode)
+
+
+def resume_pool(name: str) -> Call[models.PoolMode]:
+    """``POST /v1/pools/{name}/resume``: undo a pause or a drain."""
+    return Call("POST", f"/v1/pools/{_segment(name, 'pool name')}/resume", _mode)
+
+
+def drain_pool(name: str, *, dry_run: bool = False) -> Call[models.DrainResult]:
+    """``POST /v1/pools/{name}/drain``: stop preallocating, terminate idle VMs, let VMs in use
+    finish; with ``dry_run``, only say which idle VMs would go."""
+    params = {"dry_run": "true"} if dry_run else {}
+    return Call("POST", f"/v1/pools/{_segment(name, 'pool name')}/drain", _drain, params=params)
+
+
+def hold_vm(name: str, *, seconds: float = 24 * 3600.0) -> Call[models.VM]:
+    """``POST /v1/vms/{name}/hold``: keep a VM for debugging for ``seconds``."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= models.MAX_HOLD
+    ):
+        raise exceptions.InvalidInput(
+            f"hold duration must be a number of seconds in (0, {models.MAX_HOLD:g}], "
+            f"got {seconds!r}"
+        )
+    body: JSON = {"seconds": float(seconds)}
+    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/hold", _vm, body=body)
+
+
+def release_hold(name: str) -> Call[models.VM]:
+    """``POST /v1/vms/{name}/release-hold``: end a VM's hold."""
+    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/release-hold", _vm)
+
+
+def audit(
+    *, vm: str | None = None, pool: str | None = None, limit: int | None = None
+) -> Call[list[models.AuditEntry]]:
+    """``GET /v1/audit``: operators' actions, newest first, of one VM or one pool if given."""
+    if vm is not None and pool is not None:
+        raise exceptions.InvalidInput("give vm or pool, not both")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 10_000
+    ):
+        raise exceptions.InvalidInput(f"limit must be an integer in 1..10000, got {limit!r}")
+    return Call("GET", "/v1/audit", _audit, params=_params(vm=vm, pool=pool, limit=limit))
+
+
+def reconcile_dry_run() -> Call[list[models.ReconcileReport]]:
+    """``GET /v1/reconcile``: what reconciliation would terminate or mark now (changes nothing)."""
+    return Call("GET", "/v1/reconcile", _reconcile)
+
+
+def reload_config() -> Call[models.ReloadResult]:
+    """``POST /v1/config/reload``: the server re-reads and applies its configuration file."""
+    return Call("POST", "/v1/config/reload", _reload)
 
 
 # --- tasks, locks, health ----------------------------------------------------------------------

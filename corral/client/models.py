@@ -320,3 +320,6 @@ class ReloadResult(_Wire):
     removed: list[str] = Field(
         default_factory=list, description="Pools now draining; gone once empty."
     )
+    restart_needed: list[str] = Field(
+        default_factory=list, description="Changed keys that apply only after a restart."
+    )

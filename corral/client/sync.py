@@ -169,6 +169,42 @@ class Client:
             stop.set()
             renewer.join()
 
+    # --- operators' controls ----------------------------------------------------------------
+
+    def pause_pool(self, name: str) -> models.PoolMode:
+        """Stop preallocating a pool (admin)."""
+        return self.send(core.pause_pool(name))
+
+    def resume_pool(self, name: str) -> models.PoolMode:
+        """Undo a pause or a drain (admin)."""
+        return self.send(core.resume_pool(name))
+
+    def drain_pool(self, name: str, *, dry_run: bool = False) -> models.DrainResult:
+        """Drain a pool; with ``dry_run``, only say which idle VMs would go (admin)."""
+        return self.send(core.drain_pool(name, dry_run=dry_run))
+
+    def hold_vm(self, name: str, *, seconds: float = 24 * 3600.0) -> models.VM:
+        """Keep a VM for debugging for ``seconds`` (admin)."""
+        return self.send(core.hold_vm(name, seconds=seconds))
+
+    def release_hold(self, name: str) -> models.VM:
+        """End a VM's hold: a held VM is terminated (admin)."""
+        return self.send(core.release_hold(name))
+
+    def audit(
+        self, *, vm: str | None = None, pool: str | None = None, limit: int | None = None
+    ) -> list[models.AuditEntry]:
+        """Operators' actions, newest first, of one VM or pool if given (admin)."""
+        return self.send(core.audit(vm=vm, pool=pool, limit=limit))
+
+    def reconcile_dry_run(self) -> list[models.ReconcileReport]:
+        """What reconciliation would terminate or mark now; changes nothing (admin)."""
+        return self.send(core.reconcile_dry_run())
+
+    def reload_config(self) -> models.ReloadResult:
+        """Make the server re-read and apply its configuration file (admin)."""
+        return self.send(core.reload_config())
+
     # --- pools, VMs, tasks, locks ------------------------------------------------------------
 
     def list_pools(self) -> list[models.PoolStatus]:

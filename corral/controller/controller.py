@@ -33,6 +33,7 @@ from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
 from corral.controller.operators import Operators, PoolMode
 from corral.controller.preallocation import Preallocator
+from corral.controller.reload import Reloader, ReloadReport
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
 from corral.controller.tickets import Tickets
 from corral.controller.vmtasks import VMTasks
@@ -105,6 +106,7 @@ class Controller:
         self._started = False
         self._stopped = False
         self.operators = Operators(self)
+        self.reloader = Reloader(self)  # reload hook (corral.controller.reload)
         self.maintenance = Maintenance(self)
         self.preallocation = Preallocator(self)
         self.assignment = Assigner(self)
@@ -688,15 +690,31 @@ class Controller:
         ``VmManager.info``)."""
         return await views.summary(self, pool=pool)
 
+    # --- reload hooks (corral.controller.reload) ----------------------------------------------
+
+    async def reload(self, config: CorralConfig, *, actor: str = "operator") -> ReloadReport:
+        """Apply a new, validated configuration's pools without a restart (added pools start,
+        changed ones apply to new VMs, removed ones drain and then disappear)."""
+        return await self.reloader.apply(config, actor=actor)
+
+    def replace_pools(self, config: CorralConfig, backends: Mapping[str, GuardedBackend]) -> None:
+        """Swap in the configuration and backends a reload computed (only the reloader calls
+        this); new backends get the store's marker as at start."""
+        recovery.mark({n: b for n, b in backends.items() if n not in self._backends}, self._claim)
+        self.config = config
+        self._backends = dict(backends)
+        self._limits = {name: pool.limits() for name, pool in config.pools.items()}
+
     # --- reconciliation ----------------------------------------------------------------------
 
     async def sweep(self) -> int:
         """Terminate machines the backends have and the store does not know (the leak sweep)."""
         return await recovery.sweep(self)
 
-    async def reconcile(self) -> dict[str, reconciliation.ReconcilePlan]:
-        """Compare the store with every backend's inventory and act on the differences."""
-        return await recovery.reconcile(self)
+    async def reconcile(self, *, dry_run: bool = False) -> dict[str, reconciliation.ReconcilePlan]:
+        """Compare the store with every backend's inventory and act on the differences (with
+        ``dry_run``: only say what would be done)."""
+        return await recovery.reconcile(self, dry_run=dry_run)
 
 
 def _vm_states(states: Sequence[str]) -> frozenset[VMState]:

@@ -65,8 +65,14 @@ def mark(backends: Mapping[str, GuardedBackend], claim: ownership.StoreClaim | N
             backend.backend.mark(claim.marker)
 
 
-async def reconcile(ctl: RecoveryHost) -> dict[str, reconciliation.ReconcilePlan]:
-    """On start: compare the store with every backend's inventory and act on every difference."""
+async def reconcile(
+    ctl: RecoveryHost, *, dry_run: bool = False
+) -> dict[str, reconciliation.ReconcilePlan]:
+    """On start: compare the store with every backend's inventory and act on every difference.
+
+    With ``dry_run`` (``corral reconcile --dry-run``), only the plans: nothing is terminated,
+    marked or recommitted.
+    """
     plans: dict[str, reconciliation.ReconcilePlan] = {}
     for name, backend in ctl.backends().items():
         listed = await _list(backend) if backend.has(Capability.LIST) else None
@@ -75,12 +81,14 @@ async def reconcile(ctl: RecoveryHost) -> dict[str, reconciliation.ReconcilePlan
         issued = await ctl.store.pools.vms_issued(name)
         vms = [records.vm(r) for r in await ctl.store.pools.list_vms(pool=name)]
         template = ctl.config.pool(name).template.as_mapping()
-        for vm in vms:
-            if vm.alive:  # the host's committed capacity survives our restart
-                backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
         plans[name] = reconciliation.plan(
             name, vms, listed, ctl.busy_vms(), issued=issued, adopt=ctl.adopt
         )
+        if dry_run:
+            continue
+        for vm in vms:
+            if vm.alive:  # the host's committed capacity survives our restart
+                backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
         _report(name, plans[name].foreign, issued)
         await act(ctl, name, plans[name])
     return plans
