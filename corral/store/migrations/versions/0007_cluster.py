@@ -178,21 +178,39 @@ DECLARE
   now double precision := corral_lock_now();
   ks text[] := string_to_array(p_keys, chr(31));
   r lock_requests%ROWTYPE;
+  res lock_resources%ROWTYPE;
   k text;
 BEGIN
   PERFORM pg_advisory_xact_lock(7363200);
   PERFORM corral_lock_durable();
+  IF NOT EXISTS (
+    SELECT 1 FROM cluster_hosts WHERE session = p_session AND lease_expires_at >= now
+  ) THEN
+    RETURN 'E lease the lease of session ' || p_session || ' has expired';
+  END IF;
+  IF cardinality(ks) = 1 THEN
+    -- Fast path: one key that nobody holds or waits for. The owner can then neither hold it
+    -- nor wait for it, and a retried call (whose request would hold it) is not taken here.
+    UPDATE lock_resources SET token = token + 1, seq = seq + 1
+      WHERE key = p_keys
+        AND NOT EXISTS (SELECT 1 FROM lock_grants g WHERE g.key = p_keys)
+        AND NOT EXISTS (SELECT 1 FROM lock_requests q WHERE q.wait_key = p_keys)
+      RETURNING * INTO res;
+    IF FOUND THEN
+      INSERT INTO lock_requests (id, session, owner, keys, modes, state, pos, wait_key, seq,
+                                 since, upgrading)
+        VALUES (p_id, p_session, p_owner, p_keys, p_modes, 'granted', 1, NULL, res.seq, now, 0);
+      INSERT INTO lock_grants (key, owner, request_id, mode, token, since, seq)
+        VALUES (p_keys, p_owner, p_id, p_modes, res.token, now, res.seq);
+      RETURN 'g ' || res.token || p_modes;
+    END IF;
+  END IF;
   SELECT * INTO r FROM lock_requests WHERE id = p_id;
   IF FOUND THEN  -- a retried call (the connection died after the commit): say what happened
     IF r.state = 'granted' THEN
       RETURN 'g ' || corral_lock_tokens(p_id);
     END IF;
     RETURN 'w';
-  END IF;
-  IF NOT EXISTS (
-    SELECT 1 FROM cluster_hosts WHERE session = p_session AND lease_expires_at >= now
-  ) THEN
-    RETURN 'E lease the lease of session ' || p_session || ' has expired';
   END IF;
   SELECT g.key INTO k FROM lock_grants g WHERE g.owner = p_owner AND g.key = ANY (ks) LIMIT 1;
   IF FOUND THEN
@@ -220,6 +238,21 @@ DECLARE
   r lock_requests%ROWTYPE;
 BEGIN
   PERFORM pg_advisory_xact_lock(7363200);
+  IF p_key IS NULL THEN
+    -- Fast path: a one-key request with no upgrade pending, nobody behind it.
+    DELETE FROM lock_requests WHERE id = p_id AND state = 'granted' AND upgrading = 0
+      AND strpos(keys, chr(31)) = 0 RETURNING * INTO r;
+    IF FOUND THEN
+      DELETE FROM lock_grants WHERE key = r.keys AND owner = r.owner;
+      IF EXISTS (SELECT 1 FROM lock_requests q WHERE q.wait_key = r.keys)
+         OR EXISTS (SELECT 1 FROM lock_resources x WHERE x.key = r.keys
+                    AND x.upgrader IS NOT NULL) THEN
+        PERFORM corral_lock_dispatch(r.keys, now);
+      END IF;
+      PERFORM corral_lock_lazy();
+      RETURN 'ok';
+    END IF;
+  END IF;
   SELECT * INTO r FROM lock_requests WHERE id = p_id;
   IF NOT FOUND OR r.state <> 'granted' THEN
     RETURN 'gone';
