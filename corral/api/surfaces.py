@@ -19,11 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__, exceptions
-from corral.api import events, stream, ui
+from corral.api import events, logs, stream, ui
 from corral.api.context import Context
 from corral.api.facade import ControllerFacade
 from corral.api.ui import pages
 from corral.api.ui.session import Sessions
+from corral.controller.commandlogs import CommandLogWriter
 from corral.controller.events import EventBus
 
 access = logging.getLogger("corral.access")
@@ -46,13 +47,26 @@ def install(app: FastAPI, controller: ControllerFacade) -> None:
     else:
         hub.start()  # from now on: history for Last-Event-ID, decision log lines, the chart
         hub.close_on(app.state.corral.stopping)
+    _keep_command_logs(app, controller)
     app.include_router(events.router)
+    app.include_router(logs.router)
     app.include_router(ui.router)
     app.mount("/ui/static", StaticFiles(packages=[("corral.api.ui", "static")]), name="ui-static")
     _install_docs(app)
     _install_errors(app)
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"])
     app.add_middleware(AccessLog)
+
+
+def _keep_command_logs(app: FastAPI, controller: ControllerFacade) -> None:
+    """Hook the backends that report their commands to the store's command logs."""
+    repository = controller.store.command_logs
+    backends = getattr(controller, "backends", None)
+    if repository is None or not callable(backends):
+        return
+    writer = CommandLogWriter(repository)
+    writer.attach(backends())
+    app.state.corral_command_logs = writer
 
 
 def _install_docs(app: FastAPI) -> None:

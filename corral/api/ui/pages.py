@@ -35,6 +35,9 @@ Name = Annotated[str, Path(min_length=1, max_length=255)]
 SPAWN_SAMPLES = 200
 """Spawn times the histogram shows."""
 
+COMMANDS = 50
+"""Backend commands the VM page shows (the oldest first: the spawn is what fails)."""
+
 
 class LoginRequired(Exception):
     """The page needs a session (redirect to the login form)."""
@@ -227,8 +230,11 @@ async def vm(request: Request, name: Name) -> Response:
     """One VM: its state, failure reason, ticket."""
     who = caller(request)
     who.require_admin("the VM page")
-    found = await _ctx(request).controller.get_vm(name)
-    return _render(request, "vm.html", who, vm=found)
+    ctx = _ctx(request)
+    found = await ctx.controller.get_vm(name)
+    repository = ctx.controller.store.command_logs
+    commands = [] if repository is None else await repository.for_vm(name, limit=COMMANDS)
+    return _render(request, "vm.html", who, vm=found, commands=commands)
 
 
 @router.get("/vms/{name}/terminate", response_class=HTMLResponse)
