@@ -352,13 +352,35 @@ class StaticBackend(Backend):
 
     async def poll(self, handle: Handle) -> PollResult:
         """``up`` at the machine's address once the reservation holds one; ``pending`` while it
-        waits for a machine; ``failed`` when there is no such reservation."""
+        waits for a machine; ``failed`` when there is no such reservation.
+
+        With a ``livecheck`` command, a machine is checked once before it serves (a machine may
+        have died while free): a failed check puts it in maintenance, and the reservation waits
+        for the next machine (``pending``, to be polled again at once).
+        """
         reservation = await self._reservation(handle.name)
         if reservation is None:
             return PollResult(PollStatus.FAILED, reason=f"no reservation {handle.name!r}")
-        if reservation.machine is None or reservation.address is None:
+        machine, address = reservation.machine, reservation.address
+        if machine is None or address is None:
             return PollResult(PollStatus.PENDING)
-        return PollResult(PollStatus.UP, address=reservation.address)
+        if reservation.checked or "livecheck" not in self._commands:
+            return PollResult(PollStatus.UP, address=address)
+        failure = (await self._command("livecheck", reservation)).reason("livecheck")
+        await self._run_transaction(
+            lambda state, machines, now: inv.first_check(
+                state, machines, handle.name, machine, failure, now
+            )
+        )
+        if failure is not None:
+            log.warning(
+                "pool %s: machine %s in maintenance: livecheck failed before serving: %s",
+                self.pool,
+                machine,
+                failure,
+            )
+            return PollResult(PollStatus.PENDING, retry_after=0.0)
+        return PollResult(PollStatus.UP, address=address)
 
     async def terminate(self, handle: Handle) -> None:
         """Run ``cleanup`` (if the machine returns to service) and end the reservation: the

@@ -124,6 +124,8 @@ class Reservation:
     """The machine's address when it was reserved (an edited inventory changes later ones)."""
     livecheck_failure: str | None = None
     """Why the latest livecheck failed; ``None`` once one passed again."""
+    checked: bool = False
+    """Whether the machine passed a livecheck since this reservation got it (before serving)."""
 
 
 @dataclass(slots=True)
@@ -239,6 +241,28 @@ def reserve(state: State, inventory: Sequence[MachineEntry], vm: str, now: float
     state.reservations[vm] = reservation
     hand_out(state, inventory)
     return reservation
+
+
+def first_check(
+    state: State,
+    inventory: Sequence[MachineEntry],
+    vm: str,
+    machine: str,
+    failure: str | None,
+    now: float,
+) -> None:
+    """Record the livecheck a reservation's machine gets before it serves. A failed one puts the
+    machine in maintenance and sends the reservation back in line (it keeps its age, so it takes
+    the next free machine). Nothing happens when the reservation no longer holds ``machine``."""
+    reservation = state.reservations.get(vm)
+    if reservation is None or reservation.machine != machine:
+        return
+    if failure is None:
+        reservation.checked = True
+        return
+    put_in_maintenance(state, machine, f"livecheck failed before serving: {failure}", now)
+    reservation.machine = reservation.address = None
+    hand_out(state, inventory)
 
 
 def needs_cleanup(state: State, inventory: Sequence[MachineEntry], vm: str) -> Reservation | None:

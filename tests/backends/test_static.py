@@ -315,3 +315,19 @@ async def test_find_machine_searches_every_static_pool(tmp_path: Path) -> None:
         await first.aclose()
         await other.aclose()
         await fake.aclose()
+
+
+async def test_a_machine_that_died_while_free_is_checked_out_before_it_serves(
+    static: StaticBackend, tmp_path: Path
+) -> None:
+    (tmp_path / "dead-m1").touch()
+    handle = await static.spawn(spec("p-1"))  # reserves m1, the first in the inventory
+    first = await static.poll(handle)
+    assert first.status is PollStatus.PENDING and first.retry_after == 0.0
+    state, _, reason = (await by_machine(static))["m1"]
+    assert state == "maintenance"
+    assert reason is not None and reason.startswith("livecheck failed before serving")
+    again = await static.poll(handle)
+    assert again.status is PollStatus.UP and again.address == "127.0.0.2"
+    (tmp_path / "dead-m2").touch()
+    assert (await static.poll(handle)).status is PollStatus.UP  # checked once, not every poll

@@ -196,3 +196,21 @@ def test_an_inventory_file_as_a_list_or_a_mapping() -> None:
     assert listed == mapped
     assert listed[0].attrs == {"arch": "s390x", "cores": 4}
     assert inv.parse_inventory("", "f") == ()
+
+
+def test_a_failed_first_check_sends_the_reservation_back_in_line_keeping_its_age() -> None:
+    m = machines("a", "b")
+    state = inv.State()
+    inv.reserve(state, m, "vm-1", 1.0)  # a
+    inv.reserve(state, m, "vm-2", 2.0)  # b
+    inv.reserve(state, m, "vm-3", 3.0)  # waits
+    inv.first_check(state, m, "vm-1", "a", "exited with 1", 4.0)
+    assert state.maintenance["a"].reason == "livecheck failed before serving: exited with 1"
+    assert state.reservations["vm-1"].machine is None
+    inv.end(state, m, "vm-2", 5.0)
+    assert state.reservations["vm-1"].machine == "b"  # older than vm-3: served first
+    assert state.reservations["vm-3"].machine is None
+    inv.first_check(state, m, "vm-1", "a", None, 6.0)  # a stale answer about a changes nothing
+    assert not state.reservations["vm-1"].checked
+    inv.first_check(state, m, "vm-1", "b", None, 6.0)
+    assert state.reservations["vm-1"].checked
