@@ -279,6 +279,12 @@ class LibvirtBackend(Backend):
         define and start its domain. Returns once libvirt started it; ``poll`` says when it is up.
         """
         memory, vcpus = _positive(spec_.template, "memory_mib"), _positive(spec_.template, "vcpus")
+        for key in ("disks", "nics"):
+            if spec_.template.get(key):  # silently dropping them would build another machine
+                raise exceptions.ConfigError(
+                    f"template.{key}: the libvirt backend takes its devices from "
+                    f"backend.domain.{key} (normalised and checked at config check)"
+                )
         placement = await self._ready_placement()
         hid = placement.admit(spec_.name, memory, vcpus)
         self.states[spec_.name] = states.VmState.WAIT_FOR_LAUNCH

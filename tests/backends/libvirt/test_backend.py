@@ -362,3 +362,14 @@ def test_config_check_lists_every_device_problem_at_once() -> None:
         "balloon: unknown model 'xen'",
     ):
         assert part in message, message
+
+
+async def test_template_devices_are_refused_with_where_they_belong(tmp_path: Path) -> None:
+    backend, guarded = make(tmp_path, options(private_hypervisor(tmp_path)))
+    try:
+        spec_ = VMSpec("vm-1", "p", 0, {"memory_mib": 512, "vcpus": 1, "disks": [{"bus": "ide"}]})
+        with pytest.raises(exceptions.BackendError, match=r"ConfigError: .*backend\.domain\.disks"):
+            await guarded.spawn(spec_)
+        assert await guarded.list() == []
+    finally:
+        await backend.aclose()
