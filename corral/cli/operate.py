@@ -118,7 +118,9 @@ def pool_drain(
 
 def _held(vm: models.VM) -> str:
     until = "" if vm.hold_until is None else f" until {_stamp(vm.hold_until)}"
-    return f"VM {vm.name} ({vm.pool}): {vm.state}, held{until}"
+    if vm.state == "held":
+        return f"VM {vm.name} ({vm.pool}): held{until}"
+    return f"VM {vm.name} ({vm.pool}): {vm.state}, kept once its ticket ends{until}"
 
 
 @handle_errors
