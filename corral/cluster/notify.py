@@ -80,9 +80,7 @@ class Listener(threading.Thread):
             try:
                 conn = self._conn
                 if conn is None or conn.closed:
-                    conn = self._conn = psycopg.connect(
-                        self._url, autocommit=True, connect_timeout=10
-                    )
+                    conn = self._conn = self._connect()
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening.set()
                     if not first:
@@ -100,8 +98,9 @@ class Listener(threading.Thread):
                     self._on_notify(note.payload)
                     if time.monotonic() >= next_beat:
                         break
-            except psycopg.OperationalError as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+            except psycopg.Error as exc:
+                # A lost connection, or a failed heartbeat query: start again on a new one.
+                log.warning("LISTEN connection failed (%s); reconnecting", exc)
                 self.listening.clear()
                 if self._conn is not None:
                     self._conn.close()
@@ -109,6 +108,9 @@ class Listener(threading.Thread):
                 if self._stopping.wait(delay):
                     break
                 delay = min(delay * 2, 1.0)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
 
     def _beat(self, conn: psycopg.Connection[Any]) -> None:
         try:

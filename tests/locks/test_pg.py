@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,15 +139,27 @@ async def _terminate(url: str, pids: list[int | None]) -> None:
 async def test_reconnect_after_terminate_backend(pg_locks_url: str) -> None:
     """Breakage caught: a grant whose NOTIFY was sent while the listener was disconnected is
     lost (no re-read after reconnect), or a dead connection is never replaced."""
-    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0)
-    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0)
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0, heartbeat=20.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0, heartbeat=20.0)
+    gate = threading.Event()
+    connect = b._listener._connect
+
+    def gated_connect() -> Any:
+        gate.wait(60)  # the listener stays away until the grant's NOTIFY is gone
+        return connect()
+
+    b._listener._connect = gated_connect
     try:
         held = await a.acquire("vm/a", owner="a1")
-        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1", timeout=60.0))
+        # no timeout: a timed-out cancel would also report the grant and hide a lost NOTIFY
+        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1"))
         await eventually(lambda: queued(a, "vm/a") == 1, 30)
         await _terminate(pg_locks_url, [b._listener.backend_pid(), b._batcher.backend_pid()])
+        await eventually(lambda: not b._listener.listening.is_set(), 30)
         held.release()  # its NOTIFY goes to a connection that is gone
-        got = await asyncio.wait_for(waiting, 60)
+        await eventually(lambda: [h.owner for s in a.status() for h in s.holders] == ["b1"], 30)
+        gate.set()
+        got = await asyncio.wait_for(waiting, 30)
         got.release()
         await eventually(lambda: b._listener.reconnects >= 1, 30)
         again = await b.acquire("vm/a", owner="b1", timeout=30.0)
@@ -154,6 +167,7 @@ async def test_reconnect_after_terminate_backend(pg_locks_url: str) -> None:
         again.release()
         await eventually(lambda: a.status() == [], 30)
     finally:
+        gate.set()
         await a.close()
         await b.close()
 
