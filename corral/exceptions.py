@@ -147,6 +147,12 @@ class LeaseLost(LockError):
     code = "lease_lost"
 
 
+class LeaseHeld(LockError):
+    """The lease is held by another live host."""
+
+    code = "lease_held"
+
+
 # --- tasks --------------------------------------------------------------------------------
 
 
