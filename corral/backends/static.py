@@ -207,6 +207,7 @@ class StaticBackend(Backend):
         self._machines: tuple[inv.MachineEntry, ...] = tuple(options.machines or ())
         self._seen: tuple[int, int, int] | None = None
         self._bad: tuple[int, int, int] | None = None
+        self._pruned = False
         if self.inventory_path is not None:
             self._machines = self._read_inventory(self.inventory_path)
             self._seen = _signature(self.inventory_path)
@@ -278,8 +279,9 @@ class StaticBackend(Backend):
                 except FileNotFoundError:
                     before = inv.State().to_json()
                 state = inv.State.from_json(before, str(self.state_path))
-                if changed:
+                if changed or not self._pruned:  # the file may have changed while corral was down
                     inv.prune(state, self._machines)
+                    self._pruned = True
                 result = decide(state, self._machines, self._clock())
                 after = state.to_json()
                 if after != before:

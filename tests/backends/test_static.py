@@ -331,3 +331,21 @@ async def test_a_machine_that_died_while_free_is_checked_out_before_it_serves(
     assert again.status is PollStatus.UP and again.address == "127.0.0.2"
     (tmp_path / "dead-m2").touch()
     assert (await static.poll(handle)).status is PollStatus.UP  # checked once, not every poll
+
+
+async def test_an_inventory_edited_while_corral_was_down_is_applied_at_the_first_call(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "machines.yaml"
+    path.write_text("- {name: m1, address: 127.0.0.1}\n- {name: m2, address: 127.0.0.2}\n")
+    first = make(tmp_path, inventory="machines.yaml")
+    await first.maintenance("m2", "broken")
+    await first.aclose()
+    path.write_text("- {name: m1, address: 127.0.0.1}\n")  # m2 removed while down
+    second = make(tmp_path, inventory="machines.yaml")
+    try:
+        assert await by_machine(second) == {"m1": ("free", None, None)}
+        state = json.loads((tmp_path / ".corral" / "static-p.json").read_text())
+        assert state["maintenance"] == {}
+    finally:
+        await second.aclose()
