@@ -15,7 +15,7 @@ import logging
 
 from corral import exceptions
 from corral.backends.base import Capability
-from corral.controller import ports, records
+from corral.controller import ports, records, retention
 from corral.controller.operators import PoolMode
 from corral.controller.steps import handle_of
 from corral.pools import allocation
@@ -117,15 +117,18 @@ class Maintenance:
             await self._ctl.sweep()
 
     async def purge(self, now: float) -> tuple[int, int]:
-        """Forget terminated VMs and ended tickets older than the configured ``history``
-        (at most once a minute; more often only for a history shorter than ten minutes)."""
+        """Forget terminated VMs, ended tickets, done tasks and operator actions older than the
+        configured ``history``, in bounded batches (:mod:`corral.controller.retention`), at most
+        once a minute (more often only for a history shorter than ten minutes); how many VMs and
+        tickets were forgotten."""
         history = self._ctl.config.history
         if history is None:
             return (0, 0)
         if self._last_purge is not None and now - self._last_purge < min(history / 10, 60.0):
             return (0, 0)
         self._last_purge = now
-        return await self._ctl.store.pools.purge(now - history)
+        pruned = await retention.prune(self._ctl, now - history)
+        return pruned.vms, pruned.tickets
 
     async def expire_tickets(self, now: float) -> int:
         """Expire every open ticket whose lease lapsed; their VMs are terminated."""

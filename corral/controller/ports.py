@@ -177,6 +177,8 @@ class OperatorsHost(Base, Kicks, VMWrites, Protocol):
 class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
     """What :class:`corral.controller.maintenance.Maintenance` uses."""
 
+    tasks: TaskEngine  # retention forgets done tasks through it
+
     def backend(self, pool: str) -> GuardedBackend:
         """The guarded backend of ``pool``."""
         ...

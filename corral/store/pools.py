@@ -210,10 +210,15 @@ class PoolsRepository(Protocol):
         """Forget a VM (only one in ``terminated`` or ``failed``); True if one was deleted."""
         ...
 
-    async def purge(self, before: float) -> tuple[int, int]:
+    async def purge(self, before: float, *, limit: int | None = None) -> tuple[int, int]:
         """Forget the history older than ``before``: VMs ``terminated``/``failed`` since then and
-        tickets that ended (closed, cancelled, expired, failed) since then. Returns how many VMs
-        and tickets were deleted."""
+        tickets that ended (closed, cancelled, expired, failed) since then, at most ``limit`` of
+        each (a bounded batch; ``None``: all). Returns how many VMs and tickets were deleted."""
+        ...
+
+    async def purge_audit(self, before: float, *, limit: int | None = None) -> int:
+        """Forget operator actions older than ``before`` (the oldest first, at most ``limit``);
+        how many were deleted."""
         ...
 
     # --- tickets ------------------------------------------------------------------------------

@@ -206,18 +206,18 @@ class MemoryPoolsRepository:
         self._counts[row.pool][row.state] -= 1
         return True
 
-    async def purge(self, before: float) -> tuple[int, int]:
+    async def purge(self, before: float, *, limit: int | None = None) -> tuple[int, int]:
         """See :meth:`corral.store.pools.PoolsRepository.purge`."""
         old_vms = [
             v.name for v in self._vms.values() if v.state in _DEAD and v.state_since < before
-        ]
+        ][:limit]
         for name in old_vms:
             await self.delete_vm(name)
         old_tickets = [
             t.id
             for t in self._tickets.values()
             if t.state not in _OPEN and t.closed_at is not None and t.closed_at < before
-        ]
+        ][:limit]
         for tid in old_tickets:
             del self._tickets[tid]
         return len(old_vms), len(old_tickets)
@@ -387,6 +387,13 @@ class MemoryPoolsRepository:
     async def add_audit(self, entry: AuditEntry) -> None:
         """See :meth:`corral.store.pools.PoolsRepository.add_audit`."""
         self._audit.append(entry)
+
+    async def purge_audit(self, before: float, *, limit: int | None = None) -> int:
+        """See :meth:`corral.store.pools.PoolsRepository.purge_audit`."""
+        old = [i for i, e in enumerate(self._audit) if e.at < before][:limit]
+        gone = set(old)
+        self._audit = [e for i, e in enumerate(self._audit) if i not in gone]
+        return len(old)
 
     async def list_audit(
         self, *, kind: str | None = None, target: str | None = None, limit: int = 100

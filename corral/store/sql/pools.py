@@ -134,16 +134,30 @@ IDLE_USED = (
     .order_by(vms.c.last_used_at, vms.c.name)
 )
 DELETE_DEAD_VM = delete(vms).where(vms.c.name == bindparam("b_name"), vms.c.state.in_(_DEAD))
-PURGE_VMS = delete(vms).where(vms.c.state.in_(_DEAD), vms.c.state_since < bindparam("b_before"))
-PURGE_TICKETS = delete(tickets).where(
-    tickets.c.state.in_(_ENDED),
-    tickets.c.closed_at < bindparam("b_before"),
+ALL_ROWS = 2**62
+"""The ``b_limit`` of an unbounded purge."""
+PURGE_VMS = delete(vms).where(
+    vms.c.name.in_(
+        select(vms.c.name)
+        .where(vms.c.state.in_(_DEAD), vms.c.state_since < bindparam("b_before"))
+        .limit(bindparam("b_limit"))
+    )
 )
+SELECT_ENDED_TICKETS = (
+    select(tickets.c.id)
+    .where(tickets.c.state.in_(_ENDED), tickets.c.closed_at < bindparam("b_before"))
+    .limit(bindparam("b_limit"))
+)
+PURGE_TICKETS = delete(tickets).where(tickets.c.id.in_(bindparam("b_ids", expanding=True)))
 PURGE_TICKET_META = delete(ticket_meta).where(
-    ticket_meta.c.ticket_id.in_(
-        select(tickets.c.id).where(
-            tickets.c.state.in_(_ENDED), tickets.c.closed_at < bindparam("b_before")
-        )
+    ticket_meta.c.ticket_id.in_(bindparam("b_ids", expanding=True))
+)
+PURGE_AUDIT = delete(audit).where(
+    audit.c.id.in_(
+        select(audit.c.id)
+        .where(audit.c.at < bindparam("b_before"))
+        .order_by(audit.c.id)
+        .limit(bindparam("b_limit"))
     )
 )
 INSERT_TICKET_META = insert(ticket_meta)
@@ -799,16 +813,24 @@ class SqlPoolsRepository:
             lambda conn: conn.execute(DELETE_DEAD_VM, {"b_name": name}).rowcount == 1
         )
 
-    async def purge(self, before: float) -> tuple[int, int]:
+    async def purge(self, before: float, *, limit: int | None = None) -> tuple[int, int]:
         """See :meth:`corral.store.pools.PoolsRepository.purge`."""
+        bound = {"b_before": before, "b_limit": ALL_ROWS if limit is None else limit}
 
         def run(conn: Connection) -> tuple[int, int]:
-            gone_vms = conn.execute(PURGE_VMS, {"b_before": before}).rowcount
-            conn.execute(PURGE_TICKET_META, {"b_before": before})
-            gone_tickets = conn.execute(PURGE_TICKETS, {"b_before": before}).rowcount
-            return gone_vms, gone_tickets
+            gone_vms = conn.execute(PURGE_VMS, bound).rowcount
+            ids = [r[0] for r in conn.execute(SELECT_ENDED_TICKETS, bound)]
+            if not ids:
+                return gone_vms, 0
+            conn.execute(PURGE_TICKET_META, {"b_ids": ids})
+            return gone_vms, conn.execute(PURGE_TICKETS, {"b_ids": ids}).rowcount
 
         return await self._executor.run(run)
+
+    async def purge_audit(self, before: float, *, limit: int | None = None) -> int:
+        """See :meth:`corral.store.pools.PoolsRepository.purge_audit`."""
+        bound = {"b_before": before, "b_limit": ALL_ROWS if limit is None else limit}
+        return await self._executor.run(lambda conn: conn.execute(PURGE_AUDIT, bound).rowcount)
 
     async def insert_ticket(self, row: TicketRow) -> TicketRow:
         """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
