@@ -2,10 +2,11 @@
 again and again: at the end no instance exists that the store does not know alive, and no VM the
 store has alive is missing or duplicated in the cloud.
 
-Breakages this catches (each makes the final comparison fail): a spawn whose instance is created
-before its row is written (the store would not know it; dropping write-ahead), ``list()`` missing
-tagged instances (the start-up sweep would not find the leaks), a terminate by name that misses
-an instance whose create was in flight when the controller died.
+Measured with mutants: a terminate that ignores the ``corral:vm`` look-up (only the handle's id)
+*and* a ``list()`` that returns nothing make it fail (instances of spawns killed between the create
+and the stored handle stay in the cloud). Either mutant alone passes, and rightly: the other path
+cleans up (the sweep lists the leak; the spawn's rollback terminates it by name). The unit tests in
+test_ec2.py catch each alone.
 """
 
 from __future__ import annotations
