@@ -140,10 +140,19 @@ def say(line: Callable[[Shown], str]) -> Callable[[Shown], None]:
     return lambda answer: output.console.print(line(answer), markup=False)
 
 
+def meta_text(meta: dict[str, str]) -> str:
+    """A ticket's metadata as ``k=v, k=v`` (sorted; empty without any)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(meta.items()))
+
+
 def tickets_table(tickets: list[models.Ticket]) -> None:
+    """Print tickets as a table (metadata included)."""
     output.table(
         "Tickets",
-        ["id", "owner", "state", "pool", "tags", "sandbox", "prio", "vm", "address", "created"],
+        [
+            *("id", "owner", "state", "pool", "tags", "sandbox", "prio", "vm", "address"),
+            *("created", "meta"),
+        ],
         [
             [
                 t.id,
@@ -156,6 +165,7 @@ def tickets_table(tickets: list[models.Ticket]) -> None:
                 t.vm,
                 t.address,
                 output.when(t.created_at),
+                meta_text(t.meta),
             ]
             for t in tickets
         ],
@@ -163,6 +173,7 @@ def tickets_table(tickets: list[models.Ticket]) -> None:
 
 
 def ticket_line(ticket: models.Ticket) -> str:
+    """One line about a ticket: id, owner, state, its VM, why it ended, its metadata."""
     line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
     if ticket.state == "assigned" and ticket.vm:
         line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
@@ -170,10 +181,9 @@ def ticket_line(ticket: models.Ticket) -> str:
         line += f", VM {ticket.vm} given back"
     if ticket.reason and ticket.state != "assigned":
         line += f" ({ticket.reason})"
+    if ticket.meta:
+        line += f" [{meta_text(ticket.meta)}]"
     return line
-
-
-# --- tickets -----------------------------------------------------------------------------------
 
 
 def pairs(option: str, values: Sequence[str] | None) -> dict[str, str] | None:

@@ -25,10 +25,6 @@ def details(title: str, fields: Iterable[tuple[str, object]]) -> None:
         output.console.print(f"  {name}: {value}", markup=False)
 
 
-def _meta(meta: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(meta.items()))
-
-
 def _when(timestamp: float | None) -> str:
     return "" if timestamp is None else output.when(timestamp)
 
@@ -66,7 +62,7 @@ def render_ticket(ticket: models.Ticket) -> None:
             ("tags", ", ".join(ticket.tags)),
             ("sandbox", ticket.sandbox),
             ("priority", ticket.priority),
-            ("meta", _meta(ticket.meta)),
+            ("meta", common.meta_text(ticket.meta)),
             ("vm", ticket.vm),
             ("address", ticket.address),
             ("created", _when(ticket.created_at)),

@@ -61,6 +61,12 @@ def test_show_commands(server: BackgroundServer) -> None:
     assert f"meta: arch=x86, build={run_id}" in text.stdout
     assert "state: assigned" in text.stdout and f"vm: {ticket['vm']}" in text.stdout
 
+    table = run(server, "tickets", "--meta", f"build={run_id}", token=ALICE_TOKEN)
+    assert f"build={run_id}" in table.stdout, "the tickets table shows metadata"
+    human = run(server, "acquire", "--pool", "small", "--meta", "k=v", token=ALICE_TOKEN)
+    assert human.exit_code == 0 and "[k=v]" in human.stdout.splitlines()[0]
+    assert run(server, "release", human.stdout.split()[1], token=ALICE_TOKEN).exit_code == 0
+
     vm = run(server, "vm", "show", ticket["vm"])
     assert vm.exit_code == 0, vm.output
     assert f"VM {ticket['vm']}" in vm.stdout
