@@ -78,7 +78,9 @@ def argv(command: object) -> list[str]:
     return shlex.split(text)
 
 
-def _tags(value: object, where: str, notes: list[str]) -> list[str]:
+def _tags(value: object, where: str, notes: list[str], priorities: dict[str, int]) -> list[str]:
+    """resalloc's tags (names, or ``{name, priority}``); non-zero priorities go to
+    ``priorities`` (corral's ``tag_priority``)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -87,14 +89,15 @@ def _tags(value: object, where: str, notes: list[str]) -> list[str]:
     tags = []
     for item in value:
         if isinstance(item, Mapping):
-            name = item.get("name")
-            if item.get("priority", 0) not in (0, None):
-                notes.append(
-                    f"{where}: {name}: tag priority {item['priority']} has no equivalent "
-                    "(dropped; sandbox affinity and pool order decide)"
-                )
-            if name is not None:
-                tags.append(str(name))
+            name, priority = item.get("name"), item.get("priority", 0)
+            if name is None:
+                notes.append(f"{where}: a tag without a name, ignored")
+                continue
+            if isinstance(priority, int) and not isinstance(priority, bool) and priority:
+                priorities[str(name)] = priority
+            elif priority not in (0, None):
+                notes.append(f"{where}: {name}: priority {priority!r} is not an integer, dropped")
+            tags.append(str(name))
         else:
             tags.append(str(item))
     return tags
@@ -117,14 +120,24 @@ def convert_pool(name: str, raw: object, notes: list[str]) -> dict[str, object] 
     if backend is None:
         return None
     pool: dict[str, object] = {"backend": backend}
-    tags = _tags(value.get("tags"), f"{name}.tags", notes)
-    on_demand = _tags(value.get("tags_on_demand"), f"{name}.tags_on_demand", notes)
+    priorities: dict[str, int] = {}
+    tags = _tags(value.get("tags"), f"{name}.tags", notes, priorities)
+    on_demand = _tags(value.get("tags_on_demand"), f"{name}.tags_on_demand", notes, priorities)
     if on_demand:
         notes.append(
             f"{name}.tags_on_demand: no equivalent; added to tags with min_ready 0 "
             "(corral spawns for waiting tickets)"
         )
     pool["tags"] = tags + [t for t in on_demand if t not in tags]
+    if priorities:
+        if "tag_priority" in PoolConfig.model_fields:
+            pool["tag_priority"] = priorities
+            notes.append(
+                f"{name}.tags: priorities kept as tag_priority; resalloc's +500 for a reused "
+                "VM is corral's sandbox affinity, which always ranks first"
+            )
+        else:
+            notes.append(f"{name}.tags: tag priorities have no equivalent, dropped")
     pool["max"] = value["max"]
     pool["max_starting"] = value["max_starting"]
     pool["min_ready"] = 0 if on_demand else min(_int(value["max_prealloc"]), _int(value["max"]))

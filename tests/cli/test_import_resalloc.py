@@ -25,6 +25,7 @@ runner = CliRunner()
 
 POOLS = """
 copr_hv_x86_64_01_prod:
+    description: x86_64 builders on AWS
     max: 20
     max_starting: 4
     max_prealloc: 8
@@ -77,6 +78,8 @@ def test_convert_maps_every_key_and_keeps_resalloc_defaults() -> None:
     assert prod["livecheck"] == {"period": 180, "attempts": 3}
     assert prod["reuse"] == {"sandbox": True, "idle_timeout": 90, "max_age": 1800, "max_uses": 8}
     assert prod["tags"] == ["copr_builder", "arch_x86_64"]
+    assert prod["tag_priority"] == {"arch_x86_64": 10}
+    assert prod["description"] == "x86_64 builders on AWS"
 
     ondemand = pools["copr_ondemand"]
     assert (ondemand["max"], ondemand["max_starting"], ondemand["min_ready"]) == (4, 1, 0)
@@ -89,7 +92,7 @@ def test_convert_maps_every_key_and_keeps_resalloc_defaults() -> None:
     for expected in (
         "copr_hv_x86_64_01_prod.start_delay: no equivalent",
         "copr_hv_x86_64_01_prod.name_pattern: no equivalent",
-        "arch_x86_64: tag priority 10 has no equivalent",
+        "copr_hv_x86_64_01_prod.tags: priorities kept as tag_priority",
         "copr_ondemand.tags_on_demand: no equivalent",
         "copr_ondemand.cmd_delete: missing",
         "nodelete.unknown_thing: unknown to resalloc too",
