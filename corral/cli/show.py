@@ -47,6 +47,7 @@ def render_vm(vm: models.VM) -> None:
             ("last used", _when(vm.last_used_at)),
             ("livecheck failures", vm.livecheck_failures or None),
             ("reason", vm.reason),
+            ("held until", _when(vm.hold_until)),
         ],
     )
 
@@ -84,6 +85,8 @@ def render_pool(pool: models.PoolStatus) -> None:
         f"pool {pool.name}",
         [
             ("health", f"FAILING: {pool.problem}" if pool.problem else "ok"),
+            ("description", pool.description),
+            ("mode", pool.mode),
             ("backend", pool.backend),
             ("tags", ", ".join(pool.tags)),
             (

@@ -76,6 +76,7 @@ def test_show_commands(server: BackgroundServer) -> None:
     pool = run(server, "pool", "show", "small")
     assert pool.exit_code == 0, pool.output
     assert "pool small" in pool.stdout and "health: ok" in pool.stdout
+    assert "mode: active" in pool.stdout
     assert "limits: max 4, max_starting 2, min_ready 1" in pool.stdout
     assert run_json(server, "pool", "show", "small")["problem"] is None
 
