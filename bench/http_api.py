@@ -85,7 +85,7 @@ def serve(config_text: str) -> Iterator[str]:
                 if process.poll() is not None:
                     raise SystemExit(f"corral serve exited: {(workdir / 'serve.log').read_text()}")
                 try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass

@@ -396,6 +396,13 @@ class ServerStopping(CorralError):
     http_status = 503
 
 
+class ServerStarting(ServerStopping):
+    """The server is recovering its tasks and reconciling its backends; retry in a moment."""
+
+    code = "server_starting"
+    http_status = 503
+
+
 class StoreInUse(StoreError):
     """Another corral process serves this store (a SQLite store has one owner at a time)."""
 

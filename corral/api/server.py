@@ -24,7 +24,7 @@ from typing import Protocol
 import uvicorn
 
 from corral import exceptions
-from corral.api import guard, protocol
+from corral.api import guard, protocol, starting
 from corral.api.app import create_app
 from corral.api.facade import ControllerFacade
 from corral.client import models
@@ -125,35 +125,57 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     async def run(self) -> None:
-        """Create and start the controller, serve until told to stop, stop the controller."""
-        controller = await self._factory(self.config)
+        """Listen, create and start the controller (``/healthz`` answers while it recovers,
+        everything else 503 ``server_starting``), serve until told to stop, stop the
+        controller."""
+        header_timeout, body_timeout, keep_alive = self._limits
+        gate = starting.Gate()
+        config = uvicorn.Config(
+            gate,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=self._access_log,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            http=protocol.limited(header_timeout),
+            h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+            timeout_keep_alive=keep_alive,
+        )
+        self._uvicorn = _Uvicorn(config, asyncio.Event())
+        serving = asyncio.create_task(self._serve(self._uvicorn))
+        while not self._uvicorn.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if serving.done():
+            await serving  # it could not listen: AddressInUse
+            return
+        creating: asyncio.Task[ManagedController] = asyncio.create_task(self._create())
+        await asyncio.wait({creating, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not creating.done():  # told to stop while recovering: recovery resumes next start
+            creating.cancel()
+            await asyncio.gather(creating, return_exceptions=True)
+            await serving
+            return
+        try:
+            controller = creating.result()
+        except BaseException:
+            self._uvicorn.should_exit = True
+            await asyncio.gather(serving, return_exceptions=True)
+            raise
         try:
             await controller.start()
-            header_timeout, body_timeout, keep_alive = self._limits
             app = create_app(controller, self.config, body_timeout=body_timeout)
             self._controller = controller
             app.state.reload = self.reload  # POST /v1/config/reload (corral.api.operate)
-            config = uvicorn.Config(
-                app,
-                host=self.host,
-                port=self.port,
-                log_level="warning",
-                access_log=self._access_log,
-                lifespan="off",
-                timeout_graceful_shutdown=5,
-                http=protocol.limited(header_timeout),
-                h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
-                timeout_keep_alive=keep_alive,
-            )
-            self._uvicorn = _Uvicorn(config, app.state.corral.stopping)
-            serving = asyncio.create_task(self._serve(self._uvicorn))
-            while not self._uvicorn.started and not serving.done():
-                await asyncio.sleep(0.01)
-            if self._uvicorn.started:
-                self.started.set()
+            self._uvicorn.stopping = app.state.corral.stopping
+            gate.open(app)
+            self.started.set()
             await serving
         finally:
             await controller.stop()
+
+    async def _create(self) -> ManagedController:
+        return await self._factory(self.config)
 
     async def _serve(self, server: uvicorn.Server) -> None:
         loop = asyncio.get_running_loop()
@@ -234,11 +256,12 @@ class _Uvicorn(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
         super().__init__(config)
-        self._stopping = stopping
+        self.stopping = stopping
+        """The app's event (set once the app serves: :meth:`Server.run`)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Wake the long-polls, then shut down as uvicorn does."""
-        self._stopping.set()
+        self.stopping.set()
         await super().shutdown(sockets)
 
     @contextlib.contextmanager

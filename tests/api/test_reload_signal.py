@@ -76,11 +76,11 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
         if proc.poll() is not None:
             raise AssertionError(f"the server exited: {log.read_text()}")
         try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
-    _until(healthy, "the server answers /healthz")
+    _until(healthy, "the server is ready (/readyz)")
     try:
         yield proc, url, path
     finally:

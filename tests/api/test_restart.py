@@ -62,14 +62,14 @@ class Process:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-        _until(self._healthy, "the server answers /healthz")
+        _until(self._healthy, "the server is ready (/readyz)")
 
     def _healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"the server exited: {self.log.read_text()}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 

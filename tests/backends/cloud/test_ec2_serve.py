@@ -94,13 +94,13 @@ class Serve:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        _wait_for(self.healthy, 60, "corral serve to answer /healthz")
+        _wait_for(self.healthy, 60, "corral serve to be ready (/readyz)")
 
     def healthy(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"corral serve exited with {self.process.returncode}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

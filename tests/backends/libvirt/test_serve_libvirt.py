@@ -209,13 +209,13 @@ class Served:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self.healthy, 60, "corral serve to answer /healthz")
+        wait_for(self.healthy, 60, "corral serve to be ready (/readyz)")
 
     def healthy(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"corral serve exited with {self.process.returncode}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
