@@ -43,6 +43,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (not the one at configuration
+    time, which a test harness or a daemoniser may have closed and replaced since)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
 def formatter(fmt: str) -> logging.Formatter:
     """The formatter of ``text`` or ``json`` (``ConfigError`` otherwise)."""
     if fmt == "json":
@@ -64,7 +81,7 @@ def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = No
         raise exceptions.ConfigError(
             f"--log-level must be one of {', '.join(LEVELS)}, not {level!r}"
         )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream else _Stderr()
     handler.setFormatter(formatter(fmt))
     root = logging.getLogger()
     for old in list(root.handlers):

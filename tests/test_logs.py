@@ -66,3 +66,16 @@ def test_a_decision_line_names_the_ids(caplog: pytest.LogCaptureFixture) -> None
         "vm=small-000001 state=in_use pool=small ticket=t1",
         "ticket=t1 state=assigned vm=small-000001 owner=alice",
     ]
+
+
+def test_stderr_is_the_current_one_not_the_one_at_configuration(
+    restore_root: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logs.configure("info")
+    first.close()  # a harness or a daemoniser replaced it since
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("corral.x").warning("still written")
+    assert "WARNING corral.x: still written" in second.getvalue()
