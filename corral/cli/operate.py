@@ -66,6 +66,22 @@ def _audit_lines(entries: list[models.AuditEntry]) -> None:
         output.console.print(audit_line(entry), markup=False)
 
 
+SHOWN_ACTIONS = 5
+"""Operators' actions ``vm show`` and ``pool show`` print."""
+
+
+def audit_of(
+    url: str, token: str | None, *, vm: str | None = None, pool: str | None = None
+) -> None:
+    """Print the latest operators' actions on one VM or pool (``vm show``/``pool show``)."""
+    with common.client(url, token) as c:
+        entries = c.audit(vm=vm, pool=pool, limit=SHOWN_ACTIONS)
+    if entries:
+        output.console.print("  operators' actions (newest first):", markup=False)
+    for entry in entries:
+        output.console.print(f"    {audit_line(entry)}", markup=False)
+
+
 # --- pools ---------------------------------------------------------------------------------------
 
 

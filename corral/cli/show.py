@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import common, output
+from corral.cli import common, operate, output
 from corral.cli.common import Json, Token, Url, handle_errors
 from corral.client import core, models
 
@@ -123,9 +123,11 @@ def vm_show(
     token: Token = None,
     json: Json = False,
 ) -> None:
-    """Show one VM: state and since when, address, ticket, sandbox, uses, failure reason
-    (admin)."""
+    """Show one VM: state and since when, address, ticket, sandbox, uses, failure reason,
+    operators' latest actions on it (admin)."""
     common.show(url, token, json, lambda c: c.get_vm(name), render_vm)
+    if not json:
+        operate.audit_of(url, token, vm=name)
 
 
 @handle_errors
@@ -147,6 +149,8 @@ def pool_show(
     token: Token = None,
     json: Json = False,
 ) -> None:
-    """Show one pool: health (why it fails), limits, VMs per state, queue, statistics, info
-    (admin)."""
+    """Show one pool: health (why it fails), limits, VMs per state, queue, statistics, info,
+    operators' latest actions on it (admin)."""
     common.show(url, token, json, lambda c: c.get_pool(name), render_pool)
+    if not json:
+        operate.audit_of(url, token, pool=name)

@@ -96,6 +96,9 @@ def test_hold_and_release_hold(server: BackgroundServer) -> None:
         "release-hold"
     ]
     one_error_line(run(server, "audit", "--vm", vm, "--pool", "small"), 3, "not both")
+    shown = run(server, "vm", "show", vm).stdout  # the trail shown where the VM is
+    assert "operators' actions (newest first):" in shown
+    assert "root  release-hold vm " + vm in shown
 
 
 def test_pause_resume_and_drain_dry_run(server: BackgroundServer) -> None:
@@ -112,6 +115,8 @@ def test_pause_resume_and_drain_dry_run(server: BackgroundServer) -> None:
         "resume",
         "paused",
     ]
+    shown = run(server, "pool", "show", "small").stdout
+    assert "root  resume pool small" in shown and "root  paused pool small" in shown
 
 
 def test_reconcile_dry_run_and_reload(server: BackgroundServer) -> None:
