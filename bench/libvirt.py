@@ -238,13 +238,18 @@ async def corral_boot(folder: Path, options: dict[str, Any], n: int, rep: int) -
 def _destroy_pool(pool: str) -> None:
     conn = libvirt.open("qemu:///system")
     for dom in conn.listAllDomains():
-        mark = domxml.parse_mark(dom.XMLDesc(0))
-        if mark is not None and mark.pool == pool:
+        try:
+            mark = domxml.parse_mark(dom.XMLDesc(0))
+            if mark is None or mark.pool != pool:
+                continue
             persistent = dom.isPersistent()  # a transient domain vanishes once destroyed
             if dom.isActive():
                 dom.destroy()
             if persistent:
                 dom.undefine()
+        except libvirt.libvirtError as exc:  # the controller's own terminate got there first
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
     conn.close()
 
 
