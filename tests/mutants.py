@@ -272,6 +272,13 @@ MUTANTS: tuple[Mutant, ...] = (
                     "",
                 ),
             ),
+            (  # after "liveness before readiness": the uvicorn server holds the event
+                Patch(
+                    "corral/api/server.py",
+                    "        self.stopping.set()\n",
+                    "",
+                ),
+            ),
         ),
         ("tests/api/test_restart.py", "-m", "slow", "-k", "sigterm"),
     ),
