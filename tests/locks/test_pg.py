@@ -200,3 +200,28 @@ async def test_lapsed_lease_frees_locks_and_the_holder_learns_it(pg_locks_url: s
     finally:
         await a.close()
         await b.close()
+
+
+async def test_restarted_host_supersedes_its_previous_incarnation(pg_locks_url: str) -> None:
+    """Breakage caught: a host restarted under the same id keeps its dead incarnation's locks
+    until the old lease lapses (they must be freed at once: the old process is gone)."""
+    from corral.cluster import hosts
+
+    old = await open_pg_locks(pg_locks_url, host_id="h", lease=60.0, heartbeat=20.0)
+    held = await old.acquire("vm/a", owner="task-1")
+    new = await open_pg_locks(pg_locks_url, host_id="h", lease=60.0, heartbeat=20.0)
+    try:
+        assert new.incarnation == old.incarnation + 1
+        got = await new.acquire("vm/a", owner="task-2", timeout=10.0)
+        assert got.token("vm/a") > held.token("vm/a")
+
+        def listed() -> list[hosts.HostRecord]:
+            with psycopg.connect(pg_locks_url) as conn:
+                return hosts.list_hosts(conn)
+
+        (record,) = await asyncio.to_thread(listed)
+        assert (record.host_id, record.session, record.alive) == ("h", new.session, True)
+        got.release()
+    finally:
+        await new.close()
+        await old.close()
