@@ -40,7 +40,14 @@ from corral.controller.vmtasks import VMTasks
 from corral.locks import LockManager
 from corral.pools.allocation import PoolLimits
 from corral.pools.config import PoolConfig
-from corral.pools.lifecycle import Effect, VMEvent, effects_into, vm_move
+from corral.pools.lifecycle import (
+    ALIVE_VM_STATES,
+    Effect,
+    VMEvent,
+    effects_into,
+    values,
+    vm_move,
+)
 from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
@@ -648,6 +655,45 @@ class Controller:
         await self.operators.set_mode(pool, PoolMode.DRAINING, actor=actor)
         await self.operators.drain_idle(pool)
         return plan
+
+    async def terminate_vms(
+        self,
+        *,
+        pool: str,
+        states: Sequence[str] | None = None,
+        unused: bool = False,
+        actor: str = "operator",
+        dry_run: bool = False,
+    ) -> list[VM]:
+        """Terminate a pool's VMs in bulk (resalloc-maint's ``resource-delete --all/--unused``):
+        every alive VM of ``pool``, or only those in ``states``, or (``unused``) only those that
+        never served a ticket. Returns the VMs chosen (``dry_run``: changing nothing); a VM that
+        changed state meanwhile is skipped, not retried."""
+        self.config.pool(pool)
+        wanted = _vm_states(states) if states is not None else ALIVE_VM_STATES
+        chosen = [
+            vm
+            for vm in await self.find_vms(pool=pool, states=values(wanted & ALIVE_VM_STATES))
+            if not (unused and vm.uses > 0) and vm.state is not VMState.TERMINATING
+        ]
+        if dry_run:
+            return chosen
+        await self.operators.audit(
+            actor,
+            "terminate-bulk",
+            "pool",
+            pool,
+            f"{len(chosen)} VMs"
+            + (" (unused)" if unused else "")
+            + ("" if states is None else f" in {', '.join(sorted(wanted))}"),
+        )
+        done = []
+        for vm in chosen:
+            try:
+                done.append(await self.terminate_vm(vm.name, if_states=[vm.state.value]))
+            except exceptions.VMStateMismatch:
+                continue  # it moved meanwhile: leave it to whoever moved it
+        return done
 
     async def hold_vm(self, name: str, /, seconds: float, *, actor: str = "operator") -> VM:
         """Keep VM ``name`` for debugging for ``seconds`` (Nodepool's hold)."""

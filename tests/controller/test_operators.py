@@ -123,3 +123,25 @@ async def test_a_pool_mode_survives_a_restart() -> None:
             await ctl.pause_pool("nope", actor="erin")
     finally:
         await store.close()
+
+
+async def test_bulk_terminate_by_state_and_unused_with_a_dry_run() -> None:
+    async with controller({"min_ready": 3, "max": 5}) as ctl:
+        await _ready(ctl, 3)
+        t = await ctl.wait_ticket((await ctl.create_ticket(owner="u", pool="p")).id, timeout=10)
+        await _ready(ctl, 3)
+        planned = await ctl.terminate_vms(pool="p", unused=True, dry_run=True)
+        assert len(planned) == 3 and t.vm not in {v.name for v in planned}
+        assert (await counts(ctl)).get("ready", 0) == 3  # the dry run changed nothing
+        in_use = await ctl.terminate_vms(pool="p", states=["in_use"], actor="frank")
+        assert [v.name for v in in_use] == [t.vm]
+        assert (await ctl.get_ticket(t.id)).state == "failed"
+        done = await ctl.terminate_vms(pool="p", unused=True, actor="frank")
+        assert {v.name for v in done} == {v.name for v in planned}
+        assert all(v.state is VMState.TERMINATING for v in done)
+        entries = await ctl.audit(kind="pool", target="p")
+        assert [e.action for e in entries] == ["terminate-bulk", "terminate-bulk"]
+        with pytest.raises(exceptions.InvalidInput, match="unknown VM state"):
+            await ctl.terminate_vms(pool="p", states=["bogus"])
+        with pytest.raises(exceptions.PoolNotFound):
+            await ctl.terminate_vms(pool="nope")
