@@ -8,8 +8,9 @@ cluster are serialised and never deadlock; each is one round trip.
 Results are text: ``g <token><mode> ...`` granted (tokens in key order), ``w`` waiting,
 ``c`` cancelled, ``ok``, ``gone`` (no such request), ``E <kind> <message>`` a refusal.
 A grant is always committed durably; a transaction that granted nothing (a release nobody was
-waiting behind, a cancellation) commits with ``synchronous_commit = off``: losing it in a
-server crash only brings back a lock its holder will release again when it re-reads its state.
+waiting behind, a cancellation, a request that queued) commits with ``synchronous_commit =
+off``: losing it in a server crash only brings back a lock its holder releases again, or drops
+a queued request whose waiter is cancelled, when the manager re-reads its state.
 
 Revision ID: 0007
 Revises: 0006
@@ -91,6 +92,7 @@ BEGIN
       RETURNING seq, token INTO res.seq, res.token;
     INSERT INTO lock_grants (key, owner, request_id, mode, token, since, seq)
       VALUES (k, r.owner, p_id, m, res.token, p_now, res.seq);
+    PERFORM corral_lock_durable();
     r.pos := r.pos + 1;
     IF r.pos = cardinality(ks) THEN
       UPDATE lock_requests SET state = 'granted', pos = r.pos, wait_key = NULL WHERE id = p_id;
@@ -182,7 +184,6 @@ DECLARE
   k text;
 BEGIN
   PERFORM pg_advisory_xact_lock(7363200);
-  PERFORM corral_lock_durable();
   IF NOT EXISTS (
     SELECT 1 FROM cluster_hosts WHERE session = p_session AND lease_expires_at >= now
   ) THEN
@@ -197,6 +198,7 @@ BEGIN
         AND NOT EXISTS (SELECT 1 FROM lock_requests q WHERE q.wait_key = p_keys)
       RETURNING * INTO res;
     IF FOUND THEN
+      PERFORM corral_lock_durable();
       INSERT INTO lock_requests (id, session, owner, keys, modes, state, pos, wait_key, seq,
                                  since, upgrading)
         VALUES (p_id, p_session, p_owner, p_keys, p_modes, 'granted', 1, NULL, res.seq, now, 0);
@@ -228,6 +230,9 @@ BEGIN
   IF corral_lock_advance(p_id, now) THEN
     RETURN 'g ' || corral_lock_tokens(p_id);
   END IF;
+  -- Queued without any grant: a lazy commit is enough. A queue entry lost in a server crash
+  -- is found missing when the manager re-reads its state, and its waiter is cancelled.
+  PERFORM corral_lock_lazy();
   RETURN 'w';
 END $$;
 
