@@ -98,6 +98,17 @@ class ControllerFacade(Protocol):
         """Start terminating a VM (also one still spawning); with ``if_states``, only a VM in
         one of them (``VMStateMismatch`` otherwise); ``actor`` goes to the audit trail."""
 
+    async def terminate_vms(
+        self,
+        *,
+        pool: str,
+        states: Sequence[str] | None = ...,
+        unused: bool = ...,
+        actor: str = ...,
+        dry_run: bool = ...,
+    ) -> list[VM]:
+        """Terminate a pool's VMs in bulk (all alive, by state, or unused); ``dry_run``: which."""
+
     async def summary(self, *, pool: str | None = ...) -> str:
         """Every pool (or one) and its VMs in a human-readable form."""
 

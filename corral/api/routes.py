@@ -457,6 +457,32 @@ async def terminate_vm(
     return convert.vm(await ctx.controller.terminate_vm(name, if_states=states, actor=who))
 
 
+@router.post("/pools/{name}/terminate", tags=["pools"])
+async def terminate_pool_vms(
+    name: Name,
+    ctx: Ctx,
+    caller: Admin,
+    state: Annotated[
+        list[str] | None,
+        Query(
+            max_length=16, description="Only VMs in these states (repeatable or comma-separated)."
+        ),
+    ] = None,
+    unused: Annotated[bool, Query(description="Only VMs that never served a ticket.")] = False,
+    dry_run: Annotated[bool, Query(description="Say which VMs, change nothing.")] = False,
+) -> list[models.VM]:
+    """Terminate a pool's VMs in bulk (all alive ones, by state, or the unused ones)."""
+    states = None if state is None else [s.strip() for v in state for s in v.split(",")]
+    found = await ctx.controller.terminate_vms(
+        pool=name,
+        states=states,
+        unused=unused,
+        actor=caller.owner or ANONYMOUS,
+        dry_run=dry_run,
+    )
+    return [convert.vm(vm) for vm in found]
+
+
 @router.get("/summary", tags=["pools"])
 async def summary(
     ctx: Ctx,

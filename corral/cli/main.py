@@ -379,7 +379,23 @@ def _vms_table(found: list[models.VM]) -> None:
 @vm_app.command("terminate")
 @handle_errors
 def vm_terminate(
-    name: Annotated[str, typer.Argument(help="The VM's name.")],
+    name: Annotated[
+        str | None, typer.Argument(help="The VM's name (or --pool for many).", show_default=False)
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option("--pool", help="Terminate this pool's VMs in bulk.", show_default=False),
+    ] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help="With --pool: only VMs in these states.", show_default=False),
+    ] = None,
+    unused: Annotated[
+        bool, typer.Option("--unused", help="With --pool: only VMs that never served a ticket.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --pool: which VMs, changing nothing.")
+    ] = False,
     url: Url = core.DEFAULT_URL,
     token: Token = None,
     if_state: Annotated[
@@ -393,7 +409,28 @@ def vm_terminate(
     ] = None,
     json: Json = False,
 ) -> None:
-    """Terminate a VM, also one still spawning (admin)."""
+    """Terminate a VM, also one still spawning, or a pool's VMs in bulk with --pool (admin)."""
+    if (name is None) == (pool is None):
+        raise exceptions.InvalidInput("give a VM name or --pool, not both")
+    if pool is not None:
+        if if_state is not None:
+            raise exceptions.InvalidInput("--if-state is for one VM; with --pool use --state")
+        many = common.split_list(state) if state is not None else None
+        common.show(
+            url,
+            token,
+            json,
+            lambda c: c.terminate_pool_vms(pool, states=many, unused=unused, dry_run=dry_run),
+            common.say(
+                lambda vms: "\n".join(
+                    [f"{'would terminate' if dry_run else 'terminating'} {len(vms)} VMs"]
+                    + [f"  {v.name} ({v.state})" for v in vms]
+                )
+            ),
+        )
+        return
+    if state is not None or unused or dry_run or name is None:
+        raise exceptions.InvalidInput("--state, --unused and --dry-run go with --pool")
     states = common.split_list(if_state)
     if if_state is not None and not states:
         raise exceptions.InvalidInput("--if-state: give at least one VM state")

@@ -210,6 +210,19 @@ class AsyncClient:
         """One VM (admin)."""
         return await self.send(core.get_vm(name))
 
+    async def terminate_pool_vms(
+        self,
+        pool: str,
+        *,
+        states: Sequence[str] | None = None,
+        unused: bool = False,
+        dry_run: bool = False,
+    ) -> list[models.VM]:
+        """Terminate a pool's VMs in bulk (admin); with ``dry_run``, which ones."""
+        return await self.send(
+            core.terminate_pool_vms(pool, states=states, unused=unused, dry_run=dry_run)
+        )
+
     async def terminate_vm(self, name: str, *, if_states: Sequence[str] | None = None) -> models.VM:
         """Terminate a VM, even one still spawning; with ``if_states``, only a VM in one of
         them (:class:`VMStateMismatch` otherwise) (admin)."""

@@ -284,6 +284,23 @@ def terminate_vm(name: str, *, if_states: Sequence[str] | None = None) -> Call[m
     return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/terminate", _vm, params=params)
 
 
+def terminate_pool_vms(
+    pool: str,
+    *,
+    states: Sequence[str] | None = None,
+    unused: bool = False,
+    dry_run: bool = False,
+) -> Call[list[models.VM]]:
+    """``POST /v1/pools/{pool}/terminate``: terminate a pool's VMs in bulk (all alive ones, by
+    state, or the unused ones); with ``dry_run``, which ones, changing nothing."""
+    params = _params(
+        state=_strings(states, "states"),
+        unused="true" if unused else None,
+        dry_run="true" if dry_run else None,
+    )
+    return Call("POST", f"/v1/pools/{_segment(pool, 'pool')}/terminate", _vms, params=params)
+
+
 def summary(*, pool: str | None = None) -> Call[models.PoolSummary]:
     """``GET /v1/summary``: every pool (or one) and its VMs as human-readable text."""
     return Call("GET", "/v1/summary", _summary, params=_params(pool=pool))

@@ -163,6 +163,24 @@ def test_terminate_only_in_the_states_given(server: BackgroundServer) -> None:
     assert run_json(server, "ticket", "show", ticket["id"])["state"] == "failed"
 
 
+def test_bulk_terminate_of_a_pool(server: BackgroundServer) -> None:
+    ticket = acquire(server, "--pool", "small")
+    unused = run_json(server, "vm", "terminate", "--pool", "small", "--unused", "--dry-run")
+    assert ticket["vm"] not in {v["name"] for v in unused}
+    assert run_json(server, "vm", "show", ticket["vm"])["state"] == "in_use", "a dry run"
+    text = run(server, "vm", "terminate", "--pool", "small", "--state", "in_use", "--dry-run")
+    assert text.exit_code == 0 and "would terminate" in text.stdout and ticket["vm"] in text.stdout
+    done = run_json(server, "vm", "terminate", "--pool", "small", "--state", "in_use")
+    assert ticket["vm"] in {v["name"] for v in done}
+    assert run_json(server, "ticket", "show", ticket["id"])["state"] == "failed"
+    one_error_line(run(server, "vm", "terminate"), Exit.INVALID, "--pool")
+    one_error_line(run(server, "vm", "terminate", "x", "--pool", "small"), Exit.INVALID)
+    one_error_line(run(server, "vm", "terminate", "x", "--unused"), Exit.INVALID, "--pool")
+    one_error_line(
+        run(server, "vm", "terminate", "--pool", "small", "--state", "bogus"), Exit.INVALID
+    )
+
+
 def test_status_reaches_the_pool_summary(server: BackgroundServer) -> None:
     result = run(server, "status", "--pool", "small")
     assert result.exit_code == 0, result.output
