@@ -40,8 +40,9 @@ def full_schema(served: BackgroundServer) -> Any:
     return schemathesis.openapi.from_url(f"{served.url}/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
-full = schemathesis.pytest.from_fixture("full_schema")
+# the event stream never ends: a generic client's read would time out (test_events.py covers it)
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/v1/events")
+full = schemathesis.pytest.from_fixture("full_schema").exclude(path="/v1/events")
 
 
 CHECKS = [
