@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from corral import config_messages, exceptions
 from corral.cli import output
 from corral.client import Client, models
+from corral.pools.lifecycle import TicketState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,11 +176,11 @@ def tickets_table(tickets: list[models.Ticket]) -> None:
 def ticket_line(ticket: models.Ticket) -> str:
     """One line about a ticket: id, owner, state, its VM, why it ended, its metadata."""
     line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
-    if ticket.state == "assigned" and ticket.vm:
+    if ticket.state == TicketState.ASSIGNED and ticket.vm:
         line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
     elif ticket.vm:
         line += f", VM {ticket.vm} given back"
-    if ticket.reason and ticket.state != "assigned":
+    if ticket.reason and ticket.state != TicketState.ASSIGNED:
         line += f" ({ticket.reason})"
     if ticket.meta:
         line += f" [{meta_text(ticket.meta)}]"

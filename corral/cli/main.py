@@ -23,6 +23,7 @@ from corral import __version__, exceptions
 from corral.cli import admin, common, operate, output, resalloc, run, show
 from corral.cli.common import Json, Token, Url, client, handle_errors, seconds
 from corral.client import core, flows, models
+from corral.pools.lifecycle import OPEN_TICKET_STATES, VMState, values
 
 HELP = (
     "corral keeps pools of VMs ready and hands them out.\n\n"
@@ -238,7 +239,7 @@ def renew(
 DEFAULT_LIMIT = 50
 """How many tickets ``corral tickets`` shows unless told."""
 
-OPEN_STATES = ("waiting", "assigned")
+OPEN_STATES = tuple(values(OPEN_TICKET_STATES))
 """The states ``corral tickets`` shows unless told."""
 
 
@@ -300,7 +301,7 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
             "pool",
             "backend",
             "tags",
-            "ready",
+            "ready VMs",
             "in use",
             "spawning",
             "max",
@@ -313,9 +314,9 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
                 p.name,
                 p.backend,
                 ",".join(p.tags),
-                p.vms.get("ready", 0),
-                p.vms.get("in_use", 0),
-                p.vms.get("spawning", 0),
+                p.vms.get(VMState.READY, 0),
+                p.vms.get(VMState.IN_USE, 0),
+                p.vms.get(VMState.SPAWNING, 0),
                 p.max,
                 p.waiting_tickets,
                 "" if p.stats.spawn_p50 is None else f"{p.stats.spawn_p50:.2f}s",

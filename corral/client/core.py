@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from corral import __version__, exceptions
 from corral.client import models
+from corral.pools.lifecycle import TicketState
 from corral.types import JSON
 
 T = TypeVar("T")
@@ -489,6 +490,6 @@ def renew_interval(ticket: models.Ticket, now: float) -> float:
 
 def assigned_or_raise(ticket: models.Ticket) -> models.Ticket:
     """``ticket`` if it holds a VM; :class:`TicketClosed` if it ended without one."""
-    if ticket.state == "assigned":
+    if ticket.state == TicketState.ASSIGNED:
         return ticket
     raise exceptions.TicketClosed(f"ticket {ticket.id} is {ticket.state}, it holds no VM")

@@ -29,6 +29,7 @@ from typing import Generic, TypeVar, Unpack
 
 from corral import exceptions
 from corral.client import core, models
+from corral.pools.lifecycle import TicketState
 
 R = TypeVar("R")
 
@@ -141,7 +142,7 @@ def _until_assigned(
     """Long-poll until the ticket leaves ``waiting`` (``asked``: its state is fresh from the
     server, so the deadline may end the wait before the next question)."""
     ticket_id = ticket.id
-    while ticket.state == "waiting":
+    while ticket.state == TicketState.WAITING:
         if asked and deadline is not None and clock() >= deadline:
             raise exceptions.TicketTimeout(
                 f"ticket {ticket_id} was not assigned within {timeout:g} s"
@@ -169,7 +170,7 @@ def wait_for(
     stopping, the long-poll is retried with backoff (up to ``reconnect`` seconds of pauses)."""
     deadline = _deadline(timeout, clock)
     core.get_ticket(ticket_id)  # a bad id is refused before the flow starts
-    waiting = models.Ticket(id=ticket_id, owner="", state="waiting")
+    waiting = models.Ticket(id=ticket_id, owner="", state=TicketState.WAITING.value)
     return Flow(_until_assigned(waiting, deadline, timeout, clock, reconnect, asked=False))
 
 

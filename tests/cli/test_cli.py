@@ -178,7 +178,7 @@ def test_db_upgrade(tmp_path: Path) -> None:
     assert bad.exit_code == Exit.INVALID
 
 
-@pytest.mark.parametrize("args", [["acquire", "--pool"], ["release"], ["vm", "terminate"]])
+@pytest.mark.parametrize("args", [["acquire", "--pool"], ["release"], ["vm", "hold"]])
 def test_usage_errors(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == Exit.USAGE
 
