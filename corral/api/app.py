@@ -9,13 +9,13 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 
 from corral import __version__
+from corral import wire as models
 from corral.api import errors, guard, operate, routes, surfaces
 from corral.api.auth import Authenticator
 from corral.api.context import Context, LockView, TaskView
 from corral.api.facade import ControllerFacade
 from corral.api.keys import TicketKeys
 from corral.api.metrics import CONTENT_TYPE, Metrics
-from corral.client import models
 from corral.config import CorralConfig
 
 DESCRIPTION = """\

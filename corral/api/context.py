@@ -10,12 +10,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from corral import wire as models
 from corral.api.auth import Authenticator
 from corral.api.convert import Addresses
 from corral.api.facade import ControllerFacade
 from corral.api.keys import TicketKeys
 from corral.api.metrics import Metrics
-from corral.client import models
 from corral.locks import LockManager
 from corral.locks.status import ResourceStatus
 from corral.tasks import TaskEngine

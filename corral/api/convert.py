@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from corral import exceptions
+from corral import wire as models
 from corral.api.facade import ControllerFacade
-from corral.client import models
 from corral.pools import model
 
 ADDRESS_LIMIT = 4096
@@ -82,45 +82,16 @@ async def tickets(
 
 
 def _ticket(record: model.Ticket, address: str | None) -> models.Ticket:
-    return models.Ticket(
-        id=record.id,
-        owner=record.owner,
-        state=record.state.value,
-        pool=record.pool,
-        tags=list(record.tags),
-        sandbox=record.sandbox,
-        priority=record.priority,
-        ttl=record.ttl,
-        vm=record.vm,
-        address=address,
-        created_at=record.created_at,
-        assigned_at=record.assigned_at,
-        closed_at=record.closed_at,
-        expires_at=record.expires_at,
-        reason=record.reason,
-        meta=dict(record.meta),
-    )
+    # the wire model reads the record's fields by name (one model, no hand-kept copy of it);
+    # the address comes from the VM
+    wire = models.Ticket.model_validate(record, from_attributes=True)
+    return wire if address is None else wire.model_copy(update={"address": address})
 
 
 def vm(record: model.VM) -> models.VM:
-    """The wire form of a VM (its backend handle stays inside)."""
-    return models.VM(
-        name=record.name,
-        pool=record.pool,
-        state=record.state.value,
-        address=record.address,
-        ticket=record.ticket,
-        sandbox=record.sandbox,
-        uses=record.uses,
-        id_in_pool=record.id_in_pool,
-        created_at=record.created_at,
-        state_since=record.state_since,
-        ready_at=record.ready_at,
-        last_used_at=record.last_used_at,
-        livecheck_failures=record.livecheck_failures,
-        reason=record.reason,
-        hold_until=record.hold_until,
-    )
+    """The wire form of a VM: the record's fields by name (its backend handle stays inside, the
+    wire model has no such field)."""
+    return models.VM.model_validate(record, from_attributes=True)
 
 
 def pool(record: model.PoolStatus) -> models.PoolStatus:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral import exceptions
-from corral.client.models import NO_CONTROL, ErrorBody
+from corral.wire import NO_CONTROL, ErrorBody
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ its hold, the audit trail, reconciliation's dry run and the configuration reload
 
 Every route needs an admin token; the caller's owner is the ``actor`` the audit trail records
 (``anonymous`` on an open server). This module must not decide anything: it authenticates,
-calls the controller facade and renders with :mod:`corral.client.models`.
+calls the controller facade and renders with :mod:`corral.wire`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request
 
 from corral import exceptions
+from corral import wire as models
 from corral.api import convert
 from corral.api.auth import ANONYMOUS, Principal
 from corral.api.errors import ERROR_RESPONSES
 from corral.api.routes import Admin, Ctx, Name
-from corral.client import models
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 

@@ -2,7 +2,7 @@
 
 Each handler authenticates the caller, applies the authorisation rules (users see and close only
 their own tickets; pool, VM, task and lock operations need ``admin``), calls the controller facade
-and renders the result with the wire models of :mod:`corral.client.models`. Long-polls await the
+and renders the result with the wire models of :mod:`corral.wire`. Long-polls await the
 controller's event-driven ``wait_ticket``: no thread is held while a client waits.
 
 This module must not hold state of its own nor decide anything the controller decides.
@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral import exceptions
+from corral import wire as models
 from corral.api import convert, guard, keys
 from corral.api.auth import ANONYMOUS, Principal
 from corral.api.context import Context
 from corral.api.errors import ERROR_RESPONSES
-from corral.client import models
 from corral.pools.model import Ticket, TicketState, VMState
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from typing import Protocol
 import uvicorn
 
 from corral import exceptions
+from corral import wire as models
 from corral.api import guard, protocol, starting
 from corral.api.app import create_app
 from corral.api.facade import ControllerFacade
-from corral.client import models
 from corral.config import CorralConfig
 
 log = logging.getLogger(__name__)
