@@ -56,8 +56,12 @@ class ControllerFacade(Protocol):
     async def wait_ticket(self, ticket_id: str, /, timeout: float | None) -> Ticket:
         """Wait, event-driven, until the ticket leaves ``waiting`` or ``timeout`` elapses."""
 
-    async def renew_ticket(self, ticket_id: str, /) -> Ticket:
-        """Extend the ticket's lease."""
+    async def renew_ticket(self, ticket_id: str, /, *, known: Ticket | None = ...) -> Ticket:
+        """Extend the ticket's lease (``known``: as just read, saving a read)."""
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether other controllers may change the store (then a ticket is re-read)."""
 
     async def close_ticket(self, ticket_id: str, /) -> Ticket:
         """Close (or cancel) the ticket, releasing its VM."""

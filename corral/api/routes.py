@@ -95,7 +95,7 @@ def _renews(caller: Principal, ticket: Ticket) -> bool:
 async def _renew(ctx: Context, ticket: Ticket) -> Ticket:
     """The ticket with its lease renewed; as it is now if it ended meanwhile."""
     try:
-        return await ctx.controller.renew_ticket(ticket.id)
+        return await ctx.controller.renew_ticket(ticket.id, known=ticket)
     except exceptions.TicketClosed:
         return await ctx.controller.get_ticket(ticket.id)
 
@@ -144,6 +144,10 @@ async def _wait(ctx: Context, ticket: Ticket, wait: float, *, renew: bool) -> Ti
         while True:
             left = deadline - loop.time()
             if left <= 0:
+                # nothing woke the waiter: on a store of its own the ticket is as last seen;
+                # another process sharing the store may have changed it
+                if not ctx.controller.shared_store:
+                    return ticket
                 return await ctx.controller.get_ticket(ticket.id)
             step = left if period is None else min(left, period)
             waiter = asyncio.ensure_future(ctx.controller.wait_ticket(ticket.id, timeout=step))

@@ -514,9 +514,10 @@ class Controller:
         ``timeout`` seconds."""
         return await self.ticket_ops.wait(ticket_id, timeout)
 
-    async def renew_ticket(self, ticket_id: str, /) -> Ticket:
-        """Extend an open ticket's lease by its ``ttl`` from now."""
-        return await self.ticket_ops.renew(ticket_id)
+    async def renew_ticket(self, ticket_id: str, /, *, known: Ticket | None = None) -> Ticket:
+        """Extend an open ticket's lease by its ``ttl`` from now (``known``: the ticket as the
+        caller just read it, which saves reading it again)."""
+        return await self.ticket_ops.renew(ticket_id, known=known)
 
     async def close_ticket(self, ticket_id: str, /) -> Ticket:
         """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one;

@@ -193,9 +193,13 @@ class Tickets:
                     if not waiters:
                         del self._waiters[ticket_id]
 
-    async def renew(self, ticket_id: str, /) -> Ticket:
-        """Extend an open ticket's lease by its ``ttl`` from now."""
-        ticket = await self.get(ticket_id)
+    async def renew(self, ticket_id: str, /, *, known: Ticket | None = None) -> Ticket:
+        """Extend an open ticket's lease by its ``ttl`` from now.
+
+        ``known`` is the ticket as the caller just read it: its ``ttl`` never changes, so the
+        renewal is then one conditional write, with no read first.
+        """
+        ticket = known if known is not None and known.id == ticket_id else await self.get(ticket_id)
         if not ticket.open:
             raise exceptions.TicketClosed(f"ticket {ticket_id} is {ticket.state}")
         if ticket.ttl is None:

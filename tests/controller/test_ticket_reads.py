@@ -59,3 +59,22 @@ def test_task_ids_are_canonical_uuids_from_the_same_generator() -> None:
     drawn = [ids.text() for _ in range(BATCH + 1)]
     assert len(set(drawn)) == len(drawn)
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in drawn)
+
+
+async def test_a_renewal_of_a_ticket_just_read_is_one_write() -> None:
+    async with controller({"min_ready": 0, "max": 0}) as ctl:
+        ticket = await ctl.create_ticket(owner="o", pool="p", ttl=60)
+        reads: list[str] = []
+        get_ticket = ctl.store.pools.get_ticket
+
+        async def counted(ticket_id: str) -> TicketRow | None:
+            reads.append(ticket_id)
+            return await get_ticket(ticket_id)
+
+        ctl.store.pools.get_ticket = counted  # type: ignore[method-assign]
+        renewed = await ctl.renew_ticket(ticket.id, known=ticket)
+        assert reads == [] and renewed.expires_at is not None
+        assert ticket.expires_at is not None and renewed.expires_at >= ticket.expires_at
+        await ctl.close_ticket(ticket.id)
+        with pytest.raises(exceptions.TicketClosed):
+            await ctl.renew_ticket(ticket.id, known=ticket)  # the write sees it closed
