@@ -143,6 +143,11 @@ class VM(_Wire):
     ready_at: float | None = None
     last_used_at: float | None = None
     livecheck_failures: int = 0
+    machine_state: str | None = Field(
+        default=None,
+        description="The backend's own state of the machine (libvirt: WaitForLaunch, Powering "
+        "up, Up, Paused, Powering down, Down), beside the pool state.",
+    )
     reason: str | None = None
     hold_until: float | None = Field(
         default=None, description="While an operator holds it (or will once its ticket ends)."

@@ -366,10 +366,11 @@ def vms(
 def _vms_table(found: list[models.VM]) -> None:
     output.table(
         "VMs",
-        ["name", "pool", "state", "address", "ticket", "sandbox", "uses", "since"],
+        ["name", "pool", "state", "machine", "address", "ticket", "sandbox", "uses", "since"],
         [
             [
-                *(v.name, v.pool, v.state, v.address, v.ticket, v.sandbox, v.uses),
+                *(v.name, v.pool, v.state, v.machine_state, v.address, v.ticket, v.sandbox),
+                v.uses,
                 output.when(v.state_since),
             ]
             for v in found

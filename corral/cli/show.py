@@ -36,6 +36,7 @@ def render_vm(vm: models.VM) -> None:
         [
             ("pool", vm.pool),
             ("state", vm.state),
+            ("machine state", vm.machine_state),
             ("since", _when(vm.state_since)),
             ("address", vm.address),
             ("ticket", vm.ticket),

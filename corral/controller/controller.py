@@ -15,6 +15,7 @@ decision that :mod:`corral.pools.allocation` can make purely.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -548,7 +549,7 @@ class Controller:
         row = await self.store.pools.get_vm(name) if isinstance(name, str) else None
         if row is None:
             raise exceptions.VMNotFound(f"no VM named {name!r}")
-        return records.vm(row)
+        return self._with_machine_state(records.vm(row))
 
     async def list_vms(self, *, pool: str | None = None, state: str | None = None) -> list[VM]:
         """VMs, optionally of one pool and in one state."""
@@ -582,7 +583,13 @@ class Controller:
         rows = await self.store.pools.list_vms(
             pool=pool, states=states, address=address, ticket=ticket
         )
-        return [records.vm(r) for r in rows]
+        return [self._with_machine_state(records.vm(r)) for r in rows]
+
+    def _with_machine_state(self, vm: VM) -> VM:
+        """``vm`` with its backend's own state of the machine, when the backend tracks one."""
+        backend = self._backends.get(vm.pool)
+        state = None if backend is None or not vm.alive else backend.backend.machine_state(vm.name)
+        return vm if state is None else dataclasses.replace(vm, machine_state=state)
 
     async def terminate_vm(
         self, name: str, /, *, if_states: Sequence[str] | None = None, actor: str | None = None

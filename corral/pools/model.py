@@ -90,6 +90,9 @@ class VM:
     reason: str | None = None
     hold_until: float | None = None
     """While an operator holds the VM (or will hold it once its ticket ends): until when."""
+    machine_state: str | None = None
+    """The backend's own state of the machine (libvirt's ``Up``, ``Paused``, ...), beside the
+    pool state; ``None`` when the backend tracks none."""
 
     @property
     def alive(self) -> bool:

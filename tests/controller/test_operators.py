@@ -145,3 +145,14 @@ async def test_bulk_terminate_by_state_and_unused_with_a_dry_run() -> None:
             await ctl.terminate_vms(pool="p", states=["bogus"])
         with pytest.raises(exceptions.PoolNotFound):
             await ctl.terminate_vms(pool="nope")
+
+
+async def test_a_vm_shows_its_backends_own_state_beside_the_pool_state() -> None:
+    async with controller({"min_ready": 1}) as ctl:
+        await _ready(ctl, 1)
+        (vm,) = await ctl.list_vms(state="ready")
+        assert vm.machine_state is None  # the fake backend tracks none
+        backend = ctl.backend("p").backend
+        backend.machine_state = lambda name: "Up" if name == vm.name else None  # type: ignore[method-assign]
+        assert (await ctl.get_vm(vm.name)).machine_state == "Up"
+        assert [v.machine_state for v in await ctl.list_vms(pool="p")] == ["Up"]
