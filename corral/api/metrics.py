@@ -118,8 +118,12 @@ class Metrics:
         self.tickets.clear()
         self.vms.clear()
         for pool in pools:
-            self.tickets.labels(pool.name, "waiting").set(pool.waiting_tickets)
-            self.tickets.labels(pool.name, "assigned").set(pool.assigned_tickets)
+            self.tickets.labels(pool.name, model.TicketState.WAITING.value).set(
+                pool.waiting_tickets
+            )
+            self.tickets.labels(pool.name, model.TicketState.ASSIGNED.value).set(
+                pool.assigned_tickets
+            )
             for state in model.VMState:
                 self.vms.labels(pool.name, state.value).set(pool.count(state))
         self.tasks.clear()

@@ -32,6 +32,7 @@ from corral import exceptions
 from corral.api.auth import Principal
 from corral.api.facade import ControllerFacade
 from corral.controller.events import Event, EventBus
+from corral.pools.lifecycle import TicketState, VMState
 from corral.types import JSON
 
 log = logging.getLogger(__name__)
@@ -410,9 +411,9 @@ class EventHub:
             vms = dict(status.vms)
             point = Point(
                 self._clock(),
-                vms.get("ready", 0),
-                vms.get("in_use", 0),
-                vms.get("spawning", 0),
+                vms.get(VMState.READY, 0),
+                vms.get(VMState.IN_USE, 0),
+                vms.get(VMState.SPAWNING, 0),
             )
             self._sample(status.name, point, force=every)
             payload: dict[str, JSON] = {
@@ -422,8 +423,8 @@ class EventHub:
                 "at": point.at,
                 "data": {
                     "vms": dict(vms),
-                    "waiting": status.waiting_tickets,
-                    "assigned": status.assigned_tickets,
+                    TicketState.WAITING.value: status.waiting_tickets,
+                    TicketState.ASSIGNED.value: status.assigned_tickets,
                     "problem": status.problem,
                 },
             }

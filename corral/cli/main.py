@@ -23,7 +23,7 @@ from corral import __version__, exceptions
 from corral.cli import admin, common, operate, output, resalloc, run, show
 from corral.cli.common import Json, Token, Url, client, handle_errors, seconds
 from corral.client import core, flows, models
-from corral.pools.lifecycle import OPEN_TICKET_STATES, VMState, values
+from corral.pools.lifecycle import OPEN_TICKET_STATES, TicketState, VMState, values
 
 HELP = (
     "corral keeps pools of VMs ready and hands them out.\n\n"
@@ -301,11 +301,11 @@ def _pools_table(pools: list[models.PoolStatus]) -> None:
             "pool",
             "backend",
             "tags",
-            "ready VMs",
+            VMState.READY.value,
             "in use",
-            "spawning",
+            VMState.SPAWNING.value,
             "max",
-            "waiting",
+            TicketState.WAITING.value,
             "spawn p50",
             "health",
         ],

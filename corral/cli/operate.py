@@ -19,6 +19,7 @@ from corral import exceptions
 from corral.cli import common, output
 from corral.cli.common import Json, Token, Url, handle_errors
 from corral.client import core, models
+from corral.pools.lifecycle import VMState
 
 DEFAULT_HOLD = "24h"
 """How long ``corral vm hold`` keeps a VM unless told otherwise."""
@@ -134,7 +135,7 @@ def pool_drain(
 
 def _held(vm: models.VM) -> str:
     until = "" if vm.hold_until is None else f" until {_stamp(vm.hold_until)}"
-    if vm.state == "held":
+    if vm.state == VMState.HELD:
         return f"VM {vm.name} ({vm.pool}): held{until}"
     return f"VM {vm.name} ({vm.pool}): {vm.state}, kept once its ticket ends{until}"
 

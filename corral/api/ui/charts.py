@@ -9,18 +9,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from corral.pools.lifecycle import VMState
+
 STATE_COLOURS = {
-    "spawning": "#8a5a00",
-    "ready": "#1a7f37",
-    "in_use": "#0550ae",
-    "releasing": "#6e40c9",
-    "terminating": "#a40e26",
-    "terminated": "#57606a",
-    "failed": "#cf222e",
+    VMState.SPAWNING.value: "#8a5a00",
+    VMState.READY.value: "#1a7f37",
+    VMState.IN_USE.value: "#0550ae",
+    VMState.RELEASING.value: "#6e40c9",
+    VMState.HELD.value: "#9a6700",
+    VMState.TERMINATING.value: "#a40e26",
+    VMState.TERMINATED.value: "#57606a",
+    VMState.FAILED.value: "#cf222e",
 }
 """One colour per VM state, dark enough for white text (WCAG AA on white backgrounds too)."""
 
-SERIES_COLOURS = {"ready": "#1a7f37", "in_use": "#0550ae", "spawning": "#8a5a00"}
+SERIES_COLOURS = {
+    VMState.READY.value: "#1a7f37",
+    VMState.IN_USE.value: "#0550ae",
+    VMState.SPAWNING.value: "#8a5a00",
+}
 
 
 def state_bar(counts: Mapping[str, int], *, width: int = 320, height: int = 18) -> str:

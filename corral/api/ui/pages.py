@@ -169,7 +169,14 @@ async def pools(request: Request) -> Response:
     rows = []
     for status in await ctx.controller.list_pools():
         points = [
-            (p.at, {"ready": p.ready, "in_use": p.in_use, "spawning": p.spawning})
+            (
+                p.at,
+                {
+                    VMState.READY.value: p.ready,
+                    VMState.IN_USE.value: p.in_use,
+                    VMState.SPAWNING.value: p.spawning,
+                },
+            )
             for p in hub.series(status.name)
         ]
         times = await ctx.controller.store.pools.samples(
