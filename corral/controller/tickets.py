@@ -228,7 +228,7 @@ class Tickets:
         for _ in range(5):
             ticket = await self.get(ticket_id)
             if ticket.state is TicketState.WAITING:
-                closed = await self.end(ticket, TicketState.CANCELLED, "cancelled")
+                closed = await self.end(ticket, TicketState.CANCELLED, "cancelled by its owner")
             elif ticket.state is TicketState.ASSIGNED:
                 closed = await self.end(ticket, TicketState.CLOSED, None)
             else:

@@ -339,7 +339,7 @@ P_INSERT_TICKET = Prepared(
 )
 P_READY_FRESH = Prepared("ready_fresh", READY_FRESH)
 P_READY_SANDBOX = Prepared("ready_sandbox", READY_SANDBOX)
-P_HELD = Prepared("held", HELD)
+P_HELD = Prepared("held_counts", HELD)
 P_COUNT_VMS = Prepared("count_vms", COUNT_VMS)
 P_IDLE_USED = Prepared("idle_used", IDLE_USED)
 P_SELECT_VM_POOL = Prepared("select_vm_pool", SELECT_VM_POOL)
@@ -700,7 +700,7 @@ WAITING = (
     .where(_among(tickets.c.state, _TICKET_TAKE.sources))
     .order_by(tickets.c.priority.desc(), tickets.c.seq)
 )
-P_WAITING = Prepared("waiting", WAITING)
+P_WAITING = Prepared("waiting_tickets", WAITING)
 
 
 def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
