@@ -71,6 +71,9 @@ def test_api_conforms_to_its_schema(case: Any) -> None:
 
 
 @pytest.mark.slow
+# a weakref callback of a collected object may run while the interpreter tears a case down; it
+# says nothing about the API (seen once in CI, in WeakKeyDictionary's remove)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @full.parametrize()
 @settings(
     max_examples=100,
