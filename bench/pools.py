@@ -19,10 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +103,44 @@ def _p(values: list[float], q: float) -> float:
 # --- 2. resalloc workload ----------------------------------------------------------------------
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A scratch database on the test PostgreSQL server (``$CORRAL_TEST_PG_URL``), dropped
+    afterwards; yields its URL."""
+    import psycopg
+
+    admin = os.environ.get("CORRAL_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test")
+    name = f"corral_bench_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_databases = itertools.count()
+
+
+@contextmanager
+def store_url(kind: str) -> Iterator[str]:
+    """A fresh store of ``kind``: ``memory``, ``sqlite`` or ``postgresql``."""
+    if kind == "postgresql":
+        with postgres_database() as url:
+            yield url
+    elif kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+            yield f"sqlite:///{tmp}/corral.db"
+    else:
+        yield "memory://"
+
+
 async def resalloc_workload(
     store: str = "sqlite", backend: str = "script"
-) -> tuple[float, float, float, float, float]:
-    """tickets/s, p50, p90, max latency of 10 clients x 20 tickets, and the pool's ceiling.
+) -> tuple[float, float, float, float, float, float]:
+    """tickets/s, p50, p90, max latency of 10 clients x 20 tickets, the pool's ceiling, and the
+    wasted spawns (VMs spawned, then retired unused) the pool's statistics report at the end.
 
     The ceiling is what the pool's limits allow: ``max`` VMs, each busy for its measured lifetime
     (spawn start to confirmed termination, the hold included), so ``max / mean lifetime``
@@ -111,7 +149,7 @@ async def resalloc_workload(
     ``backend="fake"`` replaces the scripts by in-process 0.1 s spawns: the controller's own
     capacity, without the cost of starting two processes per ticket.
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    with store_url(store) as url:
         script = {
             "type": "script",
             "new": ["sh", "-c", "sleep 0.1; echo 127.0.0.1"],
@@ -126,7 +164,6 @@ async def resalloc_workload(
             "poll_interval": 0.01,
             "reuse": {"sandbox": False},
         }
-        url = f"sqlite:///{tmp}/corral.db" if store == "sqlite" else "memory://"
         ctl = await Controller.create(_config(url, pool), tick=1.0)
         await ctl.start()
         try:
@@ -147,10 +184,12 @@ async def resalloc_workload(
             await _until_idle(ctl, 60)
             gone = await ctl.list_vms(pool="p", state="terminated")
             lifetime = statistics.mean(v.state_since - v.created_at for v in gone)
+            wasted = (await ctl.get_pool("p")).stats.wasted_spawns
         finally:
             await ctl.stop()
     ceiling = 50 / lifetime
-    return len(latencies) / elapsed, _p(latencies, 50), _p(latencies, 90), max(latencies), ceiling
+    rate = len(latencies) / elapsed
+    return rate, _p(latencies, 50), _p(latencies, 90), max(latencies), ceiling, float(wasted)
 
 
 # --- 3. spawn efficiency -----------------------------------------------------------------------
@@ -211,12 +250,17 @@ async def acquire_at_size(size: int, samples: int, rounds: int) -> list[float]:
     return result
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, only_workload: bool = False) -> None:
     """Run the four measurements and print them with targets and references."""
     reps = 1 if quick else 3
     med = statistics.median
     print("corral pools benchmark (medians of", reps, "runs)")
     print("targets: issue 4's; the only outside reference (resalloc, item 2) is recorded, not run")
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+    if only_workload:
+        await resalloc_report(reps)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        return
 
     warm = [await warm_acquire(300 if quick else 1000) for _ in range(reps)]
     p50, p99 = med(w[0] for w in warm), med(w[1] for w in warm)
@@ -226,8 +270,15 @@ async def main(quick: bool) -> None:
         f"(target p50 <= 2 ms: {verdict})"
     )
 
+    await resalloc_report(reps)
+    await scaling_report(reps, quick)
+
+
+async def resalloc_report(reps: int) -> None:
+    """Item 2: the resalloc workload, its pool's ceiling, and the same on other stores."""
+    med = statistics.median
     runs = [await resalloc_workload() for _ in range(reps)]
-    rate, l50, l90, lmax, ceiling = (med(r[i] for r in runs) for i in range(5))
+    rate, l50, l90, lmax, ceiling, wasted = (med(r[i] for r in runs) for i in range(6))
     verdict = "OK" if rate >= 200 and lmax <= 1.0 else "MISSED"
     print(
         f"2. resalloc workload: {rate:.0f} tickets/s, latency p50 {l50 * 1000:.0f} ms, "
@@ -238,21 +289,27 @@ async def main(quick: bool) -> None:
     verdict = "OK" if rate >= 0.8 * ceiling else "MISSED"
     print(
         f"   the pool's ceiling (max 50 / measured VM lifetime): {ceiling:.0f} tickets/s; "
-        f"measured {rate / ceiling:.2f} of it (target >= 0.8, issue 14: {verdict})"
+        f"measured {rate / ceiling:.2f} of it (target >= 0.8, issue 14: {verdict}); "
+        f"wasted spawns (spawned, retired unused) {wasted:.0f} for 200 tickets"
     )
 
     for label, store, backend in (
         ("the same on the memory store", "memory", "script"),
+        ("the same on PostgreSQL", "postgresql", "script"),
         ("SQLite, fake backend with 0.1 s spawns (no processes)", "sqlite", "fake"),
     ):
         runs = [await resalloc_workload(store, backend) for _ in range(reps)]
-        rate, l50, l90, lmax, ceiling = (med(r[i] for r in runs) for i in range(5))
+        rate, l50, l90, lmax, ceiling, _ = (med(r[i] for r in runs) for i in range(6))
         print(
             f"   {label}: {rate:.0f} tickets/s, p50 {l50 * 1000:.0f} ms, "
             f"p90 {l90 * 1000:.0f} ms, max {lmax * 1000:.0f} ms, "
             f"{rate / ceiling:.2f} of its ceiling {ceiling:.0f}/s (for comparison)"
         )
 
+
+async def scaling_report(reps: int, quick: bool) -> None:
+    """Items 3 and 4: spawn efficiency and acquire latency against the pool's size."""
+    med = statistics.median
     eff = [await spawn_efficiency() for _ in range(1 if quick else 2)]
     e = med(eff)
     verdict = "OK" if e >= 0.9 else "MISSED"
@@ -274,4 +331,6 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition of each")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--workload", action="store_true", help="item 2 only (issue 14)")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.workload))

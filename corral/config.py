@@ -25,6 +25,8 @@ import yaml
 from pydantic import Field
 
 from corral import config_messages, exceptions
+from corral.cluster.config import ClusterConfig
+from corral.cluster.config import env_overrides as cluster_env
 from corral.pools.config import POOL_NAME, PoolConfig, validate_pool
 from corral.store import url as store_url
 from corral.store.url import DEFAULT_STORE
@@ -41,7 +43,7 @@ __all__ = [
 
 ENV_PREFIX = "CORRAL_"
 DEFAULT_HISTORY = 7 * 24 * 3600.0
-TOP_KEYS = ("api", "history", "pools", "store")
+TOP_KEYS = ("api", "cluster", "history", "pools", "store")
 
 
 class TokenConfig(pydantic.BaseModel):
@@ -84,6 +86,8 @@ class CorralConfig(pydantic.BaseModel):
     store: str = DEFAULT_STORE
     api: ApiConfig = ApiConfig()
     pools: Mapping[str, PoolConfig] = Field(default_factory=dict)
+    cluster: ClusterConfig = ClusterConfig()
+    """This host in a cluster on one PostgreSQL (issue 11; :mod:`corral.cluster.config`)."""
     history: float | None = DEFAULT_HISTORY
     """Seconds terminated VMs and ended tickets are kept in the store; ``None``: forever."""
     base_dir: Path | None = None
@@ -195,6 +199,17 @@ def parse_config(
     except pydantic.ValidationError as exc:
         problems.extend(config_messages.describe_errors(exc, ("api",), ApiConfig))
     pools = _parse_pools(data.get("pools"), problems, base_dir, probe)
+    cluster = ClusterConfig()
+    try:
+        raw_cluster = data.get("cluster") or {}
+        if isinstance(raw_cluster, Mapping):
+            raw_cluster = {
+                **raw_cluster,
+                **cluster_env(os.environ if env is None else env, ENV_PREFIX),
+            }
+        cluster = ClusterConfig.model_validate(raw_cluster)
+    except pydantic.ValidationError as exc:
+        problems.extend(config_messages.describe_errors(exc, ("cluster",), ClusterConfig))
     if problems:
         raise _invalid(source, problems)
     if api is None:  # unreachable: a failed API model added a problem above
@@ -203,6 +218,7 @@ def parse_config(
         store=str(store),
         api=api,
         pools=MappingProxyType(pools),
+        cluster=cluster,
         history=history,
         base_dir=base_dir,
     )

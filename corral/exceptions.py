@@ -153,6 +153,20 @@ class LeaseHeld(LockError):
     code = "lease_held"
 
 
+class StaleEpoch(StaleToken):
+    """A write on behalf of a leadership lease carried an epoch that is no longer the live one:
+    another host leads now (this one was paused or cut off past its lease). Refused."""
+
+    code = "stale_epoch"
+
+
+class TaskTakenOver(StaleToken):
+    """A write of a task this host no longer runs: another host took it over (this one was
+    paused or cut off past its lease). Refused; the other host recovers the task."""
+
+    code = "task_taken_over"
+
+
 # --- tasks --------------------------------------------------------------------------------
 
 
@@ -220,6 +234,13 @@ class NoMatchingPool(InvalidInput):
     """No pool matches the requested pool or tags."""
 
     code = "no_matching_pool"
+
+
+class PoolRemoved(Conflict):
+    """The pool was removed from the configuration and is draining: it takes no new tickets
+    (its open tickets finish)."""
+
+    code = "pool_removed"
 
 
 class VMStateTransitionError(Conflict):
@@ -295,6 +316,25 @@ class MachineNotFound(NotFound):
     """No machine of this name is in the static inventory."""
 
     code = "machine_not_found"
+
+
+class VMExists(Conflict):
+    """A VM of this name is already recorded (alive, or a dead one's record: names are never
+    reused)."""
+
+    code = "vm_exists"
+
+
+class VMInUse(Conflict):
+    """The VM serves a ticket: the operation needs it free (or ``force``)."""
+
+    code = "vm_in_use"
+
+
+class MachineNotAlive(Conflict):
+    """The machine failed its livecheck: it cannot join the pool."""
+
+    code = "machine_not_alive"
 
 
 def _all_subclasses(cls: type[CorralError]) -> list[type[CorralError]]:

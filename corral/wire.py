@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 __all__ = [
     "VM",
     "AuditEntry",
+    "CommandLogEntry",
     "DrainResult",
     "ErrorBody",
     "ErrorDetail",
     "Health",
     "HoldRequest",
+    "Host",
     "LockHolder",
     "LockStatus",
     "LockWaiter",
@@ -40,7 +42,9 @@ __all__ = [
 class _Wire(BaseModel):
     """Base of every wire model: immutable, unknown fields ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # defer_build: a model's validator is built when first used, not at import, so that a
+    # client command pays only for the models it reads (see docs/performance.md, CLI start-up).
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class ErrorDetail(_Wire):
@@ -65,15 +69,36 @@ MIN_TTL = 1.0
 MAX_TTL = 7 * 24 * 3600.0
 """The longest lease a ticket may ask for, in seconds."""
 
+MAX_COUNT = 1000
+"""The most VMs one ticket may ask for (the server refuses more than its pools can give)."""
+
 Text = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_CONTROL)]
 """A name, owner or tag of a request: 1 to 255 characters, no control characters."""
 
+MAX_REQUESTS = 16
+"""The most entries one list ticket (``requests``) may have."""
+
+
+class TicketEntry(BaseModel):
+    """One entry of a list ticket's ``requests``: ``count`` VMs of ``pool``, or of a pool whose
+    tags include ``tags`` (a pool or tags, not both)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    pool: Text | None = Field(default=None, description="Pool to take these VMs from.")
+    tags: list[Text] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Or: a pool whose tags include these (a pool or tags, not both).",
+    )
+    count: int = Field(default=1, ge=1, le=MAX_COUNT, description="How many VMs.")
+
 
 class TicketRequest(BaseModel):
-    """Body of ``POST /v1/tickets``: a request for one VM, by pool or by tags.
+    """Body of ``POST /v1/tickets``: a request for one VM (or ``count`` VMs), by pool or by tags.
 
-    Strict: ``"10"`` or ``true`` is not a number, a float is not a priority, and ``ttl`` is a
-    finite number of seconds from :data:`MIN_TTL` to :data:`MAX_TTL`.
+    Strict: ``"10"`` or ``true`` is not a number, a float is not a priority, ``"yes"`` is not a
+    boolean, and ``ttl`` is a finite number of seconds from :data:`MIN_TTL` to :data:`MAX_TTL`.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -104,10 +129,41 @@ class TicketRequest(BaseModel):
         description="Small key/value metadata kept with the ticket and searchable "
         "(a build's task id, its chroot, ...).",
     )
+    count: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_COUNT,
+        description="How many VMs, all of one pool, assigned together or not at all (a "
+        "multi-node test never holds half of what it needs); counts as that many tickets "
+        "against max_per_owner. More than any matching pool can give is refused.",
+    )
+    exclusive: bool = Field(
+        default=False,
+        description="Whole VMs: on a pool whose VMs serve several tickets at once (slots), "
+        "share them with no other ticket.",
+    )
+    requests: list[TicketEntry] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_REQUESTS,
+        description="A list ticket instead of pool/tags/count (not with them): one entry per "
+        "set of VMs, each by pool or by tags with its count, all assigned together or not at "
+        "all; ``vms`` lists them in entry order. Counts as that many tickets against each "
+        "pool's max_per_owner.",
+    )
+
+
+class TicketPart(_Wire):
+    """One entry of a list ticket as it was asked for."""
+
+    pool: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    count: int = 1
 
 
 class Ticket(_Wire):
-    """A request for one VM and, once assigned, the VM it holds."""
+    """A request for one VM (or ``count`` VMs) and, once assigned, the VMs it holds: every one
+    in ``vms`` and ``addresses``, the first also in ``vm`` and ``address``."""
 
     id: str
     owner: str
@@ -117,8 +173,26 @@ class Ticket(_Wire):
     sandbox: str | None = None
     priority: int = 0
     ttl: float | None = Field(default=None, description="Lease length in seconds.")
-    vm: str | None = Field(default=None, description="Name of the assigned VM.")
-    address: str | None = Field(default=None, description="Address of the assigned VM.")
+    vm: str | None = Field(default=None, description="Name of the (first) assigned VM.")
+    address: str | None = Field(default=None, description="Address of the (first) assigned VM.")
+    connection: dict[str, str] = Field(
+        default_factory=dict,
+        description="How to reach the (first) assigned VM beyond its address, as its backend "
+        "said (user, port, host_key, ...); empty when it said nothing.",
+    )
+    count: int = Field(default=1, description="How many VMs it asked for, all together.")
+    requests: list[TicketPart] = Field(
+        default_factory=list,
+        description="A list ticket's entries (empty otherwise); ``vms`` follow their order.",
+    )
+    exclusive: bool = Field(default=False, description="Whole VMs, shared with no other ticket.")
+    vms: list[str] = Field(
+        default_factory=list, description="Every assigned VM (``vm`` is the first)."
+    )
+    addresses: list[str | None] = Field(
+        default_factory=list,
+        description="The address of each VM of ``vms``, in the same order, while assigned.",
+    )
     created_at: float | None = Field(default=None, description="Wall-clock time (Unix).")
     assigned_at: float | None = None
     closed_at: float | None = None
@@ -134,10 +208,21 @@ class VM(_Wire):
     pool: str
     state: str = Field(description="spawning, ready, in_use, releasing, terminating, ...")
     address: str | None = None
-    ticket: str | None = Field(default=None, description="Id of the ticket holding it.")
+    ticket: str | None = Field(default=None, description="Id of the (first) ticket holding it.")
+    tickets: list[str] = Field(
+        default_factory=list,
+        description="Every ticket holding it: up to its pool's slots (one when exclusive).",
+    )
+    load: int = Field(default=0, description="How many tickets hold it now.")
+    exclusive: bool = Field(default=False, description="Held by an exclusive ticket.")
     sandbox: str | None = Field(default=None, description="Last sandbox it served.")
     uses: int = 0
     id_in_pool: int = 0
+    connection: dict[str, str] = Field(
+        default_factory=dict,
+        description="How to reach it beyond its address (user, port, host_key, ...), from its "
+        "backend.",
+    )
     created_at: float | None = None
     state_since: float | None = None
     ready_at: float | None = None
@@ -151,6 +236,11 @@ class VM(_Wire):
     reason: str | None = None
     hold_until: float | None = Field(
         default=None, description="While an operator holds it (or will once its ticket ends)."
+    )
+    external: bool = Field(
+        default=False,
+        description="Made elsewhere and registered, or being forgotten: never destroyed by "
+        "corral; forgotten when it retires.",
     )
 
 
@@ -166,6 +256,10 @@ class PoolStats(_Wire):
     wait_p95: float | None = None
     terminate_failures: int = 0
     livecheck_failures: int = 0
+    wasted_spawns: int = Field(
+        default=0,
+        description="VMs spawned for a demand that went away, then terminated unused.",
+    )
     recent_spawns: int = Field(default=0, description="How many latest spawns the next counts.")
     recent_spawn_failures: int = 0
     last_spawn_error: str | None = Field(default=None, description="Why the last spawn failed.")
@@ -250,6 +344,23 @@ class LockStatus(_Wire):
     queue: list[LockWaiter] = Field(default_factory=list)
 
 
+class Host(_Wire):
+    """One host of the cluster (``GET /v1/hosts``): its lease, incarnation and what it leads."""
+
+    host_id: str
+    incarnation: int
+    alive: bool = Field(description="Whether its lease is current (dead once it lapsed).")
+    address: str = ""
+    version: str = ""
+    config_hash: str = Field(default="", description="Digest of its pool configuration.")
+    started_at: float
+    heartbeat_at: float
+    lease_expires_at: float
+    leads: list[str] = Field(default_factory=list, description="Pools whose maintenance it leads.")
+    tasks: int = Field(default=0, description="Unfinished tasks recorded as this incarnation's.")
+    this: bool = Field(default=False, description="Whether it is the host that answered.")
+
+
 class Health(_Wire):
     """Body of ``GET /healthz``."""
 
@@ -330,3 +441,66 @@ class ReloadResult(_Wire):
     restart_needed: list[str] = Field(
         default_factory=list, description="Changed keys that apply only after a restart."
     )
+
+
+class CommandLogEntry(_Wire):
+    """One backend command run for a VM (``GET /v1/vms/{name}/logs``): its output (capped),
+    exit status (``null``: killed on its timeout or not started) and duration in seconds."""
+
+    id: int = Field(description="Increases with every record: follow a log with ``after=``.")
+    vm: str
+    pool: str
+    command: str = Field(description="new, delete, livecheck or release.")
+    argv: list[str] = Field(default_factory=list)
+    exit_status: int | None = None
+    duration: float = 0.0
+    stdout: str = Field(default="", description="Its first 16 KiB.")
+    stderr: str = Field(default="", description="Its last 16 KiB.")
+    at: float = Field(default=0.0, description="When it ended (wall clock, Unix).")
+
+
+class RegisterRequest(BaseModel):
+    """Body of ``POST /v1/vms``: a machine made elsewhere joins a pool (after a livecheck)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=128, description="Not in a pool's <pool>-<n> form.")
+    address: str = Field(min_length=1, max_length=253, description="IP address or host name.")
+
+
+class Machine(_Wire):
+    """A static pool's machine (answer of ``POST /v1/vms/{name}/return``)."""
+
+    name: str
+    pool: str
+    address: str
+    state: str = Field(description="free, reserved, maintenance or retiring.")
+    vm: str | None = Field(default=None, description="The VM (reservation) holding it.")
+    reason: str | None = Field(default=None, description="Why it is in maintenance.")
+    since: float | None = None
+    attrs: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class MaintenanceRequest(BaseModel):
+    """Body of ``POST /v1/vms/{name}/maintenance``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000, description="Why it leaves service.")
+
+
+class InfoValue(BaseModel):
+    """Body of ``PUT /v1/pools/{name}/info/{key}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: JsonValue = Field(description="Any JSON value but null (DELETE removes a key).")
+
+
+class PoolInfoEntry(_Wire):
+    """One per-pool info pair (``GET``/``PUT /v1/pools/{name}/info/{key}``)."""
+
+    pool: str
+    key: str
+    value: JsonValue = None

@@ -62,6 +62,126 @@ class Mutant:
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
+        "task-write-unfenced",
+        "a task's progress is written whatever host the row names now (a woken host overwrites "
+        "the task a survivor took over; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/tasks.py",
+                    "                written = UPDATE_PROGRESS_FENCED.write("
+                    'conn, {**params, "b_host": host})',
+                    "                written = UPDATE_PROGRESS.write(conn, params)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fencing_pg.py",),
+    ),
+    Mutant(
+        "rejoin-keeps-old-key",
+        "a host that rejoined after losing its lease records new tasks under its dead "
+        "incarnation (a survivor would claim tasks a live host runs; issue 11)",
+        ((Patch("corral/controller/takeover.py", "        self._follow_incarnation()\n", ""),),),
+        ("tests/cluster/test_fencing_pg.py",),
+    ),
+    Mutant(
+        "no-orphan-watch",
+        "no leader terminates a VM row a dead host left without a task (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/controller.py",
+                    "            cluster.member.observe("
+                    "takeover.OrphanWatch(cluster.member, self).update)\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_orphans_pg.py", "-m", "slow"),
+    ),
+    Mutant(
+        "heartbeat-revives-lease",
+        "a heartbeat renews a lapsed host lease (a paused host wakes as if it never lost "
+        "anything; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/cluster/hosts.py",
+                    "WHERE session = %s AND lease_expires_at >= corral_lock_now()\n",
+                    "WHERE session = %s\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_pause_serve.py", "-m", "slow"),
+    ),
+    Mutant(
+        "takeover-before-deadline",
+        "a survivor undoes a dead host's spawn at once, not after the operation's deadline "
+        "(the dead host's script still creates the machine; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/takeover.py",
+                    "        wait = deadline - await self._member.repo.now()\n",
+                    "        wait = 0.0  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_chaos_serve.py", "-m", "slow"),
+    ),
+    Mutant(
+        "cluster-repo-no-reconnect",
+        "the cluster repository keeps a dead connection (pg_terminate_backend): no heartbeat, "
+        "no leadership after the database dropped it (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/cluster/pgrepo.py",
+                    "                    if self._conn is None or self._conn.closed:\n",
+                    "                    if self._conn is None:  # MUTANT\n",
+                ),
+                Patch(
+                    "corral/cluster/pgrepo.py",
+                    "                    if self._conn is not None:\n"
+                    "                        await self._conn.close()\n"
+                    "                    self._conn = None\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_pg_terminate_serve.py", "-m", "slow"),
+    ),
+    Mutant(
+        "vm-row-unfenced",
+        "the store writes a new VM row whatever the lease fence says (a stale leader spawns "
+        "for a pool another host leads; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '    if fence is not None and conn.dialect.name == "postgresql":\n',
+                    "    if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fencing_pg.py",),
+    ),
+    Mutant(
+        "spawn-without-fence",
+        "preallocation writes its VM row without its lease's fence (only the check before the "
+        "write guards it; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/preallocation.py",
+                    "pool, state=VM_INITIAL.value, now=ctl.clock(), fence=fence\n",
+                    "pool, state=VM_INITIAL.value, now=ctl.clock()  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fencing_pg.py",),
+    ),
+    Mutant(
         "spawn-no-write-ahead",
         "the spawn job no longer pushes its undo before asking the backend for a VM",
         (
@@ -372,6 +492,300 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/backends/test_static_pool.py",),
+    ),
+    Mutant(
+        "external-vm-destroyed",
+        "the termination task calls the backend for an external (registered or forgotten) VM",
+        (
+            (
+                Patch(
+                    "corral/controller/steps.py",
+                    "    if external:\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
+                    "    if False:  # MUTANT\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_registry.py",),
+    ),
+    Mutant(
+        "external-vm-args-dropped",
+        "a termination submitted with the VM's row no longer says the VM is external",
+        (
+            (
+                Patch(
+                    "corral/controller/vmtasks.py",
+                    "            if row.external:\n",
+                    "            if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_registry.py", "-k", "crash"),
+    ),
+    Mutant(
+        "external-vm-lost",
+        "reconciliation takes an external VM missing from the backend's list() as lost",
+        (
+            (
+                Patch(
+                    "corral/controller/reconcile.py",
+                    "        if listed is None or (vm is not None and vm.external and vm.alive):\n",
+                    "        if listed is None:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_registry.py",),
+    ),
+    Mutant(
+        "forgotten-swept",
+        "the restart rules sweep a listed machine whose record is a forgotten VM's tombstone",
+        (
+            (
+                Patch(
+                    "corral/pools/restart.py",
+                    "    if s.record is VMState.FORGOTTEN:\n",
+                    "    if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_registry.py", "tests/pools/test_restart.py"),
+    ),
+    Mutant(
+        "tombstones-purged",
+        "retention purges forgotten VMs' records with the terminated and failed ones",
+        (
+            (
+                Patch(
+                    "corral/store/memory/pools.py",
+                    "if v.state in _PURGED and v.state_since < before",
+                    "if v.state in _DEAD and v.state_since < before  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/pools/test_store_register_contract.py", "tests/controller/test_registry.py"),
+    ),
+    Mutant(
+        "ticket-count-dropped",
+        "POST /v1/tickets does not pass the body's count on (a multi-machine ticket gets one VM)",
+        (
+            (
+                Patch(
+                    "corral/api/routes.py",
+                    "        count=body.count if single else 1,\n",
+                    "        count=1,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/api/test_multi_tickets.py",),
+    ),
+    Mutant(
+        "ticket-first-address-only",
+        "a multi-machine ticket's answer carries the first VM's address only",
+        (
+            (
+                Patch(
+                    "corral/api/convert.py",
+                    "    return record.vms or (record.vm,)\n",
+                    "    return (record.vm,)  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/api/test_multi_tickets.py",),
+    ),
+    Mutant(
+        "client-count-dropped",
+        "the clients' create_ticket/acquire do not send count (one VM whatever was asked)",
+        (
+            (
+                Patch(
+                    "corral/client/core.py",
+                    "        count=count,\n        exclusive=exclusive,\n",
+                    "        count=1,  # MUTANT\n        exclusive=exclusive,\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_client_multi.py", "tests/cli/test_cli_multi.py"),
+    ),
+    Mutant(
+        "join-unconditional",
+        "joining a shared VM is no longer conditional on the load the decision saw (racing "
+        "assignments put a third ticket on a 2-slot VM); the shared-VM chaos test does not "
+        "catch it (its two assigners rarely decide one join from different snapshots)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    '            vms.c.load == bindparam("b_load"),\n'
+                    "            vms.c.exclusive == False,",
+                    "            vms.c.exclusive == False,  # MUTANT",
+                ),
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    if vm.load != load or vm.exclusive:\n",
+                    "    if vm.exclusive:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/pools/test_store_shared.py",),
+    ),
+    Mutant(
+        "ticket-meta-dropped",
+        "POST /v1/tickets does not pass the body's metadata on (the ticket is not found by it)",
+        (
+            (
+                Patch(
+                    "corral/api/routes.py",
+                    "        meta=body.meta or None,\n",
+                    "        meta=None,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/api/test_meta_and_conditional.py",),
+    ),
+    Mutant(
+        "if-state-ignored",
+        "POST /v1/vms/{name}/terminate ignores if_state (terminates whatever the VM's state)",
+        (
+            (
+                Patch(
+                    "corral/api/routes.py",
+                    "terminate_vm(name, if_states=states, actor=who)",
+                    "terminate_vm(name, actor=who)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/api/test_meta_and_conditional.py",),
+    ),
+    Mutant(
+        "shared-vm-freed-early",
+        "closing a shared VM's first ticket frees the VM while other tickets still hold it",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "        _among(vms.c.state, _VM_FREE),\n        vms.c.load <= 1,\n",
+                    "        _among(vms.c.state, _VM_FREE),  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_chaos.py", "-m", "slow", "-k", "shared_vms"),
+    ),
+    Mutant(
+        "ec2-retry-without-lookup",
+        "a create whose outcome is unknown (read timeout, lost answer) is retried without first "
+        "looking the VM up by its tag (moto ignores ClientToken: a second instance)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "                if kind is model.ErrorKind.UNKNOWN_OUTCOME:\n"
+                    "                    found = await self._existing(spec.name)",
+                    "                if False:  # MUTANT\n"
+                    "                    found = await self._existing(spec.name)",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_faults.py", "-k", "read_timeout"),
+    ),
+    Mutant(
+        "ec2-leaks-blind",
+        "list() returns nothing and a terminate by name finds nothing (only the handle's id): "
+        "creates landing after their rollback stay in the cloud",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "        return sorted(\n            (Handle(name=i.vm, ref=i.id)",
+                    "        return [] and sorted(  # MUTANT\n"
+                    "            (Handle(name=i.vm, ref=i.id)",
+                ),
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "        ids = {i.id for i in snapshot.by_vm(handle.name) if i.alive}",
+                    "        ids: set[str] = set()  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_faults.py", "-k", "paused"),
+    ),
+    Mutant(
+        "ec2-credentials-logged",
+        "the EC2 client's credentials (secret included) written to a DEBUG log line",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "                session = _session(opts.profile, opts.region)\n",
+                    "                session = _session(opts.profile, opts.region)\n"
+                    "                creds = session.get_credentials()  # MUTANT\n"
+                    "                log.debug('%r', creds.get_frozen_credentials())\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_faults.py", "-k", "secret"),
+    ),
+    Mutant(
+        "libcloud-credentials-file-ignored",
+        "a libcloud credentials file is read but the environment's AWS keys sign the requests",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/libcloud.py",
+                    "            self._key, self._secret = credentials.from_file(\n"
+                    "                path if path.is_absolute() else self.base_dir / path\n"
+                    "            )",
+                    "            credentials.from_file(\n"
+                    "                path if path.is_absolute() else self.base_dir / path\n"
+                    "            )\n"
+                    "            self._key, self._secret = credentials.from_environment(\n"
+                    "                'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'\n"
+                    "            )",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_libcloud_credentials.py",),
+    ),
+    Mutant(
+        "cloud-bucket-no-horizon",
+        "the PostgreSQL bucket row's reservation does not move its horizon (all go at once)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/shared.py",
+                    "        ) + 1.0 / :rate\n    FROM clock",
+                    "        ) + 0.0 / :rate  -- MUTANT\n    FROM clock",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_cloud_cluster.py", "-k", "spaces"),
+    ),
+    Mutant(
+        "event-log-unguarded",
+        "cluster event log appenders not serialised: ids commit out of order (issue 12)",
+        (
+            (
+                Patch(
+                    "corral/cluster/eventlog.py",
+                    "    await conn.execute(_GUARD, (APPEND_GUARD,))\n",
+                    "    pass  # MUTANT: no ordering guard\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "never_skips"),
+    ),
+    Mutant(
+        "event-resume-memory-only",
+        "in a cluster, Last-Event-ID answered from the hub's memory only, never the table",
+        (
+            (
+                Patch(
+                    "corral/api/stream.py",
+                    "        if last_id is not None and self._log is not None and not "
+                    "self._remembers(last_id):",
+                    "        if False:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "resume_each_others or pruned_id"),
     ),
 )
 

@@ -16,8 +16,7 @@ from corral.api.convert import Addresses
 from corral.api.facade import ControllerFacade
 from corral.api.keys import TicketKeys
 from corral.api.metrics import Metrics
-from corral.locks import LockManager
-from corral.locks.status import ResourceStatus
+from corral.locks.status import ResourceStatus, StatusSource
 from corral.tasks import TaskEngine
 from corral.tasks.model import TaskInfo
 
@@ -97,7 +96,7 @@ class TaskView:
 class LockView:
     """The lock manager's status, as wire models."""
 
-    def __init__(self, manager: LockManager) -> None:
+    def __init__(self, manager: StatusSource) -> None:
         self._manager = manager
 
     def status(self) -> list[models.LockStatus]:

@@ -14,34 +14,40 @@ from collections.abc import Sequence
 from corral import exceptions
 from corral import wire as models
 from corral.api.facade import ControllerFacade
+from corral.backends import connection
 from corral.pools import model
 
 ADDRESS_LIMIT = 4096
 """VM addresses remembered by :class:`Addresses` (the least recently used are forgotten first)."""
 
 
+Reach = tuple[str, dict[str, str]]
+"""A VM's address and its connection details (:mod:`corral.backends.connection`)."""
+
+
 class Addresses:
-    """The known address of each VM name: VM names are unique and an address, once set, fixed."""
+    """The known address (and connection details) of each VM name: VM names are unique, and an
+    address and the details, once the VM is up, fixed."""
 
     def __init__(self, limit: int = ADDRESS_LIMIT) -> None:
         self._limit = limit
-        self._known: OrderedDict[str, str] = OrderedDict()
+        self._known: OrderedDict[str, Reach] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._known)
 
-    def get(self, name: str) -> str | None:
-        """The remembered address of VM ``name``, if any."""
-        address = self._known.get(name)
-        if address is not None:
+    def get(self, name: str) -> Reach | None:
+        """The remembered address and details of VM ``name``, if any."""
+        reach = self._known.get(name)
+        if reach is not None:
             self._known.move_to_end(name)
-        return address
+        return reach
 
-    def remember(self, name: str, address: str | None) -> None:
-        """Note VM ``name``'s address (``None``, not up yet, is not remembered)."""
-        if address is None:
+    def remember(self, name: str, reach: Reach | None) -> None:
+        """Note VM ``name``'s address and details (``None``, not up yet, is not remembered)."""
+        if reach is None:
             return
-        self._known[name] = address
+        self._known[name] = reach
         self._known.move_to_end(name)
         while len(self._known) > self._limit:
             self._known.popitem(last=False)
@@ -50,18 +56,32 @@ class Addresses:
 async def ticket(
     controller: ControllerFacade, record: model.Ticket, addresses: Addresses | None = None
 ) -> models.Ticket:
-    """The wire form of a ticket, with the address of its VM while assigned."""
-    address = None
-    if record.vm is not None and record.state == model.TicketState.ASSIGNED:
-        address = None if addresses is None else addresses.get(record.vm)
-        if address is None:
+    """The wire form of a ticket, with the address (and connection details) of its VMs while
+    assigned."""
+    reaches: list[Reach | None] = []
+    for name in _held(record):
+        reach = None if addresses is None else addresses.get(name)
+        if reach is None:
             try:
-                address = (await controller.get_vm(record.vm)).address
+                reach = _reach(await controller.get_vm(name))
             except exceptions.VMNotFound:
-                address = None
+                reach = None
             if addresses is not None:
-                addresses.remember(record.vm, address)
-    return _ticket(record, address)
+                addresses.remember(name, reach)
+        reaches.append(reach)
+    return _ticket(record, reaches)
+
+
+def _held(record: model.Ticket) -> tuple[str, ...]:
+    """The VMs an assigned ticket holds (the first is ``vm``); none otherwise."""
+    if record.state != model.TicketState.ASSIGNED or record.vm is None:
+        return ()
+    return record.vms or (record.vm,)
+
+
+def _reach(vm: model.VM) -> Reach | None:
+    """The VM's address and details (``None`` while it has no address)."""
+    return None if vm.address is None else (vm.address, connection.from_handle(vm.handle))
 
 
 async def tickets(
@@ -70,28 +90,33 @@ async def tickets(
     addresses: Addresses | None = None,
 ) -> list[models.Ticket]:
     """The wire form of several tickets (one VM listing for all their addresses)."""
-    found: dict[str, str | None] = {}
-    if sum(r.state == model.TicketState.ASSIGNED for r in records) > 1:
-        found = {v.name: v.address for v in await controller.list_vms()}
+    found: dict[str, Reach | None] = {}
+    if sum(len(_held(r)) for r in records) > 1:
+        found = {v.name: _reach(v) for v in await controller.list_vms()}
     elif records:
         return [await ticket(controller, r, addresses) for r in records]
-    return [
-        _ticket(r, found.get(r.vm) if r.state == model.TicketState.ASSIGNED and r.vm else None)
-        for r in records
-    ]
+    return [_ticket(r, [found.get(name) for name in _held(r)]) for r in records]
 
 
-def _ticket(record: model.Ticket, address: str | None) -> models.Ticket:
+def _ticket(record: model.Ticket, reaches: Sequence[Reach | None]) -> models.Ticket:
     # the wire model reads the record's fields by name (one model, no hand-kept copy of it);
-    # the address comes from the VM
+    # the addresses and connection details come from the VMs, the first VM's also as the
+    # ticket's address and connection
     wire = models.Ticket.model_validate(record, from_attributes=True)
-    return wire if address is None else wire.model_copy(update={"address": address})
+    if not reaches:
+        return wire
+    update: dict[str, object] = {"addresses": [None if r is None else r[0] for r in reaches]}
+    if reaches[0] is not None:
+        update.update(address=reaches[0][0], connection=reaches[0][1])
+    return wire.model_copy(update=update)
 
 
 def vm(record: model.VM) -> models.VM:
-    """The wire form of a VM: the record's fields by name (its backend handle stays inside, the
-    wire model has no such field)."""
-    return models.VM.model_validate(record, from_attributes=True)
+    """The wire form of a VM: the record's fields by name, plus the connection details kept in
+    its backend handle (the handle itself stays inside: the wire model has no such field)."""
+    wire = models.VM.model_validate(record, from_attributes=True)
+    details = connection.from_handle(record.handle)
+    return wire.model_copy(update={"connection": details}) if details else wire
 
 
 def pool(record: model.PoolStatus) -> models.PoolStatus:
@@ -119,6 +144,7 @@ def pool(record: model.PoolStatus) -> models.PoolStatus:
             wait_p95=s.wait_p95,
             terminate_failures=s.terminate_failures,
             livecheck_failures=s.livecheck_failures,
+            wasted_spawns=s.wasted_spawns,
             recent_spawns=s.recent_spawns,
             recent_spawn_failures=s.recent_spawn_failures,
             last_spawn_error=s.last_spawn_error,

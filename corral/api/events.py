@@ -31,13 +31,13 @@ def hub_of(request: Request) -> stream.EventHub:
 
 
 async def _until_stopped(
-    listener: stream.Listener, stopping: asyncio.Event, keepalive: float
+    listener: stream.Listener, stopping: asyncio.Event
 ) -> AsyncIterator[bytes]:
     watcher = asyncio.get_running_loop().create_task(stopping.wait())
     watcher.add_done_callback(lambda _: listener.close())
     try:
         yield b"retry: 2000\n\n"
-        async for frame in listener.frames(keepalive=keepalive):
+        async for frame in listener.frames():
             yield frame
     finally:
         watcher.cancel()
@@ -49,14 +49,13 @@ def respond(
     caller: Principal,
     last_event_id: str | None,
     kinds: str | None,
-    keepalive: float = 15.0,
 ) -> StreamingResponse:
     """The stream of ``caller`` as a streaming response (shared with the dashboard's stream)."""
     wanted = stream.parse_kinds(kinds)
     last = stream.parse_last_id(last_event_id)
     listener = hub_of(request).listen(caller, last_id=last, kinds=wanted)
     return StreamingResponse(
-        _until_stopped(listener, ctx.stopping, keepalive),
+        _until_stopped(listener, ctx.stopping),
         media_type="text/event-stream",
         headers=HEADERS,
     )

@@ -7,14 +7,17 @@ cannot reach into the controller's internals). This module must not implement an
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from corral.locks import LockManager
-from corral.pools.model import VM, PoolStatus, Ticket
+from corral.locks.status import StatusSource
+from corral.pools.model import VM, PoolStatus, Request, Ticket
 from corral.tasks import TaskEngine
 
 if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+    from corral.backends.static_inventory import MachineStatus
     from corral.config import CorralConfig
     from corral.controller.reconcile import ReconcilePlan
     from corral.controller.reload import ReloadReport
@@ -30,8 +33,12 @@ class ControllerFacade(Protocol):
         """The task engine (``list``, ``show``, ``stop``, ``rollback``, ``clean``)."""
 
     @property
-    def locks(self) -> LockManager:
+    def locks(self) -> StatusSource:
         """The lock manager (``status()``)."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The controller's wall clock (leases are in its time)."""
 
     @property
     def store(self) -> Store:
@@ -47,8 +54,12 @@ class ControllerFacade(Protocol):
         priority: int = ...,
         ttl: float | None = ...,
         meta: Mapping[str, str] | None = ...,
+        exclusive: bool = ...,
+        count: int = ...,
+        requests: Sequence[Request] | None = ...,
     ) -> Ticket:
-        """Queue a request for one VM."""
+        """Queue a request for one VM (or ``count`` VMs of one pool, all together; or a list
+        ticket: ``requests``, one VM set per pool or tag entry, all together)."""
 
     async def get_ticket(self, ticket_id: str, /) -> Ticket:
         """One ticket (``TicketNotFound`` otherwise)."""
@@ -137,6 +148,28 @@ class ControllerFacade(Protocol):
         self, *, kind: str | None = ..., target: str | None = ..., limit: int = ...
     ) -> Sequence[AuditEntry]:
         """Operators' actions, newest first."""
+
+    async def register_vm(self, pool: str, name: str, address: str, *, actor: str = ...) -> VM:
+        """Add a machine made elsewhere to a pool, once it passes a livecheck."""
+
+    async def forget_vm(self, name: str, /, *, force: bool = ..., actor: str = ...) -> VM:
+        """Stop tracking a VM without touching it."""
+
+    async def return_machine(self, name: str, /, *, actor: str = ...) -> tuple[str, MachineStatus]:
+        """Put a static pool's machine back in service."""
+
+    async def machine_maintenance(
+        self, name: str, /, reason: str, *, actor: str = ...
+    ) -> tuple[str, MachineStatus]:
+        """Take a static pool's machine out of service."""
+
+    async def get_pool_info(self, pool: str) -> dict[str, JsonValue]:
+        """Every per-pool key/value pair."""
+
+    async def set_pool_info(
+        self, pool: str, key: str, value: JsonValue, *, actor: str | None = ...
+    ) -> None:
+        """Store (``None``: delete) a per-pool key/value pair."""
 
     async def reconcile(self, *, dry_run: bool = ...) -> Mapping[str, ReconcilePlan]:
         """Compare the store with every backend (with ``dry_run``: only the plans)."""

@@ -45,6 +45,9 @@ BODY_TIMEOUT = 30.0
 PRINCIPAL = "corral.principal"
 """Key of the authenticated :class:`Principal` in the ASGI scope's ``state``."""
 
+ARRIVED = "corral.arrived"
+"""Key of the request's arrival (the event loop's time) in the ASGI scope's ``state``."""
+
 
 def _has_control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
@@ -151,6 +154,8 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # the request's arrival: a long-poll's ``wait`` counts from here, not from its route
+        scope.setdefault("state", {})[ARRIVED] = asyncio.get_running_loop().time()
         headers = decode_headers(scope["headers"])
         try:
             check_text(scope["path"], scope.get("query_string", b""))
@@ -209,6 +214,16 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def arrived_at(scope: Scope) -> float | None:
+    """The event loop's time when :class:`Guard` saw this request arrive, if it did."""
+    state = scope.get("state")
+    if isinstance(state, dict):
+        found = state.get(ARRIVED)
+        if isinstance(found, float):
+            return found
+    return None
 
 
 def principal_of(scope: Scope) -> Principal | None:

@@ -8,30 +8,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from corral import exceptions
 from corral.api.errors import ERROR_RESPONSES
 from corral.api.routes import Admin, Ctx, Name
 from corral.store.commandlogs import MAX_LIST, CommandLog
+from corral.wire import CommandLogEntry
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
-
-
-class CommandLogEntry(BaseModel):
-    """One command run for the VM: its output (capped), exit status (``null``: killed on its
-    timeout or not started) and duration in seconds."""
-
-    id: int
-    vm: str
-    pool: str
-    command: str
-    argv: list[str]
-    exit_status: int | None
-    duration: float
-    stdout: str
-    stderr: str
-    at: float
 
 
 def entry(log: CommandLog) -> CommandLogEntry:

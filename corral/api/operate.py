@@ -1,7 +1,10 @@
 """The operators' ``/v1`` endpoints (issue 12): pause, resume and drain a pool, hold a VM and end
-its hold, the audit trail, reconciliation's dry run and the configuration reload.
+its hold, the audit trail, reconciliation's dry run and the configuration reload; and (issue 15)
+register a machine made elsewhere, forget a VM, return a static machine to service, and the
+per-pool key/value info.
 
-Every route needs an admin token; the caller's owner is the ``actor`` the audit trail records
+Every route needs an admin token but reading pool info, which any caller may; the caller's owner
+is the ``actor`` the audit trail records
 (``anonymous`` on an open server). This module must not decide anything: it authenticates,
 calls the controller facade and renders with :mod:`corral.wire`.
 """
@@ -12,13 +15,16 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi import Path as PathParam
+from pydantic import JsonValue
 
 from corral import exceptions
 from corral import wire as models
 from corral.api import convert
 from corral.api.auth import ANONYMOUS, Principal
 from corral.api.errors import ERROR_RESPONSES
-from corral.api.routes import Admin, Ctx, Name
+from corral.api.routes import Admin, Caller, Ctx, Name
+from corral.backends.static_inventory import MachineStatus
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
@@ -129,3 +135,105 @@ async def reload_config(request: Request, caller: Admin) -> models.ReloadResult:
             "this server has no configuration file to reload (it was started without --config)"
         )
     return await reload(actor(caller))
+
+
+# --- machines made elsewhere, forgotten, returned (issue 15) ---------------------------------
+
+
+@router.post("/vms", status_code=201, tags=["operators"])
+async def register_vm(body: models.RegisterRequest, ctx: Ctx, caller: Admin) -> models.VM:
+    """Add a machine made elsewhere to a pool whose backend allows it. It is livechecked first
+    (``machine_not_alive`` and nothing recorded if it fails), then serves as an *external* VM:
+    never destroyed by corral, forgotten when it retires."""
+    vm = await ctx.controller.register_vm(body.pool, body.name, body.address, actor=actor(caller))
+    return convert.vm(vm)
+
+
+@router.post("/vms/{name}/forget", tags=["operators"])
+async def forget_vm(
+    name: Name,
+    ctx: Ctx,
+    caller: Admin,
+    force: Annotated[
+        bool, Query(description="Also a VM in use: its ticket fails (the machine is untouched).")
+    ] = False,
+) -> models.VM:
+    """Stop tracking the VM without touching it: it goes ``terminating`` then ``forgotten``
+    with no backend call, and its record stays so the leak sweep never terminates it. A VM in
+    use is refused (``vm_in_use``) unless ``force``."""
+    return convert.vm(await ctx.controller.forget_vm(name, force=force, actor=actor(caller)))
+
+
+@router.post("/vms/{name}/return", tags=["operators"])
+async def return_machine(name: Name, ctx: Ctx, caller: Admin) -> models.Machine:
+    """Put a static pool's machine (named as a machine, or as the VM that reserved it) back in
+    service after maintenance (``conflict`` when it is not in maintenance)."""
+    return _machine(*await ctx.controller.return_machine(name, actor=actor(caller)))
+
+
+@router.post("/vms/{name}/maintenance", tags=["operators"])
+async def machine_maintenance(
+    name: Name, body: models.MaintenanceRequest, ctx: Ctx, caller: Admin
+) -> models.Machine:
+    """Take a static pool's machine (named as a machine, or as the VM that reserved it) out of
+    service with a reason: it is reserved no more until returned; a reserved one leaves service
+    once its VM is released."""
+    found = await ctx.controller.machine_maintenance(name, body.reason, actor=actor(caller))
+    return _machine(*found)
+
+
+def _machine(pool: str, status: MachineStatus) -> models.Machine:
+    return models.Machine(
+        name=status.name,
+        pool=pool,
+        address=status.address,
+        state=str(status.state),
+        vm=status.vm,
+        reason=status.reason,
+        since=status.since,
+        attrs=dict(status.attrs),
+    )
+
+
+# --- per-pool info (Copr's write_vm_pool_info / read_vm_pool_info) ---------------------------
+
+InfoKey = Annotated[str, PathParam(min_length=1, max_length=64)]
+
+
+@router.get("/pools/{name}/info", tags=["pools"])
+async def get_pool_info(name: Name, ctx: Ctx, caller: Caller) -> dict[str, JsonValue]:
+    """Every key/value pair of the pool's info."""
+    del caller
+    return await ctx.controller.get_pool_info(name)
+
+
+@router.get("/pools/{name}/info/{key}", tags=["pools"])
+async def get_pool_info_key(
+    name: Name, key: InfoKey, ctx: Ctx, caller: Caller
+) -> models.PoolInfoEntry:
+    """One key of the pool's info (``not_found`` when it is not set)."""
+    del caller
+    info = await ctx.controller.get_pool_info(name)
+    if key not in info:
+        raise exceptions.NotFound(f"pool {name} has no info key {key!r}")
+    return models.PoolInfoEntry(pool=name, key=key, value=info[key])
+
+
+@router.put("/pools/{name}/info/{key}", tags=["pools"])
+async def set_pool_info_key(
+    name: Name, key: InfoKey, body: models.InfoValue, ctx: Ctx, caller: Admin
+) -> models.PoolInfoEntry:
+    """Set one key of the pool's info to a JSON value (at most 16 KiB of JSON, 100 keys)."""
+    if body.value is None:
+        raise exceptions.InvalidInput("value must not be null: DELETE the key to remove it")
+    await ctx.controller.set_pool_info(name, key, body.value, actor=actor(caller))
+    return models.PoolInfoEntry(pool=name, key=key, value=body.value)
+
+
+@router.delete("/pools/{name}/info/{key}", tags=["pools"])
+async def delete_pool_info_key(
+    name: Name, key: InfoKey, ctx: Ctx, caller: Admin
+) -> models.PoolInfoEntry:
+    """Remove one key of the pool's info (removing a key that is not set is harmless)."""
+    await ctx.controller.set_pool_info(name, key, None, actor=actor(caller))
+    return models.PoolInfoEntry(pool=name, key=key, value=None)

@@ -37,7 +37,11 @@ reads the OpenAPI 3.1 that FastAPI writes; ``swagger-ui-bundle``'s 4.x cannot)."
 def install(app: FastAPI, controller: ControllerFacade) -> None:
     """Add the event stream, the dashboard, ``/docs``, ``/readyz`` and the access log."""
     bus = getattr(controller, "events", None)
-    hub = stream.EventHub(controller, bus if isinstance(bus, EventBus) else EventBus())
+    hub = stream.EventHub(
+        controller,
+        bus if isinstance(bus, EventBus) else EventBus(),
+        shared=stream.shared_log(controller),  # a cluster's hosts share one event log
+    )
     app.state.corral_events = hub
     app.state.corral_sessions = Sessions()
     try:

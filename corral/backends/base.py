@@ -21,11 +21,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import pydantic
 
 from corral import exceptions
+from corral.backends import connection
+
+if TYPE_CHECKING:
+    from corral.backends.capacity import Admission
 
 T = TypeVar("T")
 
@@ -75,10 +79,16 @@ class Handle:
     """The VM's name (== ``VMSpec.name``)."""
     ref: str = ""
     """The backend's own identifier or data for the VM, opaque to the controller."""
+    connection: tuple[tuple[str, str], ...] = ()
+    """How to reach the VM beyond its address (``user``, ``port``, ``host_key``...), as sorted
+    pairs checked by :func:`corral.backends.connection.check`; shown on the VM and its ticket."""
 
     def to_json(self) -> str:
         """The handle as a JSON object text, for the store."""
-        return json.dumps({"name": self.name, "ref": self.ref}, sort_keys=True)
+        data: dict[str, object] = {"name": self.name, "ref": self.ref}
+        if self.connection:  # left out when empty: older handles read back the same
+            data["connection"] = dict(self.connection)
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Handle:
@@ -94,10 +104,13 @@ class Handle:
             raise exceptions.InvalidInput("backend handle: 'name' must be a non-empty string")
         if not isinstance(ref, str):
             raise exceptions.InvalidInput("backend handle: 'ref' must be a string")
-        unknown = set(data) - {"name", "ref"}
+        unknown = set(data) - {"name", "ref", "connection"}
         if unknown:
             raise exceptions.InvalidInput(f"backend handle: unknown keys {sorted(unknown)}")
-        return cls(name=name, ref=ref)
+        details = data.get("connection", {})
+        if not isinstance(details, dict):
+            raise exceptions.InvalidInput("backend handle: 'connection' must be a JSON object")
+        return cls(name=name, ref=ref, connection=connection.check(details))
 
 
 class PollStatus(StrEnum):
@@ -128,6 +141,9 @@ class Capability(StrEnum):
     RELEASE = "release"
     LIST = "list"
     CAPACITY = "capacity"
+    REGISTER = "register"
+    """Machines made elsewhere may join the pool (``corral vm add``): :meth:`Backend.adopt`
+    builds their handle, and the backend can livecheck them."""
 
 
 class CapacityOptions(pydantic.BaseModel):
@@ -215,6 +231,25 @@ class Backend(ABC):
     async def release(self, handle: Handle) -> None:
         """Clean a used VM so it can serve another ticket (``RELEASE`` capability)."""
         raise exceptions.CapabilityMissing(f"backend {self.type_name!r} cannot release VMs")
+
+    def admission(self) -> Admission | None:
+        """The backend's own admission of spawns (the cloud backends' quotas), which the guard
+        uses instead of the ``capacity`` option's ledger; ``None`` (the default): the ledger."""
+        return None
+
+    def attach_store(self, url: str) -> None:
+        """Told the store's URL once, before the first operation. A backend that coordinates
+        with the other hosts of a cluster through PostgreSQL (the cloud backends' rate limits
+        and quotas) connects here; the default ignores it."""
+        del url
+
+    def adopt(self, name: str, address: str) -> Handle:
+        """The handle of machine ``name`` at ``address``, made elsewhere, that an operator
+        registers (``REGISTER`` capability). Pure: no I/O (the controller livechecks the handle
+        before the machine serves). Corral never terminates an adopted machine."""
+        raise exceptions.CapabilityMissing(
+            f"backend {self.type_name!r} cannot take machines made elsewhere"
+        )
 
     def machine_state(self, name: str) -> str | None:
         """The backend's own name for VM ``name``'s state on its machine (libvirt's vdsm-style

@@ -3,15 +3,20 @@
 The decision is a pure function of the declared capacity, what is already committed and what the new
 VM asks for; :class:`CapacityLedger` is the small bookkeeping object the guard keeps per backend
 (commit on spawn, release on terminate). Nothing here does I/O or knows about time.
+
+:class:`Admission` is the one seam through which the guard admits every spawn: a host capacity
+(:class:`LedgerAdmission` around the ledger) or a backend's own admission (the cloud backends'
+quotas, :mod:`corral.backends.cloud.quota`, which may ask the cloud or PostgreSQL: hence async).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from corral import exceptions
-from corral.backends.base import CapacityOptions
+from corral.backends.base import CapacityOptions, VMSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +122,43 @@ class CapacityLedger:
         demand = self._by_name.pop(name, None)
         if demand is not None:
             self._committed = self._committed - demand
+
+
+class Admission(ABC):
+    """What the guard admits every spawn against, and gives back on every confirmed terminate.
+
+    Implementations: :class:`LedgerAdmission` (a host's declared capacity) and the cloud
+    backends' quotas. A refusal raises ``CapacityExceeded`` and commits nothing.
+    """
+
+    @abstractmethod
+    async def admit(self, spec: VMSpec) -> None:
+        """Commit the VM's resources or raise ``CapacityExceeded`` (a repeat commits nothing)."""
+
+    @abstractmethod
+    async def release(self, name: str) -> None:
+        """Give back VM ``name``'s resources (unknown names: nothing)."""
+
+    @abstractmethod
+    def recommit(self, spec: VMSpec) -> None:
+        """Count a VM that already exists (after a restart), without an admission check."""
+
+
+class LedgerAdmission(Admission):
+    """Admission against a :class:`CapacityLedger` (the host capacity option)."""
+
+    def __init__(self, ledger: CapacityLedger) -> None:
+        """Admit against ``ledger``."""
+        self.ledger = ledger
+
+    async def admit(self, spec: VMSpec) -> None:
+        """See :meth:`CapacityLedger.admit`."""
+        self.ledger.admit(spec.name, spec.template)
+
+    async def release(self, name: str) -> None:
+        """See :meth:`CapacityLedger.release`."""
+        self.ledger.release(name)
+
+    def recommit(self, spec: VMSpec) -> None:
+        """See :meth:`CapacityLedger.recommit`."""
+        self.ledger.recommit(spec.name, spec.template)

@@ -77,7 +77,7 @@ class FakeOptions(BackendOptions):
     state_file: str | None = None
     """JSON file keeping the inventory across process kills (relative to the config's folder)."""
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.LIVECHECK, Capability.RELEASE, Capability.LIST}
+        {Capability.LIVECHECK, Capability.RELEASE, Capability.LIST, Capability.REGISTER}
     )
     """Optional operations to offer (to test a controller against a less capable backend)."""
 
@@ -193,6 +193,13 @@ class FakeBackend(Backend):
         now = self._clock()
         self._vms[name] = FakeVM(name, id_in_pool, self._next_address(), now, now)
         await self._persist()
+        return Handle(name)
+
+    def adopt(self, name: str, address: str) -> Handle:
+        """The handle of a machine made elsewhere: on the fake host, one made by :meth:`inject`
+        (an unknown name fails its livecheck, so it cannot be registered)."""
+        self._require(Capability.REGISTER)
+        del address  # the fake host knows its machines by name
         return Handle(name)
 
     def _vm(self, name: str) -> FakeVM:

@@ -32,7 +32,7 @@ from corral.backends.base import (
     VMSpec,
     is_valid_address,
 )
-from corral.backends.capacity import CapacityLedger
+from corral.backends.capacity import Admission, CapacityLedger, LedgerAdmission
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -195,6 +195,11 @@ class GuardedBackend:
             CapacityLedger(capacity) if capacity is not None else None
         )
         """The host's committed resources, when the backend declares a capacity."""
+        self.admission: Admission | None = backend.admission() or (
+            LedgerAdmission(self.capacity) if self.capacity is not None else None
+        )
+        """What every spawn is admitted against: the backend's own (cloud quotas) or the
+        capacity's ledger; ``None``: everything is admitted."""
         self.in_flight = 0
         """Backend calls running right now (never above ``max_concurrency``)."""
 
@@ -299,8 +304,8 @@ class GuardedBackend:
         The capacity stays committed if the spawn fails (the VM may exist): the controller's
         rollback terminates it, which releases the capacity.
         """
-        if self.capacity is not None:
-            self.capacity.admit(spec.name, spec.template)
+        if self.admission is not None:
+            await self.admission.admit(spec)
         handle = await self._call(Operation.SPAWN, spec.name, lambda: self.backend.spawn(spec))
         if not isinstance(handle, Handle) or handle.name != spec.name:
             self._counters[Operation.SPAWN].failures += 1
@@ -331,8 +336,8 @@ class GuardedBackend:
     async def terminate(self, handle: Handle) -> None:
         """Destroy the VM (idempotent); on success its capacity is released."""
         await self._call(Operation.TERMINATE, handle.name, lambda: self.backend.terminate(handle))
-        if self.capacity is not None:
-            self.capacity.release(handle.name)
+        if self.admission is not None:
+            await self.admission.release(handle.name)
 
     async def livecheck(self, handle: Handle) -> bool:
         """Whether the VM is alive (``CapabilityMissing`` if the backend cannot tell)."""
@@ -369,8 +374,8 @@ class GuardedBackend:
 
     def recommit(self, spec: VMSpec) -> None:
         """Count an existing VM against the capacity (after a restart); no admission check."""
-        if self.capacity is not None:
-            self.capacity.recommit(spec.name, spec.template)
+        if self.admission is not None:
+            self.admission.recommit(spec)
 
     async def wait_up(self, handle: Handle, timeout: float) -> PollResult:
         """Poll until the VM is ``UP`` or ``FAILED`` and return that result.

@@ -30,7 +30,7 @@ from typing import Annotated, ClassVar
 import pydantic
 
 from corral import exceptions
-from corral.backends import leftovers, process
+from corral.backends import connection, leftovers, process
 from corral.backends.base import (
     Backend,
     BackendOptions,
@@ -202,6 +202,8 @@ class ScriptBackend(Backend):
             for cap in (Capability.LIVECHECK, Capability.RELEASE, Capability.LIST)
             if cap.value in self._commands
         }
+        if "livecheck" in self._commands:  # a machine made elsewhere is checked before it serves
+            self.capabilities = self.capabilities | {Capability.REGISTER}
         # the daemon's environment as the backend is loaded, plus ``env``: copying os.environ
         # (decoding every variable) for each command would cost more than the rest of a start
         self._base_env = {**os.environ, **options.env}
@@ -322,21 +324,28 @@ class ScriptBackend(Backend):
     # --- the interface ---------------------------------------------------------------------
 
     async def spawn(self, spec: VMSpec) -> Handle:
-        """Run ``new``; its first stdout line must be the VM's address. Returns when it is up."""
+        """Run ``new``; its first stdout line must be the VM's address (optionally followed by
+        ``connection: {...}`` lines), or its stdout one JSON object with an ``address`` and the
+        connection details (:mod:`corral.backends.connection`). Returns when it is up."""
         template = json.dumps(dict(spec.template), sort_keys=True, default=str)
         env = self._environment(spec.name, spec.id_in_pool, None, {"CORRAL_TEMPLATE": template})
         subject = f"VM {spec.name}"
         result = await self.run("new", env, subject)
         if result.returncode != 0:
             raise self._failure("new", subject, result)
-        lines = result.stdout.splitlines()
-        address = lines[0].strip() if lines else ""
+        try:
+            address, details = connection.parse_new_output(result.stdout)
+        except exceptions.InvalidInput as exc:
+            raise exceptions.BackendError(
+                f"script new for {subject}: {exc.message}; stderr: {stderr_excerpt(result.stderr)}"
+            ) from exc
         if not is_valid_address(address):
             raise exceptions.BackendError(
                 f"script new for {subject} printed {address[:100]!r} on its first line, "
                 f"not an IP address or host name; stderr: {stderr_excerpt(result.stderr)}"
             )
-        return Handle(spec.name, ref=encode_ref(address, spec.id_in_pool))
+        ref = encode_ref(address, spec.id_in_pool)
+        return Handle(spec.name, ref=ref, connection=details)
 
     async def poll(self, handle: Handle) -> PollResult:
         """``new`` only returns once the VM is up, so a handle with an address is ``UP``."""
@@ -344,6 +353,12 @@ class ScriptBackend(Backend):
         if address is None:
             return PollResult(PollStatus.FAILED, reason=f"no address known for {handle.name}")
         return PollResult(PollStatus.UP, address=address)
+
+    def adopt(self, name: str, address: str) -> Handle:
+        """The handle of a machine made elsewhere: its commands see its name and address (no
+        ``RESALLOC_ID_IN_POOL``: corral did not number it). Needs a ``livecheck`` command."""
+        self._require("livecheck")
+        return Handle(name, ref=json.dumps({"address": address}, sort_keys=True))
 
     def _handle_env(self, handle: Handle) -> dict[str, str]:
         address, id_in_pool = decode_ref(handle.ref)

@@ -10,7 +10,6 @@ controller, API or store behaviour; it wires and reports.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 from pathlib import Path
@@ -18,14 +17,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from corral import config as corral_config
-from corral import exceptions, logs
+from corral import exceptions
 from corral.cli import output
-from corral.config import CorralConfig
-from corral.store import url as store_url
 
 if TYPE_CHECKING:
     from corral.api.server import ManagedController
+    from corral.config import CorralConfig
+
+# The configuration, the store and logging are imported inside the commands that use them: a
+# client command ('corral tickets') loads this module too and must not pay for them.
 
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 db_app = typer.Typer(help="Work with the store's database.", no_args_is_help=True)
@@ -69,6 +69,9 @@ def load(config_file: Path | None, db: str | None) -> tuple[CorralConfig, bool]:
     The store's folder is prepared as everywhere (:func:`corral.store.url.prepare`): created for
     the default store only, refused when a configured store's folder is missing.
     """
+    from corral import config as corral_config
+    from corral.store import url as store_url
+
     demo = config_file is None
     if config_file is None:
         cfg = corral_config.default_config()
@@ -87,8 +90,18 @@ def _database_error(store: str, exc: Exception) -> exceptions.StoreError:
     return exceptions.StoreError(f"store {store}: {detail[0] if detail else type(exc).__name__}")
 
 
+MAX_PORT = 65535
+"""The highest TCP port (``api.port`` has the same bound in the configuration)."""
+
+
 def _check_port(host: str, port: int) -> None:
-    """Refuse a taken port before anything starts (recovery included); ``AddressInUse``."""
+    """Refuse a taken port before anything starts (recovery included); ``AddressInUse``.
+
+    A port out of range (``--port 99999``, which the configuration's own check never sees) is
+    ``InvalidInput``: the socket's bind would raise ``OverflowError``, a traceback.
+    """
+    if not 0 <= port <= MAX_PORT:
+        raise exceptions.InvalidInput(f"--port: must be 0 to {MAX_PORT}, not {port}")
     if port == 0:
         return
     try:
@@ -156,6 +169,9 @@ def serve(
 
     The one command without --json: it runs until stopped and reports on stderr.
     """
+    import asyncio
+
+    from corral import logs
     from corral.api.server import Server
 
     try:
@@ -222,6 +238,8 @@ def config_check(
     the scripts it runs (they must exist and be executable) and the SQLite store's folder. Exit
     code 3 when there is any problem. Environment overrides (CORRAL_STORE, ...) apply.
     """
+    from corral import config as corral_config
+
     try:
         cfg = corral_config.load_config(file)
     except exceptions.CorralError as exc:

@@ -159,12 +159,12 @@ def tickets_table(tickets: list[models.Ticket]) -> None:
                 t.id,
                 t.owner,
                 t.state,
-                t.pool,
-                ",".join(t.tags),
+                t.pool or ",".join(dict.fromkeys(e.pool for e in t.requests if e.pool)),
+                ",".join(t.tags or dict.fromkeys(g for e in t.requests for g in e.tags)),
                 t.sandbox,
                 t.priority,
-                t.vm,
-                t.address,
+                ",".join(t.vms) if len(t.vms) > 1 else t.vm,
+                ",".join(a or "-" for _, a in with_addresses(t)) if len(t.vms) > 1 else t.address,
                 output.when(t.created_at),
                 meta_text(t.meta),
             ]
@@ -176,15 +176,32 @@ def tickets_table(tickets: list[models.Ticket]) -> None:
 def ticket_line(ticket: models.Ticket) -> str:
     """One line about a ticket: id, owner, state, its VM, why it ended, its metadata."""
     line = f"ticket {ticket.id} ({ticket.owner}): {ticket.state}"
-    if ticket.state == TicketState.ASSIGNED and ticket.vm:
-        line += f" VM {ticket.vm}" + (f" at {ticket.address}" if ticket.address else "")
+    if ticket.state == TicketState.ASSIGNED and len(ticket.vms) > 1:
+        line += " VMs " + ", ".join(_at(name, a) for name, a in with_addresses(ticket))
+    elif ticket.state == TicketState.ASSIGNED and ticket.vm:
+        line += f" VM {_at(ticket.vm, ticket.address)}"
+    elif len(ticket.vms) > 1:
+        line += f", VMs {', '.join(ticket.vms)} given back"
     elif ticket.vm:
         line += f", VM {ticket.vm} given back"
+    elif ticket.count > 1:
+        line += f" ({ticket.count} VMs together)"
     if ticket.reason and ticket.state != TicketState.ASSIGNED:
         line += f" ({ticket.reason})"
     if ticket.meta:
         line += f" [{meta_text(ticket.meta)}]"
     return line
+
+
+def _at(name: str, address: str | None) -> str:
+    return name + (f" at {address}" if address else "")
+
+
+def with_addresses(ticket: models.Ticket) -> list[tuple[str, str | None]]:
+    """Each VM of the ticket with its address (``None`` when the server gave none: not up, or
+    a server older than multi-machine tickets)."""
+    given = ticket.addresses
+    return [(name, given[i] if i < len(given) else None) for i, name in enumerate(ticket.vms)]
 
 
 def pairs(option: str, values: Sequence[str] | None) -> dict[str, str] | None:
@@ -201,6 +218,16 @@ def pairs(option: str, values: Sequence[str] | None) -> dict[str, str] | None:
             raise exceptions.InvalidInput(f"{option}: {key!r} given twice with different values")
         found[key] = rest
     return found
+
+
+def known(option: str, given: Sequence[str] | None, allowed: Sequence[str]) -> None:
+    """Refuse values of ``option`` outside ``allowed`` (states), naming the option and the
+    values it takes, before anything is sent (the server's answer names its query field)."""
+    unknown = [value for value in given or () if value not in allowed]
+    if unknown:
+        raise exceptions.InvalidInput(
+            f"{option}: unknown {', '.join(map(repr, unknown))} (known: {', '.join(allowed)})"
+        )
 
 
 def split_list(values: Sequence[str] | None) -> list[str] | None:

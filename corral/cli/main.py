@@ -11,7 +11,9 @@ for ``serve``/``config``/``db``, the server-side entry points) and prints.
 
 from __future__ import annotations
 
+import copy
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +21,20 @@ from typing import Annotated
 
 import typer
 
-from corral import __version__, exceptions
-from corral.cli import admin, common, operate, output, resalloc, run, show
+from corral import exceptions
+from corral.cli import (
+    admin,
+    common,
+    entry,
+    hosts,
+    machines,
+    operate,
+    output,
+    resalloc,
+    run,
+    show,
+    watch,
+)
 from corral.cli.common import Json, Token, Url, client, handle_errors, seconds
 from corral.client import core, flows, models
 from corral.pools.lifecycle import OPEN_TICKET_STATES, TicketState, VMState, values
@@ -60,15 +74,45 @@ vm_app.command("show")(show.vm_show)
 ticket_app.command("show")(show.ticket_show)
 pool_app.command("show")(show.pool_show)
 app.command("import-resalloc")(resalloc.import_resalloc)
+app.command("hosts")(hosts.hosts)  # the cluster's hosts (issue 11)
 app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.db_app, name="db")
 app.command("serve")(admin.serve)
 operate.register(app, vm=vm_app, pool=pool_app, config=admin.config_app)  # issue 12's controls
+watch.register(app, vm=vm_app)  # corral events, corral vm logs
+machines.register(vm=vm_app, pool=pool_app)  # issue 15: vm add/forget/return, pool info
 
 Meta = Annotated[
     list[str] | None,
     typer.Option("--meta", help="KEY=VALUE (repeatable).", show_default=False),
 ]
+
+
+def _entry(text: str) -> dict[str, object]:
+    """One ``--request`` value: ``pool=NAME`` or ``tags=T`` (repeatable), with ``count=N``."""
+    entry: dict[str, object] = {}
+    tags: list[str] = []
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not value or key not in {"pool", "tags", "count"}:
+            raise exceptions.InvalidInput(
+                f"--request {text!r}: expected pool=NAME or tags=TAG (tags=... repeatable) "
+                "and count=N, comma-separated"
+            )
+        if key in entry:
+            raise exceptions.InvalidInput(f"--request {text!r}: {key} given twice")
+        if key == "tags":
+            tags.append(value)
+        elif key == "count":
+            if not value.isdigit():
+                raise exceptions.InvalidInput(f"--request {text!r}: count must be a whole number")
+            entry["count"] = int(value)
+        else:
+            entry["pool"] = value
+    if tags:
+        entry["tags"] = tags
+    return entry
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -106,6 +150,32 @@ def acquire(
             show_default=False,
         ),
     ] = None,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            help="Take this many VMs of one pool, all together (none until all are free), "
+            "released together.",
+        ),
+    ] = 1,
+    exclusive: Annotated[
+        bool,
+        typer.Option(
+            "--exclusive",
+            help="Whole VMs: on a pool whose VMs serve several tickets (slots), share them "
+            "with none.",
+        ),
+    ] = False,
+    request_entries: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--request",
+            help="One entry of a list ticket (repeatable, not with --pool/--tag/--count): "
+            "'pool=NAME[,count=N]' or 'tags=T[,tags=T2][,count=N]'; every entry's VMs are "
+            "assigned together, listed in entry order, released together.",
+            show_default=False,
+        ),
+    ] = None,
     json: Json = False,
     command: Annotated[
         list[str] | None,
@@ -125,13 +195,18 @@ def acquire(
 
     With a command ('corral acquire --pool P -- ssh root@$CORRAL_ADDRESS make'), the command
     gets CORRAL_TICKET, CORRAL_VM, CORRAL_ADDRESS, CORRAL_OWNER (and CORRAL_POOL,
-    CORRAL_META_<KEY> when known) in its environment; the lease is renewed while it runs;
+    CORRAL_META_<KEY> when known) in its environment, and every VM of a --count ticket in
+    CORRAL_VMS and CORRAL_ADDRESSES (space-separated, in the same order); the lease is renewed
+    while it runs;
     SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and a SIGINT not from the terminal are passed on to it;
     the VM is released when it exits, also after Ctrl-C; and corral exits with its status
     (128+N when it died of signal N).
     """
-    if pool is None and not tag:
-        raise exceptions.InvalidInput("give --pool or at least one --tag")
+    entries = None if not request_entries else [_entry(e) for e in request_entries]
+    if entries is not None and (pool is not None or tag or count != 1):
+        raise exceptions.InvalidInput("--request: not with --pool, --tag or --count")
+    if entries is None and pool is None and not tag:
+        raise exceptions.InvalidInput("give --pool, at least one --tag, or --request entries")
     if command and json:
         raise exceptions.InvalidInput("--json: not with a command (its output is the output)")
     seconds("--timeout", timeout)
@@ -144,7 +219,12 @@ def acquire(
         priority=priority,
         ttl=ttl,
         meta=common.pairs("--meta", meta),
+        count=count,
+        exclusive=exclusive,
     )
+    if entries is not None:
+        del request["pool"], request["tags"], request["count"]
+        request["requests"] = entries
     if command:
         raise typer.Exit(_run(url, token, request, timeout, command))
     acquisition = flows.Acquisition(timeout=timeout, **request)
@@ -272,6 +352,7 @@ def tickets(
         raise exceptions.InvalidInput("--all and --state: give one or the other")
     if limit < 0:
         raise exceptions.InvalidInput(f"--limit: must be >= 0, not {limit}")
+    common.known("--state", common.split_list(state), values(TicketState))
     states = common.split_list(state) or (None if all_states else list(OPEN_STATES))
     pairs = common.pairs("--meta", meta)
     with client(url, token) as c:
@@ -353,6 +434,7 @@ def vms(
     json: Json = False,
 ) -> None:
     """List VMs (admin)."""
+    common.known("--state", None if state is None else [state], values(VMState))
     pairs = common.pairs("--meta", meta)
     common.show(
         url,
@@ -369,7 +451,9 @@ def _vms_table(found: list[models.VM]) -> None:
         ["name", "pool", "state", "machine", "address", "ticket", "sandbox", "uses", "since"],
         [
             [
-                *(v.name, v.pool, v.state, v.machine_state, v.address, v.ticket, v.sandbox),
+                *(v.name, v.pool, v.state, v.machine_state, v.address),
+                ",".join(v.tickets) if len(v.tickets) > 1 else v.ticket,
+                v.sandbox,
                 v.uses,
                 output.when(v.state_since),
             ]
@@ -616,7 +700,7 @@ def status(
 def version_callback(value: bool) -> None:
     """Print the version and exit."""
     if value:
-        output.console.print(f"corral {__version__}", markup=False)
+        output.console.print(entry.version_text(), markup=False)
         raise typer.Exit()
 
 
@@ -634,4 +718,74 @@ def _root(
 
 def main() -> None:
     """The console-script entry point."""
-    app()
+    only(app, sys.argv[1:])()
+
+
+ROOT_VALUE_OPTIONS = ("--url", "--token")
+"""The root's options that take a value (``corral --url X tickets``)."""
+
+
+def only(root: typer.Typer, argv: list[str]) -> typer.Typer:
+    """``root`` with only the command or group that ``argv`` names, when it names one.
+
+    Typer builds a click command for every registered command at each start, evaluating every
+    parameter's annotation: about a sixth of ``corral tickets``'s instructions (issue 14). A
+    copy holding only the invoked command runs it the same way. With no command named
+    (``corral``, ``corral --help``) or an unknown one, ``root`` is returned whole, so that help,
+    and the error and its suggestions for an unknown command, list every command.
+    """
+    name = _command_in(argv)
+    if name is None:
+        return root
+    commands = [c for c in root.registered_commands if _command_name(c) == name]
+    groups = [g for g in root.registered_groups if _group_name(g) == name]
+    if len(commands) + len(groups) != 1:
+        return root
+    pruned = copy.copy(root)
+    pruned.registered_commands = commands
+    pruned.registered_groups = groups
+    return pruned
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The first argument that is not a root option or its value."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ROOT_VALUE_OPTIONS:
+            next(args, None)
+        elif arg == "--" or not arg.startswith("-"):
+            return None if arg == "--" else arg
+    return None
+
+
+def _command_name(info: typer.models.CommandInfo) -> str | None:
+    if info.name:
+        return info.name
+    return None if info.callback is None else typer.main.get_command_name(info.callback.__name__)
+
+
+def _group_name(info: typer.models.TyperInfo) -> str | None:
+    inner = info.typer_instance.info.name if info.typer_instance else None
+    for name in (info.name, inner):
+        if isinstance(name, str) and name:  # unset names are typer's DefaultPlaceholder
+            return name
+    return None
+
+
+def one_line_summaries(group: typer.Typer) -> None:
+    """Give every command of ``group`` (and of its sub-groups) a one-line summary for the
+    command lists of ``--help``: the first paragraph of its docstring, its line breaks joined.
+
+    In rich markup mode Typer keeps a docstring's line breaks in those lists, so a summary
+    wrapped at 100 columns in the source was shown as ragged lines cut mid-sentence.
+    """
+    for info in group.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            info.short_help = " ".join(text.strip().split("\n\n")[0].split())
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            one_line_summaries(sub.typer_instance)
+
+
+one_line_summaries(app)

@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
 
 from corral import exceptions
+from corral.cli import plain
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PIPE_WIDTH = 200
 """Width of tables written to a pipe or file: wide enough that nothing gets truncated."""
@@ -27,11 +30,25 @@ def _width(stream: object) -> int | None:
     return None if callable(isatty) and isatty() else PIPE_WIDTH
 
 
-console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+# rich is imported when one of these is first used, not with this module: a command whose
+# output is a table written to a pipe needs none of it (see table() and corral.cli.plain).
+console: Console
 """Standard output (tables, results)."""
 
-errors = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+errors: Console
 """Standard error (problems, notices)."""
+
+
+def __getattr__(name: str) -> object:
+    """``console`` and ``errors``, made when first used (PEP 562)."""
+    if name not in ("console", "errors"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    stream = sys.stderr if name == "errors" else sys.stdout
+    made = Console(stderr=name == "errors", highlight=False, soft_wrap=True, width=_width(stream))
+    globals()[name] = made
+    return made
 
 
 class Exit(IntEnum):
@@ -112,13 +129,28 @@ def text(value: object) -> str:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Print a rich table (or a one-line note when there are no rows)."""
+    """Print a rich table (or a one-line note when there are no rows).
+
+    On a pipe or a file the table is written by :mod:`corral.cli.plain` when it can write what
+    rich would, which spares the command importing rich.
+    """
+    cells = [[text(cell) for cell in row] for row in rows]
+    if "console" not in globals() and plain.plain_stream(sys.stdout):
+        written = f"no {title.lower()}\n" if not rows else None
+        written = written or plain.render(title, columns, cells, PIPE_WIDTH)
+        if written is not None:
+            sys.stdout.write(written)
+            sys.stdout.flush()  # as rich does: a note on stderr after it stays after it
+            return
+    stdout = sys.modules[__name__].console  # made on first use (a bare name would not be)
     if not rows:
-        console.print(f"[dim]no {title.lower()}[/dim]")
+        stdout.print(f"[dim]no {title.lower()}[/dim]")
         return
+    from rich.table import Table
+
     out = Table(title=title, title_justify="left")
     for column in columns:
         out.add_column(column)
-    for row in rows:
-        out.add_row(*(text(cell) for cell in row))
-    console.print(out)
+    for row in cells:
+        out.add_row(*row)
+    stdout.print(out)

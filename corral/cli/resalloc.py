@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from corral import config as corral_config
 from corral import exceptions
 from corral.cli import output
 from corral.cli.common import Json, handle_errors
-from corral.pools.config import POOL_NAME, PoolConfig
+
+# YAML and the configuration models are imported where they are used: every 'corral' command
+# loads this module, and only 'import-resalloc' needs them.
 
 DEFAULTS: Mapping[str, object] = {
     "max": 4,
@@ -105,6 +105,8 @@ def _tags(value: object, where: str, notes: list[str], priorities: dict[str, int
 
 def convert_pool(name: str, raw: object, notes: list[str]) -> dict[str, object] | None:
     """One resalloc pool as a corral pool (``None`` when it cannot be carried over)."""
+    from corral.pools.config import POOL_NAME, PoolConfig
+
     if not isinstance(raw, Mapping):
         notes.append(f"{name}: not a mapping, skipped (resalloc ignores it too)")
         return None
@@ -231,6 +233,10 @@ def import_resalloc(
 ) -> None:
     """Write the corral configuration equivalent to resalloc's pools.yaml, and list on stderr
     what has no equivalent (exit 3 if the file cannot be read or the result is invalid)."""
+    import yaml
+
+    from corral import config as corral_config
+
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -18,6 +18,7 @@ from contextlib import suppress
 from types import FrameType
 
 from corral import exceptions
+from corral.cli import common
 from corral.client import models
 
 FORWARDED = (
@@ -34,19 +35,32 @@ it to the command itself)."""
 
 def environment(ticket: models.Ticket, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` plus what the command needs to reach its VM: ``CORRAL_TICKET``, ``CORRAL_VM``,
-    ``CORRAL_ADDRESS``, ``CORRAL_OWNER``, ``CORRAL_POOL`` (a ticket by pool) and one
-    ``CORRAL_META_<KEY>`` per metadata pair (the key upper-cased, other characters ``_``)."""
-    env = {k: v for k, v in base.items() if not k.startswith("CORRAL_META_")}
+    ``CORRAL_ADDRESS``, ``CORRAL_OWNER``, ``CORRAL_POOL`` (a ticket by pool), ``CORRAL_VMS``
+    and ``CORRAL_ADDRESSES`` (every VM of the ticket and its address, space-separated, in the
+    same order; the first is ``CORRAL_VM``; an unknown address is ``-``), one
+    ``CORRAL_META_<KEY>`` per metadata pair (the key upper-cased, other characters ``_``) and one
+    ``CORRAL_CONNECTION_<KEY>`` per connection detail of the VM (``CORRAL_CONNECTION_USER``,
+    ``CORRAL_CONNECTION_PORT``...)."""
+    env = {
+        k: v for k, v in base.items() if not k.startswith(("CORRAL_META_", "CORRAL_CONNECTION_"))
+    }
     env.update(
         CORRAL_TICKET=ticket.id,
         CORRAL_VM=ticket.vm or "",
         CORRAL_ADDRESS=ticket.address or "",
         CORRAL_OWNER=ticket.owner,
     )
+    held = common.with_addresses(ticket)
+    if not held and ticket.vm:  # a server older than multi-machine tickets
+        held = [(ticket.vm, ticket.address)]
+    env["CORRAL_VMS"] = " ".join(name for name, _ in held)
+    env["CORRAL_ADDRESSES"] = " ".join(address or "-" for _, address in held)
     if ticket.pool is not None:
         env["CORRAL_POOL"] = ticket.pool
     for key, value in ticket.meta.items():
         env["CORRAL_META_" + re.sub(r"[^A-Z0-9_]", "_", key.upper())] = value
+    for key, value in ticket.connection.items():
+        env["CORRAL_CONNECTION_" + re.sub(r"[^A-Z0-9_]", "_", key.upper())] = value
     return env
 
 

@@ -39,7 +39,10 @@ def render_vm(vm: models.VM) -> None:
             ("machine state", vm.machine_state),
             ("since", _when(vm.state_since)),
             ("address", vm.address),
-            ("ticket", vm.ticket),
+            ("connection", common.meta_text(vm.connection)),
+            ("ticket", vm.ticket if len(vm.tickets) < 2 else None),
+            ("tickets", ", ".join(vm.tickets) if len(vm.tickets) > 1 else None),
+            ("load", _load(vm)),
             ("sandbox", vm.sandbox),
             ("uses", vm.uses),
             ("number in pool", vm.id_in_pool),
@@ -49,6 +52,7 @@ def render_vm(vm: models.VM) -> None:
             ("livecheck failures", vm.livecheck_failures or None),
             ("reason", vm.reason),
             ("held until", _when(vm.hold_until)),
+            ("external", "yes: corral never destroys it" if vm.external else None),
         ],
     )
 
@@ -65,8 +69,16 @@ def render_ticket(ticket: models.Ticket) -> None:
             ("sandbox", ticket.sandbox),
             ("priority", ticket.priority),
             ("meta", common.meta_text(ticket.meta)),
-            ("vm", ticket.vm),
-            ("address", ticket.address),
+            ("count", ticket.count if ticket.count > 1 else None),
+            ("requests", _entries(ticket) if ticket.requests else None),
+            (
+                "exclusive",
+                "yes: whole VMs, shared with no other ticket" if ticket.exclusive else None,
+            ),
+            ("vm", ticket.vm if len(ticket.vms) < 2 else None),
+            ("address", ticket.address if len(ticket.vms) < 2 else None),
+            ("vms", _vms(ticket) if len(ticket.vms) > 1 else None),
+            ("connection", common.meta_text(ticket.connection)),
             ("created", _when(ticket.created_at)),
             ("assigned at", _when(ticket.assigned_at)),
             ("closed at", _when(ticket.closed_at)),
@@ -74,6 +86,28 @@ def render_ticket(ticket: models.Ticket) -> None:
             ("expires", _when(ticket.expires_at)),
             ("reason", ticket.reason),
         ],
+    )
+
+
+def _load(vm: models.VM) -> str | None:
+    """How many tickets hold a VM, said only when it holds more than one or an exclusive one."""
+    if vm.exclusive:
+        return f"{vm.load} (exclusive)"
+    return str(vm.load) if vm.load > 1 else None
+
+
+def _entries(ticket: models.Ticket) -> str:
+    """A list ticket's entries as asked for, in order: ``2 of pool x86; 1 tagged s390x``."""
+    return "; ".join(
+        f"{e.count} of pool {e.pool}" if e.pool else f"{e.count} tagged {', '.join(e.tags)}"
+        for e in ticket.requests
+    )
+
+
+def _vms(ticket: models.Ticket) -> str:
+    return ", ".join(
+        name + (f" at {address}" if address else "")
+        for name, address in common.with_addresses(ticket)
     )
 
 
@@ -100,7 +134,8 @@ def render_pool(pool: models.PoolStatus) -> None:
             (
                 "spawns",
                 f"{s.spawn_attempts} attempted, {s.spawn_failures} failed"
-                + ("" if rate is None else f" ({rate} succeeded)"),
+                + ("" if rate is None else f" ({rate} succeeded)")
+                + f", {s.wasted_spawns} wasted (terminated unused)",
             ),
             ("last spawn error", s.last_spawn_error),
             ("allocation wait", _pair(s.wait_p50, s.wait_p95)),

@@ -11,12 +11,27 @@ classes::
             run_build_on(ticket.address)
 
 This package must not import the server side (FastAPI, the controller, the store).
+:class:`AsyncClient` is imported on first use, so that the blocking client (and the ``corral``
+command built on it) does not load asyncio.
 """
 
 from __future__ import annotations
 
-from corral.client.aio import AsyncClient
+from typing import TYPE_CHECKING
+
 from corral.client.models import VM, LockStatus, PoolStatus, Task, Ticket
 from corral.client.sync import Client
 
+if TYPE_CHECKING:
+    from corral.client.aio import AsyncClient
+
 __all__ = ["VM", "AsyncClient", "Client", "LockStatus", "PoolStatus", "Task", "Ticket"]
+
+
+def __getattr__(name: str) -> object:
+    """``AsyncClient``, imported when first asked for (PEP 562)."""
+    if name == "AsyncClient":
+        from corral.client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

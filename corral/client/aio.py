@@ -19,7 +19,8 @@ from typing import TypeVar, Unpack
 import httpx
 
 from corral import exceptions
-from corral.client import core, flows, models
+from corral.client import core, flows, models, sse
+from corral.types import JSON
 
 T = TypeVar("T")
 
@@ -37,7 +38,9 @@ class AsyncClient:
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._http = http or httpx.AsyncClient(base_url=url, timeout=timeout)
+        self._http = http or httpx.AsyncClient(
+            base_url=url, timeout=timeout, verify=core.verify(url)
+        )
         self._headers = core.headers(token)
 
     async def send(self, call: core.Call[T]) -> T:
@@ -185,6 +188,34 @@ class AsyncClient:
         """Make the server re-read and apply its configuration file (admin)."""
         return await self.send(core.reload_config())
 
+    async def register_vm(self, pool: str, name: str, address: str) -> models.VM:
+        """Add a machine made elsewhere to ``pool`` once it passes a livecheck (admin)."""
+        return await self.send(core.register_vm(pool, name, address))
+
+    async def forget_vm(self, name: str, *, force: bool = False) -> models.VM:
+        """Stop tracking a VM without touching it; ``force`` also one in use (admin)."""
+        return await self.send(core.forget_vm(name, force=force))
+
+    async def return_machine(self, name: str) -> models.Machine:
+        """Put a static pool's machine back in service after maintenance (admin)."""
+        return await self.send(core.return_machine(name))
+
+    async def machine_maintenance(self, name: str, reason: str) -> models.Machine:
+        """Take a static pool's machine out of service with ``reason`` (admin)."""
+        return await self.send(core.machine_maintenance(name, reason))
+
+    async def pool_info(self, pool: str) -> dict[str, JSON]:
+        """Every key/value pair of a pool's info."""
+        return await self.send(core.get_pool_info(pool))
+
+    async def get_pool_info(self, pool: str, key: str) -> JSON:
+        """One key of a pool's info (``NotFound`` when it is not set)."""
+        return (await self.send(core.get_pool_info_key(pool, key))).value
+
+    async def set_pool_info(self, pool: str, key: str, value: JSON) -> None:
+        """Set one key of a pool's info to a JSON value (``None`` removes it; admin)."""
+        await self.send(core.set_pool_info(pool, key, value))
+
     # --- pools, VMs, tasks, locks ------------------------------------------------------------
 
     async def list_pools(self) -> list[models.PoolStatus]:
@@ -232,6 +263,54 @@ class AsyncClient:
         """Every pool (or one) and its VMs as human-readable text (admin)."""
         return await self.send(core.summary(pool=pool))
 
+    async def vm_logs(
+        self, name: str, *, after: int = 0, limit: int = 100
+    ) -> list[models.CommandLogEntry]:
+        """The backend commands run for VM ``name`` with an id above ``after``, oldest first
+        (admin)."""
+        return await self.send(core.vm_logs(name, after=after, limit=limit))
+
+    async def events(
+        self,
+        *,
+        last_id: int | None = None,
+        kinds: Sequence[str] | None = None,
+        reconnect: bool = True,
+    ) -> AsyncIterator[sse.ServerEvent]:
+        """The server's event stream, reopened with ``Last-Event-ID`` when it breaks: see
+        :meth:`corral.client.Client.events`."""
+        resume = sse.Resume(last_id, None if kinds is None else tuple(kinds))
+        timeout = httpx.Timeout(self.timeout, read=sse.READ_TIMEOUT)
+        while True:
+            try:
+                with core.transport_errors(self.url, self.timeout):
+                    async with self._http.stream(
+                        "GET",
+                        sse.PATH,
+                        headers=resume.headers(self._headers),
+                        params=resume.params(),
+                        timeout=timeout,
+                    ) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                            raise core.error_from(
+                                response.status_code,
+                                sse.body(response.content),
+                                response.content,
+                            )
+                        decoder = sse.Decoder()
+                        async for line in response.aiter_lines():
+                            event = decoder.feed(line)
+                            if event is not None:
+                                resume.seen(event)
+                                yield event
+            except exceptions.ServerUnreachable:
+                if not reconnect:
+                    raise
+            if not reconnect:
+                return
+            await asyncio.sleep(resume.backoff())
+
     async def list_tasks(
         self, *, state: str | None = None, tag: str | None = None
     ) -> list[models.Task]:
@@ -257,6 +336,10 @@ class AsyncClient:
     async def list_locks(self) -> list[models.LockStatus]:
         """Every lock's holders and queue (admin)."""
         return await self.send(core.list_locks())
+
+    async def list_hosts(self) -> list[models.Host]:
+        """Every host of the cluster, alive or dead, and the pools it leads (admin)."""
+        return await self.send(core.list_hosts())
 
     async def health(self) -> models.Health:
         """The server's health."""

@@ -11,6 +11,7 @@ This module must not do I/O: no sockets, no threads, no event loop, no clock.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from corral import __version__, exceptions
 from corral.client import models
@@ -53,11 +54,15 @@ class Call(Generic[T_co]):
 
 
 def _parser(model: type[T]) -> Callable[[JSON], T]:
-    adapter = TypeAdapter(model)
+    # The adapter is built on the first answer it reads, not at import: a command that lists
+    # tickets then builds the ticket model's validator only (``corral tickets`` starts faster).
+    adapters: list[TypeAdapter[T]] = []
 
     def parse(data: JSON) -> T:
+        if not adapters:
+            adapters.append(TypeAdapter(model))
         try:
-            return adapter.validate_python(data)
+            return adapters[0].validate_python(data)
         except ValidationError as exc:
             name = getattr(model, "__name__", str(model))
             raise exceptions.CorralError(
@@ -115,6 +120,7 @@ _pools = _parser(list[models.PoolStatus])
 _task = _parser(models.Task)
 _tasks = _parser(list[models.Task])
 _locks = _parser(list[models.LockStatus])
+_hosts = _parser(list[models.Host])
 _health = _parser(models.Health)
 _summary = _parser(models.PoolSummary)
 _mode = _parser(models.PoolMode)
@@ -122,6 +128,10 @@ _drain = _parser(models.DrainResult)
 _audit = _parser(list[models.AuditEntry])
 _reconcile = _parser(list[models.ReconcileReport])
 _reload = _parser(models.ReloadResult)
+_command_logs = _parser(list[models.CommandLogEntry])
+_machine = _parser(models.Machine)
+_info = _parser(dict[str, JsonValue])
+_info_entry = _parser(models.PoolInfoEntry)
 
 
 def _ignore(_: JSON) -> None:
@@ -149,6 +159,38 @@ class TicketArgs(TypedDict, total=False):
     """The lease in seconds (default the pool's ``ticket_ttl``)."""
     meta: Mapping[str, str] | None
     """Small key/value metadata kept with the ticket and searchable."""
+    count: int
+    """How many VMs of one pool, assigned together and released together (default 1)."""
+    exclusive: bool
+    """Whole VMs, shared with no other ticket (on a pool whose VMs have several slots)."""
+    requests: Sequence[Mapping[str, object]] | None
+    """A list ticket instead of ``pool``/``tags``/``count``: entries such as
+    ``{"pool": "x86", "count": 2}`` or ``{"tags": ["s390x"]}``, all assigned together (the
+    ticket's ``vms`` in entry order) and released together."""
+
+
+def _entries(requests: object) -> list[models.TicketEntry]:
+    """A list ticket's entries, checked before sending (``InvalidInput`` naming the entry)."""
+    if isinstance(requests, str | bytes | Mapping) or not isinstance(requests, Sequence):
+        raise exceptions.InvalidInput("requests must be a list of entries such as {'pool': 'x86'}")
+    if not 1 <= len(requests) <= models.MAX_REQUESTS:
+        raise exceptions.InvalidInput(
+            f"requests must hold 1 to {models.MAX_REQUESTS} entries, not {len(requests)}"
+        )
+    found = []
+    for i, entry in enumerate(requests):
+        if not isinstance(entry, Mapping):
+            raise exceptions.InvalidInput(f"requests[{i}] must be a mapping, not {entry!r}")
+        try:
+            checked = models.TicketEntry.model_validate(dict(entry))
+        except ValueError as exc:
+            raise exceptions.InvalidInput(f"requests[{i}]: {exc}") from None
+        if (checked.pool is None) == (not checked.tags):
+            raise exceptions.InvalidInput(
+                f"requests[{i}] must name a pool or give tags (one of the two, not both)"
+            )
+        found.append(checked)
+    return found
 
 
 def create_ticket(
@@ -162,6 +204,9 @@ def create_ticket(
     wait: float | None = None,
     key: str | None = None,
     meta: Mapping[str, str] | None = None,
+    count: int = 1,
+    exclusive: bool = False,
+    requests: Sequence[Mapping[str, object]] | None = None,
 ) -> Call[models.Ticket]:
     """``POST /v1/tickets``: ask for one VM of ``pool`` or of a pool carrying ``tags``.
 
@@ -169,9 +214,22 @@ def create_ticket(
     ``key`` (an idempotency key), a repeated create returns the first ticket, and
     :func:`find_ticket` finds it even when the answer was lost. ``meta`` is small key/value
     metadata kept with the ticket (:func:`list_tickets` and :func:`list_vms` search it).
+    ``count`` VMs of one pool are assigned together (the ticket's ``vms``); ``exclusive`` asks
+    for whole VMs on a pool whose VMs serve several tickets at once. ``requests`` (entries such as
+    ``{"pool": "x86", "count": 2}`` or ``{"tags": ["s390x"]}``) asks for a list ticket instead of
+    ``pool``/``tags``/``count``: every entry's VMs together, in entry order.
     """
+    entries = None if requests is None else _entries(requests)
+    if entries is not None and (pool is not None or tags or count != 1):
+        raise exceptions.InvalidInput("requests cannot be combined with pool, tags or count")
     if isinstance(tags, str):
         raise exceptions.InvalidInput("tags must be a list of strings, not one string")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= models.MAX_COUNT:
+        raise exceptions.InvalidInput(
+            f"count must be a whole number from 1 to {models.MAX_COUNT}, not {count!r}"
+        )
+    if not isinstance(exclusive, bool):
+        raise exceptions.InvalidInput(f"exclusive must be True or False, not {exclusive!r}")
     if wait is not None and wait < 0:
         raise exceptions.InvalidInput(f"wait must be >= 0, got {wait}")
     wait = None if wait is None else min(wait, MAX_WAIT_PER_REQUEST)
@@ -183,10 +241,17 @@ def create_ticket(
         priority=priority,
         ttl=ttl,
         meta=dict(meta or {}),
+        count=count,
+        exclusive=exclusive,
+        requests=entries,
     )
     fields = request.model_dump(mode="json", exclude_none=True)
-    if not meta:
-        del fields["meta"]  # an older server refuses a field it does not know
+    if entries is not None:
+        del fields["tags"]
+    # an older server refuses a field it does not know: send only what differs from the default
+    for name, default in (("meta", {}), ("count", 1), ("exclusive", False)):
+        if fields[name] == default:
+            del fields[name]
     body: JSON = fields
     return Call(
         "POST",
@@ -285,6 +350,17 @@ def terminate_vm(name: str, *, if_states: Sequence[str] | None = None) -> Call[m
     return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/terminate", _vm, params=params)
 
 
+def vm_logs(name: str, *, after: int = 0, limit: int = 100) -> Call[list[models.CommandLogEntry]]:
+    """``GET /v1/vms/{name}/logs``: the backend commands run for the VM with an id above
+    ``after``, oldest first, at most ``limit``."""
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise exceptions.InvalidInput(f"after must be a record id >= 0, not {after!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise exceptions.InvalidInput(f"limit must be a positive integer, not {limit!r}")
+    params = _params(after=after or None, limit=limit)
+    return Call("GET", f"/v1/vms/{_segment(name, 'VM name')}/logs", _command_logs, params=params)
+
+
 def terminate_pool_vms(
     pool: str,
     *,
@@ -370,6 +446,58 @@ def reload_config() -> Call[models.ReloadResult]:
     return Call("POST", "/v1/config/reload", _reload)
 
 
+# --- machines made elsewhere, forgotten, returned; pool info (issue 15) -------------------------
+
+
+def register_vm(pool: str, name: str, address: str) -> Call[models.VM]:
+    """``POST /v1/vms``: a machine made elsewhere joins ``pool`` once it passes a livecheck."""
+    for value, what in ((pool, "pool"), (name, "VM name"), (address, "address")):
+        if not isinstance(value, str) or not value:
+            raise exceptions.InvalidInput(f"{what} must be a non-empty string")
+    body: JSON = {"pool": pool, "name": name, "address": address}
+    return Call("POST", "/v1/vms", _vm, body=body)
+
+
+def forget_vm(name: str, *, force: bool = False) -> Call[models.VM]:
+    """``POST /v1/vms/{name}/forget``: stop tracking a VM without touching it (``force``: also
+    one in use, whose ticket fails)."""
+    params = _params(force="true" if force else None)
+    return Call("POST", f"/v1/vms/{_segment(name, 'VM name')}/forget", _vm, params=params)
+
+
+def return_machine(name: str) -> Call[models.Machine]:
+    """``POST /v1/vms/{name}/return``: a static pool's machine leaves maintenance."""
+    return Call("POST", f"/v1/vms/{_segment(name, 'machine name')}/return", _machine)
+
+
+def machine_maintenance(name: str, reason: str) -> Call[models.Machine]:
+    """``POST /v1/vms/{name}/maintenance``: a static pool's machine leaves service."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise exceptions.InvalidInput("a maintenance reason must be non-empty text")
+    path = f"/v1/vms/{_segment(name, 'machine name')}/maintenance"
+    return Call("POST", path, _machine, body={"reason": reason})
+
+
+def get_pool_info(pool: str) -> Call[dict[str, JsonValue]]:
+    """``GET /v1/pools/{pool}/info``: every key/value pair of the pool's info."""
+    return Call("GET", f"/v1/pools/{_segment(pool, 'pool')}/info", _info)
+
+
+def get_pool_info_key(pool: str, key: str) -> Call[models.PoolInfoEntry]:
+    """``GET /v1/pools/{pool}/info/{key}`` (``NotFound`` when the key is not set)."""
+    path = f"/v1/pools/{_segment(pool, 'pool')}/info/{_segment(key, 'info key')}"
+    return Call("GET", path, _info_entry)
+
+
+def set_pool_info(pool: str, key: str, value: JSON) -> Call[models.PoolInfoEntry]:
+    """``PUT /v1/pools/{pool}/info/{key}`` with a JSON value; ``None`` removes the key
+    (``DELETE``)."""
+    path = f"/v1/pools/{_segment(pool, 'pool')}/info/{_segment(key, 'info key')}"
+    if value is None:
+        return Call("DELETE", path, _info_entry)
+    return Call("PUT", path, _info_entry, body={"value": value})
+
+
 # --- tasks, locks, health ----------------------------------------------------------------------
 
 
@@ -404,6 +532,11 @@ def list_locks() -> Call[list[models.LockStatus]]:
     return Call("GET", "/v1/locks", _locks)
 
 
+def list_hosts() -> Call[list[models.Host]]:
+    """``GET /v1/hosts``."""
+    return Call("GET", "/v1/hosts", _hosts)
+
+
 def health() -> Call[models.Health]:
     """``GET /healthz``."""
     return Call("GET", "/healthz", _health)
@@ -418,6 +551,19 @@ def headers(token: str | None) -> dict[str, str]:
     if token:
         result["Authorization"] = f"Bearer {token}"
     return result
+
+
+def verify(url: str) -> ssl.SSLContext | bool:
+    """What the HTTP client checks TLS certificates with: the default authorities for an
+    ``https`` URL; for a plain ``http`` URL, a verifying context that trusts no authority.
+
+    Loading the default bundle costs about 30 ms, paid by every ``corral`` command, although
+    nothing is encrypted on an ``http`` URL. The empty context fails closed: were a request ever
+    to reach an ``https`` address through it, its certificate would be refused, not accepted.
+    """
+    if url.lower().startswith("https:"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
 
 
 def request(call: Call[object], headers: Mapping[str, str], timeout: float) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from typing import TypeVar, Unpack
 import httpx
 
 from corral import exceptions
-from corral.client import core, flows, models
+from corral.client import core, flows, models, sse
+from corral.types import JSON
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ class Client:
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._http = http or httpx.Client(base_url=url, timeout=timeout)
+        self._http = http or httpx.Client(base_url=url, timeout=timeout, verify=core.verify(url))
         self._headers = core.headers(token)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -133,10 +134,13 @@ class Client:
         """Hold one VM for the ``with`` block: yields the assigned ticket (``.vm``, ``.address``).
 
         Takes the ticket request of :class:`~corral.client.core.TicketArgs` (``pool=`` or
-        ``tags=``, ``sandbox=``, ...). Waits at most ``timeout`` seconds (:class:`TicketTimeout`),
-        renews the lease in the background while the block runs, and closes the ticket on exit,
-        also on exceptions, and also when interrupted (Ctrl-C) before the server's answer came:
-        the ticket is then found by the idempotency key it was created with.
+        ``tags=``, ``sandbox=``, ...). With ``count=N`` the ticket holds N VMs of one pool,
+        assigned together (``.vms``, ``.addresses``) and released together on exit;
+        ``exclusive=True`` asks for whole VMs on a pool whose VMs have several slots. Waits at
+        most ``timeout`` seconds (:class:`TicketTimeout`), renews the lease in the background
+        while the block runs, and closes the ticket on exit, also on exceptions, and also when
+        interrupted (Ctrl-C) before the server's answer came: the ticket is then found by the
+        idempotency key it was created with.
         """
         acquisition = flows.Acquisition(timeout=timeout, **request)
         try:
@@ -205,6 +209,34 @@ class Client:
         """Make the server re-read and apply its configuration file (admin)."""
         return self.send(core.reload_config())
 
+    def register_vm(self, pool: str, name: str, address: str) -> models.VM:
+        """Add a machine made elsewhere to ``pool`` once it passes a livecheck (admin)."""
+        return self.send(core.register_vm(pool, name, address))
+
+    def forget_vm(self, name: str, *, force: bool = False) -> models.VM:
+        """Stop tracking a VM without touching it; ``force`` also one in use (admin)."""
+        return self.send(core.forget_vm(name, force=force))
+
+    def return_machine(self, name: str) -> models.Machine:
+        """Put a static pool's machine back in service after maintenance (admin)."""
+        return self.send(core.return_machine(name))
+
+    def machine_maintenance(self, name: str, reason: str) -> models.Machine:
+        """Take a static pool's machine out of service with ``reason`` (admin)."""
+        return self.send(core.machine_maintenance(name, reason))
+
+    def pool_info(self, pool: str) -> dict[str, JSON]:
+        """Every key/value pair of a pool's info."""
+        return self.send(core.get_pool_info(pool))
+
+    def get_pool_info(self, pool: str, key: str) -> JSON:
+        """One key of a pool's info (``NotFound`` when it is not set)."""
+        return (self.send(core.get_pool_info_key(pool, key))).value
+
+    def set_pool_info(self, pool: str, key: str, value: JSON) -> None:
+        """Set one key of a pool's info to a JSON value (``None`` removes it; admin)."""
+        self.send(core.set_pool_info(pool, key, value))
+
     # --- pools, VMs, tasks, locks ------------------------------------------------------------
 
     def list_pools(self) -> list[models.PoolStatus]:
@@ -229,6 +261,61 @@ class Client:
     def get_vm(self, name: str) -> models.VM:
         """One VM (admin)."""
         return self.send(core.get_vm(name))
+
+    def vm_logs(
+        self, name: str, *, after: int = 0, limit: int = 100
+    ) -> list[models.CommandLogEntry]:
+        """The backend commands run for VM ``name`` with an id above ``after``, oldest first:
+        argv, exit status, duration, stdout and stderr (admin)."""
+        return self.send(core.vm_logs(name, after=after, limit=limit))
+
+    def events(
+        self,
+        *,
+        last_id: int | None = None,
+        kinds: Sequence[str] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[sse.ServerEvent]:
+        """The server's event stream (``GET /v1/events``), event by event, for ever.
+
+        ``last_id`` starts after that event (the server replays what it still keeps, or sends
+        ``resync``); ``kinds`` narrows it (``ticket``, ``vm``, ``task``, ``pool``). A stream that
+        ends or breaks is reopened with ``Last-Event-ID`` (waiting 1 s, doubling up to 30 s
+        while it fails), so nothing is missed silently; with ``reconnect=False`` the first
+        break ends the iteration (a lost connection raises :class:`ServerUnreachable`). An
+        error answer (a bad token, ...) raises its :mod:`corral.exceptions` class.
+        """
+        resume = sse.Resume(last_id, None if kinds is None else tuple(kinds))
+        timeout = httpx.Timeout(self.timeout, read=sse.READ_TIMEOUT)
+        while True:
+            try:
+                with core.transport_errors(self.url, self.timeout):
+                    with self._http.stream(
+                        "GET",
+                        sse.PATH,
+                        headers=resume.headers(self._headers),
+                        params=resume.params(),
+                        timeout=timeout,
+                    ) as response:
+                        if response.status_code != 200:
+                            response.read()
+                            raise core.error_from(
+                                response.status_code,
+                                sse.body(response.content),
+                                response.content,
+                            )
+                        decoder = sse.Decoder()
+                        for line in response.iter_lines():
+                            event = decoder.feed(line)
+                            if event is not None:
+                                resume.seen(event)
+                                yield event
+            except exceptions.ServerUnreachable:
+                if not reconnect:
+                    raise
+            if not reconnect:
+                return
+            time.sleep(resume.backoff())
 
     def terminate_pool_vms(
         self,
@@ -275,6 +362,10 @@ class Client:
     def list_locks(self) -> list[models.LockStatus]:
         """Every lock's holders and queue (admin)."""
         return self.send(core.list_locks())
+
+    def list_hosts(self) -> list[models.Host]:
+        """Every host of the cluster, alive or dead, and the pools it leads (admin)."""
+        return self.send(core.list_hosts())
 
     def health(self) -> models.Health:
         """The server's health."""

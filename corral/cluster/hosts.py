@@ -12,11 +12,12 @@ from __future__ import annotations
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from corral import exceptions
+
+if TYPE_CHECKING:  # annotations only: a SQLite 'corral serve' need not load psycopg (issue 14)
+    import psycopg
 
 _REGISTER = """
 INSERT INTO cluster_hosts (host_id, incarnation, session, address, version, config_hash,

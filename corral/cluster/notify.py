@@ -6,6 +6,8 @@ reconnect, ``on_resync()`` is called once LISTEN is in place again: a notificati
 the connection was down is lost, so the owner must re-read its state then. ``on_beat()`` runs
 on the listener's connection at every heartbeat; if it raises :class:`LeaseLapsed`, the owner
 learns it through ``on_lapsed()`` and the thread goes on (the owner re-registers).
+Further ``channels`` may be listened on too; their messages go to ``on_message(channel,
+payload)`` (the main channel stays the owner's private one, where :data:`STOP` ends the thread).
 
 Callbacks run on this thread and must not block; they usually hand over to an event loop.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -42,6 +44,9 @@ class Listener(threading.Thread):
         on_beat: Callable[[psycopg.Connection[Any]], None],
         on_resync: Callable[[], None],
         on_lapsed: Callable[[psycopg.Connection[Any]], str],
+        *,
+        channels: Sequence[str] = (),
+        on_message: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(name=f"corral-listen-{channel}", daemon=True)
         self._url = url
@@ -51,6 +56,9 @@ class Listener(threading.Thread):
         self._on_beat = on_beat
         self._on_resync = on_resync
         self._on_lapsed = on_lapsed
+        # further channels (one per purpose); their messages go to on_message(channel, payload)
+        self._channels = tuple(channels)
+        self._on_message = on_message
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self.listening = threading.Event()
@@ -81,7 +89,8 @@ class Listener(threading.Thread):
                 conn = self._conn
                 if conn is None or conn.closed:
                     conn = self._conn = self._connect()
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    for channel in (self.channel, *self._channels):
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.listening.set()
                     if not first:
                         self.reconnects += 1
@@ -93,9 +102,8 @@ class Listener(threading.Thread):
                     next_beat = time.monotonic() + self._interval
                 wait = max(0.0, next_beat - time.monotonic())
                 for note in conn.notifies(timeout=wait):
-                    if note.payload == STOP or self._stopping.is_set():
+                    if self._stopping.is_set() or not self._dispatch(note):
                         return
-                    self._on_notify(note.payload)
                     if time.monotonic() >= next_beat:
                         break
             except psycopg.Error as exc:
@@ -108,6 +116,17 @@ class Listener(threading.Thread):
                 if self._stopping.wait(delay):
                     break
                 delay = min(delay * 2, 1.0)
+
+    def _dispatch(self, note: psycopg.Notify) -> bool:
+        """Hand ``note`` to its callback; False for :data:`STOP` on the main channel."""
+        if note.channel != self.channel:
+            if self._on_message is not None:
+                self._on_message(note.channel, note.payload)
+        elif note.payload == STOP:
+            return False
+        else:
+            self._on_notify(note.payload)
+        return True
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, autocommit=True, connect_timeout=10)

@@ -21,19 +21,23 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral import exceptions
 from corral.backends import load_backend
 from corral.backends.base import Backend
 from corral.backends.guard import GuardedBackend
+from corral.backends.static_inventory import MachineStatus
 from corral.config import CorralConfig
+from corral.controller import leadership, poolinfo, records, recovery, takeover, views, wiring
 from corral.controller import reconcile as reconciliation
-from corral.controller import records, recovery, views, wiring
 from corral.controller.assignment import Assigner
+from corral.controller.crosshost import CrossHost
 from corral.controller.events import Event, EventBus
 from corral.controller.maintenance import Maintenance
 from corral.controller.operators import Operators, PoolMode
 from corral.controller.preallocation import Preallocator
+from corral.controller.registry import Registry
 from corral.controller.reload import Reloader, ReloadReport
 from corral.controller.steps import REGISTRY, TERMINATE_REQUESTED
 from corral.controller.tickets import Tickets
@@ -49,15 +53,24 @@ from corral.pools.lifecycle import (
     values,
     vm_move,
 )
-from corral.pools.model import VM, PoolStatus, Ticket, TicketState, VMState
+from corral.pools.model import VM, PoolStatus, Request, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
-from corral.store.pools import AuditEntry, VMRow
+from corral.store.pools import AuditEntry, LeaseFence, VMRow
 from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
 
+if TYPE_CHECKING:  # psycopg is loaded only for a PostgreSQL store
+    from corral.locks.pg import PgLockManager
+
 log = logging.getLogger(__name__)
+
+
+async def _close_locks(made: Sequence[Controller]) -> None:
+    for ctl in made:  # a controller that failed to start: its PostgreSQL locks' threads end
+        if not isinstance(ctl.locks, LockManager):
+            await ctl.locks.close()
 
 
 class Controller:
@@ -76,6 +89,7 @@ class Controller:
         recover: bool = True,
         adopt: bool = False,
         claim: ownership.StoreClaim | None = None,
+        cluster: wiring.ClusterParts | None = None,
     ) -> None:
         """Wire the parts; prefer :meth:`create`, which also recovers and reconciles."""
         missing = sorted(set(config.pools) - set(backends))
@@ -86,7 +100,7 @@ class Controller:
         self.clock = clock
         self.tick = tick
         self.events = EventBus()
-        self.locks = LockManager()
+        self.locks: LockManager | PgLockManager = LockManager()
         running = max_running or max(16, sum(p.max_starting + 8 for p in config.pools.values()))
         self.maintains = recover
         """Whether this controller preallocates and maintains (False: it only assigns)."""
@@ -94,6 +108,16 @@ class Controller:
         """Whether reconciliation sweeps machines whose names the store never issued."""
         self._claim = claim
         engine_store = store if recover else wiring.without_recovery(store)
+        self.cluster = cluster
+        """This host's membership, leadership and takeover (issue 11; ``None``: secondary)."""
+        if cluster is not None and cluster.own is not None:
+            engine_store = wiring.owning(store, cluster.own)  # only its own tasks at start
+        if cluster is not None and parse_store_url(store.url).kind == "postgresql":
+            from corral.locks.pg import PgLockManager
+
+            # tasks' locks (vm/<name>, ...) must exclude each other across hosts: the lock
+            # table lives in PostgreSQL, bound to this host's membership lease
+            self.locks = PgLockManager(store.url, member=cluster.member)
         self.tasks = TaskEngine(
             engine_store,
             self.locks,
@@ -114,12 +138,14 @@ class Controller:
         self._started = False
         self._stopped = False
         self.operators = Operators(self)
+        self.registry = Registry(self)
         self.reloader = Reloader(self)  # reload hook (corral.controller.reload)
         self.maintenance = Maintenance(self)
         self.preallocation = Preallocator(self)
         self.assignment = Assigner(self)
         self.vm_tasks = VMTasks(self)
         self.ticket_ops = Tickets(self)
+        self.crosshost = CrossHost(self)  # wake-ups from and to other hosts (PostgreSQL)
         self._unsubscribe = self.tasks.subscribe(self._on_task)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -157,6 +183,7 @@ class Controller:
                 claim.release()
             raise
         guarded: dict[str, GuardedBackend] = {}
+        cluster: wiring.ClusterParts | None = None
         try:
             base = config.base_dir if config.base_dir is not None else Path.cwd()
             for name, pool in config.pools.items():
@@ -165,8 +192,12 @@ class Controller:
                     raw = load_backend(
                         pool.backend.type, pool.backend.options, pool=name, base_dir=base
                     )
+                raw.attach_store(the_store.url)  # cloud rate limits, quotas: cluster-wide on PG
                 guarded[name] = wiring.guard(pool, raw, poll_interval=poll_interval)
             recovery.mark(guarded, claim)
+            made: list[Controller] = []
+            if recover:
+                cluster = await wiring.join_cluster(config, the_store, lambda: made[0].tasks)
             ctl = cls(
                 config,
                 the_store,
@@ -177,12 +208,19 @@ class Controller:
                 recover=recover,
                 adopt=adopt,
                 claim=claim,
+                cluster=cluster,
             )
+            made.append(ctl)
+            await ctl._start_locks()  # before recovery: recovered tasks take locks again
             await ctl.tasks.start()
             if recover:
                 ctl.vm_tasks.note_recovered()
                 await ctl.reconcile()
         except BaseException:
+            if cluster is not None:
+                await _close_locks(made)
+                await cluster.member.stop()
+                await cluster.member.repo.close()
             for backend in guarded.values():
                 await backend.aclose()
             if opened:
@@ -192,12 +230,19 @@ class Controller:
             raise
         return ctl
 
+    async def _start_locks(self) -> None:
+        if not isinstance(self.locks, LockManager):
+            await self.locks.start()
+
     async def start(self) -> None:
         """Start preallocating, assigning and the maintenance loop."""
         if self._started:
             return
         self._started = True
         await self.operators.load()
+        await self.crosshost.start()
+        if self.cluster is not None:
+            self._start_cluster(self.cluster)
         if self.maintains:
             self.maintenance.start()
             for name in self._limits:
@@ -205,6 +250,62 @@ class Controller:
         else:
             self._spawn_bg(self._assign_ticker())
         self.kick_assign()
+
+    def _start_cluster(self, cluster: wiring.ClusterParts) -> None:
+        def changed(pool: str, leads: bool) -> None:
+            if leads and not self._stopped:  # a new leader tops up and maintains at once
+                self.kick_spawn(pool)
+                self.maintenance.wake()
+
+        cluster.leadership.on_change = changed
+        cluster.member.observe(cluster.leadership.update)
+        if cluster.takeover is not None:
+            cluster.member.observe(cluster.takeover.update)
+            cluster.member.observe(takeover.OrphanWatch(cluster.member, self).update)
+        cluster.member.start()
+
+    async def _stop_cluster(self, cluster: wiring.ClusterParts) -> None:
+        await cluster.member.stop(resign=False)
+        if cluster.takeover is not None:
+            await cluster.takeover.close()
+        await cluster.leadership.release_all()  # the next leader takes over at once
+        await cluster.member.stop(resign=True)
+        await cluster.member.repo.close()
+
+    def leads(self, pool: str) -> bool:
+        """Whether this host runs ``pool``'s maintenance: always on a single-host store; in a
+        cluster, while it holds the pool's leadership lease (:mod:`.leadership`)."""
+        cluster = self.cluster
+        if cluster is None or cluster.takeover is None:
+            return self.maintains
+        return cluster.leadership.leads(pool)
+
+    async def check_leadership(self, pool: str) -> None:
+        """Confirm, in the store, that this host still leads ``pool`` under its epoch before a
+        write on the leadership's behalf; ``StaleEpoch`` (logged) otherwise. A no-op on a
+        single-host store."""
+        cluster = self.cluster
+        if cluster is not None and cluster.takeover is not None:
+            await cluster.leadership.check(pool)
+
+    def lease_fence(self, pool: str) -> LeaseFence | None:
+        """The fence of a write on behalf of ``pool``'s leadership: checked by the store in the
+        write's own transaction (``None`` on a single-host store; ``StaleEpoch`` when this host
+        does not lead ``pool``)."""
+        cluster = self.cluster
+        if cluster is None or cluster.takeover is None:
+            return None
+        epoch = cluster.leadership.epoch(pool)
+        if epoch is None:
+            raise exceptions.StaleEpoch(f"host {cluster.member.host_id} does not lead {pool!r}")
+        return LeaseFence(leadership.lease_name(pool), cluster.member.session, epoch)
+
+    async def list_hosts(self) -> list[leadership.HostView]:
+        """Every host of the cluster (this one alone on a single-host store) and what it leads;
+        empty for a secondary controller (it is no member)."""
+        if self.cluster is None:
+            return []
+        return await leadership.host_views(self.cluster.member)
 
     async def _assign_ticker(self) -> None:
         # A secondary controller hears of VMs made ready by another process only through the
@@ -221,6 +322,9 @@ class Controller:
         for timer in self._timers:
             timer.cancel()
         self.vm_tasks.close()
+        if self.cluster is not None:
+            await self._stop_cluster(self.cluster)
+        await self.crosshost.close()
         await self.maintenance.stop()
         await self.assignment.close()
         await self.preallocation.close()
@@ -230,6 +334,8 @@ class Controller:
         await asyncio.gather(*runners, return_exceptions=True)
         self._unsubscribe()
         await self.tasks.close()
+        if not isinstance(self.locks, LockManager):
+            await self.locks.close()
         try:
             await self.flush_stats()
         except exceptions.CorralError as exc:
@@ -344,6 +450,7 @@ class Controller:
             Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
         )
         if row.pool in self._limits:
+            self.crosshost.vm_changed(row.pool, effects)
             if Effect.KICK_ASSIGN in effects:
                 self.kick_assign()
             if Effect.KICK_SPAWN in effects:
@@ -442,9 +549,16 @@ class Controller:
 
     # --- preallocation and assignment (corral.controller.preallocation / .assignment) -------
 
+    def pool_names(self) -> Sequence[str]:
+        """The pools this controller runs."""
+        return list(self._limits)
+
     def kick_spawn(self, pool: str) -> None:
         """Re-plan ``pool``'s preallocation soon (coalesced with other kicks)."""
-        self.preallocation.kick(pool)
+        if self.leads(pool):
+            self.preallocation.kick(pool)
+        if not self.maintains or not self.leads(pool):
+            self.crosshost.spawn_wanted(pool)  # the host that preallocates must hear of it
 
     def consumed(self, pool: str) -> None:
         """A ticket took a VM of ``pool``: update the demand estimate and re-plan the pool."""
@@ -461,6 +575,10 @@ class Controller:
     def pool_mode(self, pool: str) -> PoolMode:
         """How ``pool`` operates now (active, paused, draining)."""
         return self.operators.mode(pool)
+
+    def removed_pools(self) -> frozenset[str]:
+        """Pools removed by a configuration reload and draining away (no new tickets)."""
+        return frozenset(self.reloader.removing)
 
     def kick_assign(self) -> None:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
@@ -480,6 +598,7 @@ class Controller:
     ) -> None:
         """Publish a ticket's change and wake its waiters (with the new ticket when known)."""
         self.ticket_ops.changed(ticket_id, state, data, ticket=ticket)
+        self.crosshost.ticket_changed(ticket_id)
 
     # --- tickets (facade; corral.controller.tickets) -----------------------------------------
 
@@ -493,9 +612,14 @@ class Controller:
         priority: int = 0,
         ttl: float | None = None,
         meta: Mapping[str, str] | None = None,
+        exclusive: bool = False,
+        count: int = 1,
+        requests: Sequence[Request] | None = None,
     ) -> Ticket:
         """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``;
-        ``meta`` is small key/value metadata kept with it and searchable."""
+        ``meta`` is small key/value metadata kept with it and searchable. ``count``: that many
+        VMs of one pool, all together; ``exclusive``: whole VMs of a pool with ``slots``;
+        ``requests``: a list ticket (one VM set per pool or tag entry, all together)."""
         return await self.ticket_ops.create(
             owner=owner,
             pool=pool,
@@ -504,6 +628,9 @@ class Controller:
             priority=priority,
             ttl=ttl,
             meta=meta,
+            exclusive=exclusive,
+            count=count,
+            requests=requests,
         )
 
     async def get_ticket(self, ticket_id: str, /) -> Ticket:
@@ -591,6 +718,12 @@ class Controller:
         state = None if backend is None or not vm.alive else backend.backend.machine_state(vm.name)
         return vm if state is None else dataclasses.replace(vm, machine_state=state)
 
+    async def _fail_holders(self, vm: VM, reason: str) -> None:
+        """Fail every ticket holding ``vm`` (a shared VM has several), reusing nothing."""
+        for held_by in vm.tickets or (() if vm.ticket is None else (vm.ticket,)):
+            ticket = await self.get_ticket(held_by)
+            await self.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
+
     async def terminate_vm(
         self, name: str, /, *, if_states: Sequence[str] | None = None, actor: str | None = None
     ) -> VM:
@@ -615,10 +748,7 @@ class Controller:
             if vm.state is VMState.TERMINATING:
                 return vm
             if vm.state is VMState.IN_USE and vm.ticket is not None:
-                ticket = await self.get_ticket(vm.ticket)
-                await self.end_ticket(
-                    ticket, TicketState.FAILED, "VM terminated by an operator", reuse=False
-                )
+                await self._fail_holders(vm, "VM terminated by an operator")
                 row = await self.store.pools.get_vm(name)
                 if row is not None and row.state == VMState.TERMINATING:
                     return records.vm(row)
@@ -717,21 +847,64 @@ class Controller:
         """Operators' actions, newest first (of one VM or pool if given)."""
         return list(await self.operators.history(kind=kind, target=target, limit=limit))
 
+    # --- machines made elsewhere, forgotten, returned (corral.controller.registry) -------------
+
+    async def register_vm(
+        self, pool: str, name: str, address: str, *, actor: str = "operator"
+    ) -> VM:
+        """Add a machine made elsewhere to ``pool`` once it passes a livecheck (external:
+        never destroyed; forgotten when it retires)."""
+        return await self.registry.register(pool, name, address, actor=actor)
+
+    async def forget_vm(self, name: str, /, *, force: bool = False, actor: str = "operator") -> VM:
+        """Stop tracking VM ``name`` without touching it (``force``: also one in use, whose
+        ticket fails); its record stays as a tombstone the leak sweep respects."""
+        return await self.registry.forget(name, force=force, actor=actor)
+
+    async def return_machine(
+        self, name: str, /, *, actor: str = "operator"
+    ) -> tuple[str, MachineStatus]:
+        """Put a static pool's machine (or the machine of VM ``name``) back in service:
+        ``(pool, status)``."""
+        return await self.registry.return_machine(name, actor=actor)
+
+    async def machine_maintenance(
+        self, name: str, /, reason: str, *, actor: str = "operator"
+    ) -> tuple[str, MachineStatus]:
+        """Take a static pool's machine (or the machine of VM ``name``) out of service with
+        ``reason``: ``(pool, status)``."""
+        return await self.registry.maintenance(name, reason, actor=actor)
+
     # --- pools (facade) ----------------------------------------------------------------------
 
     async def list_pools(self) -> list[PoolStatus]:
-        """Every pool's status, by name."""
-        return [await self.get_pool(name) for name in sorted(self._limits)]
+        """Every pool's status, by name (a pool removed by a reload while this reads is left
+        out, not an error of the whole listing)."""
+        found = []
+        for name in sorted(self._limits):
+            try:
+                found.append(await self.get_pool(name))
+            except exceptions.PoolNotFound:
+                continue  # it finished draining and went away meanwhile
+        return found
 
     async def get_pool(self, name: str, /) -> PoolStatus:
         """One pool's limits, VM counts, queue, statistics and info (``PoolNotFound``)."""
         return await views.pool_status(self, name)
 
-    async def set_pool_info(self, pool: str, key: str, value: JSON) -> None:
-        """Store a per-pool key/value pair (``None`` deletes it)."""
+    async def set_pool_info(
+        self, pool: str, key: str, value: JSON, *, actor: str | None = None
+    ) -> None:
+        """Store a per-pool key/value pair (``None`` deletes it); keys and values are bounded
+        (:mod:`corral.controller.poolinfo`); with ``actor``, audited."""
         self.config.pool(pool)
-        wiring.check_text(key, "key")
-        await self.store.pools.set_info(pool, key, None if value is None else json.dumps(value))
+        poolinfo.check_key(key)
+        text = None if value is None else poolinfo.encode(value)
+        if text is not None:
+            poolinfo.check_room(set(await self.store.pools.get_info(pool)), key)
+        await self.store.pools.set_info(pool, key, text)
+        if actor is not None:
+            await self.operators.audit(actor, "info", "pool", pool, key)
 
     async def get_pool_info(self, pool: str) -> dict[str, JSON]:
         """Every per-pool key/value pair."""

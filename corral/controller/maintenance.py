@@ -87,6 +87,8 @@ class Maintenance:
         await self.expire_tickets(now)
         await ctl.operators.load()  # another process sharing the store may have changed them
         for name in sorted(ctl.config.pools):
+            if not await self._leading(name):
+                continue  # another host leads this pool's maintenance (issue 11)
             await ctl.operators.expire_holds(name, now)
             if ctl.pool_mode(name) is PoolMode.DRAINING:
                 await ctl.operators.drain_idle(name)
@@ -103,6 +105,17 @@ class Maintenance:
         for name in ctl.config.pools:
             ctl.kick_spawn(name)
         ctl.kick_assign()
+
+    async def _leading(self, pool: str) -> bool:
+        """Whether this host leads ``pool`` now, its epoch confirmed by the store (a stale one
+        is refused and logged: a host woken from a pause does not maintain what it led)."""
+        if not self._ctl.leads(pool):
+            return False
+        try:
+            await self._ctl.check_leadership(pool)
+        except exceptions.StaleEpoch:
+            return False
+        return True
 
     async def sweep(self, now: float) -> None:
         """Sweep leaked machines when the shortest ``sweep_interval`` elapsed."""
@@ -138,6 +151,8 @@ class Maintenance:
         done = 0
         for row in rows:
             ticket = records.ticket(row)
+            if ticket.pool is not None and not self._ctl.leads(ticket.pool):
+                continue  # the pool's leader expires it
             if await self._ctl.end_ticket(
                 ticket, TicketState.EXPIRED, "lease expired", reuse=False
             ):
@@ -244,8 +259,9 @@ class Maintenance:
             return
         reason = f"failed {failures} livechecks in a row"
         if row.state == VMState.IN_USE and row.ticket is not None:
-            ticket = await ctl.get_ticket(row.ticket)
-            await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
+            for held_by in row.tickets or (row.ticket,):  # a shared VM fails all its tickets
+                ticket = await ctl.get_ticket(held_by)
+                await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
             return
         await ctl.apply_vm(name, VMEvent.RETIRED, state_since=now, reason=reason)
 

@@ -24,7 +24,7 @@ from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import Effect, TicketState, VMEvent
 from corral.pools.model import Ticket
 from corral.store import Store
-from corral.store.pools import VMRow
+from corral.store.pools import LeaseFence, VMRow
 from corral.tasks import TaskEngine
 from corral.types import JSON
 
@@ -138,6 +138,19 @@ class PreallocatorHost(Base, Pools, Stats, VMWrites, Protocol):
         """How ``pool`` operates now."""
         ...
 
+    def leads(self, pool: str) -> bool:
+        """Whether this host leads ``pool`` (only the leader preallocates; issue 11)."""
+        ...
+
+    async def check_leadership(self, pool: str) -> None:
+        """``StaleEpoch`` unless this host still leads ``pool`` (confirmed by the store)."""
+        ...
+
+    def lease_fence(self, pool: str) -> LeaseFence | None:
+        """The fence of a write on behalf of ``pool``'s leadership (``None`` on a single host;
+        ``StaleEpoch`` when this host does not lead it)."""
+        ...
+
     async def submit_spawn(self, row: VMRow) -> None:
         """Submit the spawn task of a VM just recorded as ``spawning``."""
         ...
@@ -158,6 +171,10 @@ class TicketsHost(Base, Pools, Kicks, VMWrites, TicketNews, Protocol):
 
     def pool_mode(self, pool: str) -> PoolMode:
         """How ``pool`` operates now (a draining pool reuses nothing)."""
+        ...
+
+    def removed_pools(self) -> frozenset[str]:
+        """Pools removed by a configuration reload and draining away (no new tickets)."""
         ...
 
     @property
@@ -185,6 +202,14 @@ class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
 
     def busy(self, name: str) -> bool:
         """Whether a task of this controller works on VM ``name``."""
+        ...
+
+    def leads(self, pool: str) -> bool:
+        """Whether this host leads ``pool``'s maintenance (always, on a single-host store)."""
+        ...
+
+    async def check_leadership(self, pool: str) -> None:
+        """``StaleEpoch`` unless this host still leads ``pool`` (confirmed by the store)."""
         ...
 
     async def flush_stats(self) -> None:
@@ -236,4 +261,8 @@ class RecoveryHost(Base, Kicks, VMWrites, TicketNews, Protocol):
 
     def busy_vms(self) -> set[str]:
         """The VMs an unfinished task of this controller works on."""
+        ...
+
+    def leads(self, pool: str) -> bool:
+        """Whether this host leads ``pool``'s maintenance (always, on a single-host store)."""
         ...

@@ -49,8 +49,8 @@ class Preallocator:
     def kick(self, pool: str) -> None:
         """Re-plan ``pool`` soon (coalesced with other kicks)."""
         ctl = self._ctl
-        if ctl.stopped or not ctl.started or not ctl.maintains:
-            return
+        if ctl.stopped or not ctl.started or not ctl.maintains or not ctl.leads(pool):
+            return  # in a cluster, only the pool's leader preallocates (issue 11)
         self._runner.kick(pool)
 
     async def close(self) -> None:
@@ -128,13 +128,23 @@ class Preallocator:
             return
         if ctl.pool_mode(pool) is not PoolMode.ACTIVE:
             return  # paused or draining: no new VMs
+        if not ctl.leads(pool):
+            return  # another host leads the pool now (issue 11)
+        await ctl.check_leadership(pool)  # a stale leader (woken from a pause) spawns nothing
+        limits = ctl.limits(pool)
+        # A saturated pool (every spawn slot busy, or full with nothing to evict) plans nothing
+        # whatever its queue: a small count read spares reading and converting every waiting
+        # ticket, which with 1,000 waiters was most of the server's time (issue 8 item 3).
+        counts = await ctl.store.pools.count_vms(pool)
+        if allocation.supply_blocked(limits, {VMState(k): v for k, v in counts.items()}):
+            return
         # counts and queue from one transaction: a consistent picture, never one VM too many
         snap = await ctl.store.pools.pool_snapshot(pool)
         tickets = self.demand(snap.waiting, snap.held).get(pool, []) if snap.waiting else []
         plan = allocation.plan_supply(
-            ctl.limits(pool),
+            limits,
             {VMState(k): v for k, v in snap.counts.items()},
-            [t.sandbox for t in tickets],
+            [t.sandbox for t in tickets for _ in range(t.count)],  # N machines for count N
             [allocation.IdleVM(v.name, v.sandbox, v.last_used_at) for v in snap.idle_used],
             self.expected(pool),
         )
@@ -150,7 +160,11 @@ class Preallocator:
 
     async def _start_spawn(self, pool: str) -> None:
         ctl = self._ctl
-        row = await ctl.store.pools.create_vm(pool, state=VM_INITIAL.value, now=ctl.clock())
+        # fenced: a leader paused since its check writes nothing once another host took over
+        fence = ctl.lease_fence(pool)
+        row = await ctl.store.pools.create_vm(
+            pool, state=VM_INITIAL.value, now=ctl.clock(), fence=fence
+        )
         ctl.count(pool, "spawn_attempts")
         await ctl.submit_spawn(row)
         ctl.events.publish(Event("vm", row.name, row.state, ctl.clock(), {"pool": pool}))

@@ -50,7 +50,8 @@ def plan(
     acts: dict[restart.Action, list[str]] = {action: [] for action in restart.Action}
     for name in sorted(rows.keys() | have.keys()):
         vm = rows.get(name)
-        if listed is None:
+        if listed is None or (vm is not None and vm.external and vm.alive):
+            # a backend's list() says nothing of a machine it did not make (a registered one)
             inventory = restart.Inventory.UNKNOWN
         else:
             inventory = restart.Inventory.LISTED if name in have else restart.Inventory.UNLISTED

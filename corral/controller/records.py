@@ -5,7 +5,7 @@ Pure conversions; this module must not query the store or call backends.
 
 from __future__ import annotations
 
-from corral.pools.model import VM, Ticket, TicketState, VMState
+from corral.pools.model import VM, Request, Ticket, TicketState, VMState
 from corral.store.pools import TicketRow, VMRow
 
 
@@ -29,6 +29,10 @@ def vm(row: VMRow) -> VM:
         last_livecheck_at=row.last_livecheck_at,
         reason=row.reason,
         hold_until=row.hold_until,
+        load=row.load,
+        exclusive=row.exclusive,
+        tickets=row.tickets,
+        external=row.external,
     )
 
 
@@ -51,4 +55,8 @@ def ticket(row: TicketRow) -> Ticket:
         closed_at=row.closed_at,
         reason=row.reason,
         meta=dict(row.meta),
+        exclusive=row.exclusive,
+        count=row.count,
+        vms=row.vms or ((row.vm,) if row.vm is not None else ()),
+        requests=tuple(Request(pool, tags, count) for pool, tags, count in row.requests),
     )

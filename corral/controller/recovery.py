@@ -75,6 +75,8 @@ async def reconcile(
     """
     plans: dict[str, reconciliation.ReconcilePlan] = {}
     for name, backend in ctl.backends().items():
+        if not ctl.leads(name):
+            continue  # in a cluster, the pool's leader reconciles it (issue 11)
         listed = await _list(backend) if backend.has(Capability.LIST) else None
         # read the store after the backend: a VM's row (and its name) is written before the
         # backend is asked to create it, so everything listed is already known to these reads
@@ -102,8 +104,8 @@ async def sweep(ctl: RecoveryHost) -> int:
     """
     swept = 0
     for name, backend in ctl.backends().items():
-        if not backend.has(Capability.LIST):
-            continue
+        if not backend.has(Capability.LIST) or not ctl.leads(name):
+            continue  # (the pool's leader sweeps it)
         listed = await _list(backend)
         if listed is None:
             continue
@@ -163,8 +165,8 @@ async def act(ctl: RecoveryHost, pool: str, plan: reconciliation.ReconcilePlan) 
         )
     for vm in plan.lost:
         log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
-        if vm.ticket is not None:
-            await _fail_ticket(ctl, vm.ticket, vm.name)
+        for held_by in vm.tickets or (() if vm.ticket is None else (vm.ticket,)):
+            await _fail_ticket(ctl, held_by, vm.name)
         await ctl.apply_vm(
             vm.name, VMEvent.LOST, current=vm.state, ticket=None, owner=None, reason=LOST
         )
@@ -189,7 +191,13 @@ async def _fail_ticket(ctl: RecoveryHost, ticket: str, vm: str) -> None:
     )
     if closed is None:
         return
+    for other in closed.others:
+        # the other machines of a multi-machine ticket: freed with it, not reused
+        await ctl.apply_vm(other.name, VMEvent.FREED_TO_TERMINATE, current=other.state)
     if Effect.WAKE_WAITERS in move.effects:
-        ctl.ticket_changed(ticket, TicketState.FAILED.value, {"vm": vm})
+        # with its pool, as every ticket end: 'corral events --pool P' filters by it
+        pool = closed.ticket.pool
+        data = {"vm": vm} if pool is None else {"vm": vm, "pool": pool}
+        ctl.ticket_changed(ticket, TicketState.FAILED.value, data)
     if Effect.KICK_ASSIGN in move.effects:
         ctl.kick_assign()

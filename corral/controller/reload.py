@@ -188,6 +188,7 @@ class Reloader:
     def _build(self, config: CorralConfig, pool: PoolConfig) -> GuardedBackend:
         base = config.base_dir if config.base_dir is not None else Path.cwd()
         raw = load_backend(pool.backend.type, pool.backend.options, pool=pool.name, base_dir=base)
+        raw.attach_store(self._ctl.store.url)
         return wiring.guard(pool, raw)
 
     async def _forget_when_empty(self, name: str) -> None:

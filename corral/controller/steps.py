@@ -261,21 +261,30 @@ async def release_undo(ctx: JobContext, *, name: str) -> JSON:
 
 @REGISTRY.job("vm.terminate")
 async def terminate(
-    ctx: JobContext, *, name: str, pool: str | None = None, handle: str | None = None
+    ctx: JobContext,
+    *,
+    name: str,
+    pool: str | None = None,
+    handle: str | None = None,
+    external: bool = False,
 ) -> JSON:
-    """Terminate a VM recorded as ``terminating``, retrying until the backend confirms.
+    """Terminate a VM recorded as ``terminating``, retrying until the backend confirms; an
+    ``external`` VM (registered, or being forgotten) is forgotten instead: no backend call.
 
-    ``pool`` and ``handle`` (JSON text), when the submitter knew them, save a read; termination
-    is idempotent, and the final move only applies to a VM still ``terminating``.
+    ``pool``, ``handle`` (JSON text) and ``external``, when the submitter knew them, save a read;
+    termination is idempotent, and the final move only applies to a VM still ``terminating``.
     """
     h = _hooks(ctx)
     if pool is None:
         row = await h.store.pools.get_vm(name)
         if row is None or row.state != VMState.TERMINATING:
             return {"skipped": f"VM {name} is not terminating"}
-        pool, target = row.pool, handle_of(row)
+        pool, target, external = row.pool, handle_of(row), row.external
     else:
         target = _parse_handle(name, handle)
+    if external:
+        await h.apply_vm(name, VMEvent.FORGOTTEN)
+        return {"forgotten": name}
     await ctx.push_recovery("vm.terminate.undo", name=name)
     await _terminate(h, pool, target)
     await h.apply_vm(name, VMEvent.TERMINATED)
@@ -310,7 +319,7 @@ async def sweep(ctx: JobContext, *, pool: str, handle: str) -> JSON:
     h = _hooks(ctx)
     found = Handle.from_json(handle)
     row = await h.store.pools.get_vm(found.name)
-    if row is not None and row.state not in DEAD_VM_STATES:
+    if row is not None and (row.state not in DEAD_VM_STATES or row.state == VMState.FORGOTTEN):
         return {"skipped": f"VM {found.name} is known to the store"}
     await ctx.push_recovery("vm.sweep.undo", pool=pool, handle=handle)
     backend = h.backend(pool)

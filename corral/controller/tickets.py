@@ -31,9 +31,12 @@ from corral.pools.lifecycle import (
     ticket_end_event,
     ticket_move,
 )
-from corral.pools.model import Ticket, TicketState
+from corral.pools.model import Request, Ticket, TicketState
 from corral.store.pools import TicketRow
 from corral.types import JSON
+
+MAX_REQUESTS = 16
+"""The most entries one list ticket may have."""
 
 FRESH_LIMIT = 4096
 """Tickets remembered as created here and unchanged since (the oldest are forgotten first)."""
@@ -45,10 +48,12 @@ class Tickets:
     def __init__(self, controller: ports.TicketsHost) -> None:
         self._ctl = controller
         self._waiters: dict[str, builtins.list[asyncio.Future[Ticket | None]]] = {}
-        # Created by this process and not changed since as far as it knows: still ``waiting``.
-        # Another process sharing the store may assign one meanwhile; a waiter on a shared
-        # store re-reads it every tick anyway, as it does after its first read.
-        self._fresh: OrderedDict[str, None] = OrderedDict()
+        # Created by this process and not changed since as far as it knows: still ``waiting``,
+        # as it is here (every change of a ticket goes through :meth:`changed`, which drops it;
+        # a renewal replaces it). Another process sharing the store may assign one meanwhile; a
+        # waiter on a shared store re-reads it every tick anyway, as it does after its first
+        # read, and :meth:`get` reads a shared store.
+        self._fresh: OrderedDict[str, Ticket] = OrderedDict()
         self._ids = IdGenerator()
 
     def cancel_waiters(self) -> None:
@@ -57,6 +62,20 @@ class Tickets:
             for future in futures:
                 if not future.done():
                     future.cancel()
+
+    def changed_elsewhere(self, ticket_id: str | None = None) -> None:
+        """Another host changed ``ticket_id`` (``None``: maybe any ticket, after a lost
+        connection): its waiters re-read it, and it is no longer known to be waiting."""
+        if ticket_id is None:
+            self._fresh.clear()
+            ids = list(self._waiters)
+        else:
+            self._fresh.pop(ticket_id, None)
+            ids = [ticket_id]
+        for tid in ids:
+            for future in self._waiters.pop(tid, []):
+                if not future.done():
+                    future.set_result(None)  # None: re-read the ticket
 
     def changed(
         self,
@@ -83,12 +102,43 @@ class Tickets:
         priority: int = 0,
         ttl: float | None = None,
         meta: Mapping[str, str] | None = None,
+        exclusive: bool = False,
+        count: int = 1,
+        requests: Sequence[Request] | None = None,
     ) -> Ticket:
-        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``."""
+        """Queue a request for one VM of ``pool`` or of any pool whose tags include ``tags``
+        (``count`` VMs of one pool, assigned together; ``exclusive``: whole VMs, shared with
+        no other ticket). ``requests``: a list ticket instead, one VM set per entry (each by
+        pool or by tags, with its count), all assigned together or none."""
+        if requests is not None:
+            if pool is not None or tags or count != 1:
+                raise exceptions.InvalidInput(
+                    "requests cannot be combined with pool, tags or count: give each entry "
+                    "its own pool or tags and count"
+                )
+            return await self._create_list(
+                owner=owner,
+                requests=requests,
+                sandbox=sandbox,
+                priority=priority,
+                ttl=ttl,
+                meta=meta,
+                exclusive=exclusive,
+            )
         wiring.check_ticket_input(owner, pool, tags, sandbox, priority, ttl)
+        if not isinstance(exclusive, bool):
+            raise exceptions.InvalidInput("exclusive must be true or false")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise exceptions.InvalidInput(f"count must be a whole number >= 1, not {count!r}")
         pairs = () if meta is None else tuple(sorted(wiring.check_meta(meta).items()))
+        removed = self._ctl.removed_pools()
         if pool is not None:
             self._ctl.config.pool(pool)
+            if pool in removed:
+                raise exceptions.PoolRemoved(
+                    f"pool {pool!r} was removed from the configuration and is draining: it "
+                    "takes no new tickets (its open ones finish)"
+                )
         probe = Ticket(
             id="",
             owner=owner,
@@ -98,38 +148,150 @@ class Tickets:
             pool=pool,
             tags=tuple(tags),
         )
-        matching = allocation.pools_for(probe, self._ctl.all_limits())
+        limits = [p for p in self._ctl.all_limits() if p.name not in removed]
+        matching = allocation.pools_for(probe, limits)
         if not matching:
             raise exceptions.NoMatchingPool(
                 f"no pool has the tags {sorted(set(tags))}"
                 + (f" (pool {pool!r})" if pool is not None else "")
             )
+        if count > 1:
+            _check_count(count, [self._ctl.limits(name) for name in matching])
         lease = float(ttl) if ttl is not None else self._ctl.config.pool(matching[0]).ticket_ttl
-        now = self._ctl.clock()
-        row = await self._ctl.store.pools.insert_ticket(
-            TicketRow(
-                id=self._ids.hex(),
-                owner=owner,
-                state=TICKET_INITIAL.value,
-                created_at=now,
-                expires_at=None if lease is None else now + lease,
+        return await self._insert(
+            self._row(
+                owner,
+                lease,
                 pool=pool,
                 tags=tuple(sorted(set(tags))),
                 sandbox=sandbox,
                 priority=priority,
-                ttl=lease,
                 meta=pairs,
+                exclusive=exclusive,
+                count=count,
             )
         )
+
+    async def _create_list(
+        self,
+        *,
+        owner: str,
+        requests: Sequence[Request],
+        sandbox: str | None,
+        priority: int,
+        ttl: float | None,
+        meta: Mapping[str, str] | None,
+        exclusive: bool,
+    ) -> Ticket:
+        """Queue a list ticket (see :meth:`create`), checked whole before anything is written."""
+        wiring.check_ticket_input(owner, None, (), sandbox, priority, ttl)
+        if not isinstance(exclusive, bool):
+            raise exceptions.InvalidInput("exclusive must be true or false")
+        pairs = () if meta is None else tuple(sorted(wiring.check_meta(meta).items()))
+        parts = _check_requests(requests)
+        removed = self._ctl.removed_pools()
+        limits = [p for p in self._ctl.all_limits() if p.name not in removed]
+        options: list[list[str]] = []
+        for i, part in enumerate(parts):
+            if part.pool is not None:
+                self._ctl.config.pool(part.pool)
+                if part.pool in removed:
+                    raise exceptions.PoolRemoved(
+                        f"requests[{i}]: pool {part.pool!r} was removed from the configuration "
+                        "and is draining: it takes no new tickets"
+                    )
+            names = allocation.request_pools(part, limits)
+            if not names:
+                raise exceptions.NoMatchingPool(
+                    f"requests[{i}]: no pool has the tags {sorted(set(part.tags))}"
+                )
+            options.append(names)
+        room = {
+            p.name: p.max if p.max_per_owner is None else min(p.max, p.max_per_owner)
+            for p in limits
+        }
+        if allocation.fit_requests(parts, options, room) is None:
+            asked = "; ".join(
+                f"requests[{i}]: {r.count} of {', '.join(names)}"
+                for i, (r, names) in enumerate(zip(parts, options, strict=True))
+            )
+            raise exceptions.InvalidInput(
+                "requests ask for more than the pools can give one ticket together (each "
+                f"pool's max, or max_per_owner): {asked}"
+            )
+        first = self._ctl.config.pool(options[0][0])
+        lease = float(ttl) if ttl is not None else first.ticket_ttl
+        return await self._insert(
+            self._row(
+                owner,
+                lease,
+                pool=None,
+                tags=(),
+                sandbox=sandbox,
+                priority=priority,
+                meta=pairs,
+                exclusive=exclusive,
+                count=sum(r.count for r in parts),
+                requests=tuple((r.pool, r.tags, r.count) for r in parts),
+            )
+        )
+
+    def _row(
+        self,
+        owner: str,
+        lease: float | None,
+        *,
+        pool: str | None,
+        tags: tuple[str, ...],
+        sandbox: str | None,
+        priority: int,
+        meta: tuple[tuple[str, str], ...],
+        exclusive: bool,
+        count: int,
+        requests: tuple[tuple[str | None, tuple[str, ...], int], ...] = (),
+    ) -> TicketRow:
+        """A new waiting ticket's row, created now, its lease running from now."""
+        now = self._ctl.clock()
+        return TicketRow(
+            id=self._ids.hex(),
+            owner=owner,
+            state=TICKET_INITIAL.value,
+            created_at=now,
+            expires_at=None if lease is None else now + lease,
+            pool=pool,
+            tags=tags,
+            sandbox=sandbox,
+            priority=priority,
+            ttl=lease,
+            meta=meta,
+            exclusive=exclusive,
+            count=count,
+            requests=requests,
+        )
+
+    async def _insert(self, new: TicketRow) -> Ticket:
+        """Store a new ticket, announce it and ask for an assignment round."""
+        now = new.created_at
+        owner = new.owner
+        row = await self._ctl.store.pools.insert_ticket(new)
         self._ctl.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
-        self._fresh[row.id] = None
+        ticket = records.ticket(row)
+        self._fresh[row.id] = ticket
         if len(self._fresh) > FRESH_LIMIT:
             self._fresh.popitem(last=False)
         self._ctl.kick_assign()
-        return records.ticket(row)
+        return ticket
 
     async def get(self, ticket_id: str, /) -> Ticket:
-        """One ticket (``TicketNotFound`` otherwise)."""
+        """One ticket (``TicketNotFound`` otherwise).
+
+        A ticket created here and unchanged since is answered from memory on a store of this
+        process's own: the long-poll that follows a create costs no read (issue 8 item 3).
+        """
+        if isinstance(ticket_id, str) and not self._ctl.shared_store:
+            known = self._fresh.get(ticket_id)
+            if known is not None:
+                return known
         row = (
             await self._ctl.store.pools.get_ticket(ticket_id)
             if isinstance(ticket_id, str)
@@ -210,7 +372,13 @@ class Tickets:
         )
         if row is None:
             raise exceptions.TicketClosed(f"ticket {ticket_id} was closed meanwhile")
-        return records.ticket(row)
+        renewed = records.ticket(row)
+        if ticket_id in self._fresh:  # not dropped meanwhile by a change
+            if renewed.state is TicketState.WAITING:
+                self._fresh[ticket_id] = renewed
+            else:  # changed by a write whose ``changed`` is still to come
+                del self._fresh[ticket_id]
+        return renewed
 
     async def close(self, ticket_id: str, /) -> Ticket:
         """Close an assigned ticket (its VM is reused or terminated) or cancel a waiting one.
@@ -284,9 +452,16 @@ class Tickets:
         if closed is None:
             return None
         if Effect.WAKE_WAITERS in move.effects:
-            self._ctl.ticket_changed(ticket_id, state.value, {"vm": closed.ticket.vm})
-        if closed.vm is not None and vm_event is not None:
-            await self._ctl.vm_moved(closed.vm, VM_RULES[vm_event].effects)
+            # the pool too: 'corral events --pool P' keeps a ticket's events by their pool
+            data: dict[str, JSON] = {"vm": closed.ticket.vm}
+            if closed.ticket.pool is not None:
+                data["pool"] = closed.ticket.pool
+            self._ctl.ticket_changed(ticket_id, state.value, data)
+        if vm_event is not None:
+            # every VM the ticket was the last to hold (a shared VM others hold stays theirs)
+            for freed in (closed.vm, *closed.others):
+                if freed is not None:
+                    await self._ctl.vm_moved(freed, VM_RULES[vm_event].effects)
         if Effect.KICK_ASSIGN in move.effects:
             self._ctl.kick_assign()
         return records.ticket(closed.ticket)
@@ -313,3 +488,51 @@ class Tickets:
             owner=owner, states=None if state is None else [state], meta=meta or None
         )
         return [records.ticket(r) for r in rows]
+
+
+def _check_requests(requests: object) -> tuple[Request, ...]:
+    """A list ticket's entries, checked (``InvalidInput`` naming the bad entry): 1 to
+    :data:`MAX_REQUESTS` of them, each with a pool or tags (not both) and a count >= 1; its
+    tags sorted and deduplicated."""
+    if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+        raise exceptions.InvalidInput("requests must be a list of pool or tag entries")
+    if not 1 <= len(requests) <= MAX_REQUESTS:
+        raise exceptions.InvalidInput(
+            f"requests must hold 1 to {MAX_REQUESTS} entries, not {len(requests)}"
+        )
+    parts: list[Request] = []
+    for i, entry in enumerate(requests):
+        if not isinstance(entry, Request):
+            raise exceptions.InvalidInput(f"requests[{i}] must be a pool or tag entry")
+        try:
+            wiring.check_ticket_input("-", entry.pool, entry.tags, None, 0, None)
+        except exceptions.InvalidInput as exc:
+            raise exceptions.InvalidInput(f"requests[{i}]: {exc}") from None
+        if (entry.pool is None) == (not entry.tags):
+            raise exceptions.InvalidInput(
+                f"requests[{i}] must name a pool or give tags (one of the two, not both)"
+            )
+        count = entry.count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise exceptions.InvalidInput(
+                f"requests[{i}]: count must be a whole number >= 1, not {count!r}"
+            )
+        parts.append(Request(entry.pool, tuple(sorted(set(entry.tags))), count))
+    return tuple(parts)
+
+
+def _check_count(count: int, pools: Sequence[allocation.PoolLimits]) -> None:
+    """A multi-machine ticket must fit at least one of the pools that match it (else it would
+    wait for ever): ``count`` within its ``max`` and its ``max_per_owner``."""
+    fits = [
+        p for p in pools if count <= p.max and (p.max_per_owner is None or count <= p.max_per_owner)
+    ]
+    if not fits:
+        limits = ", ".join(
+            f"{p.name}: max {p.max}"
+            + ("" if p.max_per_owner is None else f", max_per_owner {p.max_per_owner}")
+            for p in pools
+        )
+        raise exceptions.InvalidInput(
+            f"count {count} is more than any matching pool can give one ticket ({limits})"
+        )

@@ -100,6 +100,8 @@ class VMTasks:
             args: dict[str, JSON] = {"name": name}
         else:
             args = {"name": name, "pool": row.pool, "handle": row.handle}
+            if row.external:
+                args["external"] = True
         await self.submit("terminate", Step("vm.terminate", args), name)
 
     async def release(self, name: str) -> None:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from corral import exceptions
 from corral.backends.base import Backend
 from corral.backends.guard import GuardedBackend
+from corral.cluster.service import Membership
+from corral.config import CorralConfig
+from corral.controller.leadership import Leadership
+from corral.controller.takeover import Recoverer, Takeover
 from corral.pools.config import PoolConfig
 from corral.store import Store
+from corral.store import parse as parse_store_url
 from corral.store.tasks import StoredTask, TaskOp, TaskRepository, TaskRow
 
 MAX_OWNER = 255
@@ -121,3 +127,85 @@ def check_ticket_input(
         isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
     ):
         raise exceptions.InvalidInput(f"ttl must be a number of seconds in (0, {MAX_TTL:g}]")
+
+
+class OwnTasks:
+    """The tasks repository as a cluster member sees it at start: only the tasks it owns."""
+
+    def __init__(self, repo: TaskRepository, own: set[str]) -> None:
+        self._repo = repo
+        self._own = own
+
+    async def apply(self, ops: Sequence[TaskOp]) -> None:
+        await self._repo.apply(ops)
+
+    async def get(self, task_id: str) -> StoredTask | None:
+        return await self._repo.get(task_id)
+
+    async def list(
+        self, *, state: str | None = None, tag: str | None = None
+    ) -> builtins.list[TaskRow]:
+        return await self._repo.list(state=state, tag=tag)
+
+    async def load_all(self) -> builtins.list[StoredTask]:
+        return [s for s in await self._repo.load_all() if s.row.id in self._own]
+
+
+def owning(store: Store, own: set[str]) -> Store:
+    """``store`` whose start-up recovery sees only the tasks in ``own``."""
+    return Store(
+        url=store.url, tasks=OwnTasks(store.tasks, own), pools=store.pools, keys=store.keys
+    )
+
+
+@dataclass
+class ClusterParts:
+    """This host's membership, the pools it leads, and (shared stores) its takeover duty."""
+
+    member: Membership
+    leadership: Leadership
+    takeover: Takeover | None
+    own: set[str] | None
+    """The task ids this host recovers at start (``None``: every task, a single-host store)."""
+
+
+async def join_cluster(
+    config: CorralConfig, store: Store, engine: Callable[[], Recoverer]
+) -> ClusterParts:
+    """Register this host (PostgreSQL: in the shared database; otherwise in-process) and, on a
+    shared store, claim its own earlier tasks; leadership and takeover are ready to observe."""
+    from corral import __version__
+    from corral.cluster.config import pools_hash
+    from corral.cluster.hosts import default_host_id
+    from corral.cluster.repository import ClusterRepository, HostInfo, MemoryCluster
+
+    settings = config.cluster
+    shared = parse_store_url(store.url).kind == "postgresql"
+    repo: ClusterRepository
+    if shared:
+        from corral.cluster.pgrepo import PgCluster
+
+        repo = PgCluster(store.url)
+    else:
+        repo = MemoryCluster()
+    address = settings.address or f"http://{config.api.host}:{config.api.port}"
+    info = HostInfo(address, __version__, pools_hash(config.pools))
+    member = Membership(
+        repo, settings.host_id or default_host_id(), lease=settings.lease, info=info
+    )
+    try:
+        await member.join()
+        leadership = Leadership(member, lambda: list(config.pools))
+        takeover = None
+        own = None
+        if shared:
+            tasks_repo = store.tasks
+            if hasattr(tasks_repo, "host"):
+                tasks_repo.host = member.key
+            takeover = Takeover(member, store.tasks, engine, config)
+            own = await takeover.claim_own()
+        await leadership.update(member.hosts, False)
+    except BaseException:
+        await repo.close()
+        raise
+    return ClusterParts(member, leadership, takeover, own)

@@ -23,11 +23,12 @@ Guarded objects are per process and not offered here. Use one manager per event 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import psycopg
 
@@ -57,6 +58,19 @@ _ERRORS: dict[str, type[exceptions.CorralError]] = {
 _LEASE_LOST = "lost its host lease"
 
 _ACQUIRE = "SELECT corral_lock_acquire(%s, %s, %s, %s, %s)"
+# corral_lock_acquire whose own grant does not make the transaction wait for the WAL flush:
+# the caller's next durable commit to the same server, later in the one WAL, covers it. A
+# grant that another command of the same transaction made (a release handing a key to a
+# waiter), before or after, still makes it durable. ``before`` is read first and the function
+# runs once: OFFSET 0 keeps the planner from merging either subquery into the select list.
+_ACQUIRE_COVERED = """
+SELECT a.r,
+       CASE WHEN s.before <> 'on' AND a.r LIKE 'g %%' THEN
+         set_config('corral.granted', s.before, true)
+         || set_config('synchronous_commit', 'off', true) END
+  FROM (SELECT coalesce(current_setting('corral.granted', true), '') AS before OFFSET 0) s
+ CROSS JOIN LATERAL (SELECT corral_lock_acquire(%s, %s, %s, %s, %s) AS r OFFSET 0) a
+"""
 _RELEASE = "SELECT corral_lock_release(%s, %s)"
 _CANCEL = "SELECT corral_lock_cancel(%s)"
 _UPGRADE = "SELECT corral_lock_upgrade(%s)"
@@ -100,8 +114,9 @@ def _plain_url(url: str) -> str:
 class PgLockRequest(ShellRequest):
     """What ``PgLockManager.acquire`` returns: ``async with`` it, or ``held = await`` it."""
 
-    __slots__ = ("ending", "rid", "upgrade_waiter")
+    __slots__ = ("durable", "ending", "rid", "upgrade_waiter")
     manager: Any
+    durable: bool
     ending: str | None
     rid: str
     upgrade_waiter: asyncio.Future[None] | None
@@ -136,7 +151,8 @@ class PgLockRequest(ShellRequest):
         waiter = self.waiter = loop.create_future()
         keys = _SEP.join(self.keys)
         modes = "".join(_LETTER[mode] for mode in self.modes)
-        m._send(_ACQUIRE, (m.session, rid, self.owner, keys, modes), self, m._on_acquired)
+        sql = _ACQUIRE if self.durable else _ACQUIRE_COVERED
+        m._send(sql, (m.session, rid, self.owner, keys, modes), self, m._on_acquired)
         timer = None
         if self.timeout is not None:
             timer = loop.call_later(self.timeout, m._end_wait, self, "timed out")
@@ -170,16 +186,32 @@ class _LoosePgHeld(AsyncHeld):
         self._collected()
 
 
+class HostSession(Protocol):
+    """A host's membership kept by someone else (:class:`corral.cluster.service.Membership`):
+    its session changes when it rejoins after a lapsed lease."""
+
+    host_id: str
+    session: str
+    incarnation: int
+    lease: float
+
+
 class PgLockManager:
     """Shared/exclusive locks whose table lives in PostgreSQL (SPEC §3, §8).
 
     ``async with PgLockManager(url, host_id="h1") as locks: async with locks.acquire(...)``.
+    ``covers_grants`` tells the task engine that ``acquire(..., durable=False)`` is offered.
     ``url`` is a migrated corral database; ``host_id`` must be unique per running process
     (registering an id again supersedes its previous incarnation). ``lease`` is how long this
     host may miss heartbeats before its locks are freed (default 15 s); ``heartbeat`` how often
     it renews its lease and frees the locks of hosts whose lease lapsed (default: a third of
     the lease, at most 1 s).
+    With ``member`` (a :class:`HostSession`, e.g. ``corral serve``'s cluster membership), the
+    manager registers nothing: its requests belong to the membership's session and lease, and
+    when the membership rejoins as a new incarnation they end as after a lapsed lease.
     """
+
+    covers_grants = True
 
     def __init__(
         self,
@@ -191,8 +223,11 @@ class PgLockManager:
         address: str = "",
         version: str = "",
         config_hash: str = "",
+        member: HostSession | None = None,
     ) -> None:
         self._url = _plain_url(url)
+        if member is not None:
+            host_id, lease = member.host_id, member.lease
         self.host_id = hosts.default_host_id() if host_id is None else host_id
         if not isinstance(self.host_id, str) or not 0 < len(self.host_id) <= 255:
             raise exceptions.InvalidInput(f"host_id must be 1-255 characters, got {host_id!r}")
@@ -208,6 +243,12 @@ class PgLockManager:
             )
         self._meta = (address, version, config_hash)
         self.session = hosts.new_session()
+        self._member = member
+        if member is not None:
+            # Attached: the membership registers, heartbeats and rejoins; this manager binds
+            # its requests to the membership's session and only reaps dead hosts' requests.
+            self.host_id = member.host_id
+            self.session = member.session
         self.incarnation = 0
         self._counter = itertools.count(1)
         self._requests: dict[str, PgLockRequest] = {}
@@ -216,12 +257,19 @@ class PgLockManager:
         self._listener: Listener | None = None
         self._orphans: list[ShellRequest] = []
         self._factories: dict[str, object] = {}
+        # answers from the batcher's thread, drained on the loop (see _send)
+        self._inbox: collections.deque[tuple[Callable[..., None], Any, Any, Any]] = (
+            collections.deque()
+        )
+        self._inbox_scheduled = False
 
     # --- life ---------------------------------------------------------------------------------
 
     async def start(self) -> PgLockManager:
         """Register this host, start the SQL and LISTEN threads; wait until listening."""
         self._loop = asyncio.get_running_loop()
+        if self._member is not None:
+            self.session, self.incarnation = self._member.session, self._member.incarnation
         await asyncio.to_thread(self._register)
         self._batcher = Batcher(self._url, name=f"corral-locks-{self.host_id}")
         self._batcher.start()
@@ -245,10 +293,16 @@ class PgLockManager:
         batcher, listener = self._batcher, self._listener
         if batcher is None or listener is None:
             return
+        rids = list(self._requests)
         for req in list(self._requests.values()):
             self._fail(req, "was cancelled: the lock manager closed")
         listener.stop()
-        batcher.submit(Command(hosts._RESIGN, (self.session,)))
+        if self._member is None:
+            batcher.submit(Command(hosts._RESIGN, (self.session,)))
+        else:  # the membership's lease goes on: give back what this manager holds or awaits
+            for rid in rids:
+                batcher.submit(Command(_RELEASE, (rid, None)))
+                batcher.submit(Command(_CANCEL, (rid,)))
         batcher.submit(Command(_REAP, ()))
         batcher.submit(Command("SELECT pg_notify(%s, %s)", (listener.channel, STOP)))
         batcher.stop()
@@ -268,9 +322,10 @@ class PgLockManager:
 
     def _register(self) -> None:
         with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
-            self.incarnation = hosts.register(
-                conn, self.host_id, self.session, self.lease, *self._meta
-            )
+            if self._member is None:
+                self.incarnation = hosts.register(
+                    conn, self.host_id, self.session, self.lease, *self._meta
+                )
             conn.execute(_REAP)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -287,14 +342,26 @@ class PgLockManager:
         owner: str,
         timeout: float | None = None,
         on_wait: Callable[[], object] | None = None,
+        durable: bool = True,
     ) -> PgLockRequest:
-        """A request for ``keys``, as :meth:`corral.locks.LockManager.acquire` (same checks)."""
+        """A request for ``keys``, as :meth:`corral.locks.LockManager.acquire` (same checks).
+
+        ``durable=False``: a grant made at once commits without waiting for the WAL flush (no
+        fsync of its own), and is lost in a server crash until a durable commit to the same
+        PostgreSQL server follows it, which the caller promises to make before it acts on the
+        grant (the task engine's recovery push). A grant made later, when the request had to
+        queue, is always durable: it is made by another host's release.
+        """
         key_t, modes = _keys.normalize_request(keys, mode)
         owner = _keys.validate_owner(owner)
         timeout = _keys.validate_timeout(timeout)
         if on_wait is not None and not callable(on_wait):
             raise exceptions.InvalidInput("on_wait must be a callable or None")
-        return PgLockRequest(self, owner, key_t, modes, timeout, on_wait)  # type: ignore[arg-type]
+        if not isinstance(durable, bool):
+            raise exceptions.InvalidInput(f"durable must be True or False, got {durable!r}")
+        req = PgLockRequest(self, owner, key_t, modes, timeout, on_wait)  # type: ignore[arg-type]
+        req.durable = durable
+        return req
 
     def register_namespace(self, namespace: str, factory: object) -> None:
         """Not offered: guarded objects live in one process, these locks span hosts."""
@@ -374,14 +441,27 @@ class PgLockManager:
         done = None
         if then is not None:
             loop = self._running_loop()
+            inbox = self._inbox
 
             def done(result: Any, error: BaseException | None) -> None:
-                try:
-                    loop.call_soon_threadsafe(then, req, result, error)
-                except RuntimeError:
-                    pass  # the loop is closed: nobody waits any more
+                # On the batcher's thread: a batch's answers reach the loop with one wake-up.
+                inbox.append((then, req, result, error))
+                if not self._inbox_scheduled:
+                    self._inbox_scheduled = True
+                    try:
+                        loop.call_soon_threadsafe(self._drain_inbox)
+                    except RuntimeError:
+                        pass  # the loop is closed: nobody waits any more
 
         batcher.submit(Command(sql, params, done, rows))
+
+    def _drain_inbox(self) -> None:
+        """On the loop: run the callbacks of every answer delivered so far, in order."""
+        self._inbox_scheduled = False  # before draining: a later answer schedules a new drain
+        inbox = self._inbox
+        while inbox:
+            then, req, result, error = inbox.popleft()
+            then(req, result, error)
 
     def _from_listener(self, payload: str) -> None:
         loop = self._loop
@@ -400,16 +480,26 @@ class PgLockManager:
                 pass
 
     def _beat(self, conn: psycopg.Connection[Any]) -> None:
-        """On the listener's thread: renew the lease, then free the locks of dead hosts."""
-        if not hosts.heartbeat(conn, self.session):
+        """On the listener's thread: renew the lease (or, attached, notice that the membership
+        rejoined under a new session), then free the locks of dead hosts."""
+        member = self._member
+        if member is not None:
+            if member.session != self.session:
+                raise LeaseLapsed(self.session)
+        elif not hosts.heartbeat(conn, self.session):
             raise LeaseLapsed(self.session)
         conn.execute(_REAP)
 
     def _relapse(self, conn: psycopg.Connection[Any]) -> str:
-        """On the listener's thread: the lease lapsed; join again as a new incarnation."""
+        """On the listener's thread: the lease lapsed; join again as a new incarnation (or,
+        attached, take the session the membership rejoined with)."""
         old = self.session
-        session = hosts.new_session()
-        self.incarnation = hosts.register(conn, self.host_id, session, self.lease, *self._meta)
+        member = self._member
+        if member is None:
+            session = hosts.new_session()
+            self.incarnation = hosts.register(conn, self.host_id, session, self.lease, *self._meta)
+        else:
+            session, self.incarnation = member.session, member.incarnation
         self.session = session
         conn.execute(_REAP)
         log.warning(

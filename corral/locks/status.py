@@ -7,6 +7,7 @@ table or any manager.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from corral.locks.keys import Mode
 
@@ -60,3 +61,11 @@ class ResourceStatus:
                 for w in self.queue
             ],
         }
+
+
+class StatusSource(Protocol):
+    """Any lock manager, as the surfaces see it: in-process or PostgreSQL (``PgLockManager``)."""
+
+    def status(self) -> list[ResourceStatus]:
+        """Every held or awaited resource: mode, holders, queue."""
+        ...

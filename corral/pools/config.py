@@ -119,6 +119,12 @@ class PoolConfig(_Frozen):
     max_starting: int = Field(default=4, ge=1, le=100_000)
     min_ready: int = Field(default=0, ge=0)
     max_per_owner: int | None = Field(default=None, ge=1)
+    slots: int = Field(default=1, ge=1, le=1000)
+    """Tickets one VM serves at once (GitLab's ``capacity_per_instance``); a ticket asking for
+    ``exclusive`` takes the whole VM. 1: one ticket per VM."""
+    reserve_after: Seconds | None = 60.0
+    """A multi-machine ticket that waited this long reserves VMs as they free up, so smaller
+    tickets no longer pass it; null: never (it may starve under a stream of small tickets)."""
     spawn_timeout: Seconds = 600.0
     terminate_timeout: Seconds = 300.0
     livecheck: LivecheckConfig = LivecheckConfig()
@@ -150,6 +156,8 @@ class PoolConfig(_Frozen):
             max_uses=self.reuse.max_uses,
             max_age=self.reuse.max_age,
             idle_timeout=self.reuse.idle_timeout,
+            slots=self.slots,
+            reserve_after=self.reserve_after,
         )
 
 

@@ -40,6 +40,10 @@ class VMState(StrEnum):
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"
+    FORGOTTEN = "forgotten"
+    """corral stopped tracking it without touching it (an operator's ``forget``, or an external
+    VM that retired): the machine may still run. Its record is a tombstone: the leak sweep leaves
+    the machine alone."""
 
 
 class TicketState(StrEnum):
@@ -91,6 +95,10 @@ IN_FLIGHT_VM_STATES: frozenset[VMState] = frozenset(
     {VMState.SPAWNING, VMState.RELEASING, VMState.TERMINATING}
 )
 """States a task drives a VM out of (after a crash, a VM left here with no task is an orphan)."""
+
+PURGED_VM_STATES: frozenset[VMState] = DEAD_VM_STATES - {VMState.FORGOTTEN}
+"""Dead states whose records retention may delete: a ``forgotten`` record is kept as the
+tombstone that keeps the leak sweep away from a machine corral no longer owns."""
 
 CHECKED_VM_STATES: frozenset[VMState] = frozenset({VMState.READY, VMState.IN_USE})
 """States in which a VM is livechecked."""
@@ -153,6 +161,17 @@ class VMEvent(StrEnum):
     """The backend does not have it any more although it was never terminated by us."""
     LOST_WHILE_TERMINATING = "lost_while_terminating"
     """The backend does not have a VM we were terminating: the termination is done."""
+    REGISTERED = "registered"
+    """A machine made elsewhere joined the pool (an operator's ``vm add``), after its first
+    livecheck passed: recorded ready and *external* (retiring forgets it, never destroys it)."""
+    FORGET_REQUESTED = "forget_requested"
+    """An operator asked corral to forget a free VM: marked external and retired in one write
+    (its "termination" only forgets it)."""
+    FORGET_MARKED = "forget_marked"
+    """An operator asked corral to forget a VM in use (``--force``): marked external before its
+    ticket is failed, so whatever ends it forgets it rather than destroys it."""
+    FORGOTTEN = "forgotten"
+    """An external VM's retirement completed without a backend call: it is no longer tracked."""
 
 
 class TicketEvent(StrEnum):
@@ -228,8 +247,12 @@ VM_RULES: Mapping[VMEvent, Rule] = {
         Effect.KICK_ASSIGN,
     ),
     VMEvent.LOST_WHILE_TERMINATING: _rule({_S.TERMINATING}, _S.TERMINATED, *_GONE),
+    VMEvent.REGISTERED: _rule(set(), _S.READY, Effect.KICK_ASSIGN, Effect.KICK_SPAWN),
+    VMEvent.FORGET_REQUESTED: _rule({_S.READY, _S.RELEASING, _S.HELD}, _S.TERMINATING, *_TERMINATE),
+    VMEvent.FORGET_MARKED: _rule({_S.IN_USE}, None),
+    VMEvent.FORGOTTEN: _rule({_S.TERMINATING}, _S.FORGOTTEN, *_GONE),
 }
-"""The VM event table. ``CREATED`` has no sources: it makes the record."""
+"""The VM event table. ``CREATED`` and ``REGISTERED`` have no sources: they make the record."""
 
 _T = TicketState
 _ENDS_HOLD = (Effect.WAKE_WAITERS, Effect.KICK_ASSIGN)

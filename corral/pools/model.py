@@ -93,6 +93,15 @@ class VM:
     machine_state: str | None = None
     """The backend's own state of the machine (libvirt's ``Up``, ``Paused``, ...), beside the
     pool state; ``None`` when the backend tracks none."""
+    external: bool = False
+    """Made elsewhere and registered (``corral vm add``), or being forgotten: corral never
+    destroys it; when it retires it is forgotten."""
+    load: int = 0
+    """How many tickets hold the VM now (at most its pool's ``slots``; 0 while it is free)."""
+    exclusive: bool = False
+    """True while an exclusive ticket holds it (it then shares with none)."""
+    tickets: tuple[str, ...] = ()
+    """Every ticket holding it (``ticket`` is the first of them)."""
 
     @property
     def alive(self) -> bool:
@@ -108,6 +117,16 @@ class VM:
         """A copy moved to ``state`` (checked against the table) with other fields changed."""
         check_vm_transition(self.state, state)
         return dataclasses.replace(self, state=state, state_since=now, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One entry of a multi-machine ticket's list: ``count`` machines of ``pool`` (or of any pool
+    whose tags include ``tags``)."""
+
+    pool: str | None = None
+    tags: tuple[str, ...] = ()
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +150,20 @@ class Ticket:
     reason: str | None = None
     meta: Mapping[str, str] = field(default_factory=dict)
     """Small key/value metadata given at creation (a build's task id, chroot, ...)."""
+    exclusive: bool = False
+    """The ticket wants whole machines: it shares none of them with another ticket."""
+    count: int = 1
+    """How many machines the ticket wants, assigned together or not at all."""
+    vms: tuple[str, ...] = ()
+    """Every VM assigned to it (``vm`` is the first of them)."""
+    requests: tuple[Request, ...] = ()
+    """A list ticket's entries (``pool`` and ``tags`` are then empty and ``count`` is their
+    total); empty for a ticket of one pool or tag set. ``vms`` follow its order."""
+
+    @property
+    def parts(self) -> tuple[Request, ...]:
+        """What the ticket asks for, as a list: its ``requests``, or its one pool/tags/count."""
+        return self.requests or (Request(self.pool, self.tags, self.count),)
 
     @property
     def open(self) -> bool:

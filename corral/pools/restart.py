@@ -33,8 +33,9 @@ from corral.pools.lifecycle import ALIVE_VM_STATES, IN_FLIGHT_VM_STATES, VMState
 class Unrecorded(StrEnum):
     """What the store knows of a machine's name when it has no row for it."""
 
-    FORGOTTEN = "forgotten"
-    """The store issued the name (its row was deleted or purged since)."""
+    PURGED = "purged"
+    """The store issued the name (its row was deleted or purged since). Not to be confused with
+    a ``forgotten`` VM, whose record stays as a tombstone."""
     FOREIGN = "foreign"
     """The store never issued the name: not a machine this store created."""
 
@@ -91,6 +92,9 @@ def _rule(s: Situation) -> Action:
     """The rules in words; :data:`RULES` is this function tabulated over every cell."""
     if s.task:
         return Action.LEAVE
+    if s.record is VMState.FORGOTTEN:
+        # a tombstone: corral let go of this machine on purpose and must never touch it again
+        return Action.KEEP
     if isinstance(s.record, Unrecorded) or s.record not in ALIVE_VM_STATES:
         if s.inventory is not Inventory.LISTED:
             return Action.KEEP
@@ -132,7 +136,7 @@ def classify(name: str, pool: str, state: VMState | None, issued: int) -> Record
         return state
     found = re.fullmatch(rf"{re.escape(pool)}-(\d+)", name)
     if found is not None and 0 < (n := int(found.group(1))) <= issued and name == vm_name(pool, n):
-        return Unrecorded.FORGOTTEN
+        return Unrecorded.PURGED
     return Unrecorded.FOREIGN
 
 

@@ -28,11 +28,22 @@ VM_COLUMNS = (
     "last_livecheck_at",
     "reason",
     "hold_until",
+    "external",
 )
 """The VM columns :meth:`PoolsRepository.update_vm` may change."""
 
 TICKET_COLUMNS = ("state", "expires_at", "vm", "assigned_at", "closed_at", "reason")
 """The ticket columns :meth:`PoolsRepository.update_ticket` may change."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFence:
+    """A write on behalf of a leadership lease: it must still be ``session``'s, live, at
+    ``epoch`` when the write commits (see :meth:`PoolsRepository.create_vm`)."""
+
+    name: str
+    session: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,14 @@ class VMRow:
     reason: str | None = None
     hold_until: float | None = None
     """Set while an operator holds the VM (or asked to hold it after its ticket): until when."""
+    external: bool = False
+    """Made elsewhere (registered) or being forgotten: retiring forgets it, never destroys it."""
+    load: int = 0
+    """How many tickets hold the VM (0 while free; at most its pool's ``slots``)."""
+    exclusive: bool = False
+    """True while an exclusive ticket holds it."""
+    tickets: tuple[str, ...] = ()
+    """Every ticket holding it, in the order they came (``ticket`` is the first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +112,20 @@ class TicketRow:
     reason: str | None = None
     meta: tuple[tuple[str, str], ...] = ()
     """Small key/value metadata given at creation (Copr's task id, build id, chroot), sorted."""
+    exclusive: bool = False
+    """Whole machines only: shares none of its VMs."""
+    count: int = 1
+    """How many machines the ticket wants (all together or none)."""
+    vms: tuple[str, ...] = ()
+    """Every VM of an assigned multi-machine ticket (``vm`` is the first); empty for one VM."""
+    requests: tuple[tuple[str | None, tuple[str, ...], int], ...] = ()
+    """A list ticket's ``(pool, tags, count)`` entries (``pool`` and ``tags`` are then empty and
+    ``count`` is their total; its VMs may be of several pools); empty for any other ticket."""
+
+    @property
+    def parts(self) -> tuple[tuple[str | None, tuple[str, ...], int], ...]:
+        """Its ``requests``, or its one ``(pool, tags, count)``."""
+        return self.requests or ((self.pool, self.tags, self.count),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +134,8 @@ class Closed:
 
     ticket: TicketRow
     vm: VMRow | None
+    others: tuple[VMRow, ...] = ()
+    """The further VMs of a multi-machine ticket that were freed with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +158,40 @@ def wanted_candidates(
     waiting: Sequence[TicketRow], pools: Mapping[str, frozenset[str]]
 ) -> dict[tuple[str, str | None], int]:
     """How many free ready VMs of each ``(pool, sandbox)`` an allocation round can use at most:
-    fresh ones (sandbox ``None``) for every fitting ticket, used ones per ticket of that sandbox."""
+    fresh ones (sandbox ``None``) for every fitting ticket, used ones per ticket of that sandbox
+    (a multi-machine ticket counts its ``count``)."""
     wanted: dict[tuple[str, str | None], int] = {}
     for name, tags in pools.items():
         for ticket in waiting:
-            if ticket_fits_pool(ticket, name, tags):
-                wanted[(name, None)] = wanted.get((name, None), 0) + 1
+            for pool, ticket_tags, count in ticket.parts:  # a list ticket: each of its entries
+                if pool not in (None, name) or not tags.issuperset(ticket_tags):
+                    continue
+                wanted[(name, None)] = wanted.get((name, None), 0) + count
                 if ticket.sandbox is not None:
                     key = (name, ticket.sandbox)
-                    wanted[key] = wanted.get(key, 0) + 1
+                    wanted[key] = wanted.get(key, 0) + count
+    return wanted
+
+
+def wanted_shared(
+    waiting: Sequence[TicketRow], pools: Mapping[str, frozenset[str]], shared: Mapping[str, int]
+) -> dict[tuple[str, str | None], int]:
+    """How many shared VMs with room of each ``(pool, sandbox)`` an allocation round can use at
+    most: one per fitting one-machine ticket that is not exclusive, of pools in ``shared``."""
+    wanted: dict[tuple[str, str | None], int] = {}
+    for name in shared:
+        tags = pools.get(name)
+        if tags is None:
+            continue
+        for ticket in waiting:
+            if (
+                ticket.count == 1
+                and not ticket.requests
+                and not ticket.exclusive
+                and ticket_fits_pool(ticket, name, tags)
+            ):
+                key = (name, ticket.sandbox)
+                wanted[key] = wanted.get(key, 0) + 1
     return wanted
 
 
@@ -164,10 +224,26 @@ class PoolsRepository(Protocol):
 
     # --- VMs ----------------------------------------------------------------------------------
 
-    async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
+    async def create_vm(
+        self, pool: str, *, state: str, now: float, fence: LeaseFence | None = None
+    ) -> VMRow:
         """Record a new VM of ``pool`` in one transaction: its name is ``<pool>-<n>`` with ``n``
         from the pool's counter (never reused) and ``id_in_pool`` the smallest number no alive VM
-        of the pool holds (alive: any state but ``terminated``/``failed``)."""
+        of the pool holds (alive: any state but ``terminated``/``failed``).
+
+        With ``fence`` (a cluster leader's lease, issue 11) the row is written only while that
+        lease is live under that epoch, checked in the same transaction under a share lock of
+        the lease row (so no other host can take the lease before this commits); otherwise
+        ``StaleEpoch`` and nothing is written. Only the PostgreSQL store has cluster leases: the
+        other stores are single-host and ignore it."""
+        ...
+
+    async def register_vm(
+        self, pool: str, name: str, *, address: str, handle: str, now: float
+    ) -> VMRow:
+        """Record a machine made elsewhere as a ``ready``, ``external`` VM named ``name`` of
+        ``pool`` in one transaction (``id_in_pool`` as in :meth:`create_vm`; the pool's counter is
+        not touched). ``Conflict`` when any VM of that name is recorded (nothing is written)."""
         ...
 
     async def vms_issued(self, pool: str) -> int:
@@ -251,7 +327,9 @@ class PoolsRepository(Protocol):
         ...
 
     async def held(self) -> dict[tuple[str, str], int]:
-        """Assigned tickets per ``(owner, pool)``: the VMs that have a ticket."""
+        """Machines held per ``(owner, pool)``: every assigned ticket counts its ``count``
+        in the pool of its VM (a shared VM counts once for each of its tickets); a list ticket
+        counts each of its VMs in that VM's pool."""
         ...
 
     async def assign(
@@ -264,10 +342,40 @@ class PoolsRepository(Protocol):
         (and nothing changed) if any condition failed."""
         ...
 
-    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+    async def assign_many(
+        self,
+        ticket_id: str,
+        vms: Sequence[tuple[str, int]],
+        *,
+        now: float,
+        slots: int = 1,
+        max_per_owner: int | None = None,
+        owner_limits: Mapping[str, int] | None = None,
+    ) -> bool:
+        """Give every VM of ``vms`` (``(name, load)`` pairs, distinct names of one pool) to the
+        ticket in ONE transaction, all or nothing. Each VM is taken only if it still holds exactly
+        ``load`` tickets: ``load`` 0 — ``ready`` with no ticket (it becomes ``in_use``, sandbox
+        and owner from the ticket); ``load`` > 0 — ``in_use``, not exclusive, serving the
+        ticket's sandbox, ``load + 1 <= slots`` and the ticket not exclusive (it joins). Every
+        VM's ``load`` goes up by one (a conditional update on the count), ``uses`` too, and the
+        ticket is appended to its ``tickets``; an exclusive ticket marks its VMs exclusive. The
+        ticket must be ``waiting`` and ask for exactly ``len(vms)`` machines, and (with
+        ``max_per_owner``) its owner must hold no more than ``max_per_owner`` machines of the
+        pool with this ticket's. False (and nothing changed) if any condition failed.
+
+        A list ticket (with ``requests``) may take VMs of several pools, each free (``load``
+        0); ``owner_limits`` maps each of their pools that has a ``max_per_owner`` to it, and
+        its owner must hold no more than that many machines of each with this ticket's."""
+        ...
+
+    async def allocation_inputs(
+        self, pools: Mapping[str, frozenset[str]], *, shared: Mapping[str, int] | None = None
+    ) -> AllocationInputs:
         """In one transaction: the waiting tickets (by priority, then age), the held counts and,
         per :func:`wanted_candidates`, the free ready VMs an allocation round can use — a bounded
-        read whatever the number of VMs. ``pools`` maps each pool to its tags."""
+        read whatever the number of VMs. ``pools`` maps each pool to its tags; ``shared`` maps
+        the pools whose VMs serve several tickets to their ``slots``: their ``in_use`` VMs with
+        room (not exclusive, ``load < slots``) are read too, as many per sandbox as tickets."""
         ...
 
     async def pool_snapshot(self, pool: str) -> PoolSnapshot:
@@ -285,9 +393,12 @@ class PoolsRepository(Protocol):
         now: float,
         reason: str | None = None,
     ) -> Closed | None:
-        """End a ticket whose state is in ``expect`` and, in the same transaction, free its VM:
-        the VM (if the ticket had one in ``in_use``) loses its ticket and moves to ``vm_state``.
-        ``None`` if the ticket was not in ``expect``."""
+        """End a ticket whose state is in ``expect`` and, in the same transaction, free its VMs:
+        each VM (if the ticket had it in ``in_use``) loses the ticket; the last ticket of a VM
+        frees it (``load`` 0, moved to ``vm_state``: :attr:`Closed.vm` and
+        :attr:`Closed.others`), while a VM other tickets still share only counts one less (a
+        conditional update on its count) and stays ``in_use``. ``None`` if the ticket was not
+        in ``expect``."""
         ...
 
     # --- operators: pool modes and the audit trail ---------------------------------------------

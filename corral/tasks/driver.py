@@ -245,8 +245,13 @@ class Driver:
 
         try:
             if task.locks:
+                # Persisted tasks: the grant is made durable by the task's next commit (its
+                # recovery push), which precedes any act of its jobs (docs/tasks.md).
+                covered = task.persist is PersistPolicy.AUTO and self._repo is not None
                 acquiring = asyncio.ensure_future(
-                    locking.acquire(self._locks, task.locks, owner=task.id, on_wait=on_wait)
+                    locking.acquire(
+                        self._locks, task.locks, owner=task.id, on_wait=on_wait, covered=covered
+                    )
                 )
                 if not await self._interruptible(task, acquiring):
                     self._abort(task, "task_aborted", "stopped while waiting for locks")

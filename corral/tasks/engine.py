@@ -13,12 +13,13 @@ import contextlib
 import enum
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from corral import exceptions
 from corral.ids import IdGenerator
 from corral.store import Store
+from corral.store.tasks import StoredTask
 from corral.tasks import locking
 from corral.tasks.driver import Driver, Subscriber
 from corral.tasks.model import (
@@ -115,7 +116,17 @@ class TaskEngine(Driver):
         self._started = True
         if self._repo is None:
             return
-        for stored in await self._repo.load_all():
+        await self.recover_tasks(await self._repo.load_all())
+
+    async def recover_tasks(self, stored_tasks: Sequence[StoredTask]) -> None:
+        """Recover these stored tasks as at a start (SPEC §4): tasks another host ran and this
+        one took over (``corral.controller.takeover``). Tasks already known are left alone,
+        unless their driver stopped on a store error (a write refused while another host held
+        the task): those are recovered from the store's record."""
+        for stored in stored_tasks:
+            known = self._tasks.get(stored.row.id)
+            if known is not None and known.broken is None:
+                continue
             try:
                 task = TaskRuntime.load(stored)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:

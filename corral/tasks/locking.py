@@ -9,7 +9,7 @@ reported through ``on_wait`` and the engine decides.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 from corral import exceptions
 
@@ -52,12 +52,41 @@ def check_locks(locks: object) -> dict[str, str]:
     return checked
 
 
+class CoveringLockManager(LockManagerLike, Protocol):
+    """A lock manager whose grants a later durable commit of the caller can make durable
+    (``corral.locks.pg.PgLockManager``: the grant and the task's commits share one WAL)."""
+
+    covers_grants: bool
+
+    def acquire(
+        self,
+        *keys: Mapping[str, str],
+        owner: str,
+        timeout: float | None = ...,
+        on_wait: Callable[[], object] | None = ...,
+        durable: bool = ...,
+    ) -> Awaitable[HeldLike]:
+        """As :meth:`LockManagerLike.acquire`; ``durable=False``: see the class."""
+        ...
+
+
 async def acquire(
     manager: LockManagerLike,
     locks: Mapping[str, str],
     *,
     owner: str,
     on_wait: Callable[[], object] | None,
+    covered: bool = False,
 ) -> HeldLike:
-    """Wait until ``owner`` holds every lock (no timeout); cancelling withdraws the request."""
+    """Wait until ``owner`` holds every lock (no timeout); cancelling withdraws the request.
+
+    ``covered``: the caller makes a durable commit to the store before anything acts on the
+    grant (the task's recovery push, committed before its job acts), so a manager whose grants
+    that commit can cover (``covers_grants``) is asked not to make its own durable commit.
+    """
+    if covered and getattr(manager, "covers_grants", False) is True:
+        covering = cast(CoveringLockManager, manager)
+        return await covering.acquire(
+            dict(locks), owner=owner, timeout=None, on_wait=on_wait, durable=False
+        )
     return await manager.acquire(dict(locks), owner=owner, timeout=None, on_wait=on_wait)

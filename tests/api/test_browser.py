@@ -1,7 +1,8 @@
 """The dashboard in a real headless browser (Debian's chromium driven by Playwright): pages load
 without console errors, a ticket created through the API appears without a reload, a VM is
-terminated through the confirmation, a user does not see another owner's tickets. Screenshots of
-every page go to ``$CORRAL_ARTIFACTS`` (default: a temporary directory, printed)."""
+terminated through the confirmation, a user does not see another owner's tickets, every page meets
+basic accessibility (labels, contrast, keyboard). Screenshots of every page go to
+``$CORRAL_ARTIFACTS`` (default: a temporary directory, printed)."""
 
 from __future__ import annotations
 
@@ -168,5 +169,134 @@ def test_a_user_sees_pools_but_not_another_owners_tickets(
     page.page.screenshot(path=str(artifacts / "tickets-user.png"))
     for ticket in (bobs, mine):
         httpx.post(f"{server.url}/v1/tickets/{ticket}/close", headers=auth(ADMIN_TOKEN), timeout=30)
+    assert page.errors == []
+    page.close()
+
+
+AUDIT = """() => {
+  const problems = [];
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+    const named = (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.closest('label')
+      || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    if (!named) problems.push(`no label: ${el.outerHTML.slice(0, 80)}`);
+  }
+  for (const el of document.querySelectorAll('a[href], button')) {
+    if (!(el.textContent.trim() || el.getAttribute('aria-label')))
+      problems.push(`no name: ${el.outerHTML.slice(0, 80)}`);
+  }
+  const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const seen = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || seen.has(el) || el.closest('svg')) continue;
+    seen.add(el);
+    const style = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    if (!el.getClientRects().length || box.right < 0 || style.visibility === 'hidden') continue;
+    const [a, b] = [lum(rgb(style.color)), lum(background(el))].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const text = node.textContent.trim().slice(0, 30);
+    if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)}: ${el.tagName} ${text}`);
+  }
+  return problems;
+}"""
+"""Every form control labelled, every link and button named, and every text at a WCAG AA
+contrast of 4.5:1 against the background it is drawn on (charts' SVG text aside)."""
+
+
+def _tab_through(page: Any, limit: int = 80) -> list[str]:
+    """Press Tab until the focus comes back round; each focused element's text, and an
+    assertion that each shows a focus outline."""
+    reached: list[str] = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement; if (!e || e === document.body) return null;"
+            " const s = getComputedStyle(e);"
+            " return [e.textContent.trim() || e.getAttribute('name') || e.tagName,"
+            " s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0]; }"
+        )
+        if focused is None:
+            break
+        text, outlined = focused
+        assert outlined, f"no visible focus on {text!r}"
+        if reached and text == reached[0]:
+            break
+        reached.append(text)
+    return reached
+
+
+def test_pages_meet_basic_accessibility(
+    browser: Any, server: BackgroundServer, artifacts: Path
+) -> None:
+    """Catches a form control without a label, a link or button without a name, text below a
+    4.5:1 contrast (say a muted grey on the grey table header), a focused element without a
+    visible outline, and an action link the keyboard cannot reach."""
+    page = Page(browser, server)
+    page.page.goto("/ui/pools")
+    assert page.page.evaluate(AUDIT) == [], "login page"
+    page.login(ADMIN_TOKEN)
+    page.page.goto("/ui/vms?state=ready")  # a ready VM for its page and confirmation page
+    page.page.locator("tbody tr").first.wait_for()
+    vm = page.page.locator("tbody tr").first.get_attribute("data-vm")
+    for path in (
+        "/ui/pools",
+        "/ui/vms",
+        "/ui/tickets",
+        "/ui/tasks",
+        "/ui/locks",
+        "/ui/hosts",
+        f"/ui/vms/{vm}",
+        f"/ui/vms/{vm}/terminate",
+        "/ui/pools/small/drain",
+    ):
+        page.page.goto(path)
+        page.live()
+        assert page.page.evaluate(AUDIT) == [], path
+    page.page.goto("/ui/pools")
+    page.live()
+    reached = _tab_through(page.page)
+    assert reached[0] == "Skip to content"  # the first Tab shows the skip link
+    for name in ("Pools", "VMs", "Tickets", "Tasks", "Locks", "Hosts", "Drain…", "Log out"):
+        assert name in reached, (name, reached)
+    page.page.screenshot(path=str(artifacts / "pools-keyboard.png"), full_page=True)
+    assert page.errors == []
+    page.close()
+
+
+def test_a_live_update_keeps_the_keyboard_focus(browser: Any, server: BackgroundServer) -> None:
+    """Catches a live update (the page's content swapped in from the server) dropping the focus
+    of a keyboard user to the top of the page: with pool counts every second, a keyboard could
+    never reach a link on the Pools page."""
+    page = Page(browser, server)
+    page.login(ADMIN_TOKEN)
+    page.live()
+    drain = page.page.locator('a[href="/ui/pools/small/drain"]')
+    for _ in range(40):
+        page.page.keyboard.press("Tab")
+        if drain.evaluate("a => a === document.activeElement"):
+            break
+    else:
+        raise AssertionError("Tab never reached the pool's Drain… link")
+    before = page.page.evaluate("() => document.getElementById('main').dataset.updated || ''")
+    ticket = _ticket(server, ALICE_TOKEN)  # the pool's counts change: the page updates
+    page.page.wait_for_function(
+        "b => (document.getElementById('main').dataset.updated || '') !== b", arg=before
+    )
+    focused = page.page.evaluate("() => document.activeElement.getAttribute('href')")
+    assert focused == "/ui/pools/small/drain"
+    httpx.post(f"{server.url}/v1/tickets/{ticket}/close", headers=auth(ADMIN_TOKEN), timeout=30)
     assert page.errors == []
     page.close()

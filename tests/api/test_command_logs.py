@@ -83,6 +83,8 @@ async def test_a_failed_spawns_output_is_kept_and_served(failing: Any) -> None:
     await http.post("/ui/login", data={"token": ADMIN_TOKEN})
     page = await http.get(f"/ui/vms/{name}")
     assert "quota exceeded" in page.text and "exit 3" in page.text
+    # the log is in <main>, not spilled into the page's <title> (an unclosed title block did)
+    assert f"<title>VM {name} · corral</title>" in page.text
 
 
 async def test_logs_need_an_admin_and_a_known_vm(failing: Any) -> None:

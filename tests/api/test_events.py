@@ -48,7 +48,9 @@ class FakeController:
 
 def _hub(**kwargs: Any) -> tuple[stream.EventHub, FakeController]:
     ctl = FakeController()
-    return stream.EventHub(ctl, EventBus(), first_id=100, **kwargs), ctl  # type: ignore[arg-type]
+    kwargs.setdefault("clock", lambda: 0.0)  # ids 100, 101, ...: the clock is behind them
+    kwargs.setdefault("first_id", 100)
+    return stream.EventHub(ctl, EventBus(), **kwargs), ctl  # type: ignore[arg-type]
 
 
 def _ticket(tid: str, owner: str | None = None, state: str = "waiting") -> Event:
@@ -122,6 +124,37 @@ async def test_last_event_id_replays_what_was_missed_or_says_resync() -> None:
         assert [k for _, k, _ in resync] == ["resync"], last
     assert _drain(hub.listen(ALICE, last_id=107)) == []  # up to date
     await hub.close()
+
+
+async def test_ids_follow_the_clock_and_increase_across_restarts() -> None:
+    """Catches: ids counted from the process's start only (a restart after a burst of more
+    events than microseconds elapsed reuses ids), a clock stepping back repeating an id, and a
+    replay that assumes consecutive ids (it would skip or repeat frames)."""
+    now = [1000.0]
+    hub, _ = _hub(clock=lambda: now[0], first_id=None, history=4)
+    assert hub.last_id == 1000 * 1_000_000 - 1
+    for n in range(6):  # a burst: the clock does not move, the ids go on by one
+        await hub.handle(_ticket(f"t{n}", "alice"))
+    burst_end = hub.last_id
+    assert burst_end == 1000 * 1_000_000 + 5
+    now[0] = 1000.5
+    await hub.handle(_ticket("later", "alice"))
+    assert hub.last_id == 1_000_500_000
+    now[0] = 999.0  # the clock steps back: ids still increase
+    await hub.handle(_ticket("back", "alice"))
+    assert hub.last_id == 1_000_500_001
+    # the history keeps the last 4: a reconnect after the burst's 4th event gets what followed
+    replay = _drain(hub.listen(ALICE, last_id=burst_end - 1))
+    assert [d["id"] for _, _, d in replay] == ["t5", "later", "back"]
+    trimmed = _drain(hub.listen(ALICE, last_id=burst_end - 3))
+    assert [k for _, k, _ in trimmed] == ["resync"]
+    await hub.close()
+    now[0] = 1000.6  # a restart: the new process's first id is above every earlier one
+    restarted, _ = _hub(clock=lambda: now[0], first_id=None)
+    await restarted.handle(_ticket("new", "alice"))
+    assert restarted.last_id > 1_000_500_001
+    assert [k for _, k, _ in _drain(restarted.listen(ALICE, last_id=burst_end))] == ["resync"]
+    await restarted.close()
 
 
 async def test_the_kinds_filter_keeps_only_the_kinds_asked_for() -> None:
@@ -252,4 +285,47 @@ async def test_the_hub_closes_the_streams_when_the_server_stops() -> None:
     stopping.set()
     frames = [f async for f in listener.frames()]
     assert b"the server is stopping" in frames[-1]
+    await hub.close()
+
+
+async def test_a_silent_stream_gets_a_keep_alive_comment() -> None:
+    """Catches the keep-alive round no longer offering a comment to a silent stream (a proxy
+    would then close an idle stream)."""
+    hub, _ = _hub(keepalive=0.05)
+    listener = hub.listen(OPEN)
+    frames = listener.frames()
+    async with asyncio.timeout(10):
+        while (chunk := await anext(frames)) != b": keep-alive\n\n":
+            assert b"event: pool" in chunk  # the counts published at start, nothing else
+    await frames.aclose()
+    await hub.close()
+
+
+async def test_a_burst_goes_out_in_one_write_per_listener() -> None:
+    """Catches the hub waking a listener once per frame instead of once per write tick (each
+    wake-up is one socket write: hundreds of streams would cost the controller's loop)."""
+    hub, _ = _hub(coalesce=1.0)
+
+    async def writes(listener: stream.Listener, n: int) -> int:
+        """The writes (chunks) that bring ``n`` ticket events (the pool counts not counted)."""
+        chunks = listener.frames()
+        count = 0
+        while n > 0:
+            tickets = (await anext(chunks)).count(b"event: ticket")
+            n -= tickets
+            count += tickets > 0
+        await chunks.aclose()
+        return count
+
+    async with asyncio.timeout(20):
+        first = [asyncio.create_task(writes(hub.listen(OPEN), 1)) for _ in range(3)]
+        await hub.handle(_ticket("t0", "alice"))
+        assert await asyncio.gather(*first) == [1, 1, 1]  # an idle hub sends at once
+        streams = [asyncio.create_task(writes(hub.listen(OPEN), 49)) for _ in range(3)]
+        for n in range(1, 50):
+            await hub.handle(_ticket(f"t{n}", "alice"))
+            await asyncio.sleep(0)  # the streams' tasks run between two events
+        counts = await asyncio.gather(*streams)
+    # a tick is 1 s: the 49 events come in one write, two if a tick fell amid them
+    assert max(counts) <= 2, counts
     await hub.close()

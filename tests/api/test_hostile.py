@@ -105,8 +105,9 @@ async def test_control_characters_are_4xx_on_every_store(store_url: str) -> None
     config = make_config(store=store_url)
     ctl: Any = await controller_class().create(config)
     await ctl.start()
+    app = create_app(ctl, config)
     try:
-        transport = httpx.ASGITransport(app=create_app(ctl, config))
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://corral.test") as http:
             requests = [
                 ("GET", "/v1/tickets/ab%00cd", None),
@@ -129,6 +130,9 @@ async def test_control_characters_are_4xx_on_every_store(store_url: str) -> None
             listed = (await http.get("/v1/tickets", headers=ADMIN)).json()
             assert listed == [], "a refused request changes nothing"
     finally:
+        # no lifespan runs under ASGITransport: close the event stream as a stopping server
+        # does (on PostgreSQL it holds the cluster event log's connections)
+        await app.state.corral_events.close()
         await ctl.stop()
 
 

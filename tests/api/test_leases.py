@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 from apitools import ADMIN_TOKEN, ALICE_TOKEN, auth, controller_class, make_config
 
 from corral.api import create_app
+from corral.api.routes import renewal_due
+from corral.pools.model import Ticket, TicketState
 
 ALICE = auth(ALICE_TOKEN)
 ADMIN = auth(ADMIN_TOKEN)
@@ -92,6 +95,25 @@ async def test_owner_reads_renew_admin_reads_and_listings_do_not(
     assert late.json()["state"] == "expired", "an ended ticket is not revived by a read"
 
 
+async def test_a_renewal_gaining_less_than_the_slack_is_skipped(
+    served: tuple[Any, Any, httpx.AsyncClient], clock: Clock
+) -> None:
+    """The owner's read right after the create writes nothing (the lease was just set: the
+    write would gain less than min(30 s, ttl / 100)); a read past the slack renews. Fails
+    without the skip (the first read moves the expiry to 1060.5) and when the skip ignores
+    the slack's bound (the second read keeps 1060.0)."""
+    _, _, http = served
+    ticket = await _waiting_ticket(http, ttl=60)  # slack: 0.6 s
+    clock.now = 1000.5
+    first = await http.get(f"/v1/tickets/{ticket['id']}", headers=ALICE)
+    assert first.json()["expires_at"] == 1060.0, "a renewal gaining 0.5 s is skipped"
+    assert await _expires_at(http, ticket["id"]) == 1060.0
+    clock.now = 1000.7
+    second = await http.get(f"/v1/tickets/{ticket['id']}", headers=ALICE)
+    assert second.json()["expires_at"] == 1060.7, "a renewal gaining 0.7 s is written"
+    assert await _expires_at(http, ticket["id"]) == 1060.7
+
+
 async def test_long_poll_renews_while_it_waits(
     served: tuple[Any, Any, httpx.AsyncClient], clock: Clock
 ) -> None:
@@ -147,3 +169,23 @@ async def test_stopping_server_answers_long_polls_and_keeps_tickets(
     assert again.status_code == 503, "a long-poll on a stopping server answers at once"
     plain = await http.get(f"/v1/tickets/{ticket['id']}", headers=ALICE)
     assert plain.status_code == 200, "other calls are still served while connections drain"
+
+
+def test_the_renewal_slack_is_a_hundredth_of_the_ttl_at_most_30_s() -> None:
+    """Fails when the slack is not capped (36 s for a 1-hour lease) or not a hundredth of a
+    short ttl (a 60 s lease renewed after 0.7 s)."""
+    hour = Ticket(
+        id="t",
+        owner="o",
+        state=TicketState.WAITING,
+        created_at=1000.0,
+        expires_at=4600.0,
+        pool="p",
+        ttl=3600.0,
+    )
+    assert not renewal_due(hour, 1029.0)
+    assert renewal_due(hour, 1031.0)
+    minute = replace(hour, expires_at=1060.0, ttl=60.0)
+    assert not renewal_due(minute, 1000.5)
+    assert renewal_due(minute, 1000.7)
+    assert not renewal_due(replace(hour, ttl=None, expires_at=None), 9999.0)

@@ -93,8 +93,9 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
 
 
 def _pools(url: str) -> dict[str, dict[str, Any]]:
-    found = httpx.get(f"{url}/v1/pools", headers=ADMIN, timeout=10).json()
-    return {p["name"]: p for p in found}
+    response = httpx.get(f"{url}/v1/pools", headers=ADMIN, timeout=10)
+    assert response.status_code == 200, response.text  # never an error while a pool drains
+    return {p["name"]: p for p in response.json()}
 
 
 @pytest.mark.slow

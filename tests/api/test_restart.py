@@ -111,6 +111,7 @@ def _open(url: str) -> list[models.Ticket]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # two server starts and waits of up to 60 + 120 s on a loaded machine
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_acquire_survives_a_server_restart(served: Process, sig: signal.Signals) -> None:
     """Fails without the stopping server's clean answer (SIGTERM: tracebacks, a 500, the ticket

@@ -139,6 +139,17 @@ def test_histogram_counts_every_value() -> None:
     assert counts == [2, 0, 1, 1]  # bins of 2 s from 1 s: 1-3, 3-5, 5-7, 7-9
 
 
+def test_charts_show_their_axis_ends() -> None:
+    """Catches a histogram or chart whose range is only in tooltips and the screen reader's
+    label: a person at the wall must read "1.0 s ... 9.0 s" without hovering."""
+    hist = charts.histogram([1.0, 1.1, 5.0, 9.0], bins=4)
+    assert re.search(r'<p class="axis"[^>]*><span>1\.0 s</span><span>9\.0 s · 4 spawns', hist)
+    fast = charts.histogram([0.012, 0.034])
+    assert "<span>0.01 s</span><span>0.03 s · 2 spawns" in fast  # not "0.0 s" at both ends
+    chart = charts.line_chart([(0.0, {"ready": 2}), (60.0, {"ready": 5})], span=3600)
+    assert re.search(r"<span>60 min ago</span><span>now · at most 5 VMs</span>", chart)
+
+
 async def test_the_access_log_has_a_line_per_request_and_no_token(
     http: httpx.AsyncClient, caplog: Any
 ) -> None:
@@ -153,3 +164,16 @@ async def test_the_access_log_has_a_line_per_request_and_no_token(
         ["GET", "/v1/pools", "401"],
     ]
     assert not any(ADMIN_TOKEN in line or "wrong-token" in line for line in lines)
+
+
+async def test_pool_counts_link_to_those_vms_for_an_admin_only(
+    http: httpx.AsyncClient, controller: Any
+) -> None:
+    """Catches the Pools page losing the way from a count (say an unhealthy pool's failed VMs)
+    to the VMs themselves, or showing a user links to the admin-only VMs page."""
+    await _ready_vm(controller)
+    link = 'href="/ui/vms?pool=small&amp;state=ready"'
+    await _login(http, ADMIN_TOKEN)
+    assert link in (await http.get("/ui/pools")).text
+    await _login(http, ALICE_TOKEN)
+    assert link not in (await http.get("/ui/pools")).text

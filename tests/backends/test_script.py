@@ -261,7 +261,25 @@ def test_delete_is_required(tmp_path: Path) -> None:
 def test_capabilities_follow_the_configured_commands(tmp_path: Path) -> None:
     assert backend(tmp_path, new=["true"]).capabilities == frozenset()
     full = backend(tmp_path, new=["true"], livecheck=["true"], release=["true"], list=["true"])
-    assert full.capabilities == {Capability.LIVECHECK, Capability.RELEASE, Capability.LIST}
+    # a livecheck also lets machines made elsewhere join (issue 15: checked before they serve)
+    assert full.capabilities == {
+        Capability.LIVECHECK,
+        Capability.RELEASE,
+        Capability.LIST,
+        Capability.REGISTER,
+    }
+    assert Capability.REGISTER not in backend(tmp_path, new=["true"], list=["true"]).capabilities
+
+
+def test_an_adopted_machine_is_known_by_its_name_and_address(tmp_path: Path) -> None:
+    """Breakage caught: the adopted handle losing the address (its commands would not see
+    ``CORRAL_VM_ADDRESS``) or a script backend without livecheck adopting."""
+    checked = backend(tmp_path, new=["true"], livecheck=["true"])
+    handle = checked.adopt("builder-9", "192.0.2.9")
+    assert handle.name == "builder-9"
+    assert decode_ref(handle.ref) == ("192.0.2.9", None)
+    with pytest.raises(exceptions.CapabilityMissing):
+        backend(tmp_path, new=["true"]).adopt("builder-9", "192.0.2.9")
 
 
 def test_ref_encoding_round_trips_and_tolerates_garbage() -> None:

@@ -198,3 +198,13 @@ def test_spinner_only_on_a_terminal(server: BackgroundServer, monkeypatch: Any) 
     assert result.exit_code == Exit.TIMEOUT
     assert "waiting for a VM" in screen.getvalue()
     run_json(server, "release", held["id"])
+
+
+def test_help_lists_each_command_on_one_line() -> None:
+    """Catches the commands list of ``corral --help`` keeping the docstrings' line breaks (Typer's
+    rich mode does): summaries were cut mid-sentence into ragged lines ("saying when the" /
+    "list was cut")."""
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert result.exit_code == 0, result.output
+    (line,) = [text for text in result.output.splitlines() if "│ tickets " in text]
+    assert "saying when the list was cut; --all or --state for closed ones" in line

@@ -66,6 +66,23 @@ def test_bad_acquire_options(args: list[str], option: str) -> None:
     assert "pydantic" not in line and "Input should" not in line
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["tickets", "--state", "bogus"], "'bogus' (known: assigned, cancelled, closed"),
+        (["tickets", "--state", "waiting,nope"], "'nope' (known: "),
+        (["vms", "--state", "bogus"], "'bogus' (known: failed, forgotten, held, in_use"),
+    ],
+)
+def test_unknown_state_is_named_before_anything_is_sent(args: list[str], named: str) -> None:
+    """Catches a mistyped --state reaching the server, whose answer named its query field
+    ("query field 'state.0': Input should be ...") instead of the option (here the server is
+    unreachable: sending anything would exit 8)."""
+    result = invoke(*args)
+    assert result.exit_code == Exit.INVALID, result.output
+    assert f": --state: unknown {named}" in one_line_error(result, "invalid_input")
+
+
 @pytest.mark.parametrize("pool", ["", "p" * 256])
 def test_bad_pool_name(pool: str) -> None:
     result = invoke("acquire", "--pool", pool)
@@ -110,6 +127,15 @@ def test_serve_on_a_taken_port(taken_port: int) -> None:
     result = invoke("serve", "--db", "memory://", "--port", str(taken_port))
     assert result.exit_code == Exit.UNAVAILABLE, result.output
     assert f"127.0.0.1:{taken_port} is in use" in one_line_error(result, "address_in_use")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_on_a_port_out_of_range(port: str) -> None:
+    """Catches ``--port 99999`` reaching the socket's bind, whose ``OverflowError`` was a
+    traceback (the configuration's own ``api.port`` check never sees the option)."""
+    result = invoke("serve", "--db", "memory://", "--port", port)
+    assert result.exit_code == Exit.INVALID, result.output
+    assert f"--port: must be 0 to 65535, not {port}" in one_line_error(result, "invalid_input")
 
 
 def test_serve_port_taken_after_the_check(taken_port: int, tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Usage: ``python -m tests.controller.storm WORKDIR``: runs a controller on ``WORK
 with the script backend keeping its VMs as files in ``WORKDIR/vms``, a second, secondary controller
 sharing its store (so that two assigners race for the same VMs, as two hosts would), and 8 clients
 that acquire, hold briefly and close tickets (some give up waiting, some never close theirs: their
-lease expires). Prints ``started`` once the controllers run, then loops until killed.
+lease expires). Prints ``started`` once the controllers run, then loops until killed. With
+``CORRAL_CHAOS_SLOTS=N`` (N > 1) the pool's VMs serve N tickets at once and the clients also ask
+for exclusive and two-machine tickets (issue 15).
 
 Every backend command runs under ``scripts/marked.sh`` and every store assignment under
 :func:`mark_assignments`: both append ``start KIND ID PID VM`` / ``end KIND ID PID ...`` lines to
@@ -37,7 +39,11 @@ MARKERS = "markers.log"
 """The marker log's name in the work directory."""
 
 
-def config(workdir: Path) -> CorralConfig:
+SLOTS_ENV = "CORRAL_CHAOS_SLOTS"
+"""How many tickets one VM of the chaos pool serves (default 1)."""
+
+
+def config(workdir: Path, slots: int = 1) -> CorralConfig:
     """The chaos pool: small limits so that spawns, reuse, expiry and terminations interleave."""
     vms = str(workdir / "vms")
     log = str(workdir / MARKERS)
@@ -68,6 +74,8 @@ def config(workdir: Path) -> CorralConfig:
                     "spawn_timeout": 10,
                     "terminate_timeout": 10,
                     "poll_interval": 0.02,
+                    "slots": slots,
+                    "reserve_after": 0.5,
                 }
             },
         },
@@ -76,31 +84,43 @@ def config(workdir: Path) -> CorralConfig:
 
 
 def mark_assignments(store: Store, log: Path, delay: float) -> None:
-    """Log every call of ``store.pools.assign`` (start, end) and slow it by ``delay`` each side."""
-    real: Callable[..., Awaitable[Any]] = store.pools.assign
+    """Log every call of ``store.pools.assign`` and ``assign_many`` (start, end) and slow it by
+    ``delay`` each side."""
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
     ids = itertools.count()
 
-    async def assign(*args: Any, **kwargs: Any) -> Any:
-        op = f"a{pid}-{next(ids)}"
-        vm = kwargs.get("vm_name", args[1] if len(args) > 1 else "?")
-        os.write(fd, f"start assign {op} {pid} {vm}\n".encode())
-        await asyncio.sleep(delay)
-        ok = await real(*args, **kwargs)
-        await asyncio.sleep(delay)
-        os.write(fd, f"end assign {op} {pid} {int(bool(ok))}\n".encode())
-        return ok
+    def marked(real: Callable[..., Awaitable[Any]], first: Callable[[Any], str]) -> Any:
+        async def assign(*args: Any, **kwargs: Any) -> Any:
+            op = f"a{pid}-{next(ids)}"
+            vm = first(args[1] if len(args) > 1 else kwargs.get("vm_name", kwargs.get("vms")))
+            os.write(fd, f"start assign {op} {pid} {vm}\n".encode())
+            await asyncio.sleep(delay)
+            ok = await real(*args, **kwargs)
+            await asyncio.sleep(delay)
+            os.write(fd, f"end assign {op} {pid} {int(bool(ok))}\n".encode())
+            return ok
 
-    store.pools.assign = assign  # type: ignore[method-assign]
+        return assign
+
+    store.pools.assign = marked(store.pools.assign, str)  # type: ignore[method-assign]
+    store.pools.assign_many = marked(  # type: ignore[method-assign]
+        store.pools.assign_many, lambda vms: str(next(iter(vms))[0])
+    )
 
 
-async def client(ctl: Controller, n: int) -> None:
-    """Acquire, hold, close; now and then give up waiting or forget to close (lease expiry)."""
+async def client(ctl: Controller, n: int, slots: int = 1) -> None:
+    """Acquire, hold, close; now and then give up waiting or forget to close (lease expiry).
+    With shared VMs (``slots`` > 1), some tickets are exclusive and some want two VMs."""
     rng = random.Random(n)
     while True:
-        sandbox = rng.choice([None, "s1", "s2"])
-        ticket = await ctl.create_ticket(owner=f"o{n % 4}", pool="chaos", sandbox=sandbox)
+        # shared VMs: fewer sandboxes and longer holds, so that tickets join VMs (and the two
+        # assigners race for the same joins) often
+        sandbox = rng.choice([None, "s1", "s2"] if slots == 1 else [None, None, "s1"])
+        shape: dict[str, Any] = {}
+        if slots > 1:
+            shape = {"exclusive": rng.random() < 0.25, "count": 2 if rng.random() < 0.2 else 1}
+        ticket = await ctl.create_ticket(owner=f"o{n % 4}", pool="chaos", sandbox=sandbox, **shape)
         try:
             # a short wait now and then: the ticket is cancelled while an assigner may be
             # writing it
@@ -108,14 +128,15 @@ async def client(ctl: Controller, n: int) -> None:
         except exceptions.TicketTimeout:
             await ctl.close_ticket(ticket.id)
             continue
-        await asyncio.sleep(rng.uniform(0, 0.05))
+        await asyncio.sleep(rng.uniform(0, 0.05) if slots == 1 else rng.uniform(0.05, 0.4))
         if rng.random() < 0.9:
             await ctl.close_ticket(ticket.id)
 
 
 async def main(workdir: Path) -> None:
     """Run the controllers and the storm until killed."""
-    cfg = config(workdir)
+    slots = int(os.environ.get(SLOTS_ENV, "1"))
+    cfg = config(workdir, slots)
     ctl = await Controller.create(cfg, tick=0.1)
     mark_assignments(
         ctl.store,
@@ -127,7 +148,7 @@ async def main(workdir: Path) -> None:
     await ctl.start()
     await second.start()
     print("started", flush=True)
-    await asyncio.gather(*(client(ctl if n % 2 else second, n) for n in range(8)))
+    await asyncio.gather(*(client(ctl if n % 2 else second, n, slots) for n in range(8)))
 
 
 if __name__ == "__main__":

@@ -279,6 +279,21 @@ async def test_reconcile_sweeps_leaks_and_replaces_lost_vms() -> None:
         await store.close()
 
 
+async def test_a_ticket_failed_by_a_lost_vm_names_its_pool_in_its_event() -> None:
+    """Breakage caught: the ``failed`` event of a ticket whose VM the backend lost (found by a
+    reconciliation, as at a restart) carrying only the VM, so ``corral events --pool p`` (which
+    filters by the event's pool) never printed it."""
+    fake = fake_backend()
+    async with controller({"min_ready": 1}, fake=fake) as ctl:
+        t = await ctl.wait_ticket((await ctl.create_ticket(owner="a", pool="p")).id, timeout=5)
+        assert t.vm is not None
+        await fake.forget(t.vm)
+        async with ctl.events.subscribe(kinds=["ticket"]) as events:
+            await ctl.reconcile()
+            event = await events.get(timeout=5)
+        assert (event.id, event.state, event.data.get("pool")) == (t.id, "failed", "p")
+
+
 async def test_events_and_info_and_summary() -> None:
     async with controller({"min_ready": 1}) as ctl:
         async with ctl.events.subscribe(kinds=["ticket"]) as events:
@@ -287,6 +302,13 @@ async def test_events_and_info_and_summary() -> None:
             second = await events.get(timeout=5)
             assert (first.id, first.state) == (t.id, "waiting")
             assert (second.id, second.state) == (t.id, "assigned")
+            await ctl.close_ticket(t.id)
+            closed = await events.get(timeout=5)
+            # 'corral events --pool p' filters by the event's pool: without it the ticket's
+            # end (closed, expired, failed, cancelled) was left out
+            assert (closed.id, closed.state, closed.data.get("pool")) == (t.id, "closed", "p")
+        t = await ctl.create_ticket(owner="a", pool="p")
+        await ctl.wait_ticket(t.id, timeout=10)
         await ctl.set_pool_info("p", "note", {"maintenance": False})
         assert await ctl.get_pool_info("p") == {"note": {"maintenance": False}}
         await ctl.set_pool_info("p", "note", None)

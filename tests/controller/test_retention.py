@@ -1,7 +1,8 @@
 """Retention through the controller (issue 12): done tasks and history forgotten, in batches.
 
 What each test catches: done tasks kept forever (no task purge), an unfinished task forgotten,
-a purge stopping after its first batch, maintenance not running the retention at all.
+a purge stopping after its first batch, maintenance not running the retention at all, command
+logs never pruned.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from corral import exceptions
 from corral.controller import retention
 from corral.controller.steps import REGISTRY
+from corral.store.commandlogs import CommandLog
 from corral.store.pools import AuditEntry
 from corral.tasks import Step
 
@@ -66,3 +68,17 @@ async def test_maintenance_runs_the_retention() -> None:
         await ctl.maintenance.purge(time.time() + ctl.config.history + 1)
         assert await ctl.store.pools.list_audit() == []
         assert ctl.tasks.list() == []
+
+
+async def test_prune_forgets_old_command_logs_only() -> None:
+    """Catches: retention not calling the command logs' purge (the old records stay), or
+    purging with the wrong bound (the recent record goes too)."""
+    async with controller({"min_ready": 0}) as ctl:
+        logs = ctl.store.command_logs
+        assert logs is not None
+        now = time.time()
+        for at in (now - 100, now - 50, now + 100):
+            await logs.add(CommandLog("vm-1", "p", "new", ("./new",), 0, 0.1, "x", "", at))
+        pruned = await retention.prune(ctl, now)
+        assert pruned.command_logs == 2
+        assert [log.at for log in await logs.for_vm("vm-1")] == [now + 100]

@@ -78,3 +78,35 @@ async def test_a_renewal_of_a_ticket_just_read_is_one_write() -> None:
         await ctl.close_ticket(ticket.id)
         with pytest.raises(exceptions.TicketClosed):
             await ctl.renew_ticket(ticket.id, known=ticket)  # the write sees it closed
+
+
+async def test_a_ticket_created_here_is_read_from_memory_until_it_changes() -> None:
+    """Catches a memory copy that goes stale: read after its renewal (the old expiry) or after
+    its assignment or cancellation (still ``waiting``), or kept for a shared store; and a
+    read of the store for a ticket created here and unchanged since (issue 8 item 3)."""
+    async with controller({"min_ready": 0, "max": 1}) as ctl:
+        reads: list[str] = []
+        get_ticket = ctl.store.pools.get_ticket
+
+        async def counted(ticket_id: str) -> TicketRow | None:
+            reads.append(ticket_id)
+            return await get_ticket(ticket_id)
+
+        ctl.store.pools.get_ticket = counted  # type: ignore[method-assign]
+        held = await ctl.wait_ticket((await ctl.create_ticket(owner="o", pool="p")).id, timeout=30)
+        assert held.state is TicketState.ASSIGNED
+        ticket = await ctl.create_ticket(owner="o", pool="p", ttl=60)
+        reads.clear()
+        assert await ctl.get_ticket(ticket.id) == ticket
+        assert reads == [], "created here and unchanged: no read"
+        renewed = await ctl.renew_ticket(ticket.id, known=ticket)
+        assert await ctl.get_ticket(ticket.id) == renewed, "the renewal replaces the copy"
+        await ctl.close_ticket(held.id)  # its VM goes; a new one is spawned for the waiter
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await ctl.get_ticket(ticket.id)).state is TicketState.WAITING:
+            assert asyncio.get_running_loop().time() < deadline, "the assignment is never seen"
+            await asyncio.sleep(0.01)
+        assert (await ctl.get_ticket(ticket.id)).state is TicketState.ASSIGNED
+        other = await ctl.create_ticket(owner="o", pool="p")
+        await ctl.close_ticket(other.id)
+        assert (await ctl.get_ticket(other.id)).state is TicketState.CANCELLED

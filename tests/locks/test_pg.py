@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from corral import exceptions
+from corral.locks.pg import _ACQUIRE_COVERED
 
 from .conftest import eventually, open_pg_locks, queued
 
@@ -225,3 +226,120 @@ async def test_restarted_host_supersedes_its_previous_incarnation(pg_locks_url: 
     finally:
         await new.close()
         await old.close()
+
+
+class _Member:
+    """A membership kept outside the lock manager (as ``corral serve``'s is)."""
+
+    def __init__(self, url: str, host_id: str, lease: float) -> None:
+        self.url, self.host_id, self.lease = url, host_id, lease
+        self.session, self.incarnation = "", 0
+
+    def join(self) -> None:
+        from corral.cluster import hosts
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            session = hosts.new_session()
+            self.incarnation = hosts.register(conn, self.host_id, session, self.lease)
+            self.session = session
+
+
+async def test_attached_manager_uses_the_membership_session_and_follows_its_rejoin(
+    pg_locks_url: str,
+) -> None:
+    """A manager attached to a membership registers no host of its own and binds its requests
+    to the membership's session; when the membership rejoins (a lapsed lease), the locks of
+    the old session are released locally and new requests use the new session. Breakages
+    caught: an attached manager registering its own row (a phantom host others would count);
+    a rejoin left unnoticed (the holder keeps believing it holds a lock that a later grant,
+    with a larger token, took)."""
+    member = _Member(pg_locks_url, "m", lease=30.0)
+    await asyncio.to_thread(member.join)
+    a = await open_pg_locks(pg_locks_url, member=member, heartbeat=0.2)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=30.0)
+    try:
+        assert a.session == member.session and a.host_id == "m"
+
+        def rows() -> list[tuple[str, str]]:
+            with psycopg.connect(pg_locks_url) as conn:
+                return conn.execute("SELECT host_id, session FROM cluster_hosts").fetchall()
+
+        assert sorted(await asyncio.to_thread(rows)) == sorted(
+            [("m", member.session), ("b", b.session)]
+        )
+        held = await a.acquire("vm/a", owner="t1")
+        old_token = held.token("vm/a")
+        await asyncio.to_thread(member.join)  # rejoined: the old session is superseded
+        got = await b.acquire("vm/a", owner="t2", timeout=30.0)
+        assert got.token("vm/a") > old_token
+        await eventually(lambda: held.released, 30)
+        with pytest.raises(exceptions.LockReleased):
+            held.token("vm/a")
+        assert a.session == member.session and a.incarnation == 2
+        latest = got.token("vm/a")
+        got.release()
+        again = await a.acquire("vm/a", owner="t1", timeout=30.0)
+        assert again.token("vm/a") > latest
+        again.release()
+    finally:
+        await a.close()
+        await b.close()
+    assert sorted(h for h, _ in await asyncio.to_thread(rows)) == ["b", "m"]
+
+
+def _sync_commit_after(url: str, session: str, calls: list[tuple[str, tuple[Any, ...]]]) -> str:
+    """``synchronous_commit`` at the end of one transaction running ``calls`` (rolled back)."""
+    with psycopg.connect(url) as conn:
+        for sql, params in calls:
+            conn.execute(sql, params)
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+        conn.rollback()
+    assert row is not None
+    return str(row[0])
+
+
+_PLAIN = "SELECT corral_lock_acquire(%s, %s, %s, %s, 'x')"
+_RELEASE = "SELECT corral_lock_release(%s, NULL)"
+
+
+async def test_covered_grant_commits_lazily_a_handover_durably(
+    pg_locks_url: str, locks: Any
+) -> None:
+    """A grant asked with ``durable=False`` (the task engine's, covered by the task's own next
+    commit) does not make its transaction wait for the WAL flush; a grant made to a waiter in the
+    same transaction (a release handing a key over) still does, in either order.
+    Breakage caught: the covered function leaving ``synchronous_commit`` on (no fsync saved), or
+    turning it off over an earlier or later durable grant (a hand-over lost in a crash)."""
+    s = locks.session
+    held = await locks.acquire("vm/d", owner="holder")
+    waiter = asyncio.ensure_future(locks.acquire("vm/d", owner="waiter").__aenter__())
+    await eventually(lambda: queued(locks, "vm/d") == 1)
+    rid = held._request.rid
+    plain = [(_PLAIN, (s, "t.1", "o", "vm/new"))]
+    covered = [(_ACQUIRE_COVERED, (s, "t.1", "o", "vm/new", "x"))]
+    assert await asyncio.to_thread(_sync_commit_after, pg_locks_url, s, plain) == "on"
+    assert await asyncio.to_thread(_sync_commit_after, pg_locks_url, s, covered) == "off"
+    before = [(_RELEASE, (rid,)), *covered]
+    after = [*covered, (_RELEASE, (rid,))]
+    assert await asyncio.to_thread(_sync_commit_after, pg_locks_url, s, before) == "on"
+    assert await asyncio.to_thread(_sync_commit_after, pg_locks_url, s, after) == "on"
+    held.release()
+    got = await asyncio.wait_for(waiter, 30)
+    assert got.token("vm/d") == 2
+    got.release()
+
+
+async def test_covered_acquire_grants_like_any(locks: Any) -> None:
+    """``durable=False`` changes only the commit: same grants, tokens, queueing and checks.
+    Breakage caught: the covered path skipping the queue or the token."""
+    first = await locks.acquire("vm/a", owner="a", durable=False)
+    assert first.token("vm/a") == 1
+    second = asyncio.ensure_future(locks.acquire("vm/a", owner="b", durable=False).__aenter__())
+    await eventually(lambda: queued(locks, "vm/a") == 1)
+    first.release()
+    got = await asyncio.wait_for(second, 30)
+    assert got.token("vm/a") == 2
+    got.release()
+    with pytest.raises(exceptions.InvalidInput, match="durable must be True or False"):
+        locks.acquire("vm/a", owner="c", durable="no")
+    assert queued(locks, "vm/a") == 0

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from corral.pools import allocation
 from corral.pools.allocation import PoolLimits
-from corral.pools.model import VM, Ticket, TicketState, VMState
+from corral.pools.model import ALIVE_VM_STATES, VM, Ticket, TicketState, VMState
 
 POOLS = {
     "a": PoolLimits(name="a", tags=frozenset({"x86", "fedora"}), max=10, max_per_owner=2),
@@ -208,7 +208,7 @@ def test_plan_spawns_never_exceeds_max_or_max_starting(
 ) -> None:
     limits = PoolLimits(name="a", max=mx, max_starting=starting, min_ready=min(ready, mx))
     n = allocation.plan_spawns(limits, counts, demand)
-    alive = sum(v for k, v in counts.items() if k not in (VMState.TERMINATED, VMState.FAILED))
+    alive = sum(v for k, v in counts.items() if k in ALIVE_VM_STATES)
     assert n >= 0
     if n:
         assert alive + n <= mx
@@ -307,7 +307,7 @@ def test_plan_supply_limits(
     idle = [allocation.IdleVM(f"u{i}", "ab"[i % 2], float(i)) for i in range(n_idle)]
     limits = PoolLimits(name="p", max=max_, max_starting=max_starting, min_ready=min_ready)
     plan = allocation.plan_supply(limits, counts, demand, idle)
-    alive = sum(n for s, n in counts.items() if s not in (VMState.TERMINATED, VMState.FAILED))
+    alive = sum(n for s, n in counts.items() if s in ALIVE_VM_STATES)
     assert plan.spawn >= 0
     assert plan.spawn <= max(0, max_ - alive)
     assert plan.spawn <= max(0, max_starting - counts.get(VMState.SPAWNING, 0))

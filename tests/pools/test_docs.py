@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydantic
 
+from corral.cluster.config import ClusterConfig
 from corral.config import ApiConfig, TokenConfig
 from corral.pools.config import (
     DiskConfig,
@@ -44,6 +45,7 @@ def test_configuration_reference_names_every_key() -> None:
     text = (DOCS / "configuration.md").read_text()
     models: list[type[pydantic.BaseModel]] = [
         ApiConfig,
+        ClusterConfig,
         TokenConfig,
         PoolConfig,
         LivecheckConfig,
@@ -57,5 +59,12 @@ def test_configuration_reference_names_every_key() -> None:
             if name == "name":
                 continue
             assert f"`{name}`" in text, f"docs/configuration.md does not document {name}"
-    for env in ("CORRAL_STORE", "CORRAL_API_HOST", "CORRAL_API_PORT"):
+    for env in (
+        "CORRAL_STORE",
+        "CORRAL_API_HOST",
+        "CORRAL_API_PORT",
+        "CORRAL_CLUSTER_HOST_ID",
+        "CORRAL_CLUSTER_LEASE",
+        "CORRAL_CLUSTER_ADDRESS",
+    ):
         assert env in text

@@ -34,9 +34,11 @@ EXPECTED_VM = {
     V.RELEASING: {V.READY, V.TERMINATING, V.FAILED},
     # held for debugging (Nodepool's hold): never reused, terminated when the hold ends
     V.HELD: {V.TERMINATING, V.FAILED},
-    V.TERMINATING: {V.TERMINATED, V.FAILED},
+    # an external VM (registered, or being forgotten) ends forgotten: no backend call (issue 15)
+    V.TERMINATING: {V.TERMINATED, V.FAILED, V.FORGOTTEN},
     V.TERMINATED: set(),
     V.FAILED: set(),
+    V.FORGOTTEN: set(),
 }
 EXPECTED_TICKET = {
     T.WAITING: {T.ASSIGNED, T.CANCELLED, T.EXPIRED, T.FAILED},
@@ -96,7 +98,9 @@ def test_effects_follow_the_target_state() -> None:
     for event, rule in VM_RULES.items():
         target = rule.target
         # whatever is gone for good is forgotten, and nothing else is
-        assert (Effect.FORGET in rule.effects) == (target in {"terminated", "failed"}), event
+        assert (Effect.FORGET in rule.effects) == (
+            target in {"terminated", "failed", "forgotten"}
+        ), event
         # a release-cleanup is started exactly when a VM starts releasing
         assert (Effect.SUBMIT_RELEASE in rule.effects) == (target == "releasing"), event
         if Effect.SUBMIT_TERMINATE in rule.effects:
@@ -109,6 +113,25 @@ def test_effects_follow_the_target_state() -> None:
     into = {e for e, r in VM_RULES.items() if r.target == "terminating"}
     submitting = {e for e in into if Effect.SUBMIT_TERMINATE in VM_RULES[e].effects}
     assert into - submitting == {VMEvent.SPAWN_ABANDONED}
+
+
+def test_forgetting_never_reaches_a_vm_whose_task_may_destroy_it() -> None:
+    """Issue 15: forget marks a VM external and retires it in one write. A spawning VM (its
+    spawn's rollback terminates what the backend made) or one already terminating (its task may
+    be calling the backend) must not take it; only a terminating VM ends ``forgotten``, and only
+    a VM in use is merely marked. Breakage caught: ``spawning`` or ``terminating`` added to
+    ``FORGET_REQUESTED``'s sources, or ``FORGOTTEN`` reachable from anything but terminating."""
+    assert VM_RULES[VMEvent.FORGET_REQUESTED].sources == {"ready", "releasing", "held"}
+    assert VM_RULES[VMEvent.FORGET_REQUESTED].target == "terminating"
+    assert VM_RULES[VMEvent.FORGET_MARKED].sources == {"in_use"}
+    assert VM_RULES[VMEvent.FORGET_MARKED].target is None
+    into = {e for e, r in VM_RULES.items() if r.target == "forgotten"}
+    assert into == {VMEvent.FORGOTTEN}
+    assert VM_RULES[VMEvent.FORGOTTEN].sources == {"terminating"}
+    assert VM_RULES[VMEvent.REGISTERED].sources == set()
+    assert VM_RULES[VMEvent.REGISTERED].target == "ready"
+    assert VMState.FORGOTTEN in DEAD_VM_STATES
+    assert VMState.FORGOTTEN not in lifecycle.PURGED_VM_STATES  # the tombstone is kept
 
 
 def test_store_atomic_writes_come_from_the_table() -> None:

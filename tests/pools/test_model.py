@@ -54,16 +54,21 @@ def test_spec_paths_are_legal() -> None:
     )
 
 
-@pytest.mark.parametrize("final", [VMState.TERMINATED, VMState.FAILED])
+@pytest.mark.parametrize("final", [VMState.TERMINATED, VMState.FAILED, VMState.FORGOTTEN])
 def test_final_vm_states_are_terminal(final: VMState) -> None:
     assert VM_TRANSITIONS[final] == frozenset()
     assert final not in ALIVE_VM_STATES
 
 
 def test_terminating_only_ends_in_a_dead_state() -> None:
-    # a VM is never forgotten while the backend may still have it: terminating ends in
-    # terminated (confirmed) or failed (a rolled-back spawn, confirmed gone)
-    assert VM_TRANSITIONS[VMState.TERMINATING] == {VMState.TERMINATED, VMState.FAILED}
+    # a VM is never dropped while the backend may still have it: terminating ends in
+    # terminated (confirmed) or failed (a rolled-back spawn, confirmed gone), or, for an
+    # external VM that corral must not destroy, forgotten (its record kept as a tombstone)
+    assert VM_TRANSITIONS[VMState.TERMINATING] == {
+        VMState.TERMINATED,
+        VMState.FAILED,
+        VMState.FORGOTTEN,
+    }
 
 
 @given(st.lists(st.sampled_from(list(VMState)), max_size=30))

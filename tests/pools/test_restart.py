@@ -38,9 +38,12 @@ terminated  unknown:  keep      keep      leave
 failed      listed:   sweep     sweep     leave
 failed      unlisted: keep      keep      leave
 failed      unknown:  keep      keep      leave
-forgotten   listed:   sweep     sweep     leave
+forgotten   listed:   keep      keep      leave
 forgotten   unlisted: keep      keep      leave
 forgotten   unknown:  keep      keep      leave
+purged      listed:   sweep     sweep     leave
+purged      unlisted: keep      keep      leave
+purged      unknown:  keep      keep      leave
 foreign     listed:   report    sweep     leave
 foreign     unlisted: keep      keep      leave
 foreign     unknown:  keep      keep      leave
@@ -94,18 +97,20 @@ def test_what_never_happens() -> None:
             assert cell.inventory is Inventory.UNLISTED
         if cell.record is VMState.SPAWNING:
             assert action not in (Action.LOST, Action.GONE)  # a listing may lag a creation
+        if cell.record is VMState.FORGOTTEN:
+            assert action in (Action.KEEP, Action.LEAVE)  # a tombstone: never swept, --adopt too
 
 
 @pytest.mark.parametrize(
     ("name", "state", "issued", "record"),
     [
         ("p-000003", VMState.READY, 5, VMState.READY),
-        ("p-000003", None, 5, Unrecorded.FORGOTTEN),
-        ("p-000005", None, 5, Unrecorded.FORGOTTEN),
+        ("p-000003", None, 5, Unrecorded.PURGED),
+        ("p-000005", None, 5, Unrecorded.PURGED),
         ("p-000006", None, 5, Unrecorded.FOREIGN),
         ("p-000001", None, 0, Unrecorded.FOREIGN),  # a store with no history of the pool
         ("p-0000001", None, 1, Unrecorded.FOREIGN),  # not how the store writes its names
-        ("p-1000000", None, 1_000_000, Unrecorded.FORGOTTEN),
+        ("p-1000000", None, 1_000_000, Unrecorded.PURGED),
         ("p-leaked", None, 5, Unrecorded.FOREIGN),
         ("p-000000", None, 5, Unrecorded.FOREIGN),
         ("q-000001", None, 5, Unrecorded.FOREIGN),  # another pool's name
@@ -120,7 +125,7 @@ def test_classify_by_the_names_the_store_issued(
 
 
 def test_classify_escapes_the_pool_name() -> None:
-    assert restart.classify("a.b-000001", "a.b", None, 1) is Unrecorded.FORGOTTEN
+    assert restart.classify("a.b-000001", "a.b", None, 1) is Unrecorded.PURGED
     assert restart.classify("axb-000001", "a.b", None, 1) is Unrecorded.FOREIGN
 
 

@@ -8,6 +8,13 @@ anything the controller decides: it renders and forwards the operator's confirme
 
 from __future__ import annotations
 
-from corral.api.ui.pages import router
+from fastapi import APIRouter
+
+from corral.api.ui import actions, pages
+
+router = APIRouter()
+"""Every dashboard route: the pages, and the admin actions and hosts page."""
+router.include_router(pages.router)
+router.include_router(actions.router)
 
 __all__ = ["router"]

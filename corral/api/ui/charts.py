@@ -20,6 +20,7 @@ STATE_COLOURS = {
     VMState.TERMINATING.value: "#a40e26",
     VMState.TERMINATED.value: "#57606a",
     VMState.FAILED.value: "#cf222e",
+    VMState.FORGOTTEN.value: "#6e7781",
 }
 """One colour per VM state, dark enough for white text (WCAG AA on white backgrounds too)."""
 
@@ -84,6 +85,7 @@ def line_chart(
             f'points="{" ".join(coords)}"><title>{series}</title></polyline>'
         )
     parts.append("</svg>")
+    parts.append(_axis(width, f"{span / 60:.0f} min ago", f"now · at most {top} VMs"))
     return "".join(parts)
 
 
@@ -113,4 +115,19 @@ def histogram(
             f"{start + step:.1f} s</title></rect>"
         )
     parts.append("</svg>")
+    parts.append(_axis(width, _seconds(low), f"{_seconds(high)} · {len(values)} spawns"))
     return "".join(parts)
+
+
+def _seconds(value: float) -> str:
+    """Seconds for an axis: hundredths below one second (a script pool spawns in 0.01 s)."""
+    return f"{value:.2f} s" if value < 1 else f"{value:.1f} s"
+
+
+def _axis(width: int, left: str, right: str) -> str:
+    """The visible ends of a chart's horizontal axis (the SVG's label says the same to a screen
+    reader, so this line is hidden from it)."""
+    return (
+        f'<p class="axis" aria-hidden="true" style="width: {width}px">'
+        f"<span>{left}</span><span>{right}</span></p>"
+    )

@@ -10,13 +10,13 @@ POST forms: the request guard refuses them from another site and the cookie is S
 from __future__ import annotations
 
 import time
+from functools import cache
 from importlib import resources
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from fastapi.templating import Jinja2Templates
 
 from corral import exceptions
 from corral.api import events, stream
@@ -25,10 +25,22 @@ from corral.api.context import Context, task_model
 from corral.api.ui import charts
 from corral.api.ui.session import COOKIE, LIFETIME, Sessions
 from corral.pools.model import TicketState, VMState
+from corral.tasks.states import DONE, TaskState
+
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-_templates = Jinja2Templates(directory=str(resources.files("corral.api.ui") / "templates"))
+
+@cache
+def _templates() -> Jinja2Templates:
+    """The pages' templates, loaded on the first page served: importing Jinja2 is about a
+    tenth of ``corral serve``'s start-up, which the API does not need (issue 14)."""
+    from fastapi.templating import Jinja2Templates
+
+    return Jinja2Templates(directory=str(resources.files("corral.api.ui") / "templates"))
+
 
 Name = Annotated[str, Path(min_length=1, max_length=255)]
 
@@ -37,6 +49,13 @@ SPAWN_SAMPLES = 200
 
 COMMANDS = 50
 """Backend commands the VM page shows (the oldest first: the spawn is what fails)."""
+
+
+STOPPABLE = frozenset(s.value for s in TaskState if s not in DONE)
+"""Task states a stop applies to (the tasks page offers it)."""
+
+ROLLBACKABLE = frozenset({TaskState.FINISHED.value, TaskState.WAITRECOVER.value})
+"""Task states a rollback applies to (the tasks page offers it)."""
 
 
 class LoginRequired(Exception):
@@ -69,7 +88,7 @@ def _render(
     request: Request, template: str, who: Principal, status: int = 200, **values: object
 ) -> HTMLResponse:
     fragment = request.headers.get("x-fragment") == "1"
-    response = _templates.TemplateResponse(
+    response = _templates().TemplateResponse(
         request,
         template,
         {
@@ -109,7 +128,7 @@ def _safe_next(target: str | None) -> str:
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, next: str | None = None) -> Response:
     """The token form."""
-    return _templates.TemplateResponse(
+    return _templates().TemplateResponse(
         request, "login.html", {"next": _safe_next(next), "error": None, "who": None}
     )
 
@@ -122,7 +141,7 @@ async def login(request: Request) -> Response:
     try:
         principal = _ctx(request).auth.authenticate(f"Bearer {form.get('token', '')}")
     except exceptions.Unauthorized:
-        return _templates.TemplateResponse(
+        return _templates().TemplateResponse(
             request,
             "login.html",
             {"next": target, "error": "That token is not valid.", "who": None},
@@ -287,7 +306,9 @@ async def tasks(request: Request) -> Response:
     who.require_admin("the tasks page")
     rows = [task_model(i) for i in _ctx(request).controller.tasks.list()]
     rows.sort(key=lambda t: -(t.updated_at or 0.0))
-    return _render(request, "tasks.html", who, tasks=rows)
+    return _render(
+        request, "tasks.html", who, tasks=rows, stoppable=STOPPABLE, rollbackable=ROLLBACKABLE
+    )
 
 
 @router.get("/locks", response_class=HTMLResponse)
@@ -313,7 +334,7 @@ def error_page(request: Request, exc: exceptions.CorralError) -> Response:
         who: Principal | None = caller(request)
     except LoginRequired:
         who = None
-    return _templates.TemplateResponse(
+    return _templates().TemplateResponse(
         request,
         "error.html",
         {"who": who, "error": exc, "fragment": False, "page": "error", "open": False},

@@ -53,7 +53,9 @@ from corral.backends.cloud import ec2_model as model
 from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.batching import Coalescer
 from corral.backends.cloud.credentials import refuse_inline_credentials
+from corral.backends.cloud.quota import QuotaAdmission, QuotaOptions, Usage
 from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.cloud.shared import SharedCloud, shared_for
 from corral.backends.guard import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ ROUND_SHARE = 5.0
 CREATE_PRIORITY = 1
 """Creates wait behind describes and terminates (priority 0) for the account's tokens: a storm
 of spawns must not delay the polls that notice VMs coming up, nor the terminations."""
+FILTER_VALUES = 200
+"""DescribeInstances takes at most 200 values in one filter: a targeted round asks for the VM
+names it polls in chunks of this many (one call when within the limit)."""
 GONE_MEMORY = 100_000
 """Terminated instance ids remembered (to tell "terminated" from "not visible yet")."""
 
@@ -105,6 +110,8 @@ class EC2Options(BackendOptions):
     connect_timeout: float = pydantic.Field(5.0, gt=0)
     read_timeout: float = pydantic.Field(30.0, gt=0)
     not_found_grace: float = pydantic.Field(60.0, ge=0)
+    quota: QuotaOptions | None = None
+    """Limits admission respects (instances, vCPUs, memory of the instance type)."""
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -150,12 +157,25 @@ class EC2Backend(Backend):
         self.limiter: RateLimiter = limiter_for(options.account_key(), options.rate, options.burst)
         self.calls: Counter[str] = Counter()
         """API calls made, by operation name (for statistics and the benchmark)."""
+        self._usage: Usage | None = None
+        self.shared: SharedCloud | None = None
+        """The cluster's buckets and quota ledgers (a PostgreSQL store), once attached."""
+        self.quota: QuotaAdmission | None = None
+        if options.quota is not None:
+            self.quota = QuotaAdmission(
+                pool=pool,
+                account_key=options.account_key(),
+                quota=options.quota,
+                sizer=self.vm_usage,
+            )
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._creating: dict[str, Future[Any]] = {}
         self._created: dict[str, float] = {}
         self._status_ok: set[str] = set()
         self._seen: set[str] = set()
+        self._named: dict[str, str] = {}
+        """Instance id -> VM name, as targeted describes saw them."""
         self._gone: dict[str, None] = {}
         """Instances a describe showed and a later one did not: terminated (oldest first)."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -164,6 +184,11 @@ class EC2Backend(Backend):
         share = ROUND_SHARE / options.rate
         self._describer: Coalescer[str, model.Snapshot] = Coalescer(
             self._describe_round, min_interval=max(options.describe_interval, share)
+        )
+        # polls and spawns ask only about their VMs (by name, so duplicates show too): a describe
+        # of the whole pool grows with its live instances (seconds at 500), and polls got rare
+        self._targeted: Coalescer[str, model.Snapshot] = Coalescer(
+            self._targeted_round, min_interval=max(options.describe_interval, share)
         )
         self._terminator: Coalescer[str, None] = Coalescer(
             self._terminate_round, min_interval=share, max_items=TERMINATE_BATCH
@@ -187,6 +212,58 @@ class EC2Backend(Backend):
                 f"EC2 allows {MAX_USER_DATA}"
             )
         return text
+
+    # --- quotas and the cluster -----------------------------------------------------------
+
+    def attach_store(self, url: str) -> None:
+        """On a PostgreSQL store, make the account's rate limit and the quota cluster-wide."""
+        if self.shared is not None:
+            return
+        self.shared = shared_for(url)
+        if self.shared is not None:
+            self.limiter.share(self.opts.account_key(), self.shared)
+            if self.quota is not None:
+                self.quota.book = self.shared
+
+    def admission(self) -> QuotaAdmission | None:
+        """The pool's quota, when it declares one (the guard admits every spawn against it)."""
+        return self.quota
+
+    async def vm_usage(self) -> Usage:
+        """What one VM of the pool counts against a quota: the instance type's vCPUs and memory
+        (DescribeInstanceTypes, once per process and type), unless the quota overrides them."""
+        if self._usage is None:
+            quota = self.opts.quota
+            vcpus = quota.vm_vcpus if quota is not None else None
+            memory = quota.vm_memory_mib if quota is not None else None
+            if vcpus is None or memory is None:
+                size = _TYPE_SIZES.get((self.opts.account_key(), self.opts.instance_type))
+                if size is None:
+                    size = await self._describe_type(self.opts.instance_type)
+                    _TYPE_SIZES[(self.opts.account_key(), self.opts.instance_type)] = size
+                vcpus = vcpus if vcpus is not None else size[0]
+                memory = memory if memory is not None else size[1]
+            self._usage = Usage(1, vcpus, memory)
+        return self._usage
+
+    async def _describe_type(self, instance_type: str) -> tuple[int, int]:
+        try:
+            answer = await self._api("describe_instance_types", InstanceTypes=[instance_type])
+        except _NotFound as exc:
+            raise exceptions.ConfigError(
+                f"backend 'ec2': instance type {instance_type!r} unknown to the cloud ({exc}); "
+                "give quota.vm_vcpus and quota.vm_memory_mib"
+            ) from None
+        for item in answer.get("InstanceTypes") or []:
+            if item.get("InstanceType") == instance_type:
+                vcpus = (item.get("VCpuInfo") or {}).get("DefaultVCpus")
+                memory = (item.get("MemoryInfo") or {}).get("SizeInMiB")
+                if isinstance(vcpus, int) and isinstance(memory, int):
+                    return vcpus, memory
+        raise exceptions.ConfigError(
+            f"backend 'ec2': the cloud gave no vCPUs and memory for instance type "
+            f"{instance_type!r}; give quota.vm_vcpus and quota.vm_memory_mib"
+        )
 
     # --- the SDK, in threads ---------------------------------------------------------------
 
@@ -278,11 +355,51 @@ class EC2Backend(Backend):
     # --- batched rounds --------------------------------------------------------------------
 
     async def _describe_round(self, _items: frozenset[str]) -> model.Snapshot:
+        """The whole pool (for ``list()``, the leak sweep, terminations by name)."""
+        instances = await self._describe_pages([])
+        snapshot = model.Snapshot(tuple(instances))
+        current = {i.id for i in instances}
+        for vanished in self._seen - current:
+            self._gone[vanished] = None
+        self._trim_gone()
+        self._seen = current
+        if self.opts.up_check == "status_ok":
+            await self._refresh_status(snapshot)
+        return snapshot
+
+    async def _targeted_round(self, names: frozenset[str]) -> model.Snapshot:
+        """Only the pool's instances named ``names`` (one call per chunk of 200 names)."""
+        instances: list[model.Instance] = []
+        for chunk in model.chunks(names, FILTER_VALUES):
+            vm_filter: dict[str, object] = {"Name": f"tag:{cloud_tags.VM}", "Values": list(chunk)}
+            instances.extend(await self._describe_pages([vm_filter]))
+        snapshot = model.Snapshot(tuple(instances))
+        current = {i.id for i in instances}
+        for inst_id, vm in list(self._named.items()):
+            if vm in names and inst_id not in current:
+                self._gone[inst_id] = None
+                del self._named[inst_id]
+        for inst in instances:
+            if inst.vm:
+                self._named[inst.id] = inst.vm
+        self._trim_gone()
+        if self.opts.up_check == "status_ok":
+            await self._refresh_status(snapshot, prune=False)
+        return snapshot
+
+    def _trim_gone(self) -> None:
+        while len(self._gone) > GONE_MEMORY:
+            del self._gone[next(iter(self._gone))]
+        while len(self._named) > GONE_MEMORY:
+            del self._named[next(iter(self._named))]
+
+    async def _describe_pages(self, extra: list[dict[str, object]]) -> list[model.Instance]:
         instances: list[model.Instance] = []
         token: str | None = None
         filters = [
             *cloud_tags.ec2_filters(self.opts.namespace, self.pool),
             {"Name": "instance-state-name", "Values": list(model.DESCRIBED_STATES)},
+            *extra,
         ]
         while True:
             kwargs: dict[str, object] = {"Filters": filters, "MaxResults": 1000}
@@ -293,20 +410,12 @@ class EC2Backend(Backend):
             token = page.get("NextToken") or None
             if token is None:
                 break
-        snapshot = model.Snapshot(tuple(instances))
-        current = {i.id for i in instances}
-        for vanished in self._seen - current:
-            self._gone[vanished] = None
-        while len(self._gone) > GONE_MEMORY:
-            del self._gone[next(iter(self._gone))]
-        self._seen = current
-        if self.opts.up_check == "status_ok":
-            await self._refresh_status(snapshot)
-        return snapshot
+        return instances
 
-    async def _refresh_status(self, snapshot: model.Snapshot) -> None:
+    async def _refresh_status(self, snapshot: model.Snapshot, *, prune: bool = True) -> None:
         running = {i.id for i in snapshot.instances if i.state is model.InstanceState.RUNNING}
-        self._status_ok &= running
+        if prune:  # a whole-pool snapshot: an instance not running there is not ok any more
+            self._status_ok &= running
         for chunk in model.chunks(running - self._status_ok, STATUS_BATCH):
             answer = await self._api("describe_instance_status", InstanceIds=chunk)
             for item in answer.get("InstanceStatuses") or []:
@@ -367,7 +476,7 @@ class EC2Backend(Backend):
 
     async def _existing(self, name: str) -> model.Instance | None:
         """A live instance already carrying the VM's name (a previous create that succeeded)."""
-        alive = [i for i in (await self._describer.submit()).by_vm(name) if i.alive]
+        alive = [i for i in (await self._targeted.submit(name)).by_vm(name) if i.alive]
         return min(alive, key=lambda i: i.id) if alive else None
 
     def _adopt(self, name: str, inst: model.Instance) -> Handle:
@@ -421,8 +530,13 @@ class EC2Backend(Backend):
 
         future.add_done_callback(done)
 
-    async def _instance(self, handle: Handle) -> tuple[model.Snapshot, model.Instance | None]:
-        snapshot = await self._describer.submit()
+    async def _instance(
+        self, handle: Handle, *, targeted: bool = False
+    ) -> tuple[model.Snapshot, model.Instance | None]:
+        if targeted:
+            snapshot = await self._targeted.submit(handle.name)
+        else:
+            snapshot = await self._describer.submit()
         if handle.ref:
             return snapshot, snapshot.by_id(handle.ref)
         alive = [i for i in snapshot.by_vm(handle.name) if i.alive]
@@ -430,7 +544,7 @@ class EC2Backend(Backend):
 
     async def poll(self, handle: Handle) -> PollResult:
         """Pending until the instance runs (and passes the configured up-check), then up."""
-        snapshot, inst = await self._instance(handle)
+        snapshot, inst = await self._instance(handle, targeted=True)
         if inst is not None:
             await self._drop_duplicates(snapshot, handle.name, keep=inst.id)
         created = self._created.get(inst.id if inst else handle.ref)
@@ -500,14 +614,23 @@ class EC2Backend(Backend):
     async def aclose(self) -> None:
         """Stop the batching tasks, close the HTTP connections and the thread pool."""
         await self._describer.aclose()
+        await self._targeted.aclose()
         await self._terminator.aclose()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
         await super().aclose()
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            self.limiter.unshare(shared)
+            if self.quota is not None and self.quota.book is shared:
+                self.quota.book = None
+            shared.close()
 
 
+_TYPE_SIZES: dict[tuple[str, str], tuple[int, int]] = {}
+"""(vCPUs, MiB) per (account key, instance type): asked once per process."""
 _SESSIONS: dict[tuple[str | None, str], Any] = {}
 _SESSIONS_LOCK = threading.Lock()
 

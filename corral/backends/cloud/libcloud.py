@@ -52,7 +52,9 @@ from corral.backends.cloud import credentials
 from corral.backends.cloud import ec2_model as errors
 from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.batching import Coalescer
+from corral.backends.cloud.quota import QuotaAdmission, QuotaOptions, Usage
 from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.cloud.shared import SharedCloud, shared_for
 from corral.backends.guard import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class LibcloudOptions(BackendOptions):
     backoff_base: float = pydantic.Field(0.5, gt=0)
     backoff_max: float = pydantic.Field(20.0, gt=0)
     not_found_grace: float = pydantic.Field(60.0, ge=0)
+    quota: QuotaOptions | None = None
+    """Limits admission respects (instances, and the size's vCPUs and RAM)."""
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -154,8 +158,17 @@ class LibcloudBackend(Backend):
                 options.key_env, options.secret_env
             )
         key = options.account or f"{options.driver}:{options.key_env or options.credentials_file}"
-        self.limiter: RateLimiter = limiter_for(f"libcloud:{key}", options.rate, options.burst)
+        self.account_key = f"libcloud:{key}"
+        self.limiter: RateLimiter = limiter_for(self.account_key, options.rate, options.burst)
         self.calls: Counter[str] = Counter()
+        self._usage: Usage | None = None
+        self.shared: SharedCloud | None = None
+        """The cluster's buckets and quota ledgers (a PostgreSQL store), once attached."""
+        self.quota: QuotaAdmission | None = None
+        if options.quota is not None:
+            self.quota = QuotaAdmission(
+                pool=pool, account_key=self.account_key, quota=options.quota, sizer=self.vm_usage
+            )
         self._driver: Any = None
         self._driver_lock = threading.Lock()
         self._creating: dict[str, Future[Any]] = {}
@@ -188,6 +201,52 @@ class LibcloudBackend(Backend):
         ):
             return None
         return cloud_tags.vm_name({str(k): str(v) for k, v in meta.items()})
+
+    # --- quotas and the cluster -----------------------------------------------------------
+
+    def attach_store(self, url: str) -> None:
+        """On a PostgreSQL store, make the account's rate limit and the quota cluster-wide."""
+        if self.shared is not None:
+            return
+        self.shared = shared_for(url)
+        if self.shared is not None:
+            self.limiter.share(self.account_key, self.shared)
+            if self.quota is not None:
+                self.quota.book = self.shared
+
+    def admission(self) -> QuotaAdmission | None:
+        """The pool's quota, when it declares one (the guard admits every spawn against it)."""
+        return self.quota
+
+    async def vm_usage(self) -> Usage:
+        """What one VM counts against the quota: the size's RAM and vCPUs (``list_sizes``, once),
+        unless the quota overrides them. A limit on a resource the driver does not report and
+        the quota does not override is a ``ConfigError``."""
+        if self._usage is None:
+            quota = self.opts.quota
+            assert quota is not None  # noqa: S101 - only a quota asks for sizes
+            vcpus, memory = quota.vm_vcpus, quota.vm_memory_mib
+            if vcpus is None or memory is None:
+                sizes = await self._api("list_sizes")
+                size = next((z for z in sizes or [] if str(z.id) == self.opts.size), None)
+                if size is None:
+                    raise exceptions.ConfigError(
+                        f"backend 'libcloud': the driver lists no size {self.opts.size!r}; "
+                        "give quota.vm_vcpus and quota.vm_memory_mib"
+                    )
+                memory = memory if memory is not None else _int(getattr(size, "ram", None))
+                vcpus = vcpus if vcpus is not None else _size_vcpus(size)
+            for what, value, limit in (
+                ("vcpus", vcpus, quota.vcpus),
+                ("memory_mib", memory, quota.memory_mib),
+            ):
+                if value is None and limit is not None:
+                    raise exceptions.ConfigError(
+                        f"backend 'libcloud': size {self.opts.size!r} does not say its {what}; "
+                        f"give quota.vm_{what}"
+                    )
+            self._usage = Usage(1, vcpus or 0, memory or 0)
+        return self._usage
 
     # --- the SDK, in threads ---------------------------------------------------------------
 
@@ -411,3 +470,29 @@ class LibcloudBackend(Backend):
         """Stop the list rounds and the thread pool."""
         await self._lister.aclose()
         await super().aclose()
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            self.limiter.unshare(shared)
+            if self.quota is not None and self.quota.book is shared:
+                self.quota.book = None
+            shared.close()
+
+
+def _int(value: object) -> int | None:
+    """``value`` as a positive int (libcloud reports numbers as ints or strings), else None."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _size_vcpus(size: Any) -> int | None:
+    """A libcloud size's vCPUs: the ``vcpus`` attribute (OpenStack) or ``extra``'s
+    ``vcpus`` / ``vcpu`` (EC2's price list) / ``cpu``."""
+    found = _int(getattr(size, "vcpus", None))
+    extra = getattr(size, "extra", None) or {}
+    for key in ("vcpus", "vcpu", "cpu"):
+        if found is None and isinstance(extra, Mapping):
+            found = _int(extra.get(key))
+    return found

@@ -4,15 +4,27 @@
 It works by *reservation*: each call reserves the next free slot and is told how long to wait
 for it, so callers are served in arrival order and the bucket never has to wake anybody up.
 Over any window of ``w`` seconds at most ``burst + rate * w`` calls are granted.
+:func:`next_slot` is its arithmetic alone, shared with the database's copy of the bucket
+(:mod:`corral.backends.cloud.shared`).
 
 :class:`RateLimiter` is the shell: a lock (the bucket is shared by event loops and SDK threads)
 and a monotonic clock; :meth:`RateLimiter.acquire` queues the caller by priority on the running
 loop and hands out one token at a time,
-:meth:`RateLimiter.wait_sync` sleeps in a worker thread (the cloud backends take their token in
-the thread, right before the request, so the limit holds at the wire).
+:meth:`RateLimiter.wait_sync` sleeps in a worker thread (the cloud backends pass it in the
+thread, right before the request, so the limit holds at the wire).
 :func:`limiter_for` keeps one limiter per account key in this process, so two pools on one account
-share one bucket. Across several hosts the limit is per process: a cluster-wide bucket needs the
-shared PostgreSQL coordination of issue 11, which does not exist yet (see docs/cloud.md).
+share one bucket.
+
+When the store is PostgreSQL, the backends :meth:`RateLimiter.share` the limiter with a
+:class:`ClusterGate` (``shared.SharedCloud``), the account's bucket for every host together.
+The limiter's dispatcher then takes each token's *cluster slot* on the event loop, for its best
+waiter, before the call gets a worker thread, and holds at most one slot at a time: no thread
+ever sleeps for a slot, and no host runs ahead of the others with a queue of reservations. The
+cluster's bucket grants a slot only when it is due (:meth:`TokenBucket.try_reserve`), and a
+priority-0 call (a describe, a terminate) may take it :data:`HEAD_START` seconds before it is
+due while a create (priority 1) must wait until it is: when hosts compete for a slot, the
+describes and terminates of any host get it before the creates of every host.
+:class:`MemoryClusterGate` is the same gate in memory (one process; tests).
 """
 
 from __future__ import annotations
@@ -23,8 +35,43 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from corral import exceptions
+
+HEAD_START = 0.2
+"""Seconds before its cluster slot is due that a priority-0 call may take it. Creates take a
+slot only once it is due, so while any host has a describe or a terminate waiting, the next slot
+is that call's; the head start must exceed how late a host's loop may wake (a loaded machine)."""
+
+
+def lead(priority: int) -> float:
+    """How long before it is due a call of ``priority`` may take a cluster slot."""
+    return HEAD_START if priority <= 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The answer to a conditional reservation (:meth:`TokenBucket.try_reserve`)."""
+
+    granted: bool
+    """Whether the slot is the caller's."""
+    wait: float
+    """Granted: seconds until the slot (>= 0). Not granted: seconds until asking again."""
+
+
+def next_slot(
+    next_at: float | None, paused_until: float, now: float, rate: float, burst: float
+) -> float:
+    """When the next call may go (may lie in the past: the bucket holds tokens).
+
+    ``next_at`` is the moment the bucket's level is back to empty after the calls reserved so
+    far (``None``: never used); a bucket idle long enough is full, so its horizon never lies
+    more than ``burst - 1`` intervals before ``now`` (or the end of a pause).
+    """
+    start = max(now, paused_until)
+    floor = start - (burst - 1.0) / rate
+    return floor if next_at is None else max(next_at, floor)
 
 
 @dataclass(slots=True)
@@ -46,34 +93,91 @@ class TokenBucket:
                 f"burst={self.burst})"
             )
 
+    def _horizon(self, now: float) -> float:
+        return next_slot(self._next, self._paused_until, now, self.rate, self.burst)
+
     def wait_time(self, now: float) -> float:
         """Seconds from ``now`` until a call could go without waiting (nothing is reserved)."""
-        interval = 1.0 / self.rate
-        start = max(now, self._paused_until)
-        floor = start - (self.burst - 1.0) * interval
-        horizon = floor if self._next is None else max(self._next, floor)
-        return max(0.0, horizon - now)
+        return max(0.0, self._horizon(now) - now)
 
     def reserve(self, now: float) -> float:
         """Reserve one call; return how many seconds from ``now`` the caller must wait (>= 0).
 
-        The bucket is modelled by ``_next``, the moment its level would be back to empty after
-        the calls reserved so far: a bucket that was idle long enough is full (``burst`` calls go
-        at once), each call adds ``1 / rate`` seconds of debt.
+        Each call adds ``1 / rate`` seconds of debt to the horizon (see :func:`next_slot`).
         """
-        interval = 1.0 / self.rate
-        start = max(now, self._paused_until)
-        # a full bucket holds `burst` tokens: its empty-horizon lies (burst - 1) intervals back
-        floor = start - (self.burst - 1.0) * interval
-        horizon = floor if self._next is None else max(self._next, floor)
-        self._next = horizon + interval
+        horizon = self._horizon(now)
+        self._next = horizon + 1.0 / self.rate
         return max(0.0, horizon - now)
+
+    def try_reserve(self, now: float, lead: float = 0.0) -> Slot:
+        """Reserve the next slot only if it is due within ``lead`` seconds of ``now``.
+
+        Not granted, nothing changes and the answer says when the slot will be that close:
+        a caller never holds a slot far ahead, so one with a longer ``lead`` (a higher
+        priority) asking in the meantime gets it first.
+        """
+        horizon = self._horizon(now)
+        if horizon > now + lead:
+            return Slot(False, horizon - lead - now)
+        self._next = horizon + 1.0 / self.rate
+        return Slot(True, max(0.0, horizon - now))
 
     def pause(self, now: float, seconds: float) -> None:
         """Grant nothing for ``seconds`` from ``now`` (the cloud said: slow down)."""
         self._paused_until = max(self._paused_until, now + max(0.0, seconds))
         # after a pause calls resume one interval apart: no burst right after being throttled
         self._next = max(self._next if self._next is not None else now, self._paused_until)
+
+
+class ClusterGate(Protocol):
+    """A token bucket per account shared by every host of a cluster (awaited on the loop; an
+    implementation doing I/O does it in its own thread)."""
+
+    async def try_reserve(self, account: str, rate: float, burst: float, lead: float) -> Slot:
+        """Take the account's next slot if it is due within ``lead`` seconds."""
+        ...
+
+    async def pause(self, account: str, seconds: float) -> None:
+        """Hold the account's calls back for ``seconds`` on every host."""
+        ...
+
+
+class MemoryClusterGate:
+    """A :class:`ClusterGate` in memory: the buckets of hosts that are one process (tests)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Buckets on ``clock``, made on first use."""
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket(self, account: str, rate: float, burst: float) -> TokenBucket:
+        bucket = self._buckets.get(account)
+        if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
+            fresh = TokenBucket(rate, burst)
+            if bucket is not None:  # as the database's row: the horizon is the account's
+                fresh._next, fresh._paused_until = bucket._next, bucket._paused_until
+            bucket = self._buckets[account] = fresh
+        return bucket
+
+    async def try_reserve(self, account: str, rate: float, burst: float, lead: float) -> Slot:
+        """Take the account's next slot if it is due within ``lead`` seconds."""
+        return self._bucket(account, rate, burst).try_reserve(self._clock(), lead)
+
+    async def pause(self, account: str, seconds: float) -> None:
+        """Hold the account's calls back for ``seconds``."""
+        bucket = self._buckets.get(account)
+        if bucket is not None:
+            bucket.pause(self._clock(), seconds)
+        else:
+            self._buckets[account] = TokenBucket(1.0)  # placeholder rate, replaced on first use
+            self._buckets[account].pause(self._clock(), seconds)
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception in one short line (a driver's first line: no statement, no URL)."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0][:200]}" if lines else type(inner).__name__
 
 
 class RateLimiter:
@@ -96,10 +200,17 @@ class RateLimiter:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = 0
         self._dispatcher: asyncio.Task[None] | None = None
+        self._nap: tuple[int, asyncio.Future[None]] | None = None
+        """While the dispatcher waits for a cluster slot of some priority: that priority, and
+        a future that a better waiter's arrival completes (it asks again at once)."""
         self.granted = 0
         """Calls granted so far (for statistics and the benchmark)."""
         self.waited = 0.0
         """Seconds callers were told to wait, in total."""
+        self.cluster_asks = 0
+        """Reservations asked of the cluster's bucket (granted or not; the benchmark)."""
+        self._clusters: list[tuple[str, ClusterGate]] = []
+        self._cluster_pause = 0.0
 
     @property
     def rate(self) -> float:
@@ -120,11 +231,14 @@ class RateLimiter:
         Waiters are served by ``priority`` (lower first), then in arrival order, one token at a
         time: a describe that polls VMs (priority 0) is not queued behind a storm of creates
         (priority 1) that arrived before it. A waiter cancelled before its turn takes no token.
+        Shared with a cluster (:meth:`share`), each token is also a slot of the cluster's
+        bucket, taken here on the loop; if the cluster's bucket cannot be reached, every
+        waiter gets a ``BackendError``.
         """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): the old queue died with its loop
-            self._loop, self._waiters, self._dispatcher = loop, [], None
-        if not self._waiters:
+            self._loop, self._waiters, self._dispatcher, self._nap = loop, [], None, None
+        if not self._waiters and not self._clusters:
             with self._lock:
                 if self.bucket.wait_time(self._clock()) == 0:
                     self.bucket.reserve(self._clock())
@@ -133,25 +247,73 @@ class RateLimiter:
         future: asyncio.Future[None] = loop.create_future()
         self._seq += 1
         heapq.heappush(self._waiters, (priority, self._seq, future))
+        if self._nap is not None and priority < self._nap[0] and not self._nap[1].done():
+            self._nap[1].set_result(None)  # ask the cluster again, with this waiter's lead
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch())
         await future
 
+    def _best(self) -> tuple[int, int, asyncio.Future[None]] | None:
+        """The best waiter still waiting (cancelled ones are dropped)."""
+        while self._waiters and self._waiters[0][2].done():
+            heapq.heappop(self._waiters)
+        return self._waiters[0] if self._waiters else None
+
     async def _dispatch(self) -> None:
-        """Hand out tokens to the queued waiters, best first, as the bucket allows."""
-        while self._waiters:
+        """Hand out tokens to the queued waiters, best first, as the bucket(s) allow."""
+        while (best := self._best()) is not None:
             with self._lock:
                 wait = self.bucket.wait_time(self._clock())
+                cluster = self._clusters[-1] if self._clusters else None
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            _, _, future = heapq.heappop(self._waiters)
-            if future.done():  # cancelled while waiting: no token taken
+            if cluster is not None and not await self._cluster_slot(cluster, best[0]):
                 continue
+            best = self._best()
+            if best is None:  # every waiter left while the slot was taken: it goes unused
+                break
+            heapq.heappop(self._waiters)
             with self._lock:
                 self.bucket.reserve(self._clock())
                 self.granted += 1
-            future.set_result(None)
+            best[2].set_result(None)
+
+    async def _cluster_slot(self, cluster: tuple[str, ClusterGate], priority: int) -> bool:
+        """Take the cluster's next slot for a waiter of ``priority`` and wait for it (True), or
+        wait until it is worth asking again (False)."""
+        account, gate = cluster
+        with self._lock:
+            pause, self._cluster_pause = self._cluster_pause, 0.0
+        try:
+            if pause > 0:
+                await gate.pause(account, pause)
+            self.cluster_asks += 1
+            rate, burst = self.bucket.rate, self.bucket.burst
+            slot = await gate.try_reserve(account, rate, burst, lead(priority))
+        except Exception as exc:  # every waiter is told, none hangs
+            error = exceptions.BackendError(
+                f"rate limit of cloud account {account!r}: the cluster's bucket could not be "
+                f"reached ({_brief(exc)})"
+            )
+            for _, _, future in self._waiters:
+                if not future.done():
+                    future.set_exception(error)
+            self._waiters = []
+            return False
+        if slot.granted:
+            if slot.wait > 0:
+                await asyncio.sleep(slot.wait)
+            return True
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._nap = (priority, wake)
+        sleeper = asyncio.ensure_future(asyncio.sleep(slot.wait))
+        try:
+            await asyncio.wait([sleeper, wake], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            self._nap = None
+        return False
 
     def wait_sync(self) -> None:
         """In the SDK's worker thread, right before the request: pass the *gate*, a second bucket
@@ -159,17 +321,30 @@ class RateLimiter:
         calls; a thread that starts its call late (a busy interpreter) could still send two of
         them closer than the limit allows. The gate re-spaces them at the wire; since both
         buckets have the same rate, it only ever waits for such a late pair, and throughput
-        stays ``rate``."""
+        stays ``rate``. (The cluster's slot was taken in :meth:`acquire`: no database here.)"""
         with self._lock:
             delay = self._gate.reserve(self._clock())
         if delay > 0:
             time.sleep(delay)
+
+    def share(self, account: str, gate: ClusterGate) -> None:
+        """From now on, also take each token's slot from ``gate`` (the cluster's bucket of
+        ``account``) in :meth:`acquire`; the gate shared last is used."""
+        with self._lock:
+            self._clusters.append((account, gate))
+
+    def unshare(self, gate: ClusterGate) -> None:
+        """Stop using ``gate`` (its backend is closing)."""
+        with self._lock:
+            self._clusters = [(a, g) for a, g in self._clusters if g is not gate]
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this account back for ``seconds`` (after a throttling answer)."""
         with self._lock:
             self.bucket.pause(self._clock(), seconds)
             self._gate.pause(self._clock(), seconds)
+            if self._clusters:  # told to the cluster before the next slot is taken (no I/O here)
+                self._cluster_pause = max(self._cluster_pause, seconds)
 
 
 _LIMITERS: dict[str, RateLimiter] = {}

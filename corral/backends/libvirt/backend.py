@@ -4,7 +4,11 @@ The I/O shell around the pure parts: :mod:`.options` validates and normalises th
 :mod:`.hypervisors` places each VM and bounds creations, :mod:`.domxml` writes the domain XML,
 :mod:`.states` names the VM's state from libvirt's lifecycle events, :mod:`.storage` makes and
 removes the per-VM files. Every libvirt call runs in the backend's bounded thread pool
-(``run_blocking``), never on the event loop.
+(``run_blocking``), never on the event loop; creations (the slow ``define`` and ``start``) run on
+threads of their own, as many as the hypervisors' creation slots, so polls and livechecks never
+queue behind them. A domain found with this pool's mark is kept (``virDomain`` names it by UUID:
+a domain removed and defined again under the same name is not mistaken for it), so a poll costs one
+call to libvirt, not a lookup, a metadata read and a state call.
 
 Order of a spawn (so that nothing is ever lost): the VM's folder is created first, then the domain
 is defined with corral's mark, then started. ``list`` reports marked domains of this pool *and*
@@ -21,7 +25,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -107,6 +111,9 @@ class LibvirtBackend(Backend):
         self._addresses: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creations: dict[str, Future[None]] = {}
+        self._creators: ThreadPoolExecutor | None = None
+        self._domains: dict[tuple[str, str], libvirt.virDomain] = {}
+        """Domains known to carry this pool's mark, by (hypervisor, name)."""
         events.ensure_event_thread()
 
     # --- connections and events --------------------------------------------------------------
@@ -127,6 +134,8 @@ class LibvirtBackend(Backend):
                 f"cannot connect to hypervisor {hid} ({self._uris[hid]}): {exc}"
             ) from exc
         self._conns[hid] = conn
+        for key in [key for key in list(self._domains) if key[0] == hid]:
+            del self._domains[key]  # they belong to the connection that died
         if self._loop is not None:
             self._callbacks[hid] = events.watch_lifecycle(conn, hid, self._loop, self._on_event)
         return conn
@@ -138,6 +147,9 @@ class LibvirtBackend(Backend):
 
     def _on_event(self, hypervisor: str, name: str, code: int) -> None:
         """A lifecycle event (on the loop): move the VM's named state through the table."""
+        if code == states.Event.UNDEFINED:
+            # a domain defined again under this name (same UUID) must be looked up afresh
+            self._domains.pop((hypervisor, name), None)
         current = self.states.get(name)
         if current is None:
             return  # not one of ours, or forgotten (terminated)
@@ -265,6 +277,7 @@ class LibvirtBackend(Backend):
                     f"hypervisor {hid} already has a domain {vm.name!r} that is not this pool's"
                 )
             if existing.isActive():
+                self._domains[hid, vm.name] = existing
                 return  # a retried spawn: it is already running
         console = self._opts.readiness.method == "console"
         paths, log = storage.prepare(
@@ -272,6 +285,7 @@ class LibvirtBackend(Backend):
         )
         xml = domxml.build(self.domain_spec(vm, hid, paths, log))
         dom = conn.defineXML(xml)
+        self._domains[hid, vm.name] = dom
         dom.create()
 
     async def spawn(self, spec_: VMSpec) -> Handle:
@@ -294,7 +308,7 @@ class LibvirtBackend(Backend):
                 self._loop = asyncio.get_running_loop()
             # the creation's thread future is kept: a terminate (the rollback of a spawn the guard
             # timed out) waits for it, so it never runs before a late define and leaks the domain
-            future = self.submit_blocking(self._create, spec_, hid)
+            future = self._creator(placement).submit(self._create, spec_, hid)
             self._creations[spec_.name] = future
             try:
                 await asyncio.wrap_future(future)
@@ -308,7 +322,20 @@ class LibvirtBackend(Backend):
 
     # --- poll / livecheck -------------------------------------------------------------------
 
+    def _creator(self, placement: Placement) -> ThreadPoolExecutor:
+        """The threads for creations: one per creation slot of every hypervisor."""
+        if self._creators is None:
+            self._creators = ThreadPoolExecutor(
+                max_workers=max(1, sum(placement.max_creations.values())),
+                thread_name_prefix=f"corral-libvirt-{self.pool}-create",
+            )
+        return self._creators
+
     def _lookup(self, hid: str, name: str) -> libvirt.virDomain | None:
+        """This pool's domain ``name`` on ``hid`` (the kept one if any), or ``None``."""
+        kept = self._domains.get((hid, name))
+        if kept is not None:
+            return kept
         try:
             dom = self._conn(hid).lookupByName(name)
         except libvirt.libvirtError as exc:
@@ -316,14 +343,47 @@ class LibvirtBackend(Backend):
                 return None
             raise
         mark = self._mark_of(dom)
-        return dom if mark is not None and mark.pool == self.pool else None
+        if mark is None or mark.pool != self.pool:
+            return None
+        self._domains[hid, name] = dom
+        return dom
 
-    def _probe(self, hid: str, name: str) -> tuple[int, str | None] | None:
-        """The domain's libvirt state and its address if known; ``None`` if there is no domain."""
+    def _state(self, hid: str, name: str) -> tuple[libvirt.virDomain, int] | None:
+        """The domain and its libvirt state; ``None`` if there is no such domain of this pool.
+
+        A kept domain that fails (undefined, removed and defined again so that its UUID no longer
+        exists, or its connection died) is forgotten and looked up afresh once.
+        """
+        kept = (hid, name) in self._domains
         dom = self._lookup(hid, name)
         if dom is None:
             return None
-        state = int(dom.state()[0])
+        try:
+            return dom, int(dom.state()[0])
+        except libvirt.libvirtError as exc:
+            self._domains.pop((hid, name), None)
+            if not kept:
+                if exc.get_error_code() in _GONE:
+                    return None
+                raise
+        # the kept domain is gone, or its connection died: once more, looked up afresh
+        dom = self._lookup(hid, name)
+        if dom is None:
+            return None
+        try:
+            return dom, int(dom.state()[0])
+        except libvirt.libvirtError as exc:
+            self._domains.pop((hid, name), None)
+            if exc.get_error_code() in _GONE:
+                return None
+            raise
+
+    def _probe(self, hid: str, name: str) -> tuple[int, str | None] | None:
+        """The domain's libvirt state and its address if known; ``None`` if there is no domain."""
+        found = self._state(hid, name)
+        if found is None:
+            return None
+        dom, state = found
         if state != libvirt.VIR_DOMAIN_RUNNING:
             return state, None
         method = self._opts.readiness.method
@@ -380,14 +440,16 @@ class LibvirtBackend(Backend):
         return probe is not None and probe == int(libvirt.VIR_DOMAIN_RUNNING)
 
     def _probe_state(self, hid: str, name: str) -> int | None:
-        dom = self._lookup(hid, name)
-        return None if dom is None else int(dom.state()[0])
+        found = self._state(hid, name)
+        return None if found is None else found[1]
 
     # --- terminate / list -------------------------------------------------------------------
 
     def _destroy(self, hids: list[str], name: str) -> None:
         for hid in hids:
+            self._domains.pop((hid, name), None)  # look it up afresh: terminate must not miss it
             dom = self._lookup(hid, name)
+            self._domains.pop((hid, name), None)
             if dom is None:
                 continue
             try:
@@ -433,6 +495,9 @@ class LibvirtBackend(Backend):
         """Deregister the event callbacks and close every connection, then the thread pool."""
         if self._conns:
             await self._call(self._close_all)
+        if self._creators is not None:
+            self._creators.shutdown(wait=False, cancel_futures=True)
+            self._creators = None
         await super().aclose()
 
     def _close_all(self) -> None:
@@ -445,6 +510,7 @@ class LibvirtBackend(Backend):
             except libvirt.libvirtError:
                 pass
         self._conns.clear()
+        self._domains.clear()
 
 
 _UNDEFINE_FLAGS = (

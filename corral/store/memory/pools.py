@@ -18,6 +18,7 @@ from corral.pools.lifecycle import (
     DEAD_VM_STATES,
     HOLD_WINS,
     OPEN_TICKET_STATES,
+    PURGED_VM_STATES,
     TICKET_RULES,
     VM_RULES,
     TicketEvent,
@@ -34,13 +35,17 @@ from corral.store.pools import (
     AuditEntry,
     Closed,
     IdleUsedVM,
+    LeaseFence,
     PoolSnapshot,
     TicketRow,
     VMRow,
     wanted_candidates,
+    wanted_shared,
 )
 
 _DEAD = frozenset(values(DEAD_VM_STATES))
+_PURGED = frozenset(values(PURGED_VM_STATES))
+_REGISTERED = str(vm_target(VMEvent.REGISTERED))
 _OPEN = frozenset(values(OPEN_TICKET_STATES))
 # the states of the two atomic writes come from the lifecycle table
 _VM_TAKE = VM_RULES[VMEvent.ASSIGNED]
@@ -68,6 +73,9 @@ class MemoryPoolsRepository:
         self._fresh_ids: dict[str, int] = defaultdict(int)  # every id below is or was taken
         self._next: dict[str, int] = defaultdict(int)
         self._held: Counter[tuple[str, str]] = Counter()
+        self._held_pool: dict[str, str] = {}  # assigned ticket -> the pool it counts in
+        self._held_parts: dict[str, Counter[str]] = {}  # assigned list ticket -> VMs per pool
+        self._shared: dict[tuple[str, str | None], dict[str, None]] = defaultdict(dict)
         self._tickets: dict[str, TicketRow] = {}
         self._open: dict[str, None] = {}
         self._seq = itertools.count(1)
@@ -95,10 +103,8 @@ class MemoryPoolsRepository:
             key = self._ready_key(old)
             if key is not None:
                 self._ready[key].pop(old.name, None)
-            if old.ticket is not None and old.owner is not None:
-                self._held[(old.owner, old.pool)] -= 1
-                if self._held[(old.owner, old.pool)] <= 0:
-                    del self._held[(old.owner, old.pool)]
+            if old.state == _VM_TAKEN and old.load > 0:
+                self._shared[(old.pool, old.sandbox)].pop(old.name, None)
             if old.state not in _DEAD and new.state in _DEAD:
                 heapq.heappush(self._free_ids[old.pool], old.id_in_pool)
         self._vms[new.name] = new
@@ -106,8 +112,8 @@ class MemoryPoolsRepository:
         key = self._ready_key(new)
         if key is not None:
             self._ready[key][new.name] = None
-        if new.ticket is not None and new.owner is not None:
-            self._held[(new.owner, new.pool)] += 1
+        if new.state == _VM_TAKEN and new.load > 0 and not new.exclusive:
+            self._shared[(new.pool, new.sandbox)][new.name] = None
 
     def _take_id(self, pool: str) -> int:
         free = self._free_ids[pool]
@@ -118,6 +124,26 @@ class MemoryPoolsRepository:
         return taken
 
     def _put_ticket(self, new: TicketRow) -> None:
+        old = self._tickets.get(new.id)
+        if old is not None and old.state == _TICKET_TAKEN:
+            pool = self._held_pool.pop(old.id, None)
+            per_pool = self._held_parts.pop(old.id, Counter())
+            if pool is not None:
+                per_pool[pool] += old.count
+            for pool, n in per_pool.items():
+                self._held[(old.owner, pool)] -= n
+                if self._held[(old.owner, pool)] <= 0:
+                    del self._held[(old.owner, pool)]
+        if new.state == _TICKET_TAKEN and new.requests:
+            # a list ticket: each VM counts in its own pool
+            parts = Counter(self._vms[n].pool for n in new.vms or (new.vm,) if n in self._vms)
+            self._held_parts[new.id] = parts
+            for pool, n in parts.items():
+                self._held[(new.owner, pool)] += n
+        elif new.state == _TICKET_TAKEN and new.vm is not None and new.vm in self._vms:
+            pool = self._vms[new.vm].pool
+            self._held_pool[new.id] = pool
+            self._held[(new.owner, pool)] += new.count
         self._tickets[new.id] = new
         if new.state in _OPEN:
             self._open[new.id] = None
@@ -126,8 +152,11 @@ class MemoryPoolsRepository:
 
     # --- VMs ----------------------------------------------------------------------------------
 
-    async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
-        """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
+    async def create_vm(
+        self, pool: str, *, state: str, now: float, fence: LeaseFence | None = None
+    ) -> VMRow:
+        """See :meth:`corral.store.pools.PoolsRepository.create_vm` (one process: no cluster
+        lease, ``fence`` is ignored)."""
         self._next[pool] += 1
         id_in_pool = self._take_id(pool)
         row = VMRow(
@@ -137,6 +166,28 @@ class MemoryPoolsRepository:
             created_at=now,
             state_since=now,
             id_in_pool=id_in_pool,
+        )
+        self._by_pool[pool][row.name] = None
+        self._put_vm(None, row)
+        return row
+
+    async def register_vm(
+        self, pool: str, name: str, *, address: str, handle: str, now: float
+    ) -> VMRow:
+        """See :meth:`corral.store.pools.PoolsRepository.register_vm`."""
+        if name in self._vms:
+            raise exceptions.Conflict(f"a VM named {name!r} is already recorded")
+        row = VMRow(
+            name=name,
+            pool=pool,
+            state=_REGISTERED,
+            created_at=now,
+            state_since=now,
+            id_in_pool=self._take_id(pool),
+            address=address,
+            handle=handle,
+            ready_at=now,
+            external=True,
         )
         self._by_pool[pool][row.name] = None
         self._put_vm(None, row)
@@ -168,7 +219,7 @@ class MemoryPoolsRepository:
                 continue
             if address is not None and row.address != address:
                 continue
-            if ticket is not None and row.ticket != ticket:
+            if ticket is not None and row.ticket != ticket and ticket not in row.tickets:
                 continue
             rows.append(row)
         return rows
@@ -209,7 +260,7 @@ class MemoryPoolsRepository:
     async def purge(self, before: float, *, limit: int | None = None) -> tuple[int, int]:
         """See :meth:`corral.store.pools.PoolsRepository.purge`."""
         old_vms = [
-            v.name for v in self._vms.values() if v.state in _DEAD and v.state_since < before
+            v.name for v in self._vms.values() if v.state in _PURGED and v.state_since < before
         ][:limit]
         for name in old_vms:
             await self.delete_vm(name)
@@ -287,35 +338,104 @@ class MemoryPoolsRepository:
         self, ticket_id: str, vm_name: str, *, now: float, max_per_owner: int | None = None
     ) -> bool:
         """See :meth:`corral.store.pools.PoolsRepository.assign`."""
-        vm = self._vms.get(vm_name)
-        ticket = self._tickets.get(ticket_id)
-        if vm is None or ticket is None:
+        return await self.assign_many(
+            ticket_id, [(vm_name, 0)], now=now, max_per_owner=max_per_owner
+        )
+
+    def _may_take(self, vm: VMRow | None, ticket: TicketRow, load: int, slots: int) -> bool:
+        if vm is None or vm.load != load or vm.exclusive:
             return False
-        if (
-            vm.state not in _VM_TAKE.sources
-            or vm.ticket is not None
-            or ticket.state not in _TICKET_TAKE.sources
+        if load == 0:
+            return vm.state in _VM_TAKE.sources and vm.ticket is None
+        return (
+            vm.state == _VM_TAKEN
+            and not ticket.exclusive
+            and vm.sandbox == ticket.sandbox
+            and load + 1 <= slots
+        )
+
+    async def assign_many(
+        self,
+        ticket_id: str,
+        vms: Sequence[tuple[str, int]],
+        *,
+        now: float,
+        slots: int = 1,
+        max_per_owner: int | None = None,
+        owner_limits: Mapping[str, int] | None = None,
+    ) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.assign_many`."""
+        ticket = self._tickets.get(ticket_id)
+        names = [name for name, _ in vms]
+        if ticket is None or not vms or len(set(names)) != len(names):
+            return False
+        if ticket.state not in _TICKET_TAKE.sources or len(vms) != ticket.count:
+            return False
+        found = [self._vms.get(name) for name in names]
+        if not all(
+            self._may_take(vm, ticket, load, slots)
+            for vm, (_, load) in zip(found, vms, strict=True)
         ):
             return False
-        if max_per_owner is not None and self._held[(ticket.owner, vm.pool)] >= max_per_owner:
+        taken = [vm for vm in found if vm is not None]
+        if ticket.requests:
+            # a list ticket: free VMs only, of any pools, within each pool's max_per_owner
+            if any(load for _, load in vms):
+                return False
+            per_pool = Counter(vm.pool for vm in taken)
+            limits = owner_limits or {}
+            if any(
+                p in limits and self._held[(ticket.owner, p)] + n > limits[p]
+                for p, n in per_pool.items()
+            ):
+                return False
+        elif len({vm.pool for vm in taken}) != 1:
             return False
-        self._put_vm(
-            vm,
+        pool = taken[0].pool
+        if (
+            not ticket.requests
+            and max_per_owner is not None
+            and self._held[(ticket.owner, pool)] + len(vms) > max_per_owner
+        ):
+            return False
+        for vm in taken:
+            if vm.load == 0:
+                new = replace(
+                    vm,
+                    state=_VM_TAKEN,
+                    state_since=now,
+                    ticket=ticket_id,
+                    owner=ticket.owner,
+                    sandbox=ticket.sandbox,
+                    uses=vm.uses + 1,
+                    last_used_at=now,
+                    load=1,
+                    exclusive=ticket.exclusive,
+                    tickets=(ticket_id,),
+                )
+            else:
+                new = replace(
+                    vm,
+                    uses=vm.uses + 1,
+                    last_used_at=now,
+                    load=vm.load + 1,
+                    tickets=(*vm.tickets, ticket_id),
+                )
+            self._put_vm(vm, new)
+        self._put_ticket(
             replace(
-                vm,
-                state=_VM_TAKEN,
-                state_since=now,
-                ticket=ticket_id,
-                owner=ticket.owner,
-                sandbox=ticket.sandbox,
-                uses=vm.uses + 1,
-                last_used_at=now,
-            ),
+                ticket,
+                state=_TICKET_TAKEN,
+                vm=names[0],
+                vms=tuple(names) if len(names) > 1 else (),
+                assigned_at=now,
+            )
         )
-        self._put_ticket(replace(ticket, state=_TICKET_TAKEN, vm=vm_name, assigned_at=now))
         return True
 
-    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+    async def allocation_inputs(
+        self, pools: Mapping[str, frozenset[str]], *, shared: Mapping[str, int] | None = None
+    ) -> AllocationInputs:
         """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
         waiting = await self.list_tickets(states=sorted(_TICKET_TAKE.sources))
         if not waiting:
@@ -323,6 +443,11 @@ class MemoryPoolsRepository:
         ready: list[VMRow] = []
         for (pool, sandbox), limit in wanted_candidates(waiting, pools).items():
             ready.extend(await self.ready_vms(pool, sandbox=sandbox, limit=limit))
+        if shared:
+            for (pool, sandbox), limit in wanted_shared(waiting, pools, shared).items():
+                rows = (self._vms[n] for n in self._shared.get((pool, sandbox), {}))
+                room = (v for v in rows if v.load < shared[pool])
+                ready.extend(itertools.islice(room, limit))
         return AllocationInputs(waiting=tuple(waiting), held=await self.held(), ready=tuple(ready))
 
     async def pool_snapshot(self, pool: str) -> PoolSnapshot:
@@ -355,9 +480,27 @@ class MemoryPoolsRepository:
         ticket = self._tickets.get(ticket_id)
         if ticket is None or ticket.state not in expect:
             return None
-        vm = self._vms.get(ticket.vm) if ticket.vm is not None else None
-        new_vm = None
-        if vm is not None and vm.ticket == ticket_id and vm.state in _VM_FREE:
+        freed: list[VMRow] = []
+        for name in ticket.vms or ((ticket.vm,) if ticket.vm is not None else ()):
+            vm = self._vms.get(name)
+            if vm is None or ticket_id not in (vm.tickets or (vm.ticket,)):
+                continue
+            if vm.state not in _VM_FREE:
+                continue
+            if vm.load > 1:  # others still share it: one ticket less, nothing else
+                left = tuple(t for t in vm.tickets if t != ticket_id)
+                first = self._tickets.get(left[0])
+                self._put_vm(
+                    vm,
+                    replace(
+                        vm,
+                        load=vm.load - 1,
+                        tickets=left,
+                        ticket=left[0],
+                        owner=None if first is None else first.owner,
+                    ),
+                )
+                continue
             new_vm = replace(
                 vm,
                 state=HOLD_WINS.value if vm.hold_until is not None else vm_state or vm.state,
@@ -365,11 +508,16 @@ class MemoryPoolsRepository:
                 ticket=None,
                 owner=None,
                 last_used_at=now,
+                load=0,
+                exclusive=False,
+                tickets=(),
             )
             self._put_vm(vm, new_vm)
+            freed.append(new_vm)
         new_ticket = replace(ticket, state=state, closed_at=now, reason=reason)
         self._put_ticket(new_ticket)
-        return Closed(ticket=new_ticket, vm=new_vm)
+        main = next((v for v in freed if v.name == ticket.vm), None)
+        return Closed(ticket=new_ticket, vm=main, others=tuple(v for v in freed if v is not main))
 
     # --- operators: pool modes and the audit trail ---------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from corral.pools.lifecycle import (
     DEAD_VM_STATES,
     ENDED_TICKET_STATES,
     HOLD_WINS,
+    PURGED_VM_STATES,
     TICKET_RULES,
     VM_RULES,
     TicketEvent,
@@ -43,6 +45,7 @@ from corral.pools.lifecycle import (
     VMState,
     values,
     vm_sources,
+    vm_target,
 )
 from corral.store.pools import (
     TICKET_COLUMNS,
@@ -51,13 +54,16 @@ from corral.store.pools import (
     AuditEntry,
     Closed,
     IdleUsedVM,
+    LeaseFence,
     PoolSnapshot,
     TicketRow,
     VMRow,
     wanted_candidates,
+    wanted_shared,
 )
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.prepared import Prepared
+from corral.store.sql.schema_cluster import cluster_leases
 from corral.store.sql.schema_pools import (
     audit,
     pool_counters,
@@ -70,12 +76,16 @@ from corral.store.sql.schema_pools import (
 )
 
 _DEAD = values(DEAD_VM_STATES)
+_PURGED = values(PURGED_VM_STATES)
+_REGISTERED = str(vm_target(VMEvent.REGISTERED))
 _ENDED = values(ENDED_TICKET_STATES)
 # the states of the two atomic writes come from the lifecycle table
 _VM_TAKE = VM_RULES[VMEvent.ASSIGNED]
 _TICKET_TAKE = TICKET_RULES[TicketEvent.ASSIGNED]
 _VM_FREE = vm_sources(VMEvent.FREED_TO_TERMINATE)
 (_TICKET_UNTAKEN,) = _TICKET_TAKE.sources
+
+log = logging.getLogger(__name__)
 
 
 def _among(column: ColumnElement[str], states: Iterable[str]) -> ColumnElement[bool]:
@@ -139,7 +149,7 @@ ALL_ROWS = 2**62
 PURGE_VMS = delete(vms).where(
     vms.c.name.in_(
         select(vms.c.name)
-        .where(vms.c.state.in_(_DEAD), vms.c.state_since < bindparam("b_before"))
+        .where(vms.c.state.in_(_PURGED), vms.c.state_since < bindparam("b_before"))
         .limit(bindparam("b_limit"))
     )
 )
@@ -163,27 +173,53 @@ PURGE_AUDIT = delete(audit).where(
 INSERT_TICKET_META = insert(ticket_meta)
 INSERT_TICKET = insert(tickets)
 SELECT_TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
+# machines held: every assigned ticket counts its machines in the pool of its (first) VM, so a
+# VM shared by several owners counts for each of them; a list ticket (``requests``) counts each
+# of its VMs in that VM's pool (:func:`held_counts`)
 HELD = (
-    select(vms.c.owner, vms.c.pool, func.count())
-    .where(vms.c.ticket.is_not(None), vms.c.owner.is_not(None))
-    .group_by(vms.c.owner, vms.c.pool)
+    select(tickets.c.owner, vms.c.pool, func.sum(tickets.c.machines))
+    .select_from(tickets.join(vms, vms.c.name == tickets.c.vm))
+    .where(_among(tickets.c.state, [_TICKET_TAKE.target or ""]), tickets.c.requests.is_(None))
+    .group_by(tickets.c.owner, vms.c.pool)
 )
-HELD_BY = select(func.count()).where(
-    vms.c.pool == bindparam("b_pool"),
-    vms.c.owner == bindparam("b_owner"),
-    vms.c.ticket.is_not(None),
+HELD_BY = (
+    select(func.coalesce(func.sum(tickets.c.machines), 0))
+    .select_from(tickets.join(vms, vms.c.name == tickets.c.vm))
+    .where(
+        tickets.c.owner == bindparam("b_owner"),
+        _among(tickets.c.state, [_TICKET_TAKE.target or ""]),
+        vms.c.pool == bindparam("b_pool"),
+        tickets.c.requests.is_(None),
+    )
+)
+HELD_LISTS = select(tickets.c.owner, tickets.c.vm, tickets.c.vms).where(
+    _among(tickets.c.state, [_TICKET_TAKE.target or ""]), tickets.c.requests.is_not(None)
+)
+POOLS_OF_VMS = select(vms.c.name, vms.c.pool).where(
+    vms.c.name.in_(bindparam("b_names", expanding=True))
 )
 TAKE_TICKET = (
     update(tickets)
     .where(tickets.c.id == bindparam("b_id"), _among(tickets.c.state, _TICKET_TAKE.sources))
-    .values(state=_TICKET_TAKE.target, vm=bindparam("b_vm"), assigned_at=bindparam("b_now"))
-    .returning(tickets.c.owner, tickets.c.sandbox)
+    .values(
+        state=_TICKET_TAKE.target,
+        vm=bindparam("b_vm"),
+        vms=bindparam("b_vms"),
+        assigned_at=bindparam("b_now"),
+    )
+    .returning(
+        tickets.c.owner,
+        tickets.c.sandbox,
+        tickets.c.exclusive,
+        tickets.c.machines,
+        tickets.c.requests,
+    )
 )
 SELECT_VM_POOL = select(vms.c.pool).where(vms.c.name == bindparam("b_name"))
 UNDO_TAKE_TICKET = (
     update(tickets)
     .where(tickets.c.id == bindparam("b_id"))
-    .values(state=_TICKET_UNTAKEN, vm=None, assigned_at=None)
+    .values(state=_TICKET_UNTAKEN, vm=None, vms=None, assigned_at=None)
 )
 TAKE_VM = (
     update(vms)
@@ -191,6 +227,7 @@ TAKE_VM = (
         vms.c.name == bindparam("b_name"),
         _among(vms.c.state, _VM_TAKE.sources),
         vms.c.ticket.is_(None),
+        vms.c.load == 0,
     )
     .values(
         state=_VM_TAKE.target,
@@ -200,16 +237,82 @@ TAKE_VM = (
         sandbox=bindparam("b_sandbox"),
         uses=vms.c.uses + 1,
         last_used_at=bindparam("b_now"),
+        load=1,
+        exclusive=bindparam("b_exclusive"),
+        tickets=bindparam("b_ticket"),
     )
 )
+
+
+def _join_vm(sandbox: bool) -> Any:
+    """One more ticket on a shared VM: conditional on its count (``b_load``), on room
+    (``b_load`` < ``b_slots``, checked by the caller), on nobody holding it exclusively and on
+    the sandbox it serves (``sandbox`` False: a VM serving tickets without one)."""
+    return (
+        update(vms)
+        .where(
+            vms.c.name == bindparam("b_name"),
+            vms.c.state == _VM_TAKE.target,
+            vms.c.load == bindparam("b_load"),
+            vms.c.exclusive == False,  # noqa: E712 (SQL, not Python)
+            vms.c.sandbox == bindparam("b_sandbox") if sandbox else vms.c.sandbox.is_(None),
+        )
+        .values(
+            load=vms.c.load + 1,
+            tickets=vms.c.tickets + " " + bindparam("b_ticket"),
+            uses=vms.c.uses + 1,
+            last_used_at=bindparam("b_now"),
+        )
+    )
+
+
+JOIN_VM_SANDBOX = _join_vm(True)
+JOIN_VM_NO_SANDBOX = _join_vm(False)
+LEAVE_VM = (
+    update(vms)
+    .where(
+        vms.c.name == bindparam("b_name"),
+        vms.c.state == _VM_TAKE.target,
+        vms.c.load == bindparam("b_load"),
+        vms.c.tickets == bindparam("b_tickets"),
+    )
+    .values(
+        load=vms.c.load - 1,
+        tickets=bindparam("b_left"),
+        ticket=bindparam("b_first"),
+        owner=select(tickets.c.owner).where(tickets.c.id == bindparam("b_first")).scalar_subquery(),
+    )
+)
+"""One ticket fewer on a VM others still share: conditional on its count and ticket list."""
+SHARED_ROOM = (
+    select(vms)
+    .where(
+        vms.c.pool == bindparam("b_pool"),
+        vms.c.state == _VM_TAKE.target,
+        vms.c.exclusive == False,  # noqa: E712 (SQL, not Python)
+        vms.c.load > 0,
+        vms.c.load < bindparam("b_slots"),
+        or_(
+            vms.c.sandbox == bindparam("b_sandbox"),
+            vms.c.sandbox.is_(None) & bindparam("b_none"),
+        ),
+    )
+    .order_by(vms.c.load.desc(), vms.c.name)
+    .limit(bindparam("b_limit"))
+)
+"""Shared VMs of a pool with room for one more ticket of a sandbox, the fullest first."""
 FREE_VM = (
     update(vms)
     .where(
         vms.c.name == bindparam("b_name"),
         vms.c.ticket == bindparam("b_ticket"),
         _among(vms.c.state, _VM_FREE),
+        vms.c.load <= 1,
     )
     .values(
+        load=0,
+        exclusive=False,
+        tickets="",
         # a VM marked to be held is held, whatever was asked (lifecycle.HOLD_WINS)
         state=case((vms.c.hold_until.is_not(None), HOLD_WINS.value), else_=bindparam("b_state")),
         state_since=bindparam("b_now"),
@@ -298,6 +401,10 @@ def _vm_of(m: Mapping[str, Any]) -> VMRow:
         last_livecheck_at=m["last_livecheck_at"],
         reason=m["reason"],
         hold_until=m["hold_until"],
+        external=bool(m["external"]),
+        load=m["load"],
+        exclusive=bool(m["exclusive"]),
+        tickets=tuple(m["tickets"].split()),
     )
 
 
@@ -319,7 +426,44 @@ def _ticket_of(m: Mapping[str, Any]) -> TicketRow:
         closed_at=m["closed_at"],
         reason=m["reason"],
         meta=_meta_of(m["meta"]),
+        exclusive=bool(m["exclusive"]),
+        count=m["machines"],
+        vms=tuple(json.loads(m["vms"])) if m["vms"] else (),
+        requests=_requests_of(m["requests"]),
     )
+
+
+def _requests_of(text: str | None) -> tuple[tuple[str | None, tuple[str, ...], int], ...]:
+    if not text:
+        return ()
+    return tuple((r["pool"], tuple(r["tags"]), int(r["count"])) for r in json.loads(text))
+
+
+def _requests_text(row: TicketRow) -> str | None:
+    if not row.requests:
+        return None
+    return json.dumps([{"pool": p, "tags": list(t), "count": n} for p, t, n in row.requests])
+
+
+def held_counts(conn: Connection, owner: str | None = None) -> dict[tuple[str, str], int]:
+    """Machines held per ``(owner, pool)`` (of one ``owner`` if given): :data:`HELD`, plus each
+    VM of an assigned list ticket in its own pool."""
+    if owner is None:
+        held = {(r[0], r[1]): int(r[2]) for r in P_HELD.rows(conn, {})}
+    else:
+        held = {(r[0], r[1]): int(r[2]) for r in conn.execute(HELD.where(tickets.c.owner == owner))}
+    lists = HELD_LISTS if owner is None else HELD_LISTS.where(tickets.c.owner == owner)
+    rows = [(r[0], json.loads(r[2]) if r[2] else [r[1]]) for r in conn.execute(lists)]
+    names = sorted({n for _, found in rows for n in found if n is not None})
+    if not names:
+        return held
+    pools_of = {r[0]: r[1] for r in conn.execute(POOLS_OF_VMS, {"b_names": names})}
+    for who, found in rows:
+        for name in found:
+            pool = pools_of.get(name)
+            if pool is not None:
+                held[(who, pool)] = held.get((who, pool), 0) + 1
+    return held
 
 
 def _meta_of(text: str | None) -> tuple[tuple[str, str], ...]:
@@ -411,6 +555,19 @@ _VM_INSERTED = (
 P_INSERT_VM = Prepared(
     "insert_vm", insert(vms).values({name: bindparam(f"v_{name}") for name in _VM_INSERTED})
 )
+P_LEASE_LIVE = Prepared(
+    "lease_live",
+    # FOR SHARE: a host taking the lease (an UPDATE of this row) waits for this transaction,
+    # so the VM row commits under the epoch it was checked against (issue 11 fencing)
+    select(cluster_leases.c.name)
+    .where(
+        cluster_leases.c.name == bindparam("b_name"),
+        cluster_leases.c.session == bindparam("b_session"),
+        cluster_leases.c.epoch == bindparam("b_epoch"),
+        cluster_leases.c.expires_at >= func.corral_lock_now(),
+    )
+    .with_for_update(read=True),
+)
 P_ALIVE_IDS = Prepared(
     "alive_ids",
     select(vms.c.id_in_pool).where(
@@ -435,11 +592,21 @@ def _bump_seq_statement(dialect_name: str) -> Prepared:
     return found
 
 
-def create_vm(conn: Connection, pool: str, state: str, now: float) -> VMRow:
+def create_vm(
+    conn: Connection, pool: str, state: str, now: float, fence: LeaseFence | None = None
+) -> VMRow:
     """Take the pool's next number and the smallest free ``id_in_pool``; insert the VM.
 
-    Every spawn runs this: compiled statements on the driver's cursor (see prepared.py).
+    Every spawn runs this: compiled statements on the driver's cursor (see prepared.py). With
+    ``fence`` on PostgreSQL, first the lease check (:data:`P_LEASE_LIVE`).
     """
+    if fence is not None and conn.dialect.name == "postgresql":
+        params = {"b_name": fence.name, "b_session": fence.session, "b_epoch": fence.epoch}
+        if not P_LEASE_LIVE.exists(conn, params):
+            log.error("cluster: refused a new VM of pool %s: %s lapsed or moved", pool, fence)
+            raise exceptions.StaleEpoch(
+                f"pool {pool}: lease {fence.name} epoch {fence.epoch} is no longer this host's"
+            )
     seq = _bump_seq_statement(conn.dialect.name).rows(conn, {"b_pool": pool})[0][0]
     used = {r[0] for r in P_ALIVE_IDS.rows(conn, {"b_pool": pool})}
     id_in_pool = next(i for i in range(len(used) + 1) if i not in used)
@@ -453,6 +620,36 @@ def create_vm(conn: Connection, pool: str, state: str, now: float) -> VMRow:
     )
     values = (row.name, pool, state, now, now, id_in_pool, 0, 0)
     P_INSERT_VM.write(conn, {f"v_{k}": v for k, v in zip(_VM_INSERTED, values, strict=True)})
+    return row
+
+
+def register_vm(
+    conn: Connection, pool: str, name: str, address: str, handle: str, now: float
+) -> VMRow:
+    """Insert a machine made elsewhere as a ready, external VM (``Conflict`` if the name is
+    recorded); its ``id_in_pool`` as :func:`create_vm` takes it, the pool's counter untouched."""
+    if P_SELECT_VM.rows(conn, {"b_name": name}):
+        raise exceptions.Conflict(f"a VM named {name!r} is already recorded")
+    used = {r[0] for r in P_ALIVE_IDS.rows(conn, {"b_pool": pool})}
+    row = VMRow(
+        name=name,
+        pool=pool,
+        state=_REGISTERED,
+        created_at=now,
+        state_since=now,
+        id_in_pool=next(i for i in range(len(used) + 1) if i not in used),
+        address=address,
+        handle=handle,
+        ready_at=now,
+        external=True,
+    )
+    values = {
+        c: getattr(row, c) for c in (*_VM_INSERTED, "address", "handle", "ready_at", "external")
+    }
+    try:
+        conn.execute(insert(vms).values(values))
+    except exc.IntegrityError as error:  # registered by another host meanwhile
+        raise exceptions.Conflict(f"a VM named {name!r} is already recorded") from error
     return row
 
 
@@ -472,7 +669,9 @@ def list_vms(
     if address is not None:
         query = query.where(vms.c.address == address)
     if ticket is not None:
-        query = query.where(vms.c.ticket == ticket)
+        query = query.where(
+            or_(vms.c.ticket == ticket, (" " + vms.c.tickets + " ").contains(f" {ticket} "))
+        )
     query = query.order_by(vms.c.created_at, vms.c.name)
     return [_vm(r) for r in conn.execute(query)]
 
@@ -523,6 +722,10 @@ def insert_ticket(conn: Connection, row: TicketRow) -> TicketRow:
         "v_closed_at": row.closed_at,
         "v_reason": row.reason,
         "v_meta": json.dumps(dict(row.meta), sort_keys=True) if row.meta else None,
+        "v_exclusive": row.exclusive,
+        "v_machines": row.count,
+        "v_vms": json.dumps(list(row.vms)) if row.vms else None,
+        "v_requests": _requests_text(row),
     }
     duplicate: tuple[type[BaseException], ...] = (exc.IntegrityError,)
     if conn.dialect.dbapi is not None:  # the raw cursor raises the driver's own error
@@ -587,39 +790,202 @@ def update_ticket(
 def assign(
     conn: Connection, ticket_id: str, vm_name: str, now: float, max_per_owner: int | None
 ) -> bool:
-    """The atomic conditional assignment (see the module docstring)."""
+    """The atomic conditional assignment of one free VM (see the module docstring)."""
+    return assign_many(conn, ticket_id, [(vm_name, 0)], now, 1, max_per_owner)
+
+
+def _lock_vms(conn: Connection, names: Sequence[str]) -> dict[str, VMRow] | None:
+    """The VMs ``names``, row-locked in name order (two multi-machine assignments lock their
+    common VMs in the same order, so they cannot deadlock); ``None`` if one is missing."""
+    found: dict[str, VMRow] = {}
+    for name in sorted(names):
+        rows = conn.execute(SELECT_VM.with_for_update(), {"b_name": name}).all()
+        if not rows:
+            return None
+        found[name] = _vm(rows[0])
+    return found
+
+
+def _all_takeable(
+    conn: Connection,
+    chosen: Sequence[tuple[str, int]],
+    sandbox: str | None,
+    exclusive: bool,
+    slots: int,
+    several_pools: bool = False,
+) -> bool:
+    """Several VMs, or a join: every VM checked under its row lock first, so that the writes
+    that follow cannot fail half-way (a failed write cannot be undone without the old values).
+    ``several_pools``: a list ticket's VMs, which may be of different pools."""
+    rows = _lock_vms(conn, [name for name, _ in chosen])
+    if rows is None or (not several_pools and len({r.pool for r in rows.values()}) != 1):
+        return False
+    return all(_may_take(rows[n], load, sandbox, exclusive, slots) for n, load in chosen)
+
+
+def _may_take(vm: VMRow, load: int, sandbox: str | None, exclusive: bool, slots: int) -> bool:
+    if vm.load != load or vm.exclusive:
+        return False
+    if load == 0:
+        return vm.state in _VM_TAKE.sources and vm.ticket is None
+    return (
+        vm.state == _VM_TAKE.target
+        and not exclusive
+        and vm.sandbox == sandbox
+        and load + 1 <= slots
+    )
+
+
+def assign_many(
+    conn: Connection,
+    ticket_id: str,
+    chosen: Sequence[tuple[str, int]],
+    now: float,
+    slots: int,
+    max_per_owner: int | None,
+    owner_limits: Mapping[str, int] | None = None,
+) -> bool:
+    """The atomic conditional assignment of one or several VMs (see the module docstring)."""
+    names = [name for name, _ in chosen]
+    if not chosen or len(set(names)) != len(names):
+        return False
+    first = names[0]
     pool = None
+    _lock_pools(conn, owner_limits or {})
     if max_per_owner is not None:
         # Serialise this pool's assignments (row lock on PostgreSQL; SQLite has one writer) so
         # that two processes cannot both see the owner below the limit. The pool row is locked
         # before the ticket row, in every transaction, so the locks cannot deadlock.
-        found = P_SELECT_VM_POOL.rows(conn, {"b_name": vm_name})
+        found = P_SELECT_VM_POOL.rows(conn, {"b_name": first})
         if not found:
             return False
         pool = found[0][0]
         P_LOCK_POOL.rows(conn, {"b_pool": pool})
-    taken = P_TAKE_TICKET.rows(conn, {"b_id": ticket_id, "b_vm": vm_name, "b_now": now})
+    params_ticket = {
+        "b_id": ticket_id,
+        "b_vm": first,
+        "b_vms": json.dumps(names) if len(names) > 1 else None,
+        "b_now": now,
+    }
+    taken = P_TAKE_TICKET.rows(conn, params_ticket)
     if not taken:
         return False
-    owner, sandbox = taken[0]
-    if pool is not None and max_per_owner is not None:
-        held = P_HELD_BY.rows(conn, {"b_pool": pool, "b_owner": owner})[0][0]
-        if held >= max_per_owner:
-            P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
-            return False
-    params = {
-        "b_name": vm_name,
-        "b_now": now,
-        "b_ticket": ticket_id,
-        "b_owner": owner,
-        "b_sandbox": sandbox,
-    }
-    if P_TAKE_VM.write(conn, params) != 1:
-        # Same transaction: restoring the ticket's previous values is the same as never having
-        # written them (nobody else can have seen them).
+    owner, sandbox, exclusive = taken[0][0], taken[0][1], bool(taken[0][2])
+    listed = taken[0][4] is not None
+    if taken[0][3] != len(chosen):  # a multi-machine ticket gets all its machines or none
         P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
         return False
+    if listed:
+        return _assign_listed(
+            conn, ticket_id, chosen, (owner, sandbox, exclusive), now, slots, owner_limits
+        )
+    if pool is not None and max_per_owner is not None:
+        # the ticket counts itself now (it is assigned to its first VM)
+        held = P_HELD_BY.rows(conn, {"b_pool": pool, "b_owner": owner})[0][0]
+        if held > max_per_owner:
+            P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
+            return False
+    if (len(chosen) > 1 or chosen[0][1] > 0) and not _all_takeable(
+        conn, chosen, sandbox, exclusive, slots
+    ):
+        P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
+        return False
+    for name, load in chosen:
+        done = _take_vm(conn, name, load, ticket_id, owner, sandbox, exclusive, now)
+        if done != 1:
+            if len(chosen) > 1:  # cannot happen: every row was checked under its lock
+                raise exceptions.StoreError(f"VM {name} changed under its row lock")
+            # Same transaction: restoring the ticket's previous values is the same as never
+            # having written them (nobody else can have seen them).
+            P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
+            return False
     return True
+
+
+def _lock_pools(conn: Connection, limited: Iterable[str]) -> None:
+    """A list ticket: serialise the assignments of each pool with a ``max_per_owner``, in name
+    order and before the ticket row (as :func:`assign_many` does for one pool), so that no two
+    processes both see the owner below a limit and the locks cannot deadlock."""
+    for pool in sorted(limited):
+        P_LOCK_POOL.rows(conn, {"b_pool": pool})
+
+
+def _assign_listed(
+    conn: Connection,
+    ticket_id: str,
+    chosen: Sequence[tuple[str, int]],
+    taker: tuple[str, str | None, bool],
+    now: float,
+    slots: int,
+    owner_limits: Mapping[str, int] | None,
+) -> bool:
+    """The rest of :func:`assign_many` for a list ticket (its row already taken): free VMs only
+    (of any pools), checked under their row locks, and within every limited pool's
+    ``max_per_owner`` once it counts itself; the ticket row is restored on failure."""
+    owner, sandbox, exclusive = taker
+    if any(load for _, load in chosen) or not _all_takeable(
+        conn, chosen, sandbox, exclusive, slots, several_pools=True
+    ):
+        P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
+        return False
+    held = held_counts(conn, owner)
+    if any(held.get((owner, p), 0) > n for p, n in (owner_limits or {}).items()):
+        P_UNDO_TAKE_TICKET.write(conn, {"b_id": ticket_id})
+        return False
+    for name, load in chosen:
+        if _take_vm(conn, name, load, ticket_id, owner, sandbox, exclusive, now) != 1:
+            raise exceptions.StoreError(f"VM {name} changed under its row lock")
+    return True
+
+
+def _take_vm(
+    conn: Connection,
+    name: str,
+    load: int,
+    ticket_id: str,
+    owner: str,
+    sandbox: str | None,
+    exclusive: bool,
+    now: float,
+) -> int:
+    """Write one VM of an assignment (a free VM taken, or a shared one joined); the row count."""
+    if load == 0:
+        params: dict[str, Any] = {
+            "b_name": name,
+            "b_now": now,
+            "b_ticket": ticket_id,
+            "b_owner": owner,
+            "b_sandbox": sandbox,
+            "b_exclusive": exclusive,
+        }
+        return P_TAKE_VM.write(conn, params)
+    statement = JOIN_VM_NO_SANDBOX if sandbox is None else JOIN_VM_SANDBOX
+    params = {"b_name": name, "b_load": load, "b_sandbox": sandbox, "b_ticket": ticket_id}
+    params["b_now"] = now
+    return int(conn.execute(statement, params).rowcount)
+
+
+def _leave(conn: Connection, name: str, ticket_id: str) -> None:
+    """Take ``ticket_id`` off a VM other tickets still share (a conditional update on its count
+    and ticket list, read again if another ticket came or went meanwhile)."""
+    for _ in range(8):
+        rows = P_SELECT_VM.rows(conn, {"b_name": name})
+        if not rows:
+            return
+        vm = _vm_t(rows[0])
+        if ticket_id not in vm.tickets or vm.load <= 1 or vm.state != _VM_TAKE.target:
+            return
+        left = [t for t in vm.tickets if t != ticket_id]
+        params = {
+            "b_name": name,
+            "b_load": vm.load,
+            "b_tickets": " ".join(vm.tickets),
+            "b_left": " ".join(left),
+            "b_first": left[0],
+        }
+        if conn.execute(LEAVE_VM, params).rowcount == 1:
+            return
+    raise exceptions.Conflict(f"VM {name} keeps changing; try again")
 
 
 def close_ticket(
@@ -641,19 +1007,26 @@ def close_ticket(
         return None
     ticket = _ticket_t(P_SELECT_TICKET.rows(conn, {"b_id": ticket_id})[0])
     vm: VMRow | None = None
-    if ticket.vm is not None:
+    others: list[VMRow] = []
+    for name in ticket.vms or ((ticket.vm,) if ticket.vm is not None else ()):
         freed = P_FREE_VM.write(
             conn,
             {
-                "b_name": ticket.vm,
+                "b_name": name,
                 "b_ticket": ticket_id,
                 "b_state": vm_state or VMState.IN_USE.value,
                 "b_now": now,
             },
         )
         if freed == 1:
-            vm = _vm_t(P_SELECT_VM.rows(conn, {"b_name": ticket.vm})[0])
-    return Closed(ticket=ticket, vm=vm)
+            row = _vm_t(P_SELECT_VM.rows(conn, {"b_name": name})[0])
+            if name == ticket.vm:
+                vm = row
+            else:
+                others.append(row)
+        else:
+            _leave(conn, name, ticket_id)
+    return Closed(ticket=ticket, vm=vm, others=tuple(others))
 
 
 # --- info and statistics -------------------------------------------------------------------
@@ -703,7 +1076,9 @@ WAITING = (
 P_WAITING = Prepared("waiting_tickets", WAITING)
 
 
-def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+def allocation_inputs(
+    conn: Connection, pools: Mapping[str, frozenset[str]], shared: Mapping[str, int] | None = None
+) -> AllocationInputs:
     """The waiting tickets, held counts and bounded ready candidates, in one transaction."""
     waiting = [_ticket_t(r) for r in P_WAITING.rows(conn, {})]
     if not waiting:
@@ -716,7 +1091,16 @@ def allocation_inputs(conn: Connection, pools: Mapping[str, frozenset[str]]) -> 
             params = {"b_pool": pool, "b_sandbox": sandbox, "b_limit": limit}
             found = P_READY_SANDBOX.rows(conn, params)
         ready.extend(_vm_t(r) for r in found)
-    held = {(r[0], r[1]): r[2] for r in P_HELD.rows(conn, {})}
+    for (pool, sandbox), limit in wanted_shared(waiting, pools, shared or {}).items():
+        params_shared = {
+            "b_pool": pool,
+            "b_slots": (shared or {})[pool],
+            "b_sandbox": sandbox,
+            "b_none": sandbox is None,
+            "b_limit": limit,
+        }
+        ready.extend(_vm(r) for r in conn.execute(SHARED_ROOM, params_shared))
+    held = held_counts(conn)
     return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
 
 
@@ -725,7 +1109,7 @@ def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
     return PoolSnapshot(
         counts={r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})},
         waiting=tuple(_ticket_t(r) for r in P_WAITING.rows(conn, {})),
-        held={(r[0], r[1]): r[2] for r in P_HELD.rows(conn, {})},
+        held=held_counts(conn),
         idle_used=tuple(
             IdleUsedVM(r[0], r[1], r[2]) for r in P_IDLE_USED.rows(conn, {"b_pool": pool})
         ),
@@ -750,9 +1134,19 @@ class SqlPoolsRepository:
     def __init__(self, executor: SqlExecutor) -> None:
         self._executor = executor
 
-    async def create_vm(self, pool: str, *, state: str, now: float) -> VMRow:
+    async def create_vm(
+        self, pool: str, *, state: str, now: float, fence: LeaseFence | None = None
+    ) -> VMRow:
         """See :meth:`corral.store.pools.PoolsRepository.create_vm`."""
-        return await self._executor.run(lambda conn: create_vm(conn, pool, state, now))
+        return await self._executor.run(lambda conn: create_vm(conn, pool, state, now, fence))
+
+    async def register_vm(
+        self, pool: str, name: str, *, address: str, handle: str, now: float
+    ) -> VMRow:
+        """See :meth:`corral.store.pools.PoolsRepository.register_vm`."""
+        return await self._executor.run(
+            lambda conn: register_vm(conn, pool, name, address, handle, now)
+        )
 
     async def vms_issued(self, pool: str) -> int:
         """See :meth:`corral.store.pools.PoolsRepository.vms_issued`."""
@@ -870,9 +1264,7 @@ class SqlPoolsRepository:
 
     async def held(self) -> dict[tuple[str, str], int]:
         """See :meth:`corral.store.pools.PoolsRepository.held`."""
-        return await self._executor.read(
-            lambda conn: {(r[0], r[1]): r[2] for r in conn.execute(HELD)}
-        )
+        return await self._executor.read(held_counts)
 
     async def assign(
         self, ticket_id: str, vm_name: str, *, now: float, max_per_owner: int | None = None
@@ -882,10 +1274,30 @@ class SqlPoolsRepository:
             lambda conn: assign(conn, ticket_id, vm_name, now, max_per_owner)
         )
 
-    async def allocation_inputs(self, pools: Mapping[str, frozenset[str]]) -> AllocationInputs:
+    async def assign_many(
+        self,
+        ticket_id: str,
+        vms: Sequence[tuple[str, int]],
+        *,
+        now: float,
+        slots: int = 1,
+        max_per_owner: int | None = None,
+        owner_limits: Mapping[str, int] | None = None,
+    ) -> bool:
+        """See :meth:`corral.store.pools.PoolsRepository.assign_many`."""
+        chosen = list(vms)
+        limits = dict(owner_limits or {})
+        return await self._executor.run(
+            lambda conn: assign_many(conn, ticket_id, chosen, now, slots, max_per_owner, limits)
+        )
+
+    async def allocation_inputs(
+        self, pools: Mapping[str, frozenset[str]], *, shared: Mapping[str, int] | None = None
+    ) -> AllocationInputs:
         """See :meth:`corral.store.pools.PoolsRepository.allocation_inputs`."""
         frozen = dict(pools)
-        return await self._executor.read(lambda conn: allocation_inputs(conn, frozen))
+        slots = None if shared is None else dict(shared)
+        return await self._executor.read(lambda conn: allocation_inputs(conn, frozen, slots))
 
     async def pool_snapshot(self, pool: str) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""

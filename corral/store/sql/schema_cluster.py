@@ -76,3 +76,15 @@ lock_grants = Table(
 )
 Index("ix_lock_grants_request_id", lock_grants.c.request_id)
 Index("ix_lock_grants_owner", lock_grants.c.owner)
+
+# Leadership leases with a fencing epoch (corral.cluster.leases; migration 0012): one row per led
+# thing (``pool/<name>``). ``epoch`` grows at every change of holder and never goes back.
+cluster_leases = Table(
+    "cluster_leases",
+    metadata,
+    Column("name", String(320), primary_key=True),
+    Column("holder", String(255), nullable=True),
+    Column("session", String(64), nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

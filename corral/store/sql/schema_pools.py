@@ -1,12 +1,13 @@
 """Tables of the pools concept: ``pools``, ``vms``, ``tickets``, ``pool_info``, ``pool_samples``,
 ``pool_counters``.
 
-Must stay identical to what migration ``0002`` creates (``tests/store/test_migrations.py`` checks).
+Must stay identical to what the migrations create (``0002``; ``0010``: ``vms.external``);
+``tests/store/test_migrations.py`` checks.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text, false
 
 from corral.store.sql.schema import metadata
 
@@ -39,6 +40,12 @@ vms = Table(
     Column("last_livecheck_at", Float, nullable=True),
     Column("reason", Text, nullable=True),
     Column("hold_until", Float, nullable=True),
+    Column("external", Boolean, nullable=False, server_default=false()),
+    # shared VMs (migration 0011): how many tickets hold it, whether one holds it exclusively,
+    # and their ids space-separated (``ticket`` is the first)
+    Column("load", Integer, nullable=False, server_default="0"),
+    Column("exclusive", Boolean, nullable=False, server_default=false()),
+    Column("tickets", Text, nullable=False, server_default=""),
 )
 Index("ix_vms_pool_state_sandbox_ready_at", vms.c.pool, vms.c.state, vms.c.sandbox, vms.c.ready_at)
 Index("ix_vms_ticket", vms.c.ticket)
@@ -64,6 +71,12 @@ tickets = Table(
     Column("closed_at", Float, nullable=True),
     Column("reason", Text, nullable=True),
     Column("meta", Text, nullable=True),
+    # exclusive and multi-machine tickets (migration 0011); ``vms``: JSON list when several
+    Column("exclusive", Boolean, nullable=False, server_default=false()),
+    Column("machines", Integer, nullable=False, server_default="1"),
+    Column("vms", Text, nullable=True),
+    # list tickets (migration 0016): JSON list of {"pool", "tags", "count"}; NULL otherwise
+    Column("requests", Text, nullable=True),
 )
 Index("ix_tickets_state", tickets.c.state)
 Index("ix_tickets_owner", tickets.c.owner)

@@ -28,8 +28,12 @@ tasks = Table(
     Column("message", Text, nullable=False),
     Column("result", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # the host (``host_id#incarnation``) that runs the task; '' on a single-host store
+    # (migration 0012; see corral.controller.takeover)
+    Column("host", String(320), nullable=False, server_default=""),
 )
 Index("ix_tasks_state", tasks.c.state)
+Index("ix_tasks_host", tasks.c.host)
 Index("ix_tasks_tag", tasks.c.tag)
 
 task_recoveries = Table(

@@ -9,6 +9,7 @@ directly: everything goes through :class:`~corral.store.sql.executor.SqlExecutor
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from corral.store.tasks import (
     UpdateTask,
 )
 
+log = logging.getLogger(__name__)
+
 # --- the named queries (compiled once per dialect, see prepared.py) -----------------------
 
 INSERT_TASK = Prepared(
@@ -39,6 +42,19 @@ UPDATE_PROGRESS = Prepared(
     "update_progress",
     update(tasks)
     .where(tasks.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("state"),
+        jobs_done=bindparam("jobs_done"),
+        code=bindparam("code"),
+        message=bindparam("message"),
+        result=bindparam("result"),
+        updated_at=bindparam("updated_at"),
+    ),
+)
+UPDATE_PROGRESS_FENCED = Prepared(
+    "update_progress_fenced",
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"), tasks.c.host == bindparam("b_host"))
     .values(
         state=bindparam("state"),
         jobs_done=bindparam("jobs_done"),
@@ -60,6 +76,11 @@ POP_RECOVERIES = Prepared(
     ),
 )
 TASK_EXISTS = Prepared("task_exists", select(tasks.c.id).where(tasks.c.id == bindparam("b_id")))
+TASK_HOST = Prepared(
+    "task_host",
+    # row-locked: a claim by another host cannot commit between this check and the write
+    select(tasks.c.host).where(tasks.c.id == bindparam("b_id")).with_for_update(),
+)
 DELETE_RECOVERIES = Prepared(
     "delete_recoveries",
     delete(task_recoveries).where(task_recoveries.c.task_id == bindparam("b_task_id")),
@@ -94,9 +115,10 @@ SELECT_ALL_RECOVERIES = Prepared(
 )
 
 
-def _row_params(row: TaskRow) -> dict[str, Any]:
+def _row_params(row: TaskRow, host: str = "") -> dict[str, Any]:
     p = row.progress
     return {
+        "host": host,
         "id": row.id,
         "verb": row.verb,
         "tag": row.tag,
@@ -157,35 +179,68 @@ def _to_recovery(r: Row[Any]) -> RecoveryRow:
     return RecoveryRow(task_id=m["task_id"], position=m["position"], name=m["name"], args=m["args"])
 
 
-def _require(conn: Connection, task_id: str, known: set[str]) -> None:
+def _require(conn: Connection, task_id: str, known: set[str], host: str = "") -> None:
+    """The task exists and, on a cluster (``host`` set), is still recorded as ``host``'s."""
     if task_id not in known:
-        if not TASK_EXISTS.exists(conn, {"b_id": task_id}):
-            raise exceptions.TaskNotFound(f"no task {task_id}")
+        if not host:
+            if not TASK_EXISTS.exists(conn, {"b_id": task_id}):
+                raise exceptions.TaskNotFound(f"no task {task_id}")
+        else:
+            row = TASK_HOST.execute(conn, {"b_id": task_id}).first()
+            if row is None:
+                raise exceptions.TaskNotFound(f"no task {task_id}")
+            _fence(task_id, str(row[0]), host)
         known.add(task_id)
 
 
-def apply_ops(conn: Connection, ops: Sequence[TaskOp]) -> None:
-    """Execute ``ops`` on ``conn`` (inside the caller's transaction)."""
+def _fence(task_id: str, owner: str, host: str) -> None:
+    # The fencing of task writes across hosts: a row another incarnation claimed (this one
+    # was paused or cut off past its lease) is no longer this host's to write.
+    if owner != host:
+        log.error(
+            "cluster: refused a write of task %s: it is %s's now, not %s's", task_id, owner, host
+        )
+        raise exceptions.TaskTakenOver(
+            f"task {task_id} is run by {owner or 'no host'} now, not by {host}: write refused"
+        )
+
+
+def apply_ops(conn: Connection, ops: Sequence[TaskOp], host: str = "") -> None:
+    """Execute ``ops`` on ``conn`` (inside the caller's transaction); new tasks are ``host``'s.
+
+    With ``host`` set (a cluster member), every write to an existing task is fenced: it must
+    still be recorded as ``host``'s, else :class:`~corral.exceptions.TaskTakenOver` (logged) and
+    the transaction writes nothing.
+    """
     known: set[str] = set()  # ids this transaction has seen exist (skips a SELECT per push)
     for op in ops:
         if isinstance(op, InsertTask):
-            INSERT_TASK.write(conn, _row_params(op.row))
+            INSERT_TASK.write(conn, _row_params(op.row, host))
             known.add(op.row.id)
         elif isinstance(op, UpdateTask):
             params = _progress_params(op.task_id, op.progress)
-            if UPDATE_PROGRESS.write(conn, params) != 1:
+            if not host:
+                written = UPDATE_PROGRESS.write(conn, params)
+            else:  # fenced in the same statement: no extra round trip
+                written = UPDATE_PROGRESS_FENCED.write(conn, {**params, "b_host": host})
+            if written != 1:
+                _require(conn, op.task_id, set(), host)  # NotFound or TaskTakenOver
                 raise exceptions.TaskNotFound(f"no task {op.task_id}")
             known.add(op.task_id)
         elif isinstance(op, PushRecovery):
             r = op.row
-            _require(conn, r.task_id, known)
+            _require(conn, r.task_id, known, host)
             INSERT_RECOVERY.write(
                 conn, {"task_id": r.task_id, "position": r.position, "name": r.name, "args": r.args}
             )
         elif isinstance(op, PopRecoveries):
-            _require(conn, op.task_id, known)
+            _require(conn, op.task_id, known, host)
             POP_RECOVERIES.write(conn, {"b_task_id": op.task_id, "b_keep": op.keep})
         else:
+            if host and op.task_id not in known:
+                row = TASK_HOST.execute(conn, {"b_id": op.task_id}).first()
+                if row is not None:
+                    _fence(op.task_id, str(row[0]), host)
             DELETE_RECOVERIES.write(conn, {"b_task_id": op.task_id})
             DELETE_TASK.write(conn, {"b_id": op.task_id})
             known.discard(op.task_id)
@@ -230,11 +285,15 @@ class SqlTaskRepository:
 
     def __init__(self, executor: SqlExecutor) -> None:
         self._executor = executor
+        self.host = ""
+        """The host incarnation (``host_id#incarnation``) new tasks are recorded as run by: set
+        by a cluster member (:mod:`corral.controller.takeover`); '' on a single-host store."""
 
     async def apply(self, ops: Sequence[TaskOp]) -> None:
         """Apply ``ops`` in order in one transaction."""
         ops = tuple(ops)
-        await self._executor.run(lambda conn: apply_ops(conn, ops))
+        host = self.host
+        await self._executor.run(lambda conn: apply_ops(conn, ops, host))
 
     async def get(self, task_id: str) -> StoredTask | None:
         """The task with this id and its recoveries, or ``None``."""

@@ -3,8 +3,11 @@ subprocess, and a fault-injecting HTTP proxy in front of it.
 
 moto keeps its state in memory, so a fault is never "restart the server": the proxy throttles
 (answers ``RequestLimitExceeded`` 503), loses answers (forwards the request, then closes the
-connection without answering: the call happened, the caller cannot know), hangs, or refuses
-everything (the API unreachable), and counts every call by action with its time.
+connection without answering: the call happened, the caller cannot know), answers late (after
+the caller's read timeout, the call having happened), hangs, refuses a call with an error (e.g.
+``AuthFailure``), or refuses everything (the API unreachable), and counts every call by action
+with its time. ``MotoServer.pause`` (SIGSTOP) is the other outage: connections are accepted and
+nothing answers until SIGCONT, when moto runs the requests it queued.
 """
 
 from __future__ import annotations
@@ -106,6 +109,12 @@ THROTTLE_BODY = (
     b"</Error></Errors><RequestID>corral-proxy</RequestID></Response>"
 )
 
+ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+    b"<Code>CODE</Code><Message>Refused by the fault proxy.</Message>"
+    b"</Error></Errors><RequestID>corral-proxy</RequestID></Response>"
+)
+
 
 @dataclass
 class Faults:
@@ -124,6 +133,18 @@ class Faults:
     """Hold each request of ``hang_actions`` this many seconds before forwarding it."""
     hang_actions: frozenset[str] | None = None
     """Only these actions hang (``None``: all)."""
+    status_not_ok: bool = False
+    """Rewrite DescribeInstanceStatus answers: every ``ok`` check becomes ``initializing``."""
+    late_answer: int = 0
+    """Forward this many requests of ``late_actions``, then hold the answer ``late_by`` seconds
+    (longer than the client's read timeout: it gives up after the call took effect)."""
+    late_actions: frozenset[str] = frozenset({"RunInstances"})
+    late_by: float = 0.0
+    fail: int = 0
+    """Answer this many requests with ``fail_status`` and the error ``fail_code`` (nothing
+    reaches moto): a definite refusal, such as AuthFailure."""
+    fail_code: str = "AuthFailure"
+    fail_status: int = 401
 
 
 @dataclass
@@ -137,6 +158,10 @@ class Traffic:
     throttled: int = 0
     lost: int = 0
     refused: int = 0
+    late: int = 0
+    failed: int = 0
+    key_ids: Counter[str] = field(default_factory=Counter)
+    """Requests per access key id they were signed with (SigV4 ``Credential=KEY/...``)."""
 
 
 class FaultProxy:
@@ -162,7 +187,13 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 proxy._handle(self, self.rfile.read(length) if length else b"")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver's default listen backlog is 5: a storm opening dozens of connections
+            # at once overflows it, the kernel drops SYNs and the clients' connects stall for
+            # seconds (1 s, 3 s, 7 s ... retransmits) — a fault of the test double, not the cloud
+            request_queue_size = 1024
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -186,9 +217,10 @@ class FaultProxy:
         params = urllib.parse.parse_qs(query) | urllib.parse.parse_qs(body.decode("latin-1"))
         return (params.get("Action") or ["?"])[0]
 
-    def _decide(self, action: str) -> str:
+    def _decide(self, action: str, key_id: str) -> str:
         with self.lock:
             self.traffic.times.append((time.monotonic(), action))
+            self.traffic.key_ids[key_id] += 1
             f = self.faults
             if f.down:
                 self.traffic.refused += 1
@@ -197,11 +229,19 @@ class FaultProxy:
                 f.throttle -= 1
                 self.traffic.throttled += 1
                 return "throttle"
+            if f.fail > 0:
+                f.fail -= 1
+                self.traffic.failed += 1
+                return "fail"
             self.traffic.calls[action] += 1
             if f.lose_answer > 0 and action in f.lose_actions:
                 f.lose_answer -= 1
                 self.traffic.lost += 1
                 return "lose"
+            if f.late_answer > 0 and action in f.late_actions:
+                f.late_answer -= 1
+                self.traffic.late += 1
+                return "late"
             return "forward"
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
@@ -209,16 +249,22 @@ class FaultProxy:
         hang, only = self.faults.hang, self.faults.hang_actions
         if hang and (only is None or action in only):
             time.sleep(hang)
-        decision = self._decide(action)
+        signed = handler.headers.get("Authorization") or ""
+        key_id = signed.partition("Credential=")[2].partition("/")[0]
+        decision = self._decide(action, key_id)
         if decision == "refuse":
             handler.close_connection = True
             return
-        if decision == "throttle":
-            handler.send_response(503)
+        if decision in ("throttle", "fail"):
+            status, error = 503, THROTTLE_BODY
+            if decision == "fail":
+                status = self.faults.fail_status
+                error = ERROR_BODY.replace(b"CODE", self.faults.fail_code.encode())
+            handler.send_response(status)
             handler.send_header("Content-Type", "text/xml")
-            handler.send_header("Content-Length", str(len(THROTTLE_BODY)))
+            handler.send_header("Content-Length", str(len(error)))
             handler.end_headers()
-            handler.wfile.write(THROTTLE_BODY)
+            handler.wfile.write(error)
             return
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:
@@ -231,6 +277,10 @@ class FaultProxy:
         if decision == "lose":
             handler.close_connection = True  # moto did it; the caller never hears
             return
+        if decision == "late":
+            time.sleep(self.faults.late_by)  # moto did it; the caller has given up by now
+        if action == "DescribeInstanceStatus" and self.faults.status_not_ok:
+            payload = payload.replace(b"<status>ok</status>", b"<status>initializing</status>")
         handler.send_response(answer.status)
         for key, value in answer.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -296,6 +346,8 @@ class ProxyProcess:
         """Stop the proxy; the (monotonic time, action) of every request it received."""
         self._proc.send_signal(15)
         self._proc.wait(30)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         with open(self.times_file) as f:
             return [(float(t), str(a)) for t, a in json.load(f)]
 

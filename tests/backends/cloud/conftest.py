@@ -11,10 +11,18 @@ from typing import Any
 import pytest
 
 from corral.backends import load_backend
-from corral.backends.cloud import ratelimit
+from corral.backends.cloud import quota, ratelimit
 from corral.backends.cloud.ec2 import EC2Backend
 
-from .cloudsim import AMI, FAKE_CREDENTIALS, REGION, FaultProxy, MotoServer
+from .cloudsim import (
+    AMI,
+    FAKE_CREDENTIALS,
+    REGION,
+    FaultProxy,
+    MotoServer,
+    ec2_client,
+    live_instances,
+)
 
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -25,19 +33,30 @@ def moto_server() -> Iterator[MotoServer]:
     """moto's EC2 server for the whole session."""
     server = MotoServer()
     server.start()
-    yield server
-    server.stop()
+    # moto's first DescribeInstances loads its EC2 models (seconds on a loaded machine): done
+    # here with boto3's default timeouts, not in a test whose short read_timeout it would trip
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for key, value in FAKE_CREDENTIALS.items():
+                env.setenv(key, value)
+            live_instances(server.url)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
 def cloud_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fake AWS credentials and no shared rate limiters left over from another test."""
+    """Fake AWS credentials and no shared rate limiters or quota ledgers left over from another
+    test."""
     for key, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     ratelimit.forget_limiters()
+    quota.forget_ledgers()
     yield
     ratelimit.forget_limiters()
+    quota.forget_ledgers()
 
 
 @pytest.fixture
@@ -105,3 +124,13 @@ async def ec2_proxied(proxy: FaultProxy, ami: str, namespace: str) -> AsyncItera
     backend = make_ec2(proxy.url, ami, namespace=namespace, read_timeout=2.0)
     yield backend
     await backend.aclose()
+
+
+@pytest.fixture
+def cleanup(moto: MotoServer, namespace: str) -> Iterator[None]:
+    """Terminate the test's instances at its end: the server is shared by the session, and
+    libcloud's ``list_nodes`` reads every instance it has (later tests would slow down)."""
+    yield
+    ids = [i for ids in live_instances(moto.url, namespace=namespace).values() for i in ids]
+    if ids:
+        ec2_client(moto.url).terminate_instances(InstanceIds=ids)

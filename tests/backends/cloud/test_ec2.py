@@ -328,3 +328,34 @@ async def test_credentials_never_appear_in_errors_or_logs(
     assert not any(FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"] in t for t in texts)
     # botocore's own DEBUG log (opt-in) shows the key id in the signature header, never the secret
     assert SECRET not in caplog.text and SECRET not in "".join(texts)
+
+
+async def test_the_readiness_poll_describes_only_the_vms_polled(ec2: EC2Backend) -> None:
+    """Breakage caught: the poll's describe covering the whole pool (every live instance, seconds
+    per call at 500 VMs) instead of a filter of the VM names being polled."""
+    asked: list[dict[str, object]] = []
+    real_api = ec2._api
+
+    async def recording(operation: str, **kwargs: object) -> dict[str, object]:
+        if operation == "describe_instances":
+            asked.append(kwargs)
+        return await real_api(operation, **kwargs)
+
+    ec2._api = recording  # type: ignore[method-assign]
+    guard = GuardedBackend(ec2, call_timeout=30, max_concurrency=64, poll_interval=0.02)
+    up = await asyncio.gather(*(guard.spawn(spec(f"p-{i:06d}", id_in_pool=i)) for i in range(4)))
+    for handle in up:
+        assert (await guard.poll(handle)).status is PollStatus.UP
+    polled = await asyncio.gather(
+        *(guard.spawn(spec(f"p-{i:06d}", id_in_pool=i)) for i in range(4, 7))
+    )
+    asked.clear()
+    results = await asyncio.gather(*(guard.poll(h) for h in polled))
+    assert all(r.status is PollStatus.UP for r in results)
+    assert len(asked) == 1  # one round for the three polls
+    filters = asked[0]["Filters"]
+    assert isinstance(filters, list)
+    names = [f["Values"] for f in filters if f["Name"] == "tag:corral:vm"]
+    assert names == [[h.name for h in polled]]
+    assert len(await guard.list()) == 7  # list() still describes the whole pool
+    await asyncio.gather(*(guard.terminate(h) for h in [*up, *polled]))

@@ -1,6 +1,11 @@
 """``corral serve`` on the EC2 backend (moto's server) under a ticket storm, killed with SIGKILL
 again and again: at the end no instance exists that the store does not know alive, and no VM the
-store has alive is missing or duplicated in the cloud.
+store has alive is missing or duplicated in the cloud. Machines corral did not make for this pool
+(untagged, another pool's, another namespace's) survive every restart's reconciliation sweep,
+and the secret of the environment's credentials is nowhere in corral's log. Two layers guard the
+bystanders here: the backend's tag filters and reconciliation's foreign rule (names this store
+never issued are left alone); measured: dropping the pool's tag filter alone passes this test
+(the foreign rule holds) and fails test_ec2.py's sweep test, which checks the backend alone.
 
 Measured with mutants: a terminate that ignores the ``corral:vm`` look-up (only the handle's id)
 *and* a ``list()`` that returns nothing make it fail (instances of spawns killed between the create
@@ -26,7 +31,7 @@ import pytest
 
 from corral.api.server import free_port
 
-from .cloudsim import AMI, REGION, MotoServer, live_instances
+from .cloudsim import AMI, FAKE_CREDENTIALS, REGION, MotoServer, ec2_client, live_instances
 
 pytestmark = pytest.mark.slow
 
@@ -123,6 +128,25 @@ class Serve:
             self.log.close()
 
 
+def _bystanders(url: str, namespace: str) -> list[str]:
+    """Instances the sweep must never touch: untagged, another pool's of this namespace, this
+    pool's name in another namespace (another corral installation)."""
+    client = ec2_client(url)
+    ids = []
+    for tags in (
+        [],
+        [("corral:namespace", namespace), ("corral:pool", "other"), ("corral:vm", "other-1")],
+        [("corral:namespace", "someone-else"), ("corral:pool", "cloud"), ("corral:vm", "c-1")],
+    ):
+        extra: dict[str, object] = {}
+        if tags:
+            tag_list = [{"Key": k, "Value": v} for k, v in tags]
+            extra["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tag_list}]
+        answer = client.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, **extra)
+        ids.append(str(answer["Instances"][0]["InstanceId"]))
+    return ids
+
+
 def _storm(url: str, stop: threading.Event, seed: int) -> None:
     """Acquire, hold briefly, close; sometimes forget to close (the lease reclaims the VM)."""
     rng = random.Random(seed)
@@ -146,6 +170,7 @@ def test_sigkill_storm_on_ec2_leaves_no_unknown_instance(
     tmp_path: Path, moto: MotoServer, namespace: str
 ) -> None:
     config = _config(tmp_path, moto.url, namespace)
+    bystanders = _bystanders(moto.url, namespace)
     rng = random.Random(int(os.environ.get("CORRAL_CHAOS_SEED", "13")))
     kills = 0
     for _ in range(12):
@@ -181,3 +206,9 @@ def test_sigkill_storm_on_ec2_leaves_no_unknown_instance(
         assert len(vms) > 10, "the storm did real work between the kills"
     finally:
         assert final.stop() == 0
+    alive = {i for ids in live_instances(moto.url).values() for i in ids}
+    assert set(bystanders) <= alive, "a machine corral did not make was swept"
+    ec2_client(moto.url).terminate_instances(InstanceIds=bystanders)
+    log = (tmp_path / "serve.log").read_text()
+    assert log.strip(), "corral serve logged something (else the check below is empty)"
+    assert FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in log

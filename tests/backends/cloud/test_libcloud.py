@@ -68,6 +68,14 @@ def dummy_options(namespace: str, **over: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _empty_moto(moto_server: MotoServer) -> None:
+    """Start from an empty moto server: libcloud's EC2 ``list_nodes`` reads every instance the
+    server has (terminated ones included), and the earlier cloud tests leave hundreds, which made
+    a describe round outlast these tests' timeouts when run after them."""
+    moto_server.reset()
+
+
 @pytest.fixture(autouse=True)
 def _libcloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
     fix_moto_namespace(monkeypatch)

@@ -8,6 +8,10 @@ two pools on one account getting two buckets.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +19,15 @@ from hypothesis import strategies as st
 
 from corral import exceptions
 from corral.backends.cloud import ratelimit
-from corral.backends.cloud.ratelimit import RateLimiter, TokenBucket, limiter_for
+from corral.backends.cloud.ratelimit import (
+    MemoryClusterGate,
+    RateLimiter,
+    Slot,
+    TokenBucket,
+    limiter_for,
+)
+
+T = TypeVar("T")
 
 
 @settings(max_examples=300, deadline=None)
@@ -143,3 +155,131 @@ def test_the_gate_respaces_calls_that_start_late(monkeypatch: pytest.MonkeyPatch
     limiter.wait_sync()
     limiter.wait_sync()
     assert slept == pytest.approx([0.25])
+
+
+class _VirtualTime:
+    """Virtual time for the limiter: ``asyncio.sleep`` parks the caller until the driver moves
+    the clock to its wake-up time, once every task has run as far as it can (deterministic)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+        self._real_sleep = asyncio.sleep
+        monkeypatch.setattr(ratelimit.asyncio, "sleep", self._sleep)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await self._real_sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + seconds, self._seq, future))
+        await future
+
+    async def run(self, main: Awaitable[T]) -> T:
+        """Run ``main`` to its end, moving the clock from one wake-up to the next."""
+        task = asyncio.ensure_future(main)
+        while not task.done():
+            for _ in range(50):
+                await self._real_sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():  # cancelled naps
+                heapq.heappop(self._sleepers)
+            if task.done():
+                break
+            assert self._sleepers, "every task waits and nobody sleeps: a hang"
+            at, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, at)
+            future.set_result(None)
+        return task.result()
+
+
+async def test_priority_holds_across_hosts_sharing_one_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two hosts (two limiters) share the account's bucket (10/s, burst 1). Each queues ten
+    creates at once; 0.55 s later host B queues a describe and host A a terminate. Both go out
+    in the next two slots, before any create still waiting on either host; the hosts together
+    get one slot per 0.1 s, no more and no fewer.
+
+    Breakages caught: a limiter that does not take its slots from the shared bucket (20 calls/s
+    for the two hosts), a priority that holds only inside a host (lead 0 for describes: host
+    A's creates win every slot and the describe of host B waits for all of them), a host that
+    reserves slots ahead of time (the describe queued behind its reservations)."""
+    vt = _VirtualTime(monkeypatch)
+    shared = MemoryClusterGate(clock=lambda: vt.now)
+    hosts = {h: RateLimiter(10, 1, clock=lambda: vt.now) for h in "AB"}
+    for limiter in hosts.values():
+        limiter.share("acct", shared)
+    went: list[tuple[float, str]] = []
+
+    async def call(host: str, what: str, priority: int) -> None:
+        await hosts[host].acquire(priority)
+        went.append((vt.now, f"{host}:{what}"))
+
+    async def scenario() -> None:
+        creates = [call(h, f"create-{i}", 1) for i in range(10) for h in "AB"]
+        start = vt.now
+        tasks = [asyncio.ensure_future(c) for c in creates]
+        await asyncio.sleep(0.55)
+        assert vt.now == pytest.approx(start + 0.55)
+        await asyncio.gather(*tasks, call("B", "describe", 0), call("A", "terminate", 0))
+
+    await vt.run(scenario())
+    names = [name for _, name in went]
+    times = [t for t, _ in went]
+    assert len(names) == 22
+    assert set(names[6:8]) == {"B:describe", "A:terminate"}, names  # 6 slots by 0.55 s
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) == pytest.approx(0.1) and max(gaps) == pytest.approx(0.1)
+
+
+async def test_a_gate_that_fails_fails_every_waiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breakage caught: a dispatcher that dies on the gate's error and leaves its waiters
+    waiting forever (the host stalls: loop idle, no call sent)."""
+
+    class Broken(MemoryClusterGate):
+        async def try_reserve(self, account: str, rate: float, burst: float, lead: float) -> Slot:
+            raise OSError("connection refused\nsecond line with details")
+
+    limiter = RateLimiter(10, 1)
+    limiter.share("acct", Broken())
+    results = await asyncio.wait_for(
+        asyncio.gather(*(limiter.acquire(i % 2) for i in range(3)), return_exceptions=True), 10
+    )
+    assert all(isinstance(r, exceptions.BackendError) for r in results)
+    assert str(results[0]) == (
+        "rate limit of cloud account 'acct': the cluster's bucket could not be reached "
+        "(OSError: connection refused)"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(0.5, 100),
+    burst=st.integers(1, 10),
+    asks=st.lists(st.tuples(st.floats(0, 0.5), st.sampled_from([0.0, 0.2])), max_size=60),
+)
+def test_conditional_reservations_keep_the_limit_and_take_nothing_when_refused(
+    rate: float, burst: int, asks: list[tuple[float, float]]
+) -> None:
+    """Callers with and without a lead ask at random moments: the granted slots never put
+    more than burst + rate * w in a window, and a refusal changes nothing."""
+    bucket = TokenBucket(rate, burst)
+    now, slots = 0.0, []
+    for gap, lead_s in asks:
+        now += gap
+        before = (bucket._next, bucket._paused_until)
+        slot = bucket.try_reserve(now, lead_s)
+        if slot.granted:
+            assert slot.wait <= lead_s + 1e-9
+            slots.append(now + slot.wait)
+        else:
+            assert (bucket._next, bucket._paused_until) == before
+            assert slot.wait > 0
+            assert bucket.try_reserve(now + slot.wait, lead_s).granted is True
+            bucket._next, bucket._paused_until = before  # undo the probe
+    slots.sort()
+    for i, start in enumerate(slots):
+        for j in range(i, len(slots)):
+            assert j - i + 1 <= burst + rate * (slots[j] - start) + 1e-6

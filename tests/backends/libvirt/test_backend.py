@@ -373,3 +373,76 @@ async def test_template_devices_are_refused_with_where_they_belong(tmp_path: Pat
         assert await guarded.list() == []
     finally:
         await backend.aclose()
+
+
+async def test_a_poll_of_a_known_domain_makes_no_lookup(tmp_path: Path) -> None:
+    """Breakage caught: every poll looking the domain up by name and reading its mark again
+    (three calls to libvirtd per poll, which ate CPU the booting guests needed at 8 guests)."""
+    raw = {**options(private_hypervisor(tmp_path)), "readiness": {"method": "console"}}
+    backend, guarded = make(tmp_path, raw)
+    try:
+        handle = await guarded.spawn(vm("vm-1"))
+        conn = backend._conns["h0"]
+        lookups = 0
+        original = conn.lookupByName
+
+        def counting(name: str) -> libvirt.virDomain:
+            nonlocal lookups
+            lookups += 1
+            return original(name)
+
+        conn.lookupByName = counting  # type: ignore[method-assign]
+        for _ in range(5):
+            assert (await guarded.poll(handle)).status is PollStatus.PENDING
+        assert lookups == 0
+        assert await guarded.livecheck(handle) is True
+        assert lookups == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_a_domain_redefined_under_the_same_name_is_not_taken_for_ours(
+    tmp_path: Path,
+) -> None:
+    """Breakage caught: a kept domain object trusted after its domain was undefined behind
+    corral's back and another (not this pool's) defined under the same name and UUID."""
+    backend, guarded = make(tmp_path, options(private_hypervisor(tmp_path)))
+    try:
+        handle = await up(guarded, vm("vm-1"))
+        conn = backend._conns["h0"]
+        dom = conn.lookupByName("vm-1")
+        await asyncio.to_thread(dom.destroy)
+        await asyncio.to_thread(dom.undefine)
+        await wait_for(lambda: ("h0", "vm-1") not in backend._domains, what="undefined event")
+        define_marked(backend, "vm-1", "another-pool")
+        assert await guarded.livecheck(handle) is False
+        await guarded.terminate(handle)
+        assert conn.lookupByName("vm-1").isActive()  # the foreign domain is untouched
+    finally:
+        await backend.aclose()
+
+
+async def test_creations_run_at_once_up_to_the_creation_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Breakage caught: creations sharing the small general thread pool (``blocking_workers``),
+    so four creations allowed by ``max_creations: 4`` ran one after another and polls queued
+    behind them. With one general worker, the four creations must still meet at a barrier."""
+    raw = options(private_hypervisor(tmp_path))
+    raw["hypervisors"] = [{**raw["hypervisors"][0], "max_creations": 4}]  # type: ignore[index]
+    raw["blocking_workers"] = 1
+    backend, guarded = make(tmp_path, raw)
+    barrier = threading.Barrier(4, timeout=10)
+    original = backend._create
+
+    def meeting_create(spec_: VMSpec, hid: str) -> None:
+        barrier.wait()  # raises BrokenBarrierError if the four never run together
+        original(spec_, hid)
+
+    monkeypatch.setattr(backend, "_create", meeting_create)
+    try:
+        handles = await asyncio.gather(*(guarded.spawn(vm(f"vm-{i}", 256)) for i in range(4)))
+        assert sorted(h.name for h in handles) == [f"vm-{i}" for i in range(4)]
+    finally:
+        barrier.abort()
+        await backend.aclose()

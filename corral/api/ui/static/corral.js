@@ -28,7 +28,19 @@
             && document.activeElement.tagName !== "A") {
           return;  // do not pull a form from under the keyboard
         }
-        if (html !== null) { main.innerHTML = html; main.dataset.updated = String(Date.now()); }
+        if (html !== null) {
+          // a keyboard user keeps their place: the focused link is found again in the new content
+          var focused = document.activeElement, href = null;
+          if (focused && focused.tagName === "A" && main.contains(focused)) {
+            href = focused.getAttribute("href");
+          }
+          main.innerHTML = html;
+          main.dataset.updated = String(Date.now());
+          if (href !== null) {
+            var same = main.querySelector('a[href="' + href.replace(/["\\]/g, "\\$&") + '"]');
+            if (same) { same.focus(); }
+          }
+        }
       })
       .catch(function () { /* the next event retries */ })
       .then(function () { busy = false; if (again) { again = false; schedule(); } });
