@@ -83,6 +83,10 @@ async def test_a_survivor_leads_and_takes_over_the_dead_hosts_spawn(
         await a.start()
         assert a.leads("p")
         await until(lambda: _spawning(a), "host A started a spawn")
+        # The VM's row is written before its spawn task: a host killed in between leaves an
+        # orphan row (tests/cluster/test_orphans_pg.py), not a task to take over. Under load
+        # that window is long enough to die in, so wait for the task's row too.
+        await until(lambda: _has_tasks(a), "host A's spawn task is in the store")
         spawning = [v.name for v in await a.list_vms(pool="p", state=VMState.SPAWNING.value)]
         await _die(a)
         died = time.monotonic()
@@ -123,6 +127,12 @@ async def test_a_survivor_leads_and_takes_over_the_dead_hosts_spawn(
 
 async def _spawning(ctl: Controller) -> bool:
     return bool(await ctl.list_vms(pool="p", state=VMState.SPAWNING.value))
+
+
+async def _has_tasks(ctl: Controller) -> bool:
+    assert ctl.cluster is not None
+    member = ctl.cluster.member
+    return member.key in await member.repo.task_hosts()
 
 
 def _async(check: Callable[[], bool]) -> Callable[[], Any]:
