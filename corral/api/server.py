@@ -18,9 +18,9 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import uvicorn
 
@@ -34,6 +34,8 @@ from corral.config import CorralConfig
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+
+T = TypeVar("T")
 
 
 class ManagedController(ControllerFacade, Protocol):
@@ -93,6 +95,29 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed, else asyncio's default one.
+
+    uvloop (libuv) runs the loop itself, its transports, timers and subprocess pipes in C, which
+    lowers the server's CPU per request (docs/performance.md, "Round 3"). It does not exist on
+    Windows, so it is optional.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        log.debug("event loop: asyncio's default (uvloop is not installed)")
+        return asyncio.new_event_loop()
+    log.debug("event loop: uvloop")
+    return uvloop.new_event_loop()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion in a new event loop of :func:`new_event_loop`, as
+    :func:`asyncio.run` does (what ``corral serve`` runs the server in)."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port free on ``host`` right now (for tests and benchmarks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -116,6 +141,7 @@ class Server:
         header_timeout: float = protocol.HEADER_TIMEOUT,
         body_timeout: float = guard.BODY_TIMEOUT,
         keep_alive: int = 5,
+        parser: protocol.Parser = "auto",
         reload_source: Callable[[], CorralConfig] | None = None,
         freeze_gc: bool = True,
     ) -> None:
@@ -131,6 +157,7 @@ class Server:
         self._signals = install_signal_handlers
         self._access_log = access_log
         self._limits = (header_timeout, body_timeout, keep_alive)
+        self._parser: protocol.Parser = parser
         self._uvicorn: uvicorn.Server | None = None
         self.started = asyncio.Event()
 
@@ -153,7 +180,7 @@ class Server:
             access_log=self._access_log,
             lifespan="off",
             timeout_graceful_shutdown=5,
-            http=protocol.limited(header_timeout),
+            http=protocol.limited(header_timeout, self._parser),
             h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
             timeout_keep_alive=keep_alive,
         )
@@ -302,6 +329,7 @@ class BackgroundServer:
         startup_timeout: float = 30.0,
         header_timeout: float = protocol.HEADER_TIMEOUT,
         body_timeout: float = guard.BODY_TIMEOUT,
+        parser: protocol.Parser = "auto",
     ) -> None:
         self.server = Server(
             config,
@@ -312,6 +340,7 @@ class BackgroundServer:
             freeze_gc=False,  # a test process: what it freezes would never be collected
             header_timeout=header_timeout,
             body_timeout=body_timeout,
+            parser=parser,
         )
         self._timeout = startup_timeout
         self._thread = threading.Thread(target=self._main, name="corral-server", daemon=True)
@@ -332,7 +361,7 @@ class BackgroundServer:
                 watcher.cancel()
 
         try:
-            asyncio.run(main())
+            run(main())
         except BaseException as exc:  # reported to the thread that waits for startup
             self._error = exc
         finally:

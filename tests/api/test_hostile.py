@@ -200,11 +200,16 @@ def test_non_ascii_tokens_are_refused_by_the_config() -> None:
 # --- items 9 and 12: on the wire ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def wire() -> Iterator[BackgroundServer]:
-    """A real server with short header and body deadlines (the tests wait far longer)."""
+@pytest.fixture(scope="module", params=["h11", "httptools"])
+def wire(request: pytest.FixtureRequest) -> Iterator[BackgroundServer]:
+    """A real server with short header and body deadlines (the tests wait far longer), on each
+    of the HTTP parsers ``corral serve`` may run (tests/api/test_protocol.py)."""
     with BackgroundServer(
-        make_config(), factory=controller_class().create, header_timeout=0.5, body_timeout=0.5
+        make_config(),
+        factory=controller_class().create,
+        header_timeout=0.5,
+        body_timeout=0.5,
+        parser=request.param,
     ) as running:
         yield running
 
