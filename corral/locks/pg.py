@@ -79,7 +79,14 @@ _DOWNGRADE = "SELECT corral_lock_downgrade(%s)"
 _RELEASE_ALL = "SELECT corral_lock_release_all(%s)"
 _REAP = "SELECT corral_lock_reap()"
 _LAST_TOKEN = "SELECT coalesce((SELECT token FROM lock_resources WHERE key = %s), 0)"  # noqa: S105
-_MINE = "SELECT id, state, corral_lock_tokens(id) FROM lock_requests WHERE session = %s"
+# This session's requests, and its one-key grants made without a request row (migration 0018).
+_MINE = """
+SELECT id, state, corral_lock_tokens(id) FROM lock_requests WHERE session = %s
+UNION ALL
+SELECT g.request_id, 'granted', g.token::text || g.mode FROM lock_grants g
+ WHERE split_part(g.request_id, '.', 1) = %s
+   AND NOT EXISTS (SELECT 1 FROM lock_requests q WHERE q.id = g.request_id)
+"""
 _STATUS = """
 SELECT 'h', g.key, g.owner, g.mode, g.since, g.token, g.seq FROM lock_grants g
 UNION ALL
@@ -623,7 +630,7 @@ class PgLockManager:
         a release lost in a server crash, sent again.
         """
         known = dict(self._requests)
-        self._send(_MINE, (self.session,), known, self._on_mine, rows=True)
+        self._send(_MINE, (self.session, self.session), known, self._on_mine, rows=True)
 
     def _on_mine(
         self, known: dict[str, PgLockRequest], rows: Any, error: BaseException | None

@@ -343,3 +343,114 @@ async def test_covered_acquire_grants_like_any(locks: Any) -> None:
     with pytest.raises(exceptions.InvalidInput, match="durable must be True or False"):
         locks.acquire("vm/a", owner="c", durable="no")
     assert queued(locks, "vm/a") == 0
+
+
+def _writes_of(url: str, calls: list[tuple[str, tuple[Any, ...]]]) -> dict[str, tuple[Any, ...]]:
+    """Per lock table: (answers, rows inserted, updated, deleted) by ``calls`` run in one
+    transaction (rolled back), read from ``pg_stat_xact_user_tables``."""
+    with psycopg.connect(url) as conn:
+        answers = tuple(conn.execute(sql, params).fetchone()[0] for sql, params in calls)  # type: ignore[index]
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables"
+            " WHERE relname LIKE 'lock\\_%%'"
+        ).fetchall()
+        conn.rollback()
+    out: dict[str, tuple[Any, ...]] = {str(name): (ins, upd, dele) for name, ins, upd, dele in rows}
+    out["answers"] = answers
+    return out
+
+
+async def test_one_key_grant_on_arrival_writes_no_request_row(
+    pg_locks_url: str, locks: Any
+) -> None:
+    """The task engine's hot path (a one-key lock nobody holds or waits for, then its release)
+    writes only the key's counters and its grant: no ``lock_requests`` row, for a key seen
+    before and for a new one (whose resource row is made on the fast path too).
+    Breakage caught: the request row written and deleted again (migration 0007's fast path:
+    four indexes more per acquire and per release), or a new key sent down the general path."""
+    s = locks.session
+    known = await locks.acquire("vm/known", owner="warm")
+    known.release()
+    await eventually(lambda: locks.status() == [], 30)
+    for key, resource_writes in [("vm/known", (0, 1, 0)), ("vm/brand-new", (1, 0, 0))]:
+        writes = await asyncio.to_thread(
+            _writes_of,
+            pg_locks_url,
+            [(_PLAIN, (s, f"{s}.900", "t1", key)), (_RELEASE, (f"{s}.900",))],
+        )
+        assert writes["answers"][1] == "ok", writes
+        assert writes["answers"][0] == ("g 2x" if key == "vm/known" else "g 1x"), writes
+        assert writes.get("lock_requests", (0, 0, 0)) == (0, 0, 0), (key, writes)
+        assert writes["lock_grants"] == (1, 0, 1), (key, writes)
+        assert writes["lock_resources"] == resource_writes, (key, writes)
+
+
+async def test_grants_without_request_rows_keep_every_semantic(
+    pg_locks_url: str, locks: Any
+) -> None:
+    """A one-key grant made on arrival has no request row, yet a retried acquire, a cancel, an
+    upgrade, a downgrade, a second upgrader, ``release_all`` and the status see it as before.
+    Breakage caught: a function that looks the request up by its row only (a retried call
+    answered ``E held``, a cancel answering ``gone`` so the raced grant leaks, an upgrade
+    refused as released)."""
+    s = locks.session
+
+    def direct() -> tuple[str, ...]:
+        with psycopg.connect(pg_locks_url, autocommit=True) as conn:
+            got = conn.execute(_PLAIN, (s, f"{s}.901", "r1", "vm/r")).fetchone()
+            again = conn.execute(_PLAIN, (s, f"{s}.901", "r1", "vm/r")).fetchone()
+            cancel = conn.execute("SELECT corral_lock_cancel(%s)", (f"{s}.901",)).fetchone()
+            other = conn.execute(
+                "SELECT corral_lock_release(%s, 'vm/zz')", (f"{s}.901",)
+            ).fetchone()
+            done = conn.execute(_RELEASE, (f"{s}.901",)).fetchone()
+            gone = conn.execute(_RELEASE, (f"{s}.901",)).fetchone()
+        assert got and again and cancel and other and done and gone
+        return got[0], again[0], cancel[0], other[0].split()[1], done[0], gone[0]
+
+    assert await asyncio.to_thread(direct) == ("g 1x", "g 1x", "g 1x", "notheld", "ok", "gone")
+    a = await locks.acquire("vm/u", mode="shared", owner="a")
+    b = await locks.acquire("vm/u", mode="shared", owner="b")
+    upgrading = asyncio.ensure_future(a.upgrade(timeout=30.0))
+    await eventually(lambda: any(w.upgrade for r in locks.status() for w in r.queue), 30)
+    with pytest.raises(exceptions.UpgradeConflict):
+        await b.upgrade(timeout=1.0)
+    b.release()
+    await asyncio.wait_for(upgrading, 30)
+    assert a.mode("vm/u").value == "exclusive" and a.token("vm/u") == 3
+    a.downgrade()
+    c = await locks.acquire("vm/u", mode="shared", owner="c", timeout=30.0)
+    assert [h.owner for r in locks.status() for h in r.holders] == ["a", "c"]
+    d = await locks.acquire("vm/d", owner="a")
+    locks.release_all("a")
+    assert d.released and a.released
+    assert [(r.key, [h.owner for h in r.holders]) for r in locks.status()] == [("vm/u", ["c"])]
+    c.release()
+    await eventually(lambda: locks.status() == [], 30)
+
+
+async def test_grant_without_request_row_survives_a_reconnect(pg_locks_url: str) -> None:
+    """After the listener reconnects, the manager re-reads its session's state: a held one-key
+    grant (no request row) is found and stays held.
+    Breakage caught: the re-read listing request rows only, so the manager believes its held
+    lock withdrawn (``held.released``) while the grant stays in the table for ever."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0, heartbeat=20.0)
+    try:
+        held = await a.acquire("vm/h", owner="h1")
+        reread: list[Any] = []
+        on_mine = a._on_mine
+
+        def spy(known: Any, rows: Any, error: BaseException | None) -> None:
+            reread.append(rows)
+            on_mine(known, rows, error)
+
+        a._on_mine = spy
+        await _terminate(pg_locks_url, [a._listener.backend_pid()])
+        await eventually(lambda: bool(reread), 30)
+        assert [row[:2] for row in reread[0]] == [(held._request.rid, "granted")]
+        assert not held.released
+        assert held.token("vm/h") == 1
+        held.release()
+        await eventually(lambda: a.status() == [], 30)
+    finally:
+        await a.close()
