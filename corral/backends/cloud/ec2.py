@@ -54,7 +54,7 @@ from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.batching import Coalescer
 from corral.backends.cloud.credentials import refuse_inline_credentials
 from corral.backends.cloud.quota import QuotaAdmission, QuotaOptions, Usage
-from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.cloud.ratelimit import MissedSlot, Permit, RateLimiter, limiter_for
 from corral.backends.cloud.shared import SharedCloud, shared_for
 from corral.backends.guard import backoff_delay
 
@@ -170,6 +170,8 @@ class EC2Backend(Backend):
             )
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._sending = threading.local()
+        """The permit of the call each SDK thread is making (checked in ``before-send``)."""
         self._creating: dict[str, Future[Any]] = {}
         self._created: dict[str, float] = {}
         self._status_ok: set[str] = set()
@@ -282,16 +284,35 @@ class EC2Backend(Backend):
                     self._client = session.client(
                         "ec2", endpoint_url=opts.endpoint_url, config=config
                     )
+                self._client.meta.events.register("before-send.ec2", self._before_send)
             return self._client
 
-    def _invoke(self, operation: str, kwargs: Mapping[str, object]) -> dict[str, Any]:
+    def _before_send(self, **_: Any) -> None:
+        """botocore's last step before the request leaves (built and signed): a call later than
+        its cluster slot's margin by now raises :class:`MissedSlot` (building the request can
+        take long on a busy interpreter too) and is not sent."""
+        permit: Permit | None = getattr(self._sending, "permit", None)
+        if permit is not None:
+            self.limiter.check_slot(permit)
+
+    def _invoke(
+        self, operation: str, kwargs: Mapping[str, object], permit: Permit
+    ) -> dict[str, Any]:
         """One SDK call, in a worker thread, through the rate limit's gate right before the
         request leaves: calls admitted on the loop but started late by a busy interpreter never
-        reach the API in a bunch (the limit holds at the wire, not only on average)."""
+        reach the API in a bunch (the limit holds at the wire, not only on average); one too
+        late for its cluster slot raises :class:`MissedSlot` and sends nothing."""
         client = self._client_sync()
-        self.limiter.wait_sync()
+        self.limiter.wait_sync(permit)
+        self._sending.permit = permit
         self.calls[operation] += 1
-        result: dict[str, Any] = getattr(client, operation)(**kwargs)
+        try:
+            result: dict[str, Any] = getattr(client, operation)(**kwargs)
+        except MissedSlot:
+            self.calls[operation] -= 1  # never sent
+            raise
+        finally:
+            self._sending.permit = None
         return result
 
     @staticmethod
@@ -333,11 +354,15 @@ class EC2Backend(Backend):
     async def _api(self, operation: str, **kwargs: object) -> dict[str, Any]:
         """One idempotent call under the rate limit, retried on throttling and lost answers."""
         attempt = 0
+        permit: Permit | None = None
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            permit = await self.limiter.acquire(again=permit)
             try:
-                return await self.run_blocking(self._invoke, operation, kwargs)
+                return await self.run_blocking(self._invoke, operation, kwargs, permit)
+            except MissedSlot:
+                attempt -= 1  # nothing was sent: a new slot, in the same place in the queue
+                continue
             except Exception as exc:
                 kind, message = self._error(exc)
                 if kind is model.ErrorKind.NOT_FOUND:
@@ -491,13 +516,17 @@ class EC2Backend(Backend):
             return self._adopt(spec.name, found)
         params = {**self._run_params(spec), "ClientToken": f"corral-{uuid.uuid4().hex}"}
         attempt = 0
+        permit: Permit | None = None
         while True:
             attempt += 1
-            await self.limiter.acquire(CREATE_PRIORITY)
-            future = self.submit_blocking(self._invoke, "run_instances", params)
+            permit = await self.limiter.acquire(CREATE_PRIORITY, again=permit)
+            future = self.submit_blocking(self._invoke, "run_instances", params, permit)
             self._track_create(spec.name, future)
             try:
                 answer = await asyncio.wrap_future(future)
+            except MissedSlot:
+                attempt -= 1  # nothing was sent: a new slot, in the same place in the queue
+                continue
             except Exception as exc:
                 kind, message = self._error(exc)
                 if kind in (model.ErrorKind.FATAL, model.ErrorKind.NOT_FOUND) or (

@@ -53,7 +53,7 @@ from corral.backends.cloud import ec2_model as errors
 from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.batching import Coalescer
 from corral.backends.cloud.quota import QuotaAdmission, QuotaOptions, Usage
-from corral.backends.cloud.ratelimit import RateLimiter, limiter_for
+from corral.backends.cloud.ratelimit import MissedSlot, Permit, RateLimiter, limiter_for
 from corral.backends.cloud.shared import SharedCloud, shared_for
 from corral.backends.guard import backoff_delay
 
@@ -260,10 +260,13 @@ class LibcloudBackend(Backend):
                     self._driver = self._driver_cls(self._key, **args)
             return self._driver
 
-    def _invoke(self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        """One driver call in a worker thread, its rate-limit token taken just before it."""
+    def _invoke(
+        self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], permit: Permit
+    ) -> Any:
+        """One driver call in a worker thread, its rate-limit token taken just before it (too
+        late for its cluster slot: :class:`MissedSlot`, nothing sent)."""
         driver = self._driver_sync()
-        self.limiter.wait_sync()
+        self.limiter.wait_sync(permit)
         self.calls[operation] += 1
         return getattr(driver, operation)(*args, **kwargs)
 
@@ -298,11 +301,15 @@ class LibcloudBackend(Backend):
 
     async def _api(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         attempt = 0
+        permit: Permit | None = None
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            permit = await self.limiter.acquire(again=permit)
             try:
-                return await self.run_blocking(self._invoke, operation, args, kwargs)
+                return await self.run_blocking(self._invoke, operation, args, kwargs, permit)
+            except MissedSlot:
+                attempt -= 1  # nothing was sent: a new slot, in the same place in the queue
+                continue
             except Exception as exc:
                 kind, message = self._error(exc)
                 if kind in (errors.ErrorKind.FATAL, errors.ErrorKind.NOT_FOUND) or (
@@ -357,12 +364,12 @@ class LibcloudBackend(Backend):
         kwargs.update(opts.create_args)
         return kwargs
 
-    def _create_sync(self, kwargs: Mapping[str, Any]) -> Any:
+    def _create_sync(self, kwargs: Mapping[str, Any], permit: Permit) -> Any:
         """Create the node (in a thread). Image, size and location are built from their ids:
         listing them to pick the objects would cost calls against the rate limit."""
         opts = self.opts
         driver = self._driver_sync()
-        self.limiter.wait_sync()
+        self.limiter.wait_sync(permit)
         self.calls["create_node"] += 1
         image = NodeImage(id=opts.image, name=opts.image, driver=driver)
         size = NodeSize(
@@ -382,13 +389,17 @@ class LibcloudBackend(Backend):
             return Handle(spec.name, ref=min(existing, key=lambda n: n.id).id)
         kwargs = self._create_kwargs(spec)
         attempt = 0
+        permit: Permit | None = None
         while True:
             attempt += 1
-            await self.limiter.acquire(1)  # creates wait behind lists and destroys
-            future: Future[Any] = self.submit_blocking(self._create_sync, kwargs)
+            permit = await self.limiter.acquire(1, again=permit)  # behind lists and destroys
+            future: Future[Any] = self.submit_blocking(self._create_sync, kwargs, permit)
             self._track_create(spec.name, future)
             try:
                 node = await asyncio.wrap_future(future)
+            except MissedSlot:
+                attempt -= 1  # nothing was sent: a new slot, in the same place in the queue
+                continue
             except Exception as exc:
                 kind, message = self._error(exc)
                 if kind in (errors.ErrorKind.FATAL, errors.ErrorKind.NOT_FOUND) or (

@@ -39,6 +39,15 @@ from typing import Protocol
 
 from corral import exceptions
 
+LATE_MARGIN = 0.1
+"""Seconds after its cluster slot that a call may still leave. A call that reaches the gate in
+its worker thread, or the SDK's last step before the request leaves, later than that (its thread
+started late: a busy interpreter, a full thread pool) takes a new slot instead
+(:class:`MissedSlot`): sent late, it would meet the calls of the slots after its own at the wire,
+and on several hosts no host's gate sees the others' calls. The cluster's bucket keeps
+``rate * LATE_MARGIN`` of its burst in reserve for the calls that leave late within the margin
+(:meth:`RateLimiter.cluster_burst`)."""
+
 HEAD_START = 0.2
 """Seconds before its cluster slot is due that a priority-0 call may take it. Creates take a
 slot only once it is due, so while any host has a describe or a terminate waiting, the next slot
@@ -48,6 +57,24 @@ is that call's; the head start must exceed how late a host's loop may wake (a lo
 def lead(priority: int) -> float:
     """How long before it is due a call of ``priority`` may take a cluster slot."""
     return HEAD_START if priority <= 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """One call granted by :meth:`RateLimiter.acquire`: what the worker thread checks before the
+    request leaves (:meth:`RateLimiter.wait_sync`)."""
+
+    priority: int
+    seq: int
+    """The caller's place in the queue: a call that missed its slot keeps it."""
+    due: float = float("inf")
+    """On the limiter's clock: when the call's cluster slot is (``inf``: no cluster). It may
+    leave up to :attr:`RateLimiter.late_margin` after that."""
+
+
+class MissedSlot(Exception):
+    """The call reached the wire's gate too late for its cluster slot: nothing was sent; ask
+    :meth:`RateLimiter.acquire` again with the permit (it keeps its place in the queue)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +224,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[Permit]]] = []
         self._seq = 0
         self._dispatcher: asyncio.Task[None] | None = None
         self._nap: tuple[int, asyncio.Future[None]] | None = None
@@ -209,6 +236,10 @@ class RateLimiter:
         """Seconds callers were told to wait, in total."""
         self.cluster_asks = 0
         """Reservations asked of the cluster's bucket (granted or not; the benchmark)."""
+        self.missed = 0
+        """Calls that reached the gate too late for their cluster slot and took a new one."""
+        self.late_margin = LATE_MARGIN
+        """Seconds after its cluster slot that a call may still leave (:data:`LATE_MARGIN`)."""
         self._clusters: list[tuple[str, ClusterGate]] = []
         self._cluster_pause = 0.0
 
@@ -225,35 +256,40 @@ class RateLimiter:
             self.waited += delay
         return delay
 
-    async def acquire(self, priority: int = 0) -> None:
-        """Wait on the running event loop until one call may be made.
+    async def acquire(self, priority: int = 0, again: Permit | None = None) -> Permit:
+        """Wait on the running event loop until one call may be made; the call's permit.
 
         Waiters are served by ``priority`` (lower first), then in arrival order, one token at a
         time: a describe that polls VMs (priority 0) is not queued behind a storm of creates
         (priority 1) that arrived before it. A waiter cancelled before its turn takes no token.
         Shared with a cluster (:meth:`share`), each token is also a slot of the cluster's
         bucket, taken here on the loop; if the cluster's bucket cannot be reached, every
-        waiter gets a ``BackendError``.
+        waiter gets a ``BackendError``. ``again``: the permit of a call that missed its slot
+        (:class:`MissedSlot`), asking for a new one in the place it had in the queue.
         """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): the old queue died with its loop
             self._loop, self._waiters, self._dispatcher, self._nap = loop, [], None, None
+        if again is not None:
+            priority, seq = again.priority, again.seq
+        else:
+            self._seq += 1
+            seq = self._seq
         if not self._waiters and not self._clusters:
             with self._lock:
                 if self.bucket.wait_time(self._clock()) == 0:
                     self.bucket.reserve(self._clock())
                     self.granted += 1
-                    return
-        future: asyncio.Future[None] = loop.create_future()
-        self._seq += 1
-        heapq.heappush(self._waiters, (priority, self._seq, future))
+                    return Permit(priority, seq)
+        future: asyncio.Future[Permit] = loop.create_future()
+        heapq.heappush(self._waiters, (priority, seq, future))
         if self._nap is not None and priority < self._nap[0] and not self._nap[1].done():
             self._nap[1].set_result(None)  # ask the cluster again, with this waiter's lead
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch())
-        await future
+        return await future
 
-    def _best(self) -> tuple[int, int, asyncio.Future[None]] | None:
+    def _best(self) -> tuple[int, int, asyncio.Future[Permit]] | None:
         """The best waiter still waiting (cancelled ones are dropped)."""
         while self._waiters and self._waiters[0][2].done():
             heapq.heappop(self._waiters)
@@ -268,8 +304,12 @@ class RateLimiter:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            if cluster is not None and not await self._cluster_slot(cluster, best[0]):
-                continue
+            due = float("inf")
+            if cluster is not None:
+                slot_at = await self._cluster_slot(cluster, best[0])
+                if slot_at is None:
+                    continue
+                due = slot_at
             best = self._best()
             if best is None:  # every waiter left while the slot was taken: it goes unused
                 break
@@ -277,11 +317,11 @@ class RateLimiter:
             with self._lock:
                 self.bucket.reserve(self._clock())
                 self.granted += 1
-            best[2].set_result(None)
+            best[2].set_result(Permit(best[0], best[1], due))
 
-    async def _cluster_slot(self, cluster: tuple[str, ClusterGate], priority: int) -> bool:
-        """Take the cluster's next slot for a waiter of ``priority`` and wait for it (True), or
-        wait until it is worth asking again (False)."""
+    async def _cluster_slot(self, cluster: tuple[str, ClusterGate], priority: int) -> float | None:
+        """Take the cluster's next slot for a waiter of ``priority`` and wait for it (its time
+        on the limiter's clock), or wait until it is worth asking again (``None``)."""
         account, gate = cluster
         with self._lock:
             pause, self._cluster_pause = self._cluster_pause, 0.0
@@ -289,7 +329,7 @@ class RateLimiter:
             if pause > 0:
                 await gate.pause(account, pause)
             self.cluster_asks += 1
-            rate, burst = self.bucket.rate, self.bucket.burst
+            rate, burst = self.bucket.rate, self.cluster_burst()
             slot = await gate.try_reserve(account, rate, burst, lead(priority))
         except Exception as exc:  # every waiter is told, none hangs
             error = exceptions.BackendError(
@@ -300,11 +340,12 @@ class RateLimiter:
                 if not future.done():
                     future.set_exception(error)
             self._waiters = []
-            return False
+            return None
         if slot.granted:
+            due = self._clock() + slot.wait
             if slot.wait > 0:
                 await asyncio.sleep(slot.wait)
-            return True
+            return due
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._nap = (priority, wake)
         sleeper = asyncio.ensure_future(asyncio.sleep(slot.wait))
@@ -313,17 +354,46 @@ class RateLimiter:
         finally:
             sleeper.cancel()
             self._nap = None
-        return False
+        return None
 
-    def wait_sync(self) -> None:
+    def cluster_burst(self) -> float:
+        """The burst asked of the cluster's bucket: ``burst`` less ``rate * late_margin`` (at
+        least 1). Calls leave up to :attr:`late_margin` after their slots; a burst of slots
+        right after calls that left that late would otherwise put up to ``rate * late_margin``
+        calls more than the limit in one window at the wire."""
+        bucket = self.bucket
+        if not self.late_margin < float("inf"):
+            return bucket.burst
+        return max(1.0, bucket.burst - bucket.rate * self.late_margin)
+
+    def check_slot(self, permit: Permit) -> None:
+        """Raise :class:`MissedSlot` if the call of ``permit`` is later than :attr:`late_margin`
+        after its cluster slot (the SDK's last step before the request leaves calls it)."""
+        late = self._clock() - permit.due
+        if late > self.late_margin:
+            with self._lock:
+                self.missed += 1
+            raise MissedSlot(f"{late:.3f} s after its slot")
+
+    def wait_sync(self, permit: Permit | None = None) -> None:
         """In the SDK's worker thread, right before the request: pass the *gate*, a second bucket
         of the same rate. Admission (:meth:`acquire`, on the loop, holding no thread) spaces the
         calls; a thread that starts its call late (a busy interpreter) could still send two of
         them closer than the limit allows. The gate re-spaces them at the wire; since both
         buckets have the same rate, it only ever waits for such a late pair, and throughput
-        stays ``rate``. (The cluster's slot was taken in :meth:`acquire`: no database here.)"""
+        stays ``rate``. (The cluster's slot was taken in :meth:`acquire`: no database here.)
+
+        The gate sees only this host's calls. With a cluster slot (``permit``'s deadline), a
+        call that would leave more than :attr:`late_margin` after its slot raises
+        :class:`MissedSlot` instead (nothing is reserved): the other hosts' calls of the next
+        slots are on the wire by then, and going late it would make a burst with them."""
         with self._lock:
-            delay = self._gate.reserve(self._clock())
+            now = self._clock()
+            late = now + self._gate.wait_time(now) - (permit.due if permit else float("inf"))
+            if late > self.late_margin:
+                self.missed += 1
+                raise MissedSlot(f"{late:.3f} s after its slot")
+            delay = self._gate.reserve(now)
         if delay > 0:
             time.sleep(delay)
 

@@ -147,6 +147,10 @@ class Faults:
     fail_status: int = 401
 
 
+TRACE_HEADER = "X-Corral-Trace"
+"""A request header the benchmark adds to tell its calls apart at the proxy."""
+
+
 @dataclass
 class Traffic:
     """What went through the proxy."""
@@ -162,6 +166,9 @@ class Traffic:
     failed: int = 0
     key_ids: Counter[str] = field(default_factory=Counter)
     """Requests per access key id they were signed with (SigV4 ``Credential=KEY/...``)."""
+    traced: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of each request carrying a :data:`TRACE_HEADER`, by its value (the
+    benchmark matches the calls it sent with the times they arrived)."""
 
 
 class FaultProxy:
@@ -217,9 +224,12 @@ class FaultProxy:
         params = urllib.parse.parse_qs(query) | urllib.parse.parse_qs(body.decode("latin-1"))
         return (params.get("Action") or ["?"])[0]
 
-    def _decide(self, action: str, key_id: str) -> str:
+    def _decide(self, action: str, key_id: str, trace: str | None = None) -> str:
         with self.lock:
-            self.traffic.times.append((time.monotonic(), action))
+            now = time.monotonic()
+            self.traffic.times.append((now, action))
+            if trace:
+                self.traffic.traced[trace] = now
             self.traffic.key_ids[key_id] += 1
             f = self.faults
             if f.down:
@@ -251,7 +261,7 @@ class FaultProxy:
             time.sleep(hang)
         signed = handler.headers.get("Authorization") or ""
         key_id = signed.partition("Credential=")[2].partition("/")[0]
-        decision = self._decide(action, key_id)
+        decision = self._decide(action, key_id, handler.headers.get(TRACE_HEADER))
         if decision == "refuse":
             handler.close_connection = True
             return
@@ -341,6 +351,8 @@ class ProxyProcess:
         assert self._proc.stdout is not None
         self.port = int(self._proc.stdout.readline())
         self.url = f"http://127.0.0.1:{self.port}"
+        self.traced: dict[str, float] = {}
+        """After :meth:`stop`: the arrival time of each traced request (``Traffic.traced``)."""
 
     def stop(self) -> list[tuple[float, str]]:
         """Stop the proxy; the (monotonic time, action) of every request it received."""
@@ -349,7 +361,9 @@ class ProxyProcess:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         with open(self.times_file) as f:
-            return [(float(t), str(a)) for t, a in json.load(f)]
+            saved = json.load(f)
+        self.traced = {str(k): float(v) for k, v in saved["traced"].items()}
+        return [(float(t), str(a)) for t, a in saved["times"]]
 
 
 def _proxy_main(upstream_port: int, times_file: str) -> None:
@@ -360,7 +374,7 @@ def _proxy_main(upstream_port: int, times_file: str) -> None:
     done.wait()
     proxy.close()
     with open(times_file, "w") as f:
-        json.dump(proxy.traffic.times, f)
+        json.dump({"times": proxy.traffic.times, "traced": proxy.traffic.traced}, f)
 
 
 if __name__ == "__main__":

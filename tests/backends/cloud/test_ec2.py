@@ -15,6 +15,7 @@ import pytest
 from corral import exceptions
 from corral.backends import load_backend, validate_options
 from corral.backends.base import Handle, PollStatus
+from corral.backends.cloud import ratelimit
 from corral.backends.cloud.ec2 import EC2Backend
 from corral.backends.guard import GuardedBackend
 
@@ -192,6 +193,35 @@ async def test_terminate_waits_for_a_create_still_in_flight(
     await guard.terminate(Handle("p-000001"))  # what the spawn's rollback does
     assert proxy.traffic.calls["RunInstances"] == 1
     assert live_instances(moto.url, namespace=namespace) == {}
+
+
+async def test_a_call_too_late_for_its_slot_is_not_sent_and_asks_for_a_new_one(
+    proxy: FaultProxy, ami: str, namespace: str, monkeypatch: pytest.MonkeyPatch, cleanup: None
+) -> None:
+    """The limiter finds each create and describe late for its cluster slot once, at botocore's
+    last step before the request leaves: the call is not sent, takes a new slot and goes; it
+    costs no attempt (``max_attempts: 1``). Breakages caught: a late call sent anyway (the
+    proxy would count it twice), a missed slot counted as a failed attempt (the spawn fails)."""
+    backend = make_ec2(proxy.url, ami, namespace=namespace, max_attempts=1)
+    missed: list[ratelimit.Permit] = []
+    check = backend.limiter.check_slot
+
+    def late_once(permit: ratelimit.Permit) -> None:
+        if permit.seq not in {p.seq for p in missed}:
+            missed.append(permit)
+            raise ratelimit.MissedSlot("late (test)")
+        check(permit)
+
+    monkeypatch.setattr(backend.limiter, "check_slot", late_once)
+    try:
+        handle = await backend.spawn(spec("p-000001"))
+    finally:
+        await backend.aclose()
+    assert handle.ref.startswith("i-")
+    assert len(missed) == 2  # the look-up's describe and the create, once each
+    assert proxy.traffic.calls["RunInstances"] == 1
+    assert proxy.traffic.calls["DescribeInstances"] == 1
+    assert backend.calls["run_instances"] == 1
 
 
 async def test_duplicate_instances_of_one_vm_are_terminated_at_poll(

@@ -21,6 +21,8 @@ from corral import exceptions
 from corral.backends.cloud import ratelimit
 from corral.backends.cloud.ratelimit import (
     MemoryClusterGate,
+    MissedSlot,
+    Permit,
     RateLimiter,
     Slot,
     TokenBucket,
@@ -283,3 +285,67 @@ def test_conditional_reservations_keep_the_limit_and_take_nothing_when_refused(
     for i, start in enumerate(slots):
         for j in range(i, len(slots)):
             assert j - i + 1 <= burst + rate * (slots[j] - start) + 1e-6
+
+
+def test_a_call_too_late_for_its_slot_misses_it_and_reserves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Breakages caught: a late call sent anyway on its old slot; a missed call that still takes
+    a token of the host's gate (its next, punctual call would be delayed past its own slot)."""
+    now = [10.0]
+    monkeypatch.setattr(ratelimit.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
+    limiter = RateLimiter(rate=10, burst=1, clock=lambda: now[0])
+    limiter.late_margin = 0.05
+    limiter.wait_sync(Permit(1, 1, due=now[0] - 0.04))  # late, within the margin: it goes
+    now[0] += 0.1
+    with pytest.raises(MissedSlot):
+        limiter.wait_sync(Permit(1, 2, due=now[0] - 0.06))
+    assert limiter.missed == 1
+    limiter.wait_sync(Permit(1, 3, due=now[0]))  # punctual: the gate has its token, no sleep
+    now[0] += 0.1
+    limiter.wait_sync(Permit(1, 4))  # no cluster slot (one host): never a miss
+
+
+async def test_a_call_that_starts_late_takes_a_new_slot_so_the_cluster_limit_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two hosts share the account's bucket (10/s, burst 1) and send 6 creates each, as the
+    backends do: the slot on the loop, then the gate in the worker thread. Two of host A's
+    threads start 0.35 s after their slot (a busy interpreter). At the wire (when ``wait_sync``
+    lets the call go) no window of w seconds holds more than 1 + 10 w calls, and every call
+    goes once.
+
+    Breakage caught: a late call sent on its old slot (``late_margin`` infinite: the code before
+    this test): it leaves between host B's calls of the next slots, 0.05 s from one of them, and
+    no host's own gate sees the other's calls."""
+    vt = _VirtualTime(monkeypatch)
+    monkeypatch.setattr(ratelimit.time, "sleep", lambda s: setattr(vt, "now", vt.now + s))
+    shared = MemoryClusterGate(clock=lambda: vt.now)
+    hosts = {h: RateLimiter(10, 1, clock=lambda: vt.now) for h in "AB"}
+    for limiter in hosts.values():
+        limiter.share("acct", shared)
+    sent: list[tuple[float, str]] = []
+    late_threads = {"A:1", "A:3"}
+
+    async def create(host: str, i: int) -> None:
+        name = f"{host}:{i}"
+        permit = await hosts[host].acquire(1)
+        while True:
+            if name in late_threads:
+                late_threads.discard(name)  # its thread starts late once
+                await asyncio.sleep(0.35)
+            try:
+                hosts[host].wait_sync(permit)
+            except MissedSlot:
+                permit = await hosts[host].acquire(again=permit)
+                continue
+            sent.append((vt.now, name))
+            return
+
+    await vt.run(asyncio.gather(*(create(h, i) for i in range(6) for h in "AB")))
+    assert sorted(name for _, name in sent) == sorted(f"{h}:{i}" for i in range(6) for h in "AB")
+    times = sorted(t for t, _ in sent)
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            assert j - i + 1 <= 1 + 10 * (times[j] - start) + 1e-9, sorted(sent)
+    assert hosts["A"].missed == 2
