@@ -6,7 +6,14 @@ Run: ``python bench/cluster_tasks_cpu.py`` (about 20 s). Each round runs 600 tas
 ``PgLockManager``, on a scratch database next to ``--pg``; ``--no-cover`` turns the covered
 grants off (``PgLockManager.covers_grants = False``) for an A/B. Prints tasks/s, the Python
 process's CPU (``getrusage``) and the backends' CPU (``/proc/<pid>/stat``; Linux, and the
-server on this machine) per task.
+server on this machine) per task. ``--functions`` also prints, for each ``PgLockManager``
+round, what the lock functions cost per task (calls and PL/pgSQL time from
+``pg_stat_user_functions``, with ``track_functions = pl`` set on the scratch database, which
+adds its own timing overhead) and the rows written per task in the lock tables.
+
+To compare two trees, run each with ``PYTHONPATH=<tree>``: ``python bench/...`` puts ``bench/``
+first on the path, not the working directory, so without it ``corral`` comes from wherever the
+environment installed it (an editable install of another checkout).
 """
 
 from __future__ import annotations
@@ -21,6 +28,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cluster
+
+
+def _lock_stats(url: str) -> dict[str, tuple[float, ...]]:
+    """Cumulative lock-function calls and self time (ms), and lock-table row writes."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        funcs = conn.execute(
+            "SELECT funcname, calls, self_time FROM pg_stat_user_functions"
+            " WHERE funcname LIKE 'corral_lock%%'"
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+            " WHERE relname LIKE 'lock%%'"
+        ).fetchall()
+    out: dict[str, tuple[float, ...]] = {str(r[0]): (float(r[1]), float(r[2])) for r in funcs}
+    out.update({str(r[0]): (float(r[1]), float(r[2]), float(r[3])) for r in tables})
+    return out
+
+
+def _lock_costs(
+    before: dict[str, tuple[float, ...]], after: dict[str, tuple[float, ...]], n: int
+) -> str:
+    """Per task: each lock function's calls and self time, each lock table's writes."""
+    parts = []
+    for name in sorted(after):
+        old = before.get(name, (0.0,) * len(after[name]))
+        delta = [(a - b) / n for a, b in zip(after[name], old, strict=True)]
+        if not any(delta):
+            continue
+        if len(delta) == 2:
+            parts.append(f"{name} {delta[0]:.2f} calls {delta[1] * 1e3:.0f} us")
+        else:
+            parts.append(f"{name} +{delta[0]:.2f} ~{delta[1]:.2f} -{delta[2]:.2f} rows")
+    return "  per task: " + "; ".join(parts)
 
 
 def _backend_cpu(admin: str, db: str) -> float:
@@ -82,15 +124,27 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql://root@127.0.0.1:5432/test")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-cover", action="store_true", help="PgLockManager grants durable")
+    parser.add_argument(
+        "--functions", action="store_true", help="lock function calls, time, rows per task"
+    )
     args = parser.parse_args()
     from corral.locks.pg import PgLockManager
 
     PgLockManager.covers_grants = not args.no_cover
     name, url = cluster._scratch_db(args.pg)
+    if args.functions:
+        import psycopg
+
+        with psycopg.connect(args.pg, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE \"{name}\" SET track_functions = 'pl'")
     try:
         for _ in range(args.rounds):
             for distributed in (False, True):
+                before = _lock_stats(url) if args.functions and distributed else {}
                 print(asyncio.run(_round(url, args.pg, name, distributed, 600)))
+                if before:
+                    time.sleep(1.5)  # the backends' statistics reach the view within a second
+                    print(_lock_costs(before, _lock_stats(url), 600 + 50))  # with the warm-up
     finally:
         cluster._drop_db(args.pg, name)
 
