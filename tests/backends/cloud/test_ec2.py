@@ -181,16 +181,24 @@ async def test_create_whose_answer_was_lost_is_not_made_twice(
 
 
 async def test_terminate_waits_for_a_create_still_in_flight(
-    proxy: FaultProxy, ec2_proxied: EC2Backend, moto: MotoServer, namespace: str
+    proxy: FaultProxy, moto: MotoServer, ami: str, namespace: str
 ) -> None:
     """The guard gives up on a slow create (its thread keeps going) and the rollback terminates
     the VM by name at once. Breakage caught: terminate not waiting for the create in flight
-    (it would find nothing, and the instance created a moment later would leak)."""
-    proxy.set(hang=1.0, hang_actions=frozenset({"RunInstances"}))
-    guard = GuardedBackend(ec2_proxied, call_timeout=30, timeouts={"spawn": 0.3})
-    with pytest.raises(exceptions.BackendTimeout):
-        await guard.spawn(spec("p-000001"))
-    await guard.terminate(Handle("p-000001"))  # what the spawn's rollback does
+    (it would find nothing, and the instance created a moment later would leak).
+
+    The spawn's timeout must outlast the look-up's describe before the create, or the guard
+    gives up before any create is in flight (0.3 s did on a loaded machine, load 8-12); the
+    create's read timeout must outlast the hang (the create is slow, not lost)."""
+    backend = make_ec2(proxy.url, ami, namespace=namespace, read_timeout=20.0)
+    proxy.set(hang=5.0, hang_actions=frozenset({"RunInstances"}))
+    guard = GuardedBackend(backend, call_timeout=30, timeouts={"spawn": 2.0})
+    try:
+        with pytest.raises(exceptions.BackendTimeout):
+            await guard.spawn(spec("p-000001"))
+        await guard.terminate(Handle("p-000001"))  # what the spawn's rollback does
+    finally:
+        await backend.aclose()
     assert proxy.traffic.calls["RunInstances"] == 1
     assert live_instances(moto.url, namespace=namespace) == {}
 
