@@ -56,7 +56,7 @@ def _fail(error: exceptions.CorralError) -> typer.Exit:
     message = error.message
     if not isinstance(error, exceptions.ConfigError):
         message = next((line for line in message.splitlines() if line.strip()), error.code)
-    output.errors.print(f"error: {error.code}: {message}", markup=False)
+    output.line(f"error: {error.code}: {message}", stderr=True)
     return typer.Exit(output.exit_code(error))
 
 

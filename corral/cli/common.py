@@ -92,7 +92,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             except pydantic.ValidationError as exc:
                 raise invalid_options(exc) from exc
         except exceptions.CorralError as exc:
-            output.errors.print(f"error: {exc.code}: {exc.message}", markup=False)
+            output.line(f"error: {exc.code}: {exc.message}", stderr=True)
             raise typer.Exit(output.exit_code(exc)) from None
 
     return wrapper
@@ -138,7 +138,7 @@ def show(
 
 def say(line: Callable[[Shown], str]) -> Callable[[Shown], None]:
     """A renderer printing one line about the answer."""
-    return lambda answer: output.console.print(line(answer), markup=False)
+    return lambda answer: output.line(line(answer))
 
 
 def meta_text(meta: dict[str, str]) -> str:

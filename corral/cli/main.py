@@ -30,6 +30,7 @@ from corral.cli import (
     machines,
     operate,
     output,
+    plain,
     resalloc,
     run,
     show,
@@ -240,9 +241,9 @@ def acquire(
     if json:
         output.print_json(ticket)
         return
-    output.console.print(common.ticket_line(ticket), markup=False)
-    output.console.print(lease_line(ticket, time.time()), markup=False)
-    output.console.print(f"release it with: corral release {ticket.id}", markup=False)
+    output.line(common.ticket_line(ticket))
+    output.line(lease_line(ticket, time.time()))
+    output.line(f"release it with: corral release {ticket.id}")
 
 
 def _run(
@@ -251,14 +252,15 @@ def _run(
     """Hold a VM while ``argv`` runs; the command's exit status."""
     run.check_command(argv)
     with client(url, token) as c:
-        if output.errors.is_terminal:
+        # a plain stream (corral.cli.plain) is one rich does not take for a terminal either
+        if not plain.plain_stream(sys.stderr) and output.errors.is_terminal:
             output.errors.print("waiting for a VM...", markup=False)
         with c.acquire(timeout=timeout, **request) as ticket:
-            output.errors.print(f"corral: {common.ticket_line(ticket)}", markup=False)
+            output.line(f"corral: {common.ticket_line(ticket)}", stderr=True)
             status = run.run_command(argv, run.environment(ticket, os.environ))
-        output.errors.print(
+        output.line(
             f"corral: command exited with status {status}; ticket {ticket.id} released",
-            markup=False,
+            stderr=True,
         )
     return status
 
@@ -366,9 +368,9 @@ def tickets(
     else:
         common.tickets_table(found)
     if cut:
-        output.errors.print(
+        output.line(
             f"note: only the first {limit} tickets are shown; more match (--limit N, 0 for all)",
-            markup=False,
+            stderr=True,
         )
 
 

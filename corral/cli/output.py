@@ -128,6 +128,25 @@ def text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def line(text: str, *, stderr: bool = False) -> None:
+    """Print ``text`` and a newline as ``console.print(text, markup=False)`` does (``errors``
+    with ``stderr``).
+
+    On a pipe or a file, text that rich would print unchanged
+    (:func:`corral.cli.plain.literal_line`) is written directly, which spares the command
+    importing rich (about a tenth of ``corral tickets``'s instructions when it adds its "only the
+    first 50" note, issue 14). Once rich's console for that stream exists, it prints everything,
+    so the two never interleave.
+    """
+    name, stream = ("errors", sys.stderr) if stderr else ("console", sys.stdout)
+    if name not in globals() and plain.plain_stream(stream) and plain.literal_line(text):
+        stream.write(text + "\n")
+        stream.flush()
+        return
+    made: Console = getattr(sys.modules[__name__], name)  # made on first use
+    made.print(text, markup=False)
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Print a rich table (or a one-line note when there are no rows).
 

@@ -48,7 +48,13 @@ def plain_stream(stream: TextIO, environ: os._Environ[str] | dict[str, str] | No
 
 def _literal(text: str) -> bool:
     """Whether rich prints ``text`` in a cell exactly as it is."""
-    if not PRINTABLE.fullmatch(text) or "[" in text:
+    return "[" not in text and literal_line(text)
+
+
+def literal_line(text: str) -> bool:
+    """Whether rich prints ``text`` with ``markup=False`` exactly as it is: printable ASCII (no
+    tab for rich to expand, no control character) with no emoji code rich would replace."""
+    if not PRINTABLE.fullmatch(text):
         return False
     return all(HARMLESS_CODE.fullmatch(m.group(1)) for m in EMOJI_CODE.finditer(text))
 

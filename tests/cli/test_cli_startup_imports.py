@@ -182,3 +182,59 @@ def test_the_server_starts_without_the_dashboard_templates() -> None:
     loaded, _ = _loaded("import corral.api.app, corral.api.server, corral.cli.admin")
     assert "corral.api.ui.pages" in loaded
     assert not _matching(loaded, ("jinja2", "fastapi.templating"))
+
+
+HTTPX_CLI = ("httpx._main", "click", "pygments", "rich")
+"""What ``import httpx`` loads for httpx's own command line tool (``httpx._main``)."""
+
+
+def test_the_client_library_skips_httpx_command_line_tool_and_leaves_it_importable() -> None:
+    """Fails when ``import corral.client`` loads ``httpx._main`` again (and with it click,
+    pygments and rich: a sixth of the library's import), or when keeping it out leaves a
+    ``None`` behind in ``sys.modules``, so that the program importing corral could no longer
+    import ``httpx._main`` itself."""
+    loaded, out = _loaded(
+        "import corral.client, sys\n"
+        "assert 'httpx' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if sys.modules[m] is None and 'httpx' in m))"
+    )
+    assert out.strip() == "[]"
+    assert not _matching(loaded, HTTPX_CLI)
+    _, out = _loaded(
+        "import corral.client\nfrom httpx._main import main\nprint(type(main).__module__)"
+    )
+    assert out.strip().startswith("click")  # the real tool, not httpx's stub function
+
+
+def test_the_client_library_keeps_a_program_httpx_command_line_tool() -> None:
+    """Fails when ``import corral.client`` drops ``httpx._main`` from a program that had
+    imported httpx (and its tool) before it."""
+    loaded, _ = _loaded("import httpx, corral.client")
+    assert "httpx._main" in loaded
+
+
+def test_a_cut_tickets_list_on_a_pipe_loads_no_rich(server: BackgroundServer) -> None:
+    """Fails when ``corral tickets`` cut at ``--limit`` imports rich to print its note on
+    standard error (``output.errors.print`` instead of ``output.line``), or when the note goes
+    missing."""
+    import httpx
+    from apitools import ADMIN_TOKEN, auth  # tests/api, on the path through tests/cli/conftest.py
+
+    for _ in range(2):
+        httpx.post(
+            f"{server.url}/v1/tickets", json={"pool": "small"}, headers=auth(ADMIN_TOKEN)
+        ).raise_for_status()
+    code = (
+        "import sys\n"
+        f"sys.argv = ['corral', 'tickets', '--limit', '1', '--url', {server.url!r}, "
+        f"'--token', {ADMIN_TOKEN!r}]\n"
+        "from corral.cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code"
+    )
+    probe = f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)), file=sys.stderr)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.startswith("Tickets\n")
+    assert done.stderr.startswith("note: only the first 1 tickets are shown; more match")
+    assert not _matching(set(done.stderr.split()), ("rich",))
