@@ -16,7 +16,14 @@ Run: ``python bench/cloud.py`` (``--vms 100`` for a shorter run). It starts moto
    and drops it at the end): the same storm split over two "hosts" (two backends, each with its
    own in-process limiter, as two ``corral serve`` processes have) sharing the account's bucket
    row in PostgreSQL: the limit must hold for both together at the wire, and the time stay
-   within 10 % of what the limit allows.
+   within 10 % of what the limit allows. ``--late-margin inf`` turns the hosts' deadline off
+   (a call late for its cluster slot goes anyway: the code before the deadline), to compare.
+
+Phases 2 and 3 also print where the time went: calls per 10 s at the wire, when the last create
+went and what came after it (the tail), and a trace of every call's legs in milliseconds: from
+its cluster slot to its worker thread's start, from there to botocore's ``before-send`` (the
+request built and signed), and from there to the proxy; the slots missed; and the calls of the
+worst window (host, action, time in the window, its slot's time relative to the window).
 
 Each phase prints the load average (1, 5, 15 min) before and after it: on a shared machine the
 figures are loaded figures.

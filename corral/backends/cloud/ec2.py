@@ -170,6 +170,8 @@ class EC2Backend(Backend):
             )
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._workers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        """The loop's count of free SDK threads (a call takes one before its slot)."""
         self._sending = threading.local()
         """The permit of the call each SDK thread is making (checked in ``before-send``)."""
         self._creating: dict[str, Future[Any]] = {}
@@ -295,6 +297,32 @@ class EC2Backend(Backend):
         if permit is not None:
             self.limiter.check_slot(permit)
 
+    async def _start(
+        self, priority: int, again: Permit | None, operation: str, kwargs: Mapping[str, object]
+    ) -> tuple[Permit, Future[dict[str, Any]]]:
+        """Start one call in a worker thread: first a free thread (waited for on the loop), then
+        the rate limit's slot. A slot taken for a call with no thread to run in would pass while
+        the call waits in the pool's queue (every thread busy with slow creates) and be missed.
+        The thread counts as taken until its call really ends, even if the caller gave up."""
+        loop = asyncio.get_running_loop()
+        if self._workers is None or self._workers[0] is not loop:
+            self._workers = (loop, asyncio.Semaphore(self.opts.blocking_workers))
+        free = self._workers[1]
+        await free.acquire()
+        try:
+            permit = await self.limiter.acquire(priority, again=again)
+            future = self.submit_blocking(self._invoke, operation, kwargs, permit)
+        except BaseException:
+            free.release()
+            raise
+
+        def done(_: Future[dict[str, Any]]) -> None:  # in the SDK thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(free.release)
+
+        future.add_done_callback(done)
+        return permit, future
+
     def _invoke(
         self, operation: str, kwargs: Mapping[str, object], permit: Permit
     ) -> dict[str, Any]:
@@ -357,9 +385,9 @@ class EC2Backend(Backend):
         permit: Permit | None = None
         while True:
             attempt += 1
-            permit = await self.limiter.acquire(again=permit)
+            permit, future = await self._start(0, permit, operation, kwargs)
             try:
-                return await self.run_blocking(self._invoke, operation, kwargs, permit)
+                return await asyncio.wrap_future(future)
             except MissedSlot:
                 attempt -= 1  # nothing was sent: a new slot, in the same place in the queue
                 continue
@@ -519,8 +547,7 @@ class EC2Backend(Backend):
         permit: Permit | None = None
         while True:
             attempt += 1
-            permit = await self.limiter.acquire(CREATE_PRIORITY, again=permit)
-            future = self.submit_blocking(self._invoke, "run_instances", params, permit)
+            permit, future = await self._start(CREATE_PRIORITY, permit, "run_instances", params)
             self._track_create(spec.name, future)
             try:
                 answer = await asyncio.wrap_future(future)

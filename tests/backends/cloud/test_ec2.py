@@ -19,7 +19,7 @@ from corral.backends.cloud import ratelimit
 from corral.backends.cloud.ec2 import EC2Backend
 from corral.backends.guard import GuardedBackend
 
-from ..conftest import spec
+from ..conftest import spec, wait_for
 from .cloudsim import FAKE_CREDENTIALS, FaultProxy, MotoServer, ec2_client, live_instances
 from .conftest import ec2_options, make_ec2
 
@@ -230,6 +230,30 @@ async def test_a_call_too_late_for_its_slot_is_not_sent_and_asks_for_a_new_one(
     assert proxy.traffic.calls["RunInstances"] == 1
     assert proxy.traffic.calls["DescribeInstances"] == 1
     assert backend.calls["run_instances"] == 1
+
+
+async def test_a_call_takes_its_slot_only_once_a_worker_thread_is_free(
+    proxy: FaultProxy, ami: str, namespace: str
+) -> None:
+    """One worker thread, held by a slow describe: a second call waits for the thread before it
+    takes a token of the rate limit, then goes. Breakage caught: the token taken first, the call
+    waiting in the pool's queue past its slot (with a cluster: a missed slot, a wasted token;
+    before the deadline: a late call in a burst)."""
+    backend = make_ec2(proxy.url, ami, namespace=namespace, blocking_workers=1)
+    proxy.set(hang=3.0, hang_actions=frozenset({"DescribeInstances"}))
+    try:
+        first = asyncio.ensure_future(backend._api("describe_instances"))
+        await wait_for(lambda: backend.calls["describe_instances"] == 1, 10, "first call sent")
+        granted = backend.limiter.granted
+        second = asyncio.ensure_future(backend._api("describe_instances"))
+        for _ in range(20):  # the second call runs as far as it can
+            await asyncio.sleep(0.01)
+        assert backend.limiter.granted == granted  # no token while no thread is free
+        await asyncio.wait_for(asyncio.gather(first, second), 60)
+        assert backend.limiter.granted == granted + 1
+    finally:
+        proxy.set(hang=0.0)
+        await backend.aclose()
 
 
 async def test_duplicate_instances_of_one_vm_are_terminated_at_poll(
