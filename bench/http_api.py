@@ -122,7 +122,36 @@ with httpx.Client(base_url=url, timeout=60) as http:
         http.post(f"/v1/tickets/{ticket['id']}/close").raise_for_status()
 print(json.dumps(latencies))
 """
-"""One client process: the create -> long-poll -> close loop, with nothing but httpx imported."""
+"""One client process: the create -> long-poll -> close loop, with nothing but httpx imported.
+
+A bare ``import httpx`` also imports httpx's own command line tool (``httpx._main``: click,
+pygments, rich) when they are installed, and ``httpx.Client`` loads the certificate authorities'
+bundle even for an ``http://`` URL: about half of such a process's instructions (issue 14).
+"""
+
+CORRAL_CLIENT = """\
+import json, sys, time
+from corral.client import Client
+url, pool, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+latencies = []
+with Client(url, timeout=60) as corral:
+    for _ in range(count):
+        start = time.perf_counter()
+        ticket = corral.create_ticket(pool=pool, wait=30)
+        while ticket.state == "waiting":
+            if time.perf_counter() - start > 120:
+                raise SystemExit(f"ticket {ticket.id} still waiting after 120 s")
+            ticket = corral.get_ticket(ticket.id, wait=30)
+        latencies.append(time.perf_counter() - start)
+        if ticket.state != "assigned":
+            raise SystemExit(f"ticket ended {ticket.state}: {ticket}")
+        corral.close_ticket(ticket.id)
+print(json.dumps(latencies))
+"""
+"""The same loop through corral's own client library (``--client corral``): what a Python
+program using corral runs, its import (pydantic, the wire models) included."""
+
+CLIENTS = {"httpx": CLIENT, "corral": CORRAL_CLIENT}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -272,14 +301,17 @@ def warm_sequential(url: str, n: int) -> list[float]:
     return latencies
 
 
-def load(url: str, clients: int, per_client: int) -> tuple[float, list[float], float]:
-    """``clients`` processes x ``per_client`` tickets; (elapsed from before the first process
-    starts to the last one's end, every latency, the CPU time the client processes used)."""
+def load(
+    url: str, clients: int, per_client: int, client: str = "httpx"
+) -> tuple[float, list[float], float]:
+    """``clients`` processes x ``per_client`` tickets, each process running :data:`CLIENTS`'s
+    ``client``; (elapsed from before the first process starts to the last one's end, every
+    latency, the CPU time the client processes used)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENT, url, POOL, str(per_client)],
+            [sys.executable, "-c", CLIENTS[client], url, POOL, str(per_client)],
             stdout=subprocess.PIPE,
             env=_env(),
         )
@@ -375,7 +407,9 @@ def import_costs() -> list[tuple[str, int, float]]:
     ]
 
 
-def run_store(kind: str, warm: int, per_client: int, cli_runs: int) -> Figures:
+def run_store(
+    kind: str, warm: int, per_client: int, cli_runs: int, client: str = "httpx"
+) -> Figures:
     """Every part on one store kind."""
     figures = Figures()
     with (
@@ -383,7 +417,7 @@ def run_store(kind: str, warm: int, per_client: int, cli_runs: int) -> Figures:
         tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp,
         serve(store, Path(tmp)) as server,
     ):
-        load(server.url, 1, 1)  # not measured: warms the bytecode and page caches
+        load(server.url, 1, 1, client)  # not measured: warms the bytecode and page caches
     with (
         pools_bench.store_url(kind) as store,
         tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp,
@@ -396,7 +430,7 @@ def run_store(kind: str, warm: int, per_client: int, cli_runs: int) -> Figures:
             figures.warm_p50, figures.warm_p99 = percentile(samples, 50), percentile(samples, 99)
             _wait_ready(server.url, 20)
             server_cpu = _cpu(server.pid)
-            elapsed, latencies, figures.clients_cpu = load(server.url, 10, per_client)
+            elapsed, latencies, figures.clients_cpu = load(server.url, 10, per_client, client)
             figures.server_cpu = _cpu(server.pid) - server_cpu
             figures.elapsed = elapsed
             figures.rate = len(latencies) / elapsed
@@ -524,10 +558,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--warm", type=int, default=500, help="tickets in the warm part")
     parser.add_argument("--stores", default="sqlite,postgresql", help="comma-separated")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="httpx",
+        help="what the 10 client processes run: bare httpx (default) or corral.client",
+    )
     args = parser.parse_args()
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     print(f"corral HTTP benchmark; load average at the start: {os.getloadavg()[0]:.2f}")
     print(f"reference figures for resalloc v6.3 are {RECORDED} (it is not on PyPI)")
+    print(f"the 10 client processes run: {args.client}")
     bare = wall([sys.executable, "-c", "pass"], 10)
     results = {}
     for kind in stores:
@@ -537,6 +578,7 @@ def main() -> None:
             warm=100 if args.quick else args.warm,
             per_client=5 if args.quick else 20,
             cli_runs=3 if args.quick else 10,
+            client=args.client,
         )
     report(stores, results, bare)
     shutil.rmtree(PYCACHE, ignore_errors=True)
