@@ -56,6 +56,7 @@ from corral.backends.cloud.credentials import refuse_inline_credentials
 from corral.backends.cloud.quota import QuotaAdmission, QuotaOptions, Usage
 from corral.backends.cloud.ratelimit import MissedSlot, Permit, RateLimiter, limiter_for
 from corral.backends.cloud.shared import SharedCloud, shared_for
+from corral.backends.cloud.workers import Workers
 from corral.backends.guard import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class EC2Backend(Backend):
             )
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self._workers: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._workers: tuple[asyncio.AbstractEventLoop, Workers] | None = None
         """The loop's count of free SDK threads (a call takes one before its slot)."""
         self._sending = threading.local()
         """The permit of the call each SDK thread is making (checked in ``before-send``)."""
@@ -303,22 +304,23 @@ class EC2Backend(Backend):
         """Start one call in a worker thread: first a free thread (waited for on the loop), then
         the rate limit's slot. A slot taken for a call with no thread to run in would pass while
         the call waits in the pool's queue (every thread busy with slow creates) and be missed.
-        The thread counts as taken until its call really ends, even if the caller gave up."""
+        The thread counts as taken until its call really ends, even if the caller gave up.
+        Threads go by priority as slots do (:mod:`workers`): describes before creates."""
         loop = asyncio.get_running_loop()
         if self._workers is None or self._workers[0] is not loop:
-            self._workers = (loop, asyncio.Semaphore(self.opts.blocking_workers))
+            self._workers = (loop, Workers(self.opts.blocking_workers))
         free = self._workers[1]
-        await free.acquire()
+        await free.take(priority)
         try:
             permit = await self.limiter.acquire(priority, again=again)
             future = self.submit_blocking(self._invoke, operation, kwargs, permit)
         except BaseException:
-            free.release()
+            free.give_back()
             raise
 
         def done(_: Future[dict[str, Any]]) -> None:  # in the SDK thread
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(free.release)
+                loop.call_soon_threadsafe(free.give_back)
 
         future.add_done_callback(done)
         return permit, future
