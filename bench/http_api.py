@@ -369,6 +369,7 @@ class Figures:
     elapsed: float = 0.0
     clients_cpu: float = 0.0
     server_cpu: float = 0.0
+    per_client: int = 20
     cli: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -430,6 +431,7 @@ def run_store(
             figures.warm_p50, figures.warm_p99 = percentile(samples, 50), percentile(samples, 99)
             _wait_ready(server.url, 20)
             server_cpu = _cpu(server.pid)
+            figures.per_client = per_client
             elapsed, latencies, figures.clients_cpu = load(server.url, 10, per_client, client)
             figures.server_cpu = _cpu(server.pid) - server_cpu
             figures.elapsed = elapsed
@@ -487,7 +489,7 @@ def report(stores: list[str], results: dict[str, Figures], bare: tuple[float, fl
         f"<= {WARM_TARGET_P99 * 1000:.0f} ms",
     )
     _row(
-        "10 clients x 20: tickets/s",
+        f"10 clients x {f[0].per_client}: tickets/s",
         [f"{x.rate:.0f}/s" for x in f],
         f"({RECORDED}: {RESALLOC['load_rate']}/s polling every 200 ms; on a faster day "
         f"{RESALLOC['faster_day']})",
