@@ -454,3 +454,27 @@ async def test_grant_without_request_row_survives_a_reconnect(pg_locks_url: str)
         await eventually(lambda: a.status() == [], 30)
     finally:
         await a.close()
+
+
+async def test_release_all_on_another_host_reaches_a_grant_without_request_row(
+    pg_locks_url: str,
+) -> None:
+    """``release_all`` called on host B frees a one-key grant made on arrival on host A (no
+    request row) and tells A, whose lock is then released, and a waiter on B gets the key.
+    Breakage caught: the notification sent to a session read from a request row that does not
+    exist (A would believe it holds the lock for ever)."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0)
+    try:
+        held = await a.acquire("vm/x", owner="task-9")
+        waiting = asyncio.ensure_future(b.acquire("vm/x", owner="other", timeout=30.0))
+        await eventually(lambda: queued(b, "vm/x") == 1, 30)
+        await asyncio.to_thread(b.release_all, "task-9")
+        await eventually(lambda: held.released, 30)
+        got = await asyncio.wait_for(waiting, 30)
+        assert got.token("vm/x") == 2
+        got.release()
+        await eventually(lambda: b.status() == [], 30)
+    finally:
+        await a.close()
+        await b.close()
