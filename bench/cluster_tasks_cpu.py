@@ -10,6 +10,8 @@ server on this machine) per task. ``--functions`` also prints, for each ``PgLock
 round, what the lock functions cost per task (calls and PL/pgSQL time from
 ``pg_stat_user_functions``, with ``track_functions = pl`` set on the scratch database, which
 adds its own timing overhead) and the rows written per task in the lock tables.
+``--switch-interval 0.0005`` runs with a shorter GIL switch interval: the manager's SQL thread
+(and the store's) then waits less for the GIL after each round trip (see docs/cluster.md).
 
 To compare two trees, run each with ``PYTHONPATH=<tree>``: ``python bench/...`` puts ``bench/``
 first on the path, not the working directory, so without it ``corral`` comes from wherever the
@@ -127,7 +129,15 @@ def main() -> None:
     parser.add_argument(
         "--functions", action="store_true", help="lock function calls, time, rows per task"
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run, in seconds (CPython's default is 0.005)",
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     from corral.locks.pg import PgLockManager
 
     PgLockManager.covers_grants = not args.no_cover
