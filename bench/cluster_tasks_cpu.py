@@ -12,6 +12,8 @@ round, what the lock functions cost per task (calls and PL/pgSQL time from
 adds its own timing overhead) and the rows written per task in the lock tables.
 ``--switch-interval 0.0005`` runs with a shorter GIL switch interval: the manager's SQL thread
 (and the store's) then waits less for the GIL after each round trip (see docs/cluster.md).
+``--latency`` prints, for each ``PgLockManager`` round, how long the engine's acquires waited
+for their grant and how long the manager's batches took (p50, p90).
 
 To compare two trees, run each with ``PYTHONPATH=<tree>``: ``python bench/...`` puts ``bench/``
 first on the path, not the working directory, so without it ``corral`` comes from wherever the
@@ -26,6 +28,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -94,6 +97,10 @@ async def _round(url: str, admin: str, db: str, distributed: bool, n: int) -> st
     locks: LockManager | PgLockManager = LockManager()
     if distributed:
         locks = await PgLockManager(url, host_id="bench-cpu", lease=30.0).start()
+    waits: list[float] = []
+    batches: list[float] = []
+    if LATENCY and isinstance(locks, PgLockManager):
+        _time_waits(locks, waits, batches)
     engine = TaskEngine(store, locks, cluster._REGISTRY, max_running=64)
     await engine.start()
     gate = asyncio.Semaphore(64)
@@ -115,10 +122,54 @@ async def _round(url: str, admin: str, db: str, distributed: bool, n: int) -> st
     await store.close()
     py = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
     label = "PgLockManager" if distributed else "in-process"
-    return (
+    line = (
         f"{label:14} {n / (t1 - t0):6.0f} tasks/s  python {py / n * 1e3:.2f} ms/task  "
         f"postgresql {(pg1 - pg0) / n * 1e3:.2f} ms/task"
     )
+    if waits and batches:
+        line += (
+            f"\n  acquire -> grant p50 {_pct(waits, 0.5):.1f} ms p90 {_pct(waits, 0.9):.1f} ms;"
+            f" batch round trip p50 {_pct(batches, 0.5):.2f} ms p90 {_pct(batches, 0.9):.2f} ms"
+            f" ({len(batches)} batches)"
+        )
+    return line
+
+
+LATENCY = False  # --latency
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[int(q * (len(values) - 1))] * 1e3
+
+
+def _time_waits(locks: Any, waits: list[float], batches: list[float]) -> None:
+    """Record each acquire's wait for its grant and each batch's round trip (bench only: wraps
+    the request class's ``_enter`` for the rest of the process, once, and this manager's
+    batcher's ``_run``)."""
+    from corral.locks import pg
+
+    original = getattr(pg.PgLockRequest, "_bench_enter", pg.PgLockRequest._enter)
+    pg.PgLockRequest._bench_enter = original  # type: ignore[attr-defined]
+
+    async def enter(self: Any, cls: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await original(self, cls)
+        finally:
+            waits.append(time.perf_counter() - start)
+
+    pg.PgLockRequest._enter = enter  # type: ignore[method-assign]
+    batcher = locks._batcher
+    run = batcher._run
+
+    def timed_run(conn: Any, batch: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return run(conn, batch)
+        finally:
+            batches.append(time.perf_counter() - start)
+
+    batcher._run = timed_run
 
 
 def main() -> None:
@@ -130,6 +181,9 @@ def main() -> None:
         "--functions", action="store_true", help="lock function calls, time, rows per task"
     )
     parser.add_argument(
+        "--latency", action="store_true", help="PgLockManager: acquire waits and batch times"
+    )
+    parser.add_argument(
         "--switch-interval",
         type=float,
         default=None,
@@ -138,6 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
+    global LATENCY
+    LATENCY = args.latency
     from corral.locks.pg import PgLockManager
 
     PgLockManager.covers_grants = not args.no_cover
