@@ -16,6 +16,8 @@ from corral import exceptions
 from corral.cluster.repository import ClusterRepository, HostInfo, task_host
 
 SHORT = 0.3
+DYING = 3.0
+"""A lease that must outlive a few statements on a loaded machine, then run out."""
 DEADLINE = 10.0
 
 
@@ -189,7 +191,9 @@ async def test_a_dead_incarnations_tasks_move_to_exactly_one_survivor(
 
     a, b, c = PgCluster(pg_cluster_url), PgCluster(pg_cluster_url), PgCluster(pg_cluster_url)
     try:
-        await a.register("dead", "sd", SHORT, HostInfo())
+        # long enough to outlive the inserts and the two "still alive" claims under load (with
+        # SHORT, a loaded machine let it die first and the first claim succeeded)
+        await a.register("dead", "sd", DYING, HostInfo())
         await b.register("s1", "s1", 15.0, HostInfo())
         await c.register("s2", "s2", 15.0, HostInfo())
         dead, live = task_host("dead", 1), task_host("s2", 1)
