@@ -72,6 +72,8 @@ ROUND_SHARE = 5.0
 CREATE_PRIORITY = 1
 """Creates wait behind describes and terminates (priority 0) for the account's tokens: a storm
 of spawns must not delay the polls that notice VMs coming up, nor the terminations."""
+WORKER_RESERVE = 4
+"""One worker thread in this many is kept for describes and terminates (:mod:`workers`)."""
 FILTER_VALUES = 200
 """DescribeInstances takes at most 200 values in one filter: a targeted round asks for the VM
 names it polls in chunks of this many (one call when within the limit)."""
@@ -308,7 +310,8 @@ class EC2Backend(Backend):
         Threads go by priority as slots do (:mod:`workers`): describes before creates."""
         loop = asyncio.get_running_loop()
         if self._workers is None or self._workers[0] is not loop:
-            self._workers = (loop, Workers(self.opts.blocking_workers))
+            workers = self.opts.blocking_workers
+            self._workers = (loop, Workers(workers, reserve=workers // WORKER_RESERVE))
         free = self._workers[1]
         await free.take(priority)
         try:

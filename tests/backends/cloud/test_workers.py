@@ -46,3 +46,21 @@ async def test_a_cancelled_waiter_takes_no_thread() -> None:
     await asyncio.wait_for(stayer, 5)
     workers.give_back()
     assert workers.free == 1
+
+
+async def test_reserved_threads_are_kept_for_describes_while_creates_wait() -> None:
+    """Breakage caught: creates waiting for their slots holding every thread, so that a poll's
+    describe waits for a create to end before it may even ask for its slot."""
+    workers = Workers(4, reserve=1)
+    for _ in range(3):
+        await workers.take(1)
+    fourth = asyncio.ensure_future(workers.take(1))
+    await asyncio.sleep(0)
+    assert not fourth.done() and workers.free == 1  # the last thread is the describes'
+    await asyncio.wait_for(workers.take(0), 5)  # a describe takes it at once
+    workers.give_back()  # the describe is done: its thread is the reserve again
+    await asyncio.sleep(0)
+    assert not fourth.done()
+    workers.give_back()  # a create is done: the waiting create gets its thread
+    await asyncio.wait_for(fourth, 5)
+    assert workers.free == 1
