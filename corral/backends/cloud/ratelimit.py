@@ -85,6 +85,10 @@ class Slot:
     """Whether the slot is the caller's."""
     wait: float
     """Granted: seconds until the slot (>= 0). Not granted: seconds until asking again."""
+    at: float | None = None
+    """When the bucket decided, on the gate's clock, which is the limiter's (``time.monotonic``
+    in production; ``wait`` counts from then): the answer may reach the asking event loop
+    later (a busy loop, the SDK threads holding the GIL), and the slot does not wait for it."""
 
 
 def next_slot(
@@ -188,7 +192,9 @@ class MemoryClusterGate:
 
     async def try_reserve(self, account: str, rate: float, burst: float, lead: float) -> Slot:
         """Take the account's next slot if it is due within ``lead`` seconds."""
-        return self._bucket(account, rate, burst).try_reserve(self._clock(), lead)
+        now = self._clock()
+        slot = self._bucket(account, rate, burst).try_reserve(now, lead)
+        return Slot(slot.granted, slot.wait, now)
 
     async def pause(self, account: str, seconds: float) -> None:
         """Hold the account's calls back for ``seconds``."""
@@ -342,9 +348,10 @@ class RateLimiter:
             self._waiters = []
             return None
         if slot.granted:
-            due = self._clock() + slot.wait
-            if slot.wait > 0:
-                await asyncio.sleep(slot.wait)
+            # from when the gate had the answer, not from when this loop got round to it
+            due = (slot.at if slot.at is not None else self._clock()) + slot.wait
+            if (wait := due - self._clock()) > 0:
+                await asyncio.sleep(wait)
             return due
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._nap = (priority, wake)

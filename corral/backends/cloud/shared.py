@@ -28,6 +28,7 @@ an error the callers see, never a silent stall.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -148,11 +149,12 @@ class SharedCloud:
                 if row is not None:
                     next_at, paused_until = float(row[0]), float(row[1])
                     now = float(conn.execute(_NOW).scalar_one())
+                    at = time.monotonic()  # the database's "now", here (the limiter's clock)
                     horizon = next_slot(next_at, paused_until, now, rate, burst)
                     if horizon > now + lead:
                         return Slot(False, horizon - lead - now)
                     conn.execute(_TAKE, {"account": account, "next_at": horizon + 1.0 / rate})
-                    return Slot(True, max(0.0, horizon - now))
+                    return Slot(True, max(0.0, horizon - now), at)
             with self.engine.begin() as conn:  # the account's first call in this database
                 conn.execute(_CREATE_BUCKET, {"account": account})
 
