@@ -172,7 +172,7 @@ def serve(
     import asyncio
 
     from corral import logs
-    from corral.api.server import Server
+    from corral.api.server import Server, run
 
     try:
         logs.configure(log_level, log_format)  # timestamps, levels, access and decision lines
@@ -211,7 +211,7 @@ def serve(
             announcer.cancel()
 
     try:
-        asyncio.run(main())
+        run(main())  # on uvloop when it is installed (docs/performance.md, "Round 3")
     except exceptions.CorralError as exc:
         raise _fail(exc) from None
     except Exception as exc:
