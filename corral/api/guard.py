@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import exceptions
+from corral.api import protocol
 from corral.api.auth import Authenticator, Principal
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ BODY_TIMEOUT = 30.0
 PRINCIPAL = "corral.principal"
 """Key of the authenticated :class:`Principal` in the ASGI scope's ``state``."""
 
-ARRIVED = "corral.arrived"
-"""Key of the request's arrival (the event loop's time) in the ASGI scope's ``state``."""
+ARRIVED = protocol.ARRIVED
+"""Key of the request's arrival (the event loop's time) in the ASGI scope's ``state``: stamped by
+the server's protocol when it read the head, else by :class:`Guard`."""
 
 
 def _has_control(text: str) -> bool:
@@ -154,8 +156,9 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # the request's arrival: a long-poll's ``wait`` counts from here, not from its route
-        scope.setdefault("state", {})[ARRIVED] = asyncio.get_running_loop().time()
+        # the request's arrival, if the protocol did not stamp it when it read the head: a
+        # long-poll's ``wait`` counts from there, not from its route
+        protocol.stamp_arrival(scope, asyncio.get_running_loop().time())
         headers = decode_headers(scope["headers"])
         try:
             check_text(scope["path"], scope.get("query_string", b""))
@@ -217,7 +220,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def arrived_at(scope: Scope) -> float | None:
-    """The event loop's time when :class:`Guard` saw this request arrive, if it did."""
+    """The event loop's time when the server read this request's head (or :class:`Guard` saw it
+    arrive), if either did."""
     state = scope.get("state")
     if isinstance(state, dict):
         found = state.get(ARRIVED)

@@ -73,8 +73,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
-        """A request's first byte: its head starts."""
+        """A request's first byte: its head starts, and its arrival is stamped
+        (:data:`corral.api.protocol.ARRIVED`)."""
         super().on_message_begin()
+        protocol.stamp_arrival(self.scope, self.loop.time())
         self._in_message = self._in_head = True
         self._head_size = self._head_raw = 0
 

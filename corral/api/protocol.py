@@ -33,6 +33,18 @@ HEADER_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 32 * 1024
 """The largest request head (request line and headers) accepted; larger gets 431."""
 
+ARRIVED = "corral.arrived"
+"""Key, in the ASGI scope's ``state``, of the event loop's time when the server read the request's
+head: a long-poll's ``wait`` counts from there. Under a burst, a request read at once may wait
+for its turn on the loop before any application code sees it; that queueing is the server's, so
+it counts against the wait rather than being added to it (issue 8, item 3)."""
+
+
+def stamp_arrival(scope: Any, at: float) -> None:
+    """Record ``at`` as the request's arrival in ``scope`` unless one is recorded already."""
+    if scope is not None:
+        scope.setdefault("state", {}).setdefault(ARRIVED, at)
+
 
 def refuse_large_head(transport: asyncio.Transport, limit: int) -> None:
     """Answer 431 with corral's error JSON and close: the request head exceeded ``limit`` bytes.
@@ -92,6 +104,8 @@ class LimitedH11Protocol(H11Protocol):
         connection.on_request = self._headers_complete
         self.conn = connection
         self._header_timer: asyncio.TimerHandle | None = None
+        self._arrived: float | None = None
+        """When the head now being made a request was read (see :data:`ARRIVED`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Accept the connection and start the deadline of its first request's headers."""
@@ -99,10 +113,14 @@ class LimitedH11Protocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        """Bytes of a new request start its header deadline."""
+        """Bytes of a new request start its header deadline; a head completed by them is
+        stamped with its arrival (:data:`ARRIVED`)."""
         if self._header_timer is None and self.conn.their_state is h11.IDLE:
             self._arm()
         super().data_received(data)
+        if self._arrived is not None:  # the head completed here: uvicorn made its scope
+            stamp_arrival(self.scope, self._arrived)
+            self._arrived = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the deadline with the connection."""
@@ -120,6 +138,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def _headers_complete(self) -> None:
         self._disarm()
+        self._arrived = self.loop.time()
 
     def _headers_late(self) -> None:
         self._header_timer = None
