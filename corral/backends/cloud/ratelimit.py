@@ -23,7 +23,10 @@ ever sleeps for a slot, and no host runs ahead of the others with a queue of res
 cluster's bucket grants a slot only when it is due (:meth:`TokenBucket.try_reserve`), and a
 priority-0 call (a describe, a terminate) may take it :data:`HEAD_START` seconds before it is
 due while a create (priority 1) must wait until it is: when hosts compete for a slot, the
-describes and terminates of any host get it before the creates of every host.
+describes and terminates of any host get it before the creates of every host. Each grant is a
+:class:`Permit` carrying its slot's time; a call that reaches the wire's gate more than
+:data:`LATE_MARGIN` after it takes a new slot (:class:`MissedSlot`) instead of leaving late
+beside the other hosts' calls of the next slots.
 :class:`MemoryClusterGate` is the same gate in memory (one process; tests).
 """
 
