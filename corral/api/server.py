@@ -83,16 +83,33 @@ def listen_host(config: CorralConfig, host: str) -> tuple[str, str | None]:
     return bound, notice
 
 
+FULL_COLLECTION_EVERY = 1000
+"""Collections of the middle generation between two full collections once the server runs
+(CPython's default is 10)."""
+
+
 def freeze_startup_objects() -> None:
     """Collect, then move every object alive now (modules, routes, configuration, the controller)
-    out of the garbage collector's reach (:func:`gc.freeze`).
+    out of the garbage collector's reach (:func:`gc.freeze`), and make full collections rare.
 
     A full collection walks every tracked object, about 150,000 in the server of bench/events.py:
     0.1 to 0.15 s of the event loop on the development machine, a stall that every stream and
     ticket felt (the p99 of event delivery). Objects made later are collected as before.
+
+    Once the start-up objects are frozen, CPython's rule for a full collection (a tenth of the
+    middle generation's collections, when the objects added since the last full one exceed a
+    quarter of those it kept) is met all the time: the frozen objects no longer count. Under a
+    burst of 1,000 long-polls that meant three or four full collections of 25-110 ms each within
+    the second the requests arrived, each one delaying every request read meanwhile
+    (docs/performance.md, "Round 4"). The young generations are collected as before (cheap: they
+    hold only what was made since); a full collection comes after :data:`FULL_COLLECTION_EVERY`
+    middle ones instead of 10, i.e. after about 7 million allocations with the default
+    thresholds: long-lived cyclic garbage waits longer, young garbage does not.
     """
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
