@@ -1,4 +1,4 @@
-"""Shared fixtures: PostgreSQL access for the contract suites.
+"""Shared fixtures: PostgreSQL access for the contract suites; logging restored after each test.
 
 PostgreSQL tests read ``CORRAL_TEST_PG_URL``. Without it they skip with a visible reason; with
 it set, an unreachable server is a failure, never a skip (CI sets it).
@@ -6,6 +6,7 @@ it set, an unreachable server is a failure, never a skip (CI sets it).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,29 @@ from urllib.parse import urlsplit
 import pytest
 
 PG_ENV = "CORRAL_TEST_PG_URL"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo what a test's in-process ``corral serve`` did to logging.
+
+    ``serve`` calls :func:`corral.logs.configure`, which replaces the root logger's handlers with
+    one writing INFO and above to the *current* stderr: every later test in the process then got
+    log lines in its captured output (``corral hosts --json`` run by Typer's runner after
+    ``tests/controller/test_restart_reconcile.py`` failed to parse its JSON, an order-dependent
+    failure). Handlers added since the test started are removed, except pytest's own capture
+    handlers (pytest removes those itself), and the root's and alembic's levels are restored.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    alembic = logging.getLogger("alembic")
+    alembic_level = alembic.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+    alembic.setLevel(alembic_level)
 
 
 def _admin_url() -> str | None:
