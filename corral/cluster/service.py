@@ -41,8 +41,12 @@ class Membership:
         lease: float = 15.0,
         info: HostInfo | None = None,
         interval: float | None = None,
+        alone: bool = False,
     ) -> None:
         self.repo = repo
+        self.level = logging.DEBUG if alone else logging.INFO
+        """Level of the membership and leadership news: a host that can be alone (its store is
+        its own, e.g. SQLite) has no cluster to speak of at the default level."""
         self.host_id = host_id
         self.lease = validate_lease(lease)
         self.interval = interval if interval is not None else min(self.lease / 3, 1.0)
@@ -72,7 +76,9 @@ class Membership:
         self.incarnation = await self.repo.register(
             self.host_id, self.session, self.lease, self.info
         )
-        log.info("cluster: host %s joined as incarnation %d", self.host_id, self.incarnation)
+        log.log(
+            self.level, "cluster: host %s joined as incarnation %d", self.host_id, self.incarnation
+        )
         await self._read_hosts()
         return self.incarnation
 

@@ -91,7 +91,12 @@ class Leadership:
 
     def _drop(self, pool: str) -> None:
         if self._held.pop(pool, None) is not None:
-            log.info("cluster: host %s stops leading pool %s", self._member.host_id, pool)
+            log.log(
+                self._member.level,
+                "cluster: host %s stops leading pool %s",
+                self._member.host_id,
+                pool,
+            )
             if self.on_change is not None:
                 self.on_change(pool, False)
 
@@ -157,7 +162,13 @@ class Leadership:
         # the lease runs from before the request was sent: a conservative local deadline
         self._held[pool] = Held(lease.epoch, started + member.lease)
         if was is None or was.epoch != lease.epoch:
-            log.info("cluster: host %s leads pool %s (epoch %d)", member.host_id, pool, lease.epoch)
+            log.log(
+                member.level,
+                "cluster: host %s leads pool %s (epoch %d)",
+                member.host_id,
+                pool,
+                lease.epoch,
+            )
             if self.on_change is not None:
                 self.on_change(pool, True)
 

@@ -191,7 +191,11 @@ async def join_cluster(
     address = settings.address or f"http://{config.api.host}:{config.api.port}"
     info = HostInfo(address, __version__, pools_hash(config.pools))
     member = Membership(
-        repo, settings.host_id or default_host_id(), lease=settings.lease, info=info
+        repo,
+        settings.host_id or default_host_id(),
+        lease=settings.lease,
+        info=info,
+        alone=not shared,  # its own store: no cluster news at the default log level
     )
     try:
         await member.join()
