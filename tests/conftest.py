@@ -75,3 +75,36 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_migrated_template(pg_admin_url: str) -> Iterator[str]:
+    """A database migrated to the head once per session, that each test copies."""
+    import psycopg
+
+    from corral.store import migrate
+
+    name = f"corral_mt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl())
+    try:
+        yield name
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_migrated_url(pg_admin_url: str, pg_migrated_template: str) -> Iterator[str]:
+    """A fresh migrated database for one test (a copy of the template), dropped afterwards."""
+    import psycopg
+
+    name = f"corral_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_migrated_template}"')
+    try:
+        yield urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,9 +3,7 @@ migrated once per session), and the cluster repository on memory and on PostgreS
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,37 +20,10 @@ class ManualClock:
         return self.now
 
 
-@pytest.fixture(scope="session")
-def pg_cluster_template(pg_admin_url: str) -> Iterator[str]:
-    """A migrated database made once per session; each test copies it."""
-    import psycopg
-
-    from corral.store import migrate
-
-    name = f"corral_ct_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl())
-    try:
-        yield name
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def pg_cluster_url(pg_admin_url: str, pg_cluster_template: str) -> Iterator[str]:
-    """A fresh migrated database for one test, dropped afterwards."""
-    import psycopg
-
-    name = f"corral_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_cluster_template}"')
-    try:
-        yield urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_cluster_url(pg_migrated_url: str) -> str:
+    """A fresh migrated database for one test (tests/conftest.py's ``pg_migrated_url``)."""
+    return pg_migrated_url
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -106,37 +104,10 @@ class PgDriver(AsyncDriver):
 Driver = AsyncDriver | ThreadDriver | PgDriver
 
 
-@pytest.fixture(scope="session")
-def pg_locks_template(pg_admin_url: str) -> Iterator[str]:
-    """A migrated database, made once per session, that each lock test copies."""
-    import psycopg
-
-    from corral.store import migrate
-
-    name = f"corral_lt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl())
-    try:
-        yield name
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def pg_locks_url(pg_admin_url: str, pg_locks_template: str) -> Iterator[str]:
-    """A fresh migrated database for one lock test (a copy of the template), dropped after."""
-    import psycopg
-
-    name = f"corral_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_locks_template}"')
-    try:
-        yield urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_locks_url(pg_migrated_url: str) -> str:
+    """A fresh migrated database for one lock test (tests/conftest.py's ``pg_migrated_url``)."""
+    return pg_migrated_url
 
 
 async def open_pg_locks(url: str, **kw: Any) -> Any:
