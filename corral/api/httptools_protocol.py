@@ -25,15 +25,13 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing a head over the limit."""
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(protocol.HeadDeadline, HttpToolsProtocol):
     """uvicorn's :class:`HttpToolsProtocol` with a header deadline and 431 for oversized heads."""
-
-    header_timeout: float = protocol.HEADER_TIMEOUT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limit = self.config.h11_max_incomplete_event_size or protocol.MAX_HEADER_BYTES
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_timer = None
         self._in_message = False
         """From a request's first byte to its end (its body included)."""
         self._in_head = False
@@ -119,15 +117,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self.logger.debug("refusing a request whose head exceeds %d bytes", self.limit)
         protocol.refuse_large_head(self.transport, self.limit)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def _idle(self) -> bool:
         """No request in progress and none being answered (h11's ``IDLE``)."""

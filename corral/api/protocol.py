@@ -92,10 +92,30 @@ class _Connection(h11.Connection):
         return event
 
 
-class LimitedH11Protocol(H11Protocol):
-    """uvicorn's :class:`H11Protocol` with a header deadline and 431 for oversized headers."""
+class HeadDeadline:
+    """The deadline of a request's head, shared by both parsers' protocols: armed when a
+    connection or a request starts, disarmed when the head is complete, and on expiry
+    :meth:`_headers_late` (each protocol's own idle test) closes the connection."""
 
     header_timeout: float = HEADER_TIMEOUT
+    loop: asyncio.AbstractEventLoop
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        raise NotImplementedError
+
+
+class LimitedH11Protocol(HeadDeadline, H11Protocol):
+    """uvicorn's :class:`H11Protocol` with a header deadline and 431 for oversized headers."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -103,7 +123,7 @@ class LimitedH11Protocol(H11Protocol):
         connection = _Connection(h11.SERVER, limit)
         connection.on_request = self._headers_complete
         self.conn = connection
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_timer = None
         self._arrived: float | None = None
         """When the head now being made a request was read (see :data:`ARRIVED`)."""
 
@@ -126,15 +146,6 @@ class LimitedH11Protocol(H11Protocol):
         """Forget the deadline with the connection."""
         self._disarm()
         super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def _headers_complete(self) -> None:
         self._disarm()
