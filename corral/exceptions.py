@@ -167,6 +167,14 @@ class TaskTakenOver(StaleToken):
     code = "task_taken_over"
 
 
+class StaleFence(StaleToken):
+    """A backend call carried a fencing token older than the one the machine records: a newer
+    holder of the VM's lock acted on it (this host was paused or cut off past its lease).
+    Refused before the backend changed anything; never retried."""
+
+    code = "backend_stale_fence"
+
+
 # --- tasks --------------------------------------------------------------------------------
 
 

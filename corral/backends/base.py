@@ -113,6 +113,34 @@ class Handle:
         return cls(name=name, ref=ref, connection=connection.check(details))
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The fencing token a backend call is made under: the token of the task's ``vm/<name>``
+    lock grant (strictly increasing per VM across hosts and restarts), and who holds it.
+
+    Given only to a :class:`FencedBackend`, and only where tokens are durable and cluster-wide
+    (the PostgreSQL lock manager); an in-process lock manager's tokens restart with the process.
+    """
+
+    token: int
+    """The grant's fencing token (> 0)."""
+    holder: str
+    """Who acts under it: the host incarnation (``host_id#incarnation``)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.token, bool) or not isinstance(self.token, int) or self.token <= 0:
+            raise exceptions.InvalidInput(f"fence token must be a positive integer: {self.token!r}")
+        if (
+            not isinstance(self.holder, str)
+            or not 0 < len(self.holder) <= 200
+            or not self.holder.isprintable()
+            or self.holder != self.holder.strip()
+        ):
+            raise exceptions.InvalidInput(
+                f"fence holder must be 1-200 printable characters: {self.holder!r}"
+            )
+
+
 class PollStatus(StrEnum):
     """Where a spawned VM is on its way up."""
 
@@ -144,6 +172,9 @@ class Capability(StrEnum):
     REGISTER = "register"
     """Machines made elsewhere may join the pool (``corral vm add``): :meth:`Backend.adopt`
     builds their handle, and the backend can livecheck them."""
+    FENCING = "fencing"
+    """The backend records on each machine the fencing token of the lock under which it was
+    last acted on, and refuses a call carrying an older one (:class:`FencedBackend`)."""
 
 
 class CapacityOptions(pydantic.BaseModel):
@@ -285,3 +316,34 @@ class Backend(ABC):
                 thread_name_prefix=f"corral-{self.type_name}-{self.pool}",
             )
         return self._executor.submit(functools.partial(fn, *args))
+
+
+class FencedBackend(Backend):
+    """A backend that checks fencing tokens (``FENCING`` capability): the guard hands it the
+    :class:`Fence` of the task's lock on the VM with every state-changing call.
+
+    Contract: ``spawn`` records ``fence`` on the machine it creates, in the same call where the
+    API allows it; before ``terminate`` or ``release`` changes an existing machine, the backend
+    reads the token the machine records and raises ``StaleFence`` (changing nothing) when it is
+    newer than ``fence.token``; otherwise it records ``fence`` first when the machine's token is
+    older and another holder's (a survivor taking over), then acts. ``fence`` is ``None`` when
+    the caller has no durable token (a single host): then nothing is checked or recorded.
+    """
+
+    def __init__(self, options: BackendOptions, *, pool: str, base_dir: Path | None = None) -> None:
+        """As :class:`Backend`; the instance announces ``FENCING``."""
+        super().__init__(options, pool=pool, base_dir=base_dir)
+        self.capabilities = self.capabilities | {Capability.FENCING}
+
+    @abstractmethod
+    async def spawn(self, spec: VMSpec, *, fence: Fence | None = None) -> Handle:
+        """As :meth:`Backend.spawn`, recording ``fence`` on the machine."""
+
+    @abstractmethod
+    async def terminate(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """As :meth:`Backend.terminate`; ``StaleFence`` if the machine records a newer token."""
+
+    async def release(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """As :meth:`Backend.release`; ``StaleFence`` if the machine records a newer token."""
+        del fence
+        raise exceptions.CapabilityMissing(f"backend {self.type_name!r} cannot release VMs")

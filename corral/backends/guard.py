@@ -26,6 +26,8 @@ from corral import exceptions
 from corral.backends.base import (
     Backend,
     Capability,
+    Fence,
+    FencedBackend,
     Handle,
     PollResult,
     PollStatus,
@@ -114,7 +116,7 @@ async def retry_with_backoff(
         try:
             return await fn(), attempt
         except (exceptions.CapabilityMissing, exceptions.CapacityExceeded):
-            raise
+            raise  # StaleFence is no BackendError: it is never retried either
         except exceptions.BackendError as exc:
             if attempts is not None and attempt >= attempts:
                 raise
@@ -259,6 +261,9 @@ class GuardedBackend:
             try:
                 async with scope:
                     return await fn()
+            except exceptions.StaleFence:
+                counter.failures += 1  # the backend logged it; a newer holder acts on the VM
+                raise
             except Exception as exc:
                 error = self._failed(op, what, exc, expired=scope.expired(), limit=limit)
                 if error is exc:
@@ -298,15 +303,29 @@ class GuardedBackend:
 
     # --- the operations --------------------------------------------------------------------
 
-    async def spawn(self, spec: VMSpec) -> Handle:
+    def _fenced(self, fence: Fence | None) -> FencedBackend | None:
+        """The backend, when ``fence`` is given and the backend checks fences."""
+        backend = self.backend
+        return backend if fence is not None and isinstance(backend, FencedBackend) else None
+
+    async def spawn(self, spec: VMSpec, *, fence: Fence | None = None) -> Handle:
         """Admit the VM against the capacity, then ask the backend to create it.
 
-        The capacity stays committed if the spawn fails (the VM may exist): the controller's
-        rollback terminates it, which releases the capacity.
+        ``fence``: the token of the caller's lock on the VM, handed to a backend that checks
+        fences (``FENCING``) and ignored by the others. The capacity stays committed if the
+        spawn fails (the VM may exist): the controller's rollback terminates it, which releases
+        the capacity.
         """
         if self.admission is not None:
             await self.admission.admit(spec)
-        handle = await self._call(Operation.SPAWN, spec.name, lambda: self.backend.spawn(spec))
+        fenced = self._fenced(fence)
+        handle = await self._call(
+            Operation.SPAWN,
+            spec.name,
+            (lambda: fenced.spawn(spec, fence=fence))
+            if fenced is not None
+            else (lambda: self.backend.spawn(spec)),
+        )
         if not isinstance(handle, Handle) or handle.name != spec.name:
             self._counters[Operation.SPAWN].failures += 1
             raise exceptions.BackendError(
@@ -333,9 +352,17 @@ class GuardedBackend:
             )
         return result
 
-    async def terminate(self, handle: Handle) -> None:
-        """Destroy the VM (idempotent); on success its capacity is released."""
-        await self._call(Operation.TERMINATE, handle.name, lambda: self.backend.terminate(handle))
+    async def terminate(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """Destroy the VM (idempotent); on success its capacity is released. ``fence``: as for
+        :meth:`spawn` (a backend that checks it raises ``StaleFence``, which is not retried)."""
+        fenced = self._fenced(fence)
+        await self._call(
+            Operation.TERMINATE,
+            handle.name,
+            (lambda: fenced.terminate(handle, fence=fence))
+            if fenced is not None
+            else (lambda: self.backend.terminate(handle)),
+        )
         if self.admission is not None:
             await self.admission.release(handle.name)
 
@@ -354,9 +381,17 @@ class GuardedBackend:
             raise exceptions.BackendError(f"{self.type_name} list: backend returned non-handles")
         return list(handles)
 
-    async def release(self, handle: Handle) -> None:
-        """Clean a used VM for reuse (``CapabilityMissing`` if the backend cannot)."""
-        await self._call(Operation.RELEASE, handle.name, lambda: self.backend.release(handle))
+    async def release(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """Clean a used VM for reuse (``CapabilityMissing`` if the backend cannot); ``fence``:
+        as for :meth:`terminate`."""
+        fenced = self._fenced(fence)
+        await self._call(
+            Operation.RELEASE,
+            handle.name,
+            (lambda: fenced.release(handle, fence=fence))
+            if fenced is not None
+            else (lambda: self.backend.release(handle)),
+        )
 
     async def aclose(self) -> None:
         """Close the backend."""
@@ -420,14 +455,16 @@ class GuardedBackend:
         factor: float = 2.0,
         max_delay: float = 30.0,
         on_retry: Callable[[int, exceptions.BackendError], None] | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Terminate, retrying failures with exponential backoff; returns the attempts it took.
 
         ``attempts=None`` retries until the backend confirms (SPEC §5: a VM is never forgotten
-        while the backend may still have it); wrap in ``asyncio.timeout`` for a deadline.
+        while the backend may still have it); wrap in ``asyncio.timeout`` for a deadline. A
+        ``StaleFence`` ends the retries at once: a newer holder of the VM's lock acts on it.
         """
         _, tries = await retry_with_backoff(
-            lambda: self.terminate(handle),
+            lambda: self.terminate(handle, fence=fence),
             attempts=attempts,
             base_delay=base_delay,
             factor=factor,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from corral import exceptions
 from corral.backends import load_backend
-from corral.backends.base import Backend
+from corral.backends.base import Backend, Fence
 from corral.backends.guard import GuardedBackend
 from corral.backends.static_inventory import MachineStatus
 from corral.config import CorralConfig
@@ -101,6 +101,9 @@ class Controller:
         self.tick = tick
         self.events = EventBus()
         self.locks: LockManager | PgLockManager = LockManager()
+        self._fence_holder: Callable[[], str] | None = None
+        """Who acts under this host's lock grants (its incarnation), when their fencing tokens
+        are durable and cluster-wide; ``None``: backends are given no fence."""
         running = max_running or max(16, sum(p.max_starting + 8 for p in config.pools.values()))
         self.maintains = recover
         """Whether this controller preallocates and maintains (False: it only assigns)."""
@@ -118,6 +121,8 @@ class Controller:
             # tasks' locks (vm/<name>, ...) must exclude each other across hosts: the lock
             # table lives in PostgreSQL, bound to this host's membership lease
             self.locks = PgLockManager(store.url, member=cluster.member)
+            member = cluster.member
+            self._fence_holder = lambda: member.key  # a rejoin makes a new incarnation
         self.tasks = TaskEngine(
             engine_store,
             self.locks,
@@ -477,6 +482,14 @@ class Controller:
     def count(self, pool: str, counter: str, by: int = 1) -> None:
         """Buffer a counter increment (flushed with the samples)."""
         self._counts[(pool, counter)] = self._counts.get((pool, counter), 0) + by
+
+    def fence(self, token: int | None) -> Fence | None:
+        """The fence of a backend call made under a lock grant with ``token``: only with the
+        PostgreSQL lock manager, whose tokens are durable and strictly increasing per VM across
+        hosts (the in-process manager's restart with the process: they would fence nothing)."""
+        if token is None or self._fence_holder is None:
+            return None
+        return Fence(token, self._fence_holder())
 
     async def flush_stats(self) -> None:
         """Write the buffered statistics in one transaction."""

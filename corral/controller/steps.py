@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from corral import exceptions
-from corral.backends.base import Capability, Handle, PollResult, PollStatus, VMSpec
+from corral.backends.base import Capability, Fence, Handle, PollResult, PollStatus, VMSpec
 from corral.backends.guard import GuardedBackend
 from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import DEAD_VM_STATES, VMEvent, VMState
@@ -76,6 +76,11 @@ class VMHooks(Protocol):
         """Add to a pool's statistics counter."""
         ...
 
+    def fence(self, token: int | None) -> Fence | None:
+        """The fence of a backend call made under a ``vm/<name>`` grant with ``token``; ``None``
+        where tokens are not durable and cluster-wide (an in-process lock manager)."""
+        ...
+
 
 def _hooks(ctx: JobContext) -> VMHooks:
     deps = ctx.deps
@@ -84,13 +89,19 @@ def _hooks(ctx: JobContext) -> VMHooks:
     return cast(VMHooks, deps)
 
 
+def fence_of(ctx: JobContext, h: VMHooks, name: str) -> Fence | None:
+    """The fence of this task's lock on VM ``name``, for the backend calls made under it."""
+    return h.fence(ctx.lock_token(f"vm/{name}"))
+
+
 def handle_of(row: VMRow) -> Handle:
     """The backend handle of a stored VM; by name alone when the backend never answered."""
     return _parse_handle(row.name, row.handle)
 
 
-async def _terminate(h: VMHooks, pool: str, handle: Handle) -> None:
-    """Terminate until the backend confirms, within the pool's ``terminate_timeout``."""
+async def _terminate(h: VMHooks, pool: str, handle: Handle, fence: Fence | None) -> None:
+    """Terminate until the backend confirms, within the pool's ``terminate_timeout`` (a
+    ``StaleFence`` ends it at once: a newer holder of the VM's lock acts on it)."""
     cfg = h.pool_config(pool)
     backend = h.backend(pool)
     failures = 0
@@ -102,7 +113,12 @@ async def _terminate(h: VMHooks, pool: str, handle: Handle) -> None:
     try:
         async with asyncio.timeout(cfg.terminate_timeout):
             await backend.terminate_until_confirmed(
-                handle, attempts=None, base_delay=0.05, max_delay=5.0, on_retry=count
+                handle,
+                attempts=None,
+                base_delay=0.05,
+                max_delay=5.0,
+                on_retry=count,
+                fence=fence,
             )
     finally:
         if failures:
@@ -166,7 +182,7 @@ async def _create(
     backend = h.backend(spec.pool)
     started = h.clock()
     async with asyncio.timeout(cfg.spawn_timeout):
-        handle = await backend.spawn(spec)
+        handle = await backend.spawn(spec, fence=fence_of(ctx, h, spec.name))
         result = await _first_poll(backend, handle)
         if result is None or result.status is not PollStatus.UP:
             # not up yet: the handle is stored before waiting, so that the rollback of a spawn
@@ -223,7 +239,7 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
         row = moved
         if not requested:
             await h.spawn_finished(row.pool, False, None, reason)
-    await _terminate(h, row.pool, handle_of(row))
+    await _terminate(h, row.pool, handle_of(row), fence_of(ctx, h, name))
     await h.apply_vm(name, VMEvent.TERMINATED if requested else VMEvent.UNDONE)
     return None
 
@@ -241,7 +257,7 @@ async def release(ctx: JobContext, *, name: str) -> JSON:
     await ctx.push_recovery("vm.release.undo", name=name)
     backend = h.backend(row.pool)
     if backend.has(Capability.RELEASE):
-        await backend.release(handle_of(row))
+        await backend.release(handle_of(row), fence=fence_of(ctx, h, name))
     now = h.clock()
     await h.apply_vm(name, VMEvent.CLEANED, ready_at=now, livecheck_failures=0)
     return None
@@ -286,7 +302,7 @@ async def terminate(
         await h.apply_vm(name, VMEvent.FORGOTTEN)
         return {"forgotten": name}
     await ctx.push_recovery("vm.terminate.undo", name=name)
-    await _terminate(h, pool, target)
+    await _terminate(h, pool, target, fence_of(ctx, h, name))
     await h.apply_vm(name, VMEvent.TERMINATED)
     return None
 
@@ -324,7 +340,9 @@ async def sweep(ctx: JobContext, *, pool: str, handle: str) -> JSON:
     await ctx.push_recovery("vm.sweep.undo", pool=pool, handle=handle)
     backend = h.backend(pool)
     async with asyncio.timeout(h.pool_config(pool).terminate_timeout):
-        await backend.terminate_until_confirmed(found, attempts=None, base_delay=0.05)
+        await backend.terminate_until_confirmed(
+            found, attempts=None, base_delay=0.05, fence=fence_of(ctx, h, found.name)
+        )
     return None
 
 

@@ -74,6 +74,16 @@ class _Control:
             n = len(self._task.jobs)
             self._task.set_message(f"running job {self._index + 1} of {n}: {text}")
 
+    def lock_token(self, key: str) -> int | None:
+        task = self._task
+        held = task.held
+        if held is None or not task.holds_locks:
+            return None
+        try:
+            return held.token(key)
+        except exceptions.LockError:  # not one of the task's keys, or released meanwhile
+            return None
+
     async def _commit(self) -> None:
         task = self._task
         task.in_persist = True  # a stop must not cancel the job half-way through a commit

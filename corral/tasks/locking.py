@@ -23,6 +23,10 @@ class HeldLike(Protocol):
         """Release every key of the grant."""
         ...
 
+    def token(self, key: str) -> int:
+        """The fencing token of the grant of ``key`` (``NotHeld``/``LockReleased`` if none)."""
+        ...
+
 
 class LockManagerLike(Protocol):
     """The part of ``corral.locks.LockManager`` the engine uses."""

@@ -112,6 +112,10 @@ class TaskControl(Protocol):
         """Record a progress note for the current job."""
         ...
 
+    def lock_token(self, key: str) -> int | None:
+        """The fencing token of the task's grant of ``key``; ``None`` when it holds none."""
+        ...
+
 
 class JobContext:
     """What a running job (or recovery) may do; ``deps`` is the engine's application object."""
@@ -162,6 +166,12 @@ class JobContext:
         """
         step, text = self._recovery_step(name, args)
         await self._control.replace(step, text)
+
+    def lock_token(self, key: str) -> int | None:
+        """The fencing token of this task's grant of lock ``key`` (SPEC §3), to hand to whoever
+        applies a change made under it (a backend that checks fences); ``None`` when the task
+        does not hold ``key``. A recovery runs under a new grant, so it sees a newer token."""
+        return self._control.lock_token(key)
 
     def progress(self, text: str) -> None:
         """Report progress: shown in the task's message after ``running job i of n``."""

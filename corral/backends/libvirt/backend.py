@@ -15,12 +15,20 @@ is defined with corral's mark, then started. ``list`` reports marked domains of 
 folders without a domain, so reconciliation finds and ``terminate`` removes the leftovers of a
 spawn interrupted at any point. ``terminate`` touches a domain only if it carries this pool's mark.
 
+Fencing (``FENCING``, :mod:`corral.backends.fencing`): a spawn writes the caller's fence into the
+mark of the domain it defines (the same ``defineXML``). Before a terminate destroys a domain, or a
+retried spawn reuses one, the mark is read afresh: a fence older than the domain's is refused
+with ``StaleFence`` and nothing is touched; a newer one is written first (``setMetadata``) and
+read back, so that a concurrent newer holder's write is seen before acting. libvirt has no
+compare-and-set on metadata: the window left is between that read-back and the destroy.
+
 This module must not decide placement, normalise devices or build XML itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import threading
@@ -32,11 +40,13 @@ from typing import ClassVar, TypeVar
 import libvirt
 
 from corral import exceptions
+from corral.backends import fencing
 from corral.backends.base import (
-    Backend,
     BackendOptions,
     Capability,
     CapacityOptions,
+    Fence,
+    FencedBackend,
     Handle,
     PollResult,
     PollStatus,
@@ -83,7 +93,7 @@ def _positive(template: Mapping[str, object], key: str) -> int:
     return value
 
 
-class LibvirtBackend(Backend):
+class LibvirtBackend(FencedBackend):
     """VMs defined and started through libvirt on the pool's hypervisors (type ``libvirt``)."""
 
     type_name: ClassVar[str] = "libvirt"
@@ -224,9 +234,15 @@ class LibvirtBackend(Backend):
     # --- spawn -------------------------------------------------------------------------------
 
     def domain_spec(
-        self, vm: VMSpec, hypervisor: str, paths: list[str | None], log: str | None
+        self,
+        vm: VMSpec,
+        hypervisor: str,
+        paths: list[str | None],
+        log: str | None,
+        fence: Fence | None = None,
     ) -> spec.DomainSpec:
-        """The domain of ``vm`` on ``hypervisor`` with its files at ``paths``."""
+        """The domain of ``vm`` on ``hypervisor`` with its files at ``paths`` (its mark
+        recording ``fence``)."""
         domain = self._opts.domain
         boot = domain.boot
         return spec.DomainSpec(
@@ -234,7 +250,7 @@ class LibvirtBackend(Backend):
             uuid=spec.stable_uuid(self.pool, vm.name),
             memory_mib=_positive(vm.template, "memory_mib"),
             vcpus=_positive(vm.template, "vcpus"),
-            mark=spec.Mark(self.pool, vm.name, hypervisor, vm.id_in_pool),
+            mark=spec.Mark(self.pool, vm.name, hypervisor, vm.id_in_pool, fence),
             devices=spec.Devices(
                 drives=self.devices.drives,
                 nics=spec.bind_macs(self.devices.nics, self.pool, vm.name),
@@ -261,7 +277,39 @@ class LibvirtBackend(Backend):
             "user-data": cloudinit.user_data(vm.name, cloud.ssh_authorized_keys, cloud.user_data),
         }
 
-    def _create(self, vm: VMSpec, hid: str) -> None:
+    def _fence(
+        self, dom: libvirt.virDomain, operation: str, fence: Fence | None
+    ) -> spec.Mark | None:
+        """Check ``fence`` against the domain's mark, read afresh; record it when newer.
+
+        ``StaleFence`` (nothing touched) if the domain records a newer token; else the mark
+        now recorded, or ``None`` if the domain is not this pool's (or is gone).
+        """
+        mark = self._mark_of(dom)
+        if mark is None or mark.pool != self.pool or fence is None:
+            return mark
+        fencing.admit(self.pool, operation, dom.name(), mark.fence, fence)
+        if not fencing.must_record(mark.fence, fence, every_grant=True):
+            return mark
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if dom.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        mark = dataclasses.replace(mark, fence=fence)
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            domxml.mark_xml(mark),
+            domxml.METADATA_PREFIX,
+            domxml.METADATA_NS,
+            flags,
+        )
+        # no compare-and-set on metadata: read back, so that a newer holder's concurrent write
+        # is seen (and refused here) before this one acts
+        again = self._mark_of(dom)
+        if again is not None:
+            fencing.admit(self.pool, operation, dom.name(), again.fence, fence)
+        return again
+
+    def _create(self, vm: VMSpec, hid: str, fence: Fence | None = None) -> None:
         folder = storage.vm_dir(self.root, self.pool, vm.name)
         conn = self._conn(hid)
         try:
@@ -271,7 +319,7 @@ class LibvirtBackend(Backend):
                 raise
             existing = None
         if existing is not None:
-            mark = self._mark_of(existing)
+            mark = self._fence(existing, "spawn", fence)
             if mark is None or mark.pool != self.pool:
                 raise exceptions.BackendError(
                     f"hypervisor {hid} already has a domain {vm.name!r} that is not this pool's"
@@ -283,14 +331,15 @@ class LibvirtBackend(Backend):
         paths, log = storage.prepare(
             folder, self.devices.drives, seed_files=self._seed_files(vm), console=console
         )
-        xml = domxml.build(self.domain_spec(vm, hid, paths, log))
+        xml = domxml.build(self.domain_spec(vm, hid, paths, log, fence))
         dom = conn.defineXML(xml)
         self._domains[hid, vm.name] = dom
         dom.create()
 
-    async def spawn(self, spec_: VMSpec) -> Handle:
+    async def spawn(self, spec_: VMSpec, *, fence: Fence | None = None) -> Handle:
         """Place the VM, then (holding one of its hypervisor's creation slots) make its files,
-        define and start its domain. Returns once libvirt started it; ``poll`` says when it is up.
+        define and start its domain, its mark recording ``fence``. Returns once libvirt started
+        it; ``poll`` says when it is up. A retried spawn finding the domain checks ``fence``.
         """
         memory, vcpus = _positive(spec_.template, "memory_mib"), _positive(spec_.template, "vcpus")
         for key in ("disks", "nics"):
@@ -308,7 +357,7 @@ class LibvirtBackend(Backend):
                 self._loop = asyncio.get_running_loop()
             # the creation's thread future is kept: a terminate (the rollback of a spawn the guard
             # timed out) waits for it, so it never runs before a late define and leaks the domain
-            future = self._creator(placement).submit(self._create, spec_, hid)
+            future = self._creator(placement).submit(self._create, spec_, hid, fence)
             self._creations[spec_.name] = future
             try:
                 await asyncio.wrap_future(future)
@@ -445,13 +494,20 @@ class LibvirtBackend(Backend):
 
     # --- terminate / list -------------------------------------------------------------------
 
-    def _destroy(self, hids: list[str], name: str) -> None:
+    def _destroy(self, hids: list[str], name: str, fence: Fence | None = None) -> None:
         for hid in hids:
             self._domains.pop((hid, name), None)  # look it up afresh: terminate must not miss it
             dom = self._lookup(hid, name)
             self._domains.pop((hid, name), None)
             if dom is None:
                 continue
+            if fence is not None:
+                try:
+                    self._fence(dom, "terminate", fence)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() not in _GONE:
+                        raise
+                    continue  # undefined meanwhile: nothing left to fence or destroy
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
@@ -460,18 +516,19 @@ class LibvirtBackend(Backend):
             _undefine(dom)
         storage.remove(storage.vm_dir(self.root, self.pool, name))
 
-    async def terminate(self, handle: Handle) -> None:
+    async def terminate(self, handle: Handle, *, fence: Fence | None = None) -> None:
         """Destroy and undefine the domain (only if it is this pool's), then delete its files.
 
         Idempotent. A handle without a hypervisor (a leftover folder, or an unknown VM) is looked
-        for on every hypervisor.
+        for on every hypervisor. With ``fence``: ``StaleFence`` (nothing touched) when the
+        domain records a newer token; else the domain records ``fence`` before it is destroyed.
         """
         creation = self._creations.pop(handle.name, None)
         if creation is not None:  # a creation still running in its thread: let it end first
             await asyncio.wait([asyncio.wrap_future(creation)])
         hid = self._hypervisor_of(handle)
         hids = [hid] if hid is not None else list(self._ids)
-        await self._call(self._destroy, hids, handle.name)
+        await self._call(self._destroy, hids, handle.name, fence)
         self.states.pop(handle.name, None)
         self._addresses.pop(handle.name, None)
         if self._placement is not None:

@@ -3,7 +3,9 @@
 The XML is built with the standard library's ElementTree (escaping, namespaces, well-formedness are
 its job, never string formatting). Every domain carries a ``<corral:vm>`` element in
 ``<metadata>`` naming its pool, VM and hypervisor: ``list`` keeps only domains with this pool's
-mark, so reconciliation never touches a domain corral did not make.
+mark, so reconciliation never touches a domain corral did not make. With a fence, the element
+also records the fencing token (``<corral:fence>``) and its holder (``<corral:fence_holder>``)
+of the last lock grant acted on the domain (:mod:`corral.backends.fencing`).
 
 Pure: no I/O, no libvirt import.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from corral.backends import fencing
 from corral.backends.libvirt.spec import Devices, DomainSpec, Drive, Mark, Nic
 
 METADATA_NS = "https://corral.invalid/xmlns/libvirt/vm/1"
@@ -19,23 +22,30 @@ METADATA_NS = "https://corral.invalid/xmlns/libvirt/vm/1"
 METADATA_PREFIX = "corral"
 
 
-def mark_element(mark: Mark) -> ET.Element:
-    """The ``<corral:vm>`` element recording which pool, VM and hypervisor a domain belongs to."""
-    vm = ET.Element(f"{{{METADATA_NS}}}vm")
+def mark_element(mark: Mark, *, namespaced: bool = True) -> ET.Element:
+    """The ``<corral:vm>`` element recording which pool, VM and hypervisor a domain belongs to
+    (and its fence). ``namespaced=False``: the bare element ``virDomain.setMetadata`` takes."""
+    ns = f"{{{METADATA_NS}}}" if namespaced else ""
+    vm = ET.Element(f"{ns}vm")
     for key, value in (
         ("pool", mark.pool),
         ("name", mark.vm),
         ("hypervisor", mark.hypervisor),
         ("id_in_pool", str(mark.id_in_pool)),
+        *(
+            (("fence", str(mark.fence.token)), ("fence_holder", mark.fence.holder))
+            if mark.fence is not None
+            else ()
+        ),
     ):
-        ET.SubElement(vm, f"{{{METADATA_NS}}}{key}").text = value
+        ET.SubElement(vm, f"{ns}{key}").text = value
     return vm
 
 
 def mark_xml(mark: Mark) -> str:
-    """The mark as the XML text ``virDomain.setMetadata`` takes."""
-    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
-    return ET.tostring(mark_element(mark), encoding="unicode")
+    """The mark as the XML text ``virDomain.setMetadata`` takes: the element without its
+    namespace (libvirt puts it in the namespace given as the call's ``uri``)."""
+    return ET.tostring(mark_element(mark, namespaced=False), encoding="unicode")
 
 
 def parse_mark(text: str | None) -> Mark | None:
@@ -70,7 +80,8 @@ def parse_mark(text: str | None) -> Mark | None:
         id_in_pool = int(child("id_in_pool") or 0)
     except ValueError:
         id_in_pool = 0
-    return Mark(pool=pool, vm=vm, hypervisor=hypervisor or "", id_in_pool=id_in_pool)
+    fence = fencing.parse(child("fence"), child("fence_holder"))
+    return Mark(pool=pool, vm=vm, hypervisor=hypervisor or "", id_in_pool=id_in_pool, fence=fence)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corral import exceptions
+from corral.backends.base import Fence
 
 TARGET_PREFIX: dict[str, str] = {
     "virtio": "vd",
@@ -112,12 +113,14 @@ class Devices:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """corral's metadata on a domain: which pool, VM and hypervisor it belongs to."""
+    """corral's metadata on a domain: which pool, VM and hypervisor it belongs to, and the
+    fence of the last lock grant acted on it (``None``: never fenced)."""
 
     pool: str
     vm: str
     hypervisor: str
     id_in_pool: int = 0
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True)
