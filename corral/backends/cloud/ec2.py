@@ -14,6 +14,14 @@ look-up by the ``corral:vm`` tag before creating (for clouds, or moto, that igno
 terminate waits for a create of the same VM still running in a thread, then terminates every live
 instance carrying the VM's name, so a create whose answer was lost is never left behind.
 
+Fencing (``FENCING``, :mod:`corral.backends.fencing`): a spawn given a fence tags the instance
+with it (``corral:fence``, ``corral:fence-holder``) in the same RunInstances call. A fenced
+terminate reads the VM's instances from the shared targeted describe (one DescribeInstances per
+interval for every VM polled or terminated in it), refuses with ``StaleFence`` if one records a
+newer token, re-tags them (one CreateTags for all) only when another holder tagged them (a
+survivor taking over), then terminates them in the shared batch. Tags have no compare-and-set:
+the window left is between the describe and the TerminateInstances.
+
 Credentials come from boto3's standard chain (environment, shared profile, instance role), never
 from corral's configuration, and never appear in an error or a log line. The SDK is blocking: it
 runs in the backend's bounded thread pool, never on the event loop.
@@ -40,10 +48,12 @@ import botocore.exceptions
 import pydantic
 
 from corral import exceptions
+from corral.backends import fencing
 from corral.backends.base import (
-    Backend,
     BackendOptions,
     Capability,
+    Fence,
+    FencedBackend,
     Handle,
     PollResult,
     PollStatus,
@@ -144,7 +154,7 @@ class _NotFound(Exception):
     """EC2 does not know (some of) the instances a call named."""
 
 
-class EC2Backend(Backend):
+class EC2Backend(FencedBackend):
     """VMs as EC2 instances, tagged with the pool and the VM name."""
 
     type_name: ClassVar[str] = "ec2"
@@ -499,10 +509,10 @@ class EC2Backend(Backend):
 
     # --- the operations --------------------------------------------------------------------
 
-    def _run_params(self, spec: VMSpec) -> dict[str, object]:
+    def _run_params(self, spec: VMSpec, fence: Fence | None = None) -> dict[str, object]:
         opts = self.opts
         tag_map = cloud_tags.instance_tags(
-            opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.tags
+            opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.tags, fence
         )
         params: dict[str, object] = {
             "ImageId": opts.image_id,
@@ -542,12 +552,47 @@ class EC2Backend(Backend):
         self._created.setdefault(inst.id, time.monotonic())
         return Handle(name=name, ref=inst.id)
 
-    async def spawn(self, spec: VMSpec) -> Handle:
-        """Create the instance (returns once EC2 accepted it; ``poll`` tells when it is up)."""
+    async def _fence(
+        self, name: str, operation: str, instances: list[model.Instance], fence: Fence | None
+    ) -> None:
+        """Refuse (``StaleFence``) if one of the VM's instances records a newer fence; else tag
+        those another holder tagged (or none did) with ``fence``, in one CreateTags."""
+        if fence is None or not instances:
+            return
+        for inst in instances:
+            fencing.admit(self.pool, operation, name, cloud_tags.fence_of(inst.tags), fence)
+        retag = sorted(
+            i.id
+            for i in instances
+            if fencing.must_record(cloud_tags.fence_of(i.tags), fence, every_grant=False)
+        )
+        if not retag:
+            return
+        log.info(
+            "pool %s: %s %s: recording fencing token %d of %s on %s",
+            self.pool,
+            operation,
+            name,
+            fence.token,
+            fence.holder,
+            ", ".join(retag),
+        )
+        with contextlib.suppress(_NotFound):  # terminated meanwhile: nothing left to fence
+            await self._api(
+                "create_tags",
+                Resources=retag,
+                Tags=cloud_tags.ec2_tag_list(cloud_tags.fence_tags(fence)),
+            )
+
+    async def spawn(self, spec: VMSpec, *, fence: Fence | None = None) -> Handle:
+        """Create the instance (returns once EC2 accepted it; ``poll`` tells when it is up),
+        tagged with ``fence``; an instance of the VM that exists already is checked against
+        ``fence`` (``StaleFence``) before it is adopted."""
         found = await self._existing(spec.name)
         if found is not None:
+            await self._fence(spec.name, "spawn", [found], fence)
             return self._adopt(spec.name, found)
-        params = {**self._run_params(spec), "ClientToken": f"corral-{uuid.uuid4().hex}"}
+        params = {**self._run_params(spec, fence), "ClientToken": f"corral-{uuid.uuid4().hex}"}
         attempt = 0
         permit: Permit | None = None
         while True:
@@ -636,17 +681,23 @@ class EC2Backend(Backend):
             log.warning("pool %s: VM %s has duplicates %s: terminating", self.pool, name, extra)
             await self._terminator.submit(*extra)
 
-    async def terminate(self, handle: Handle) -> None:
-        """Terminate every live instance of the VM (idempotent; waits for its create to end)."""
+    async def terminate(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """Terminate every live instance of the VM (idempotent; waits for its create to end).
+
+        With ``fence``, the instances are read first (the shared targeted describe) and checked
+        (``StaleFence``, nothing terminated) and re-tagged by a survivor before they go."""
         creating = self._creating.get(handle.name)
         if creating is not None and not creating.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wrap_future(creating))
-        elif handle.ref in self._created and handle.name not in self._creating:
+        elif fence is None and handle.ref in self._created and handle.name not in self._creating:
             # made (or adopted) by this process, no create of it in flight: its id is the whole
             # story, no describe needed (a late duplicate is the poll's and the sweep's business)
             await self._terminator.submit(handle.ref)
             self._created.pop(handle.ref, None)
+            return
+        if fence is not None:
+            await self._terminate_fenced(handle, fence)
             return
         snapshot = await self._describer.submit()
         ids = {i.id for i in snapshot.by_vm(handle.name) if i.alive}
@@ -654,6 +705,23 @@ class EC2Backend(Backend):
             known = snapshot.by_id(handle.ref)
             if (known is None and handle.ref not in self._gone) or (known and known.alive):
                 ids.add(handle.ref)
+        if ids:
+            await self._terminator.submit(*ids)
+        for instance_id in ids:
+            self._created.pop(instance_id, None)
+
+    async def _terminate_fenced(self, handle: Handle, fence: Fence) -> None:
+        """Terminate the VM's instances seen by the shared targeted describe (by its name, so
+        duplicates show too) once ``fence`` is checked and recorded on them."""
+        snapshot = await self._targeted.submit(handle.name)
+        doomed = {i.id: i for i in snapshot.by_vm(handle.name) if i.alive}
+        known = snapshot.by_id(handle.ref) if handle.ref else None
+        if known is not None and known.alive:
+            doomed[known.id] = known
+        await self._fence(handle.name, "terminate", list(doomed.values()), fence)
+        ids = set(doomed)
+        if handle.ref.startswith("i-") and known is None and handle.ref not in self._gone:
+            ids.add(handle.ref)  # created but not visible yet: no tags to read (docs/cloud.md)
         if ids:
             await self._terminator.submit(*ids)
         for instance_id in ids:

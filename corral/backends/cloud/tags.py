@@ -4,6 +4,8 @@ A machine belongs to a pool when it carries ``corral:namespace`` = the backend's
 ``corral:pool`` = the pool; ``corral:vm`` names the VM. ``list()`` returns only such machines,
 so the leak sweep never touches an instance in the account that corral did not create for that
 pool (an untagged machine, another pool's, another corral installation's with its own namespace).
+``corral:fence`` and ``corral:fence-holder`` record the fencing token of the last lock grant acted
+on the machine and its holder (:mod:`corral.backends.fencing`), when the caller gave one.
 
 Pure: no SDK, no I/O. Shared by the EC2 and the libcloud backends.
 """
@@ -14,17 +16,23 @@ import re
 from collections.abc import Mapping
 
 from corral import exceptions
+from corral.backends import fencing
+from corral.backends.base import Fence
 
 PREFIX = "corral:"
 NAMESPACE = "corral:namespace"
 POOL = "corral:pool"
 VM = "corral:vm"
 ID_IN_POOL = "corral:id-in-pool"
+FENCE = "corral:fence"
+FENCE_HOLDER = "corral:fence-holder"
 NAME = "Name"
 """EC2 consoles show this tag as the instance's name."""
 
 MAX_TAGS = 50
 """EC2 allows 50 tags per resource."""
+OWN_TAGS = 7
+"""Tags corral adds: the name, namespace, pool, VM, id in pool, fence and its holder."""
 _KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -49,15 +57,20 @@ def check_user_tags(tags: Mapping[str, str]) -> dict[str, str]:
             problems.append(f"key {key!r} must be 1-128 letters, digits, spaces or _.:/=+-@")
         elif not isinstance(value, str) or not _VALUE.match(value):
             problems.append(f"value of {key!r} must be 0-256 letters, digits, spaces or _.:/=+-@")
-    if len(tags) + 5 > MAX_TAGS:
-        problems.append(f"at most {MAX_TAGS - 5} tags (corral adds 5)")
+    if len(tags) + OWN_TAGS > MAX_TAGS:
+        problems.append(f"at most {MAX_TAGS - OWN_TAGS} tags (corral adds {OWN_TAGS})")
     if problems:
         raise exceptions.ConfigError("tags: " + "; ".join(problems))
     return dict(tags)
 
 
 def instance_tags(
-    namespace: str, pool: str, name: str, id_in_pool: int, extra: Mapping[str, str]
+    namespace: str,
+    pool: str,
+    name: str,
+    id_in_pool: int,
+    extra: Mapping[str, str],
+    fence: Fence | None = None,
 ) -> dict[str, str]:
     """Every tag a new machine is created with: the operator's, then corral's (which win)."""
     return {
@@ -67,7 +80,18 @@ def instance_tags(
         POOL: pool,
         VM: name,
         ID_IN_POOL: str(id_in_pool),
+        **(fence_tags(fence) if fence is not None else {}),
     }
+
+
+def fence_tags(fence: Fence) -> dict[str, str]:
+    """The tags recording ``fence`` on a machine."""
+    return {FENCE: str(fence.token), FENCE_HOLDER: fence.holder}
+
+
+def fence_of(tags: Mapping[str, str]) -> Fence | None:
+    """The fence a machine's tags record (``None``: none, or unreadable)."""
+    return fencing.parse(tags.get(FENCE), tags.get(FENCE_HOLDER))
 
 
 def is_ours(tags: Mapping[str, str], namespace: str, pool: str) -> bool:

@@ -18,7 +18,7 @@ import pytest
 
 from corral import exceptions
 from corral.backends import load_backend
-from corral.backends.base import Handle, PollStatus, VMSpec
+from corral.backends.base import Fence, Handle, PollStatus, VMSpec
 from corral.backends.guard import GuardedBackend
 from corral.backends.libvirt import LibvirtBackend, domxml, spec
 from corral.backends.libvirt.states import VmState
@@ -289,9 +289,9 @@ async def test_terminate_after_a_timed_out_spawn_waits_for_the_late_define(
     release = threading.Event()
     original = backend._create
 
-    def slow_create(spec_: VMSpec, hid: str) -> None:
+    def slow_create(spec_: VMSpec, hid: str, fence: Fence | None = None) -> None:
         release.wait(10)
-        original(spec_, hid)
+        original(spec_, hid, fence)
 
     monkeypatch.setattr(backend, "_create", slow_create)
     try:
@@ -435,9 +435,9 @@ async def test_creations_run_at_once_up_to_the_creation_slots(
     barrier = threading.Barrier(4, timeout=10)
     original = backend._create
 
-    def meeting_create(spec_: VMSpec, hid: str) -> None:
+    def meeting_create(spec_: VMSpec, hid: str, fence: Fence | None = None) -> None:
         barrier.wait()  # raises BrokenBarrierError if the four never run together
-        original(spec_, hid)
+        original(spec_, hid, fence)
 
     monkeypatch.setattr(backend, "_create", meeting_create)
     try:
