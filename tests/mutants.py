@@ -787,6 +787,109 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_events_log.py", "-k", "resume_each_others or pruned_id"),
     ),
+    # --- fencing tokens handed to the backends (issue 11, helper fence-backends) ---
+    Mutant(
+        "libvirt-fence-unchecked",
+        "libvirt acts on a domain whose recorded fencing token is newer than the caller's",
+        (
+            (
+                Patch(
+                    "corral/backends/libvirt/backend.py",
+                    "        fencing.admit(self.pool, operation, dom.name(), mark.fence, fence)\n",
+                    "        pass  # MUTANT: the recorded token is not checked\n",
+                ),
+            ),
+        ),
+        ("tests/backends/libvirt/test_fencing_libvirt.py",),
+    ),
+    Mutant(
+        "libvirt-fence-not-written",
+        "libvirt's spawn does not record the caller's fence in the domain's corral metadata",
+        (
+            (
+                Patch(
+                    "corral/backends/libvirt/backend.py",
+                    "mark=spec.Mark(self.pool, vm.name, hypervisor, vm.id_in_pool, fence),",
+                    "mark=spec.Mark(self.pool, vm.name, hypervisor, vm.id_in_pool),  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/backends/libvirt/test_fencing_libvirt.py",),
+    ),
+    Mutant(
+        "ec2-fence-unchecked",
+        "ec2 terminates (or adopts) an instance whose fence tag is newer than the caller's",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            fencing.admit(self.pool, operation, name, "
+                    "cloud_tags.fence_of(inst.tags), fence)\n",
+                    "            pass  # MUTANT: the fence tag is not checked\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_fencing.py",),
+    ),
+    Mutant(
+        "ec2-fence-not-tagged",
+        "ec2's RunInstances does not tag the instance with the caller's fence",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.tags, fence\n",
+                    "opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.tags  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_fencing.py",),
+    ),
+    Mutant(
+        "fence-survivor-no-retag",
+        "a survivor taking over a cloud machine does not record its newer token before acting",
+        (
+            (
+                Patch(
+                    "corral/backends/fencing.py",
+                    "    return every_grant or recorded.holder != caller.holder\n",
+                    "    return every_grant  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2_fencing.py",),
+    ),
+    Mutant(
+        "fence-stale-retried",
+        "the guard turns a backend's StaleFence into a BackendError (retried, not refused)",
+        (
+            (
+                Patch(
+                    "corral/backends/guard.py",
+                    "            except exceptions.StaleFence:\n"
+                    "                counter.failures += 1  # the backend logged it; "
+                    "a newer holder acts on the VM\n"
+                    "                raise\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/backends/libvirt/test_fencing_libvirt.py",),
+    ),
+    Mutant(
+        "fence-not-passed",
+        "the controller hands the backends no fence on PostgreSQL (the tokens go unchecked)",
+        (
+            (
+                Patch(
+                    "corral/controller/controller.py",
+                    "        return Fence(token, self._fence_holder())\n",
+                    "        return None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fence_backends_pg.py",),
+    ),
 )
 
 
