@@ -306,7 +306,9 @@ class GuardedBackend:
     def _fenced(self, fence: Fence | None) -> FencedBackend | None:
         """The backend, when ``fence`` is given and the backend checks fences."""
         backend = self.backend
-        return backend if fence is not None and isinstance(backend, FencedBackend) else None
+        if fence is None or not isinstance(backend, FencedBackend):
+            return None
+        return backend if Capability.FENCING in backend.capabilities else None
 
     async def spawn(self, spec: VMSpec, *, fence: Fence | None = None) -> Handle:
         """Admit the VM against the capacity, then ask the backend to create it.

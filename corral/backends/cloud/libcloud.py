@@ -15,6 +15,12 @@ per ``list_interval`` shared by every poll, livecheck, list and look-up, a look-
 every create and before a retried one, and a terminate that waits for a create in flight. Libcloud
 has no batch delete: each node costs one ``destroy_node``. The SDK is blocking: it runs in the
 backend's bounded thread pool.
+
+Fencing (``FENCING``, with ``identify: tags`` only: a name records no token): a spawn given a
+fence creates the node with ``corral:fence`` and ``corral:fence-holder`` in its metadata; a
+fenced terminate checks the nodes of the shared ``list_nodes`` (``StaleFence``) and, when another
+holder recorded their token, records its own first with the driver's ``ex_create_tags`` (EC2's
+driver); a driver without it cannot record a survivor's token, which is logged.
 """
 
 from __future__ import annotations
@@ -38,10 +44,12 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 
 from corral import exceptions
+from corral.backends import fencing
 from corral.backends.base import (
-    Backend,
     BackendOptions,
     Capability,
+    Fence,
+    FencedBackend,
     Handle,
     PollResult,
     PollStatus,
@@ -120,6 +128,8 @@ class _Node:
     public: tuple[str, ...] = ()
     private: tuple[str, ...] = ()
     raw: Any = field(default=None, compare=False, repr=False)
+    fence: Fence | None = None
+    """The fence the node's metadata records (``identify: tags``)."""
 
     @property
     def alive(self) -> bool:
@@ -129,7 +139,7 @@ class _Node:
 _PENDING_STATES = {NodeState.PENDING, NodeState.STARTING, NodeState.REBOOTING, NodeState.UNKNOWN}
 
 
-class LibcloudBackend(Backend):
+class LibcloudBackend(FencedBackend):
     """VMs as nodes of any libcloud compute driver."""
 
     type_name: ClassVar[str] = "libcloud"
@@ -141,6 +151,8 @@ class LibcloudBackend(Backend):
         assert isinstance(options, LibcloudOptions)  # noqa: S101 - validated by the registry
         self.opts = options
         self.capabilities = self.capabilities | {Capability.LIST, Capability.LIVECHECK}
+        if options.identify != "tags":  # a node's name has no room for a token
+            self.capabilities = self.capabilities - {Capability.FENCING}
         try:
             self._driver_cls = get_driver(options.driver)
         except (AttributeError, ValueError) as exc:
@@ -186,6 +198,12 @@ class LibcloudBackend(Backend):
     def node_name(self, vm: str) -> str:
         """The node name a VM is created with."""
         return vm if self.opts.identify == "tags" else self._prefix() + vm
+
+    @staticmethod
+    def _meta(node: Any) -> dict[str, str]:
+        extra = getattr(node, "extra", None) or {}
+        meta = extra.get("tags") or extra.get("metadata") or {}
+        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, Mapping) else {}
 
     def _vm_of(self, node: Any) -> str | None:
         """The VM name of one of the pool's nodes, ``None`` for anybody else's node."""
@@ -338,6 +356,7 @@ class LibcloudBackend(Backend):
                     public=tuple(str(a) for a in node.public_ips or ()),
                     private=tuple(str(a) for a in node.private_ips or ()),
                     raw=node,
+                    fence=cloud_tags.fence_of(self._meta(node)),
                 )
             )
         return out
@@ -347,7 +366,7 @@ class LibcloudBackend(Backend):
 
     # --- the operations --------------------------------------------------------------------
 
-    def _create_kwargs(self, spec: VMSpec) -> dict[str, Any]:
+    def _create_kwargs(self, spec: VMSpec, fence: Fence | None = None) -> dict[str, Any]:
         """``create_node``'s keyword arguments, except the image, size and location objects."""
         opts = self.opts
         kwargs: dict[str, Any] = {"name": self.node_name(spec.name)}
@@ -357,7 +376,7 @@ class LibcloudBackend(Backend):
             kwargs[opts.key_pair_arg] = opts.key_pair
         if opts.identify == "tags":
             tag_map = cloud_tags.instance_tags(
-                opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.metadata
+                opts.namespace, self.pool, spec.name, spec.id_in_pool, opts.metadata, fence
             )
             tag_map.pop(cloud_tags.NAME, None)  # the node's name is set by the driver
             kwargs[opts.metadata_arg] = tag_map
@@ -382,12 +401,41 @@ class LibcloudBackend(Backend):
             )
         return driver.create_node(image=image, size=size, **extra, **kwargs)
 
-    async def spawn(self, spec: VMSpec) -> Handle:
-        """Create the node (a node of that name that exists already is adopted)."""
+    async def _fence(
+        self, name: str, operation: str, nodes: list[_Node], fence: Fence | None
+    ) -> None:
+        """Refuse (``StaleFence``) if a node records a newer fence; else record ``fence`` on
+        those another holder recorded (or none did), where the driver can tag."""
+        if fence is None or not nodes or Capability.FENCING not in self.capabilities:
+            return
+        for node in nodes:
+            fencing.admit(self.pool, operation, name, node.fence, fence)
+        for node in nodes:
+            if not fencing.must_record(node.fence, fence, every_grant=False):
+                continue
+            if not hasattr(self._driver_cls, "ex_create_tags"):
+                log.warning(
+                    "pool %s: %s %s: driver %s cannot tag node %s: fencing token %d not recorded",
+                    self.pool,
+                    operation,
+                    name,
+                    self.opts.driver,
+                    node.id,
+                    fence.token,
+                )
+                continue
+            await self._api("ex_create_tags", node.raw, cloud_tags.fence_tags(fence))
+
+    async def spawn(self, spec: VMSpec, *, fence: Fence | None = None) -> Handle:
+        """Create the node (a node of that name that exists already is adopted, once checked
+        against ``fence``); ``fence`` goes into the node's metadata."""
         existing = await self._nodes(spec.name)
         if existing:
+            await self._fence(spec.name, "spawn", existing, fence)
             return Handle(spec.name, ref=min(existing, key=lambda n: n.id).id)
-        kwargs = self._create_kwargs(spec)
+        kwargs = self._create_kwargs(
+            spec, fence if Capability.FENCING in self.capabilities else None
+        )
         attempt = 0
         permit: Permit | None = None
         while True:
@@ -453,14 +501,16 @@ class LibcloudBackend(Backend):
             return PollResult(PollStatus.PENDING, retry_after=self.opts.list_interval)
         return PollResult(PollStatus.UP, address=address)
 
-    async def terminate(self, handle: Handle) -> None:
-        """Destroy every live node of the VM (idempotent; waits for its create to end)."""
+    async def terminate(self, handle: Handle, *, fence: Fence | None = None) -> None:
+        """Destroy every live node of the VM (idempotent; waits for its create to end); with
+        ``fence``, checked (``StaleFence``, nothing destroyed) and recorded first."""
         creating = self._creating.get(handle.name)
         if creating is not None and not creating.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wrap_future(creating))
         nodes = await self._lister.submit()
         doomed = [n for n in nodes if n.alive and (n.vm == handle.name or n.id == handle.ref)]
+        await self._fence(handle.name, "terminate", doomed, fence)
         for node in doomed:
             await self._api("destroy_node", node.raw)
             self._created.pop(node.id, None)
