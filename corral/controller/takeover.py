@@ -15,10 +15,11 @@ with ``TaskTakenOver`` and its driver stops. A host that rejoins as a new incarn
 its new tasks under the new key at once (:meth:`Takeover.update`), so they are never taken for
 a dead host's.
 
-No backend can check a fencing token yet, so a spawn or termination the dead host started may
-still be running on its machine (a script outlives its controller): a claimed task is recovered
-(per SPEC §4, by the engine) only once that operation's deadline has passed: the dead host's
-lease expiry plus the pool's spawn or terminate timeout plus :data:`GRACE`.
+A spawn or termination the dead host started may still be running on its machine (a script
+outlives its controller, and the script backend cannot check a fencing token; the backends that
+can are handed one, ``docs/cluster.md``): a claimed task is recovered (per SPEC §4, by the
+engine) only once that operation's deadline has passed: the dead host's lease expiry plus the
+pool's spawn or terminate timeout plus :data:`GRACE`.
 
 This module must not decide leadership or touch VMs itself; the engine's recovery does.
 """

@@ -111,7 +111,8 @@ class Held:
 
         Pass it along with every change made under the lock, so that whoever applies the change
         can refuse one carrying an older token than it has seen (``check_token`` does this in
-        process, raising ``StaleToken``). corral's own store and backends do not check tokens yet.
+        process, raising ``StaleToken``). The task engine hands its ``vm/<name>`` tokens to the
+        backends that check them (``corral.backends.fencing``).
         """
         return self._grant(key)[G_TOKEN]
 
