@@ -15,7 +15,14 @@ import pytest
 
 from corral import exceptions
 from corral.backends import load_backend
-from corral.backends.base import Backend, Capability, Handle, PollStatus, is_valid_address
+from corral.backends.base import (
+    Backend,
+    Capability,
+    Fence,
+    Handle,
+    PollStatus,
+    is_valid_address,
+)
 from corral.backends.guard import GuardedBackend
 from corral.backends.script import example_options
 
@@ -170,6 +177,23 @@ async def test_missing_capability_raises(
     }
     with pytest.raises(exceptions.CapabilityMissing):
         await guarded_calls[capability]()  # ...and so does the guard, before calling it
+
+
+async def test_a_fencing_backend_refuses_an_older_fence(
+    guarded: GuardedBackend, backend: Backend
+) -> None:
+    """FENCING (``FencedBackend``): the spawn's fence is recorded on the machine; a terminate
+    under an older token is refused (``StaleFence``, not retried) and leaves the VM up; one
+    under a newer token terminates it. Breakage caught: a fencing backend that checks nothing."""
+    need(backend, Capability.FENCING)
+    handle = await guarded.spawn(spec("vm-1"), fence=Fence(5, "host-a#1"))
+    assert (await guarded.wait_up(handle, timeout=10.0)).status is PollStatus.UP
+    with pytest.raises(exceptions.StaleFence):
+        await guarded.terminate_until_confirmed(handle, attempts=3, fence=Fence(4, "host-b#1"))
+    assert (await guarded.poll(handle)).status is PollStatus.UP
+    await guarded.terminate(handle, fence=Fence(6, "host-a#1"))
+    if Capability.LIST in backend.capabilities:
+        assert "vm-1" not in {h.name for h in await guarded.list()}
 
 
 async def test_terminate_right_after_spawn_leaves_nothing(
