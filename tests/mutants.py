@@ -890,6 +890,25 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_fence_backends_pg.py",),
     ),
+    Mutant(
+        "task-lock-token-stale",
+        "a job's context reports the token of the task's first grant, not the current one",
+        (
+            (
+                Patch(
+                    "corral/tasks/driver.py",
+                    "            return held.token(key)\n",
+                    "            return _FIRST.setdefault((task.id, key), held.token(key))  # MUTANT\n",
+                ),
+                Patch(
+                    "corral/tasks/driver.py",
+                    'T = TypeVar("T")\n',
+                    'T = TypeVar("T")\n_FIRST: dict[tuple[str, str], int] = {}  # MUTANT\n',
+                ),
+            ),
+        ),
+        ("tests/tasks/test_lock_token.py",),
+    ),
 )
 
 

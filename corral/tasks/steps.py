@@ -170,7 +170,8 @@ class JobContext:
     def lock_token(self, key: str) -> int | None:
         """The fencing token of this task's grant of lock ``key`` (SPEC §3), to hand to whoever
         applies a change made under it (a backend that checks fences); ``None`` when the task
-        does not hold ``key``. A recovery runs under a new grant, so it sees a newer token."""
+        does not hold ``key``. A recovery that had to take the task's locks again (after a restart,
+        a takeover, or the rollback of a finished task) runs under a new grant: a newer token."""
         return self._control.lock_token(key)
 
     def progress(self, text: str) -> None:
