@@ -898,7 +898,8 @@ MUTANTS: tuple[Mutant, ...] = (
                 Patch(
                     "corral/tasks/driver.py",
                     "            return held.token(key)\n",
-                    "            return _FIRST.setdefault((task.id, key), held.token(key))  # MUTANT\n",
+                    "            return _FIRST.setdefault((task.id, key), held.token(key))"
+                    "  # MUTANT\n",
                 ),
                 Patch(
                     "corral/tasks/driver.py",
