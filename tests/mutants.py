@@ -910,6 +910,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/tasks/test_lock_token.py",),
     ),
+    Mutant(
+        "fence-older-admitted",
+        "the fencing rule compares the wrong way: an older fence passes, the same grant is refused",
+        (
+            (
+                Patch(
+                    "corral/backends/fencing.py",
+                    "    if recorded is not None and recorded.token > caller.token:\n",
+                    "    if recorded is not None and recorded.token <= caller.token:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/test_fencing.py",),
+    ),
 )
 
 
