@@ -924,6 +924,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/test_fencing.py",),
     ),
+    Mutant(
+        "api-guard-del-allowed",
+        "the guard's control-character check lets DEL (U+007F) through",
+        (
+            (
+                Patch(
+                    "corral/api/guard.py",
+                    'CONTROL = re.compile("[\\x00-\\x1f\\x7f]")',
+                    'CONTROL = re.compile("[\\x00-\\x1f]")',
+                ),
+            ),
+        ),
+        ("tests/api/test_guard_text.py",),
+    ),
 )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
@@ -51,8 +52,14 @@ ARRIVED = protocol.ARRIVED
 the server's protocol when it read the head, else by :class:`Guard`."""
 
 
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+"""A control character (below U+0020, or DEL), as refused in paths and queries."""
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    # one regular-expression search, not a Python loop over the characters: this runs on every
+    # request's path (issue 14)
+    return CONTROL.search(text) is not None
 
 
 def check_text(path: str, query: bytes) -> None:
