@@ -5,7 +5,8 @@ directly, without a socket, uvicorn or h11, on the memory store and the fake bac
 is the process's CPU time per request (``time.process_time``), so it does not depend on the
 machine's load as much as wall time does. ``GET /healthz`` is the framework's floor;
 ``GET /v1/tickets/{id}`` (the owner's read of a waiting ticket, with a bearer token) is what
-every client's long-poll pays before it waits. Run: ``python bench/http_path.py``; point
+every client's long-poll pays before it waits; a create followed by its close is the rest of a
+ticket's requests (the pair's CPU). Run: ``python bench/http_path.py``; point
 ``PYTHONPATH`` at another checkout to compare.
 
 ``--wire`` measures the same two requests through a real server instead (uvicorn, its HTTP parser
@@ -87,6 +88,17 @@ async def call(app: Any, method: str, path: str, body: bytes = b"") -> tuple[int
     return int(out[0]["status"]), b"".join(m.get("body", b"") for m in out[1:])
 
 
+async def _create_close(app: Any, body: bytes) -> None:
+    """Create a ticket (it waits: the pool's only VM is taken) and close it."""
+    status, answer = await call(app, "POST", "/v1/tickets", body)
+    if status != 201:
+        raise SystemExit(f"create: {status} {answer!r}")
+    ticket = json.loads(answer)["id"]
+    status, answer = await call(app, "POST", f"/v1/tickets/{ticket}/close")
+    if status != 200:
+        raise SystemExit(f"close: {status} {answer!r}")
+
+
 async def measure(n: int) -> dict[str, float]:
     """CPU microseconds per request of each measured route."""
     config = parse_config(CONFIG, env={})
@@ -107,6 +119,14 @@ async def measure(n: int) -> dict[str, float]:
             "GET /v1/tickets/{id}": [f"/v1/tickets/{i}" for i in ids],
         }
         found = {}
+        for _ in range(200):  # warm
+            await _create_close(app, body)
+        start = time.process_time()
+        for _ in range(n):
+            await _create_close(app, body)
+        found["POST /v1/tickets + POST /v1/tickets/{id}/close"] = (
+            (time.process_time() - start) / n * 1e6
+        )
         for name, targets in paths.items():
             for path in targets:  # warm
                 await call(app, "GET", path)
