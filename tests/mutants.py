@@ -938,6 +938,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/api/test_guard_text.py",),
     ),
+    Mutant(
+        "api-guard-first-length-only",
+        "a request is taken as bodiless from its first Content-Length (its body then unbounded)",
+        (
+            (
+                Patch(
+                    "corral/api/guard.py",
+                    'lowered == b"content-length" and value != b"0"',
+                    'lowered == b"content-length" and value != b"0" and False',
+                ),
+            ),
+        ),
+        ("tests/api/test_guard_text.py",),
+    ),
 )
 
 

@@ -112,6 +112,16 @@ def check_length(headers: Mapping[str, str], limit: int) -> None:
         )
 
 
+def declares_no_body(raw: Iterable[tuple[bytes, bytes]]) -> bool:
+    """True when the request's head declares no body: no ``Transfer-Encoding`` and no
+    ``Content-Length`` other than 0 (every one of them, not only the first)."""
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value != b"0"):
+            return False
+    return True
+
+
 def needs_token(path: str) -> bool:
     """True for the paths that need a token on a server that has tokens (the ``/v1`` API)."""
     return path == "/v1" or path.startswith("/v1/")
@@ -178,7 +188,10 @@ class Guard:
             await respond(send, exc, close=True)
             return
         try:
-            body = await self._read_body(receive)
+            if declares_no_body(scope["headers"]):
+                body = await self._read_empty_body(receive)
+            else:
+                body = await self._read_body(receive)
         except exceptions.CorralError as exc:
             await respond(send, exc, close=True)
             return
@@ -186,9 +199,22 @@ class Guard:
             return  # the client went away while sending its body
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
+    async def _read_empty_body(self, receive: Receive) -> bytes | None:
+        """The body of a request whose head declares none: the server has the whole request
+        once it has read its head, so the first message comes at once and needs no deadline
+        (one timer per request spared: most requests, a long-poll's included, have no body)."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if not message.get("more_body", False) and not chunk:
+            return b""
+        # a server that sends something after all: read the rest within the deadline
+        return await self._read_body(receive, first=chunk)
+
+    async def _read_body(self, receive: Receive, first: bytes = b"") -> bytes | None:
+        chunks: list[bytes] = [first] if first else []
+        size = len(first)
         try:
             async with asyncio.timeout(self.body_timeout):
                 while True:
