@@ -166,7 +166,9 @@ class VMTasks:
             return
         if row.state in (VMState.SPAWNING, VMState.RELEASING):
             reason = ctl.take_failure(name) if row.state == VMState.SPAWNING else None
-            changes = {} if reason is None else {"reason": reason}
-            await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state, **changes)
+            if reason is None:
+                await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state)
+            else:
+                await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state, reason=reason)
         elif row.state == VMState.TERMINATING:
             self.terminate_later(name, min(30.0, ctl.pool_config(row.pool).terminate_timeout))

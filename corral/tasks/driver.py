@@ -257,6 +257,7 @@ class Driver:
                     self._abort(task, "task_aborted", "stopped while waiting for locks")
                     return
                 task.held = acquiring.result()
+                task.tokens = locking.tokens_of(task.held, task.locks)
         except exceptions.CorralError as exc:
             self._abort(task, exc.code, f"locks not granted: {exc.message}")
             return
@@ -357,6 +358,7 @@ class Driver:
             control=control,
             job_index=index,
             jobs_total=len(task.jobs),
+            tokens=task.tokens,
         )
 
     def _after_abort(self, task: TaskRuntime) -> None:
@@ -383,6 +385,7 @@ class Driver:
             task.set_result(exc.code, f"locks not granted for the rollback: {exc.message}")
             return False
         task.held = acquiring.result()
+        task.tokens = locking.tokens_of(task.held, task.locks)
         task.holds_locks = True
         return True
 

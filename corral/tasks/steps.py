@@ -127,6 +127,7 @@ class JobContext:
         control: TaskControl,
         job_index: int | None,
         jobs_total: int,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
         self.task_id = task_id
         self.verb = verb
@@ -135,6 +136,7 @@ class JobContext:
         self.job_index = job_index
         """0-based index of the running job; ``None`` in a recovery."""
         self.jobs_total = jobs_total
+        self._tokens = tokens if tokens is not None else {}
         self._registry = registry
         self._control = control
 
@@ -162,6 +164,12 @@ class JobContext:
         """
         step, text = self._recovery_step(name, args)
         await self._control.replace(step, text)
+
+    def lock_token(self, key: str) -> int | None:
+        """The fencing token of the task's grant of lock ``key`` (``None`` when it holds none):
+        pass it with a write made under the lock, so that the store refuses the write once the
+        grant is gone (issue 11)."""
+        return self._tokens.get(key)
 
     def progress(self, text: str) -> None:
         """Report progress: shown in the task's message after ``running job i of n``."""
