@@ -1,0 +1,205 @@
+"""A pool leader whose lease moved while it believed it still led (paused past its lease, its
+epoch check passed before the pause) makes no late write: every maintenance write carries the
+lease's fence and the store refuses it (``StaleEpoch``, logged) — hold expiry, retirement, a
+livecheck's result, ticket expiry, a drain, an orphan's termination — and nothing changes. A
+task's job whose grant of the VM's lock was freed meanwhile cannot move the VM either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral import exceptions
+from corral.config import parse_config
+from corral.controller import Controller, records, recovery
+from corral.controller.reconcile import ReconcilePlan
+from corral.pools.model import TicketState, VMState
+
+pytestmark = pytest.mark.postgres
+
+DEADLINE = 60.0
+
+
+def _sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+async def _until(what: str, check: Any) -> None:
+    end = asyncio.get_running_loop().time() + DEADLINE
+    while not await check():
+        assert asyncio.get_running_loop().time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+class Offset:
+    """The controller's wall clock, moved by the test (hold and ticket deadlines)."""
+
+    def __init__(self) -> None:
+        self.by = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.by
+
+
+async def _make(url: str, tmp_path: Path, pool: dict[str, Any], clock: Offset) -> Controller:
+    from corral.backends import validate_options
+    from corral.backends.fake import FakeBackend
+
+    # a long lease: this host goes on believing it leads however slowly the machine runs, and
+    # only the store's fence can refuse its writes
+    raw = {"store": url, "pools": {"p": pool}, "cluster": {"host_id": "h1", "lease": 120}}
+    options = {"seed": 1, **pool.pop("fake", {})}
+    fake = FakeBackend(validate_options("fake", options), pool="p", base_dir=tmp_path)
+    return await Controller.create(
+        parse_config(raw, env={}, base_dir=tmp_path), backends={"p": fake}, tick=0.1, clock=clock
+    )
+
+
+def _take_lease_elsewhere(ctl: Controller, url: str) -> None:
+    """This host is paused, as far as the others know: another host takes the pool's lease;
+    this one still believes it leads and its epoch check already passed."""
+
+    async def passed(pool: str) -> None:
+        return None
+
+    ctl.check_leadership = passed  # type: ignore[method-assign]
+    assert ctl.cluster is not None
+    ctl.cluster.member.pause_heartbeats()
+    _sql(
+        url,
+        "UPDATE cluster_leases SET holder = 'h2', session = 's2', epoch = epoch + 1"
+        " WHERE name = 'pool/p'",
+    )
+
+
+@pytest.fixture
+async def leader(pg_cluster_url: str, tmp_path: Path) -> AsyncIterator[tuple[Controller, Offset]]:
+    pool = {
+        "backend": {"type": "fake"},
+        "max": 3,
+        "min_ready": 3,
+        "poll_interval": 0.05,
+        "reuse": {"max_age": 1000},
+        "livecheck": {"period": 3600, "attempts": 1},
+    }
+    clock = Offset()
+    ctl = await _make(pg_cluster_url, tmp_path, pool, clock)
+    try:
+        await ctl.start()
+        assert ctl.leads("p")
+        yield ctl, clock
+    finally:
+        await ctl.stop()
+
+
+async def test_a_stale_leaders_maintenance_writes_are_refused_and_change_nothing(
+    pg_cluster_url: str, leader: tuple[Controller, Offset], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Breakages caught: the maintenance round not passing its lease's fence to hold expiry,
+    retirement, livechecks or ticket expiry, or a drain or an orphan's termination made
+    without it (the check before the round is all there is: a leader paused after it makes
+    each of these writes on a pool another host leads)."""
+    ctl, clock = leader
+
+    async def three_ready() -> bool:
+        return len(await ctl.list_vms(pool="p", state="ready")) == 3
+
+    await _until("three ready VMs", three_ready)
+    ticket = await ctl.create_ticket(owner="o", pool="p", ttl=3600)
+    ticket = await ctl.wait_ticket(ticket.id, timeout=DEADLINE)
+    assert ticket.state is TicketState.ASSIGNED
+    idle = [vm.name for vm in await ctl.list_vms(pool="p", state="ready")]
+    held = (await ctl.hold_vm(idle[0], 50)).name
+    ready = idle[1]
+    await ctl.maintenance.stop()  # the test runs the duties itself
+    _take_lease_elsewhere(ctl, pg_cluster_url)
+    orphan = await ctl.store.pools.create_vm("p", state="spawning", now=clock())
+    vms_before = {v.name: v for v in await ctl.store.pools.list_vms(pool="p")}
+    tickets_before = await ctl.store.pools.list_tickets()
+
+    with caplog.at_level(logging.WARNING):
+        # a round when only the hold is due: refused, the pool's round stops there
+        clock.by = 100.0
+        await ctl.maintenance.run_once(wait=True)
+        assert f"refused a write of VM {held}" in caplog.text
+        later = time.time() + 10_000
+        with pytest.raises(exceptions.StaleEpoch):  # the ready VM is past max_age
+            await ctl.maintenance.retire("p", later)
+        assert f"refused a write of VM {ready}" in caplog.text
+        assert await ctl.maintenance.expire_tickets(later) == 0
+        assert f"refused the end of ticket {ticket.id}" in caplog.text
+        fake = ctl.backend("p").backend
+
+        async def failing(handle: object) -> bool:
+            return False
+
+        fake.livecheck = failing  # type: ignore[method-assign]
+        caplog.clear()
+        await ctl.maintenance.livechecks("p", later)
+        assert f"refused a write of VM {ticket.vm}" in caplog.text
+        assert f"refused a write of VM {ready}" in caplog.text
+        with pytest.raises(exceptions.StaleEpoch):
+            await ctl.operators.drain_idle("p", fence=ctl.lease_fence("p"))
+        with pytest.raises(exceptions.StaleEpoch):
+            plan = ReconcilePlan(orphans=(records.vm(orphan),))
+            await recovery.act(ctl, "p", plan, fence=ctl.lease_fence("p"))
+        assert f"refused a write of VM {orphan.name}" in caplog.text
+
+    assert {v.name: v for v in await ctl.store.pools.list_vms(pool="p")} == vms_before
+    assert await ctl.store.pools.list_tickets() == tickets_before
+    assert vms_before[held].state == VMState.HELD
+    assert vms_before[ticket.vm or ""].state == VMState.IN_USE
+
+
+async def test_a_jobs_vm_write_after_its_lock_grant_was_freed_is_refused(
+    pg_cluster_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Breakage caught: the steps' VM writes not carrying the task's grant of ``vm/<name>``
+    (a job whose lock was freed — its host's lease lapsed and the lock table reaped its
+    grants — still marks the VM ready, while another holder may act on it)."""
+    pool = {
+        "backend": {"type": "fake"},
+        "max": 1,
+        "min_ready": 1,
+        "poll_interval": 0.05,
+        "fake": {"spawn_latency": 3.0},
+    }
+    ctl = await _make(pg_cluster_url, tmp_path, pool, Offset())
+    try:
+        with caplog.at_level(logging.ERROR):
+            await ctl.start()
+            first = "p-000001"
+
+            async def handle_known() -> bool:  # the spawn is waiting for the VM to come up
+                row = await ctl.store.pools.get_vm(first)
+                return row is not None and row.handle is not None
+
+            await _until("the spawn's handle", handle_known)
+            # the lock table frees the task's grant (what its reaper does for a lapsed host)
+            gone = _sql(
+                pg_cluster_url,
+                "DELETE FROM lock_grants WHERE key = %s RETURNING token",
+                (f"vm/{first}",),
+            )
+            assert len(gone) == 1
+
+            async def refused() -> bool:
+                return f"refused a write of VM {first}" in caplog.text
+
+            await _until("the job's refused write", refused)
+        row = await ctl.store.pools.get_vm(first)
+        assert row is not None and row.ready_at is None and row.state != VMState.READY
+        assert f"vm/{first}" in caplog.text and "no longer granted" in caplog.text
+    finally:
+        await ctl.stop()
