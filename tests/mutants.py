@@ -787,6 +787,155 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_events_log.py", "-k", "resume_each_others or pruned_id"),
     ),
+    # --- fence-store (issue 11): every write on behalf of a lease or a lock is fenced ---
+    Mutant(
+        "vm-write-unfenced",
+        "the store moves a VM whatever its lease or lock fence says (a stale leader's or a "
+        "reaped job's write lands; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    fenced = _fence_of(conn, fence)\n    if changes:\n",
+                    "    fenced = None  # MUTANT\n    if changes:\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py",),
+    ),
+    Mutant(
+        "ticket-end-unfenced",
+        "the store ends a ticket (and frees its VM) whatever the leader's lease fence says "
+        "(issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    fenced = _fence_of(conn, fence)\n"
+                    '    params: dict[str, Any] = {"b_id": ticket_id,',
+                    '    fenced = None  # MUTANT\n    params: dict[str, Any] = {"b_id": ticket_id,',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py", "-k", "ticket_end"),
+    ),
+    Mutant(
+        "lock-fence-key-only",
+        "a lock fence passes while any grant of the key at least as new holds it (an old "
+        "token is not refused; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    'lock_grants.c.token == bindparam("f_token")',
+                    'lock_grants.c.token >= bindparam("f_token")  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py", "-k", "lock_grant"),
+    ),
+    Mutant(
+        "retire-unfenced",
+        "the maintenance round retires VMs without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "        fence = ctl.lease_fence(pool)  # a leader paused since its check "
+                    "retires nothing\n",
+                    "        fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "hold-expiry-unfenced",
+        "the maintenance round ends holds without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "await ctl.operators.expire_holds(name, now, fence=fence)",
+                    "await ctl.operators.expire_holds(name, now)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "livecheck-unfenced",
+        "livecheck results (and the tickets they fail) are written without the lease's "
+        "fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "            fence = ctl.lease_fence(pool)\n",
+                    "            fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "ticket-expiry-unfenced",
+        "lease expiry ends tickets without the pool leader's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "                fence = None if pool is None else "
+                    "self._ctl.lease_fence(pool)\n",
+                    "                fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "drain-unfenced",
+        "a drain's retirements ignore the fence they are given (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/operators.py",
+                    'vm.name, VMEvent.RETIRED, fence=fence, reason="pool draining"',
+                    'vm.name, VMEvent.RETIRED, reason="pool draining"  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "orphan-unfenced",
+        "reconciliation's orphan moves ignore the leader's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/recovery.py",
+                    "await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state, fence=fence)",
+                    "await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "job-vm-write-unfenced",
+        "a task's job moves its VM without its vm/<name> grant's token (a job whose lock "
+        "was reaped still marks the VM ready; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/steps.py",
+                    "    return h.lock_fence(key, ctx.lock_token(key))\n",
+                    "    return None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
+    ),
 )
 
 
