@@ -936,6 +936,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
     ),
+    Mutant(
+        "fenced-task-after-check",
+        "a host whose VM task was fenced off (its write refused) still moves the VM itself "
+        "after the task ends (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/vmtasks.py",
+                    "                and info.code not in FENCED\n",
+                    "                and True  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
+    ),
 )
 
 

@@ -165,9 +165,11 @@ async def test_a_stale_leaders_maintenance_writes_are_refused_and_change_nothing
 async def test_a_jobs_vm_write_after_its_lock_grant_was_freed_is_refused(
     pg_cluster_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Breakage caught: the steps' VM writes not carrying the task's grant of ``vm/<name>``
+    """Breakages caught: the steps' VM writes not carrying the task's grant of ``vm/<name>``
     (a job whose lock was freed — its host's lease lapsed and the lock table reaped its
-    grants — still marks the VM ready, while another holder may act on it)."""
+    grants — still marks the VM ready, while another holder may act on it); the host then
+    moving the VM itself after its fenced task ended (the after-task check of a task that
+    lost its right to act)."""
     pool = {
         "backend": {"type": "fake"},
         "max": 1,
@@ -198,8 +200,15 @@ async def test_a_jobs_vm_write_after_its_lock_grant_was_freed_is_refused(
                 return f"refused a write of VM {first}" in caplog.text
 
             await _until("the job's refused write", refused)
-        row = await ctl.store.pools.get_vm(first)
-        assert row is not None and row.ready_at is None and row.state != VMState.READY
         assert f"vm/{first}" in caplog.text and "no longer granted" in caplog.text
+
+        async def idle() -> bool:  # the task ended (its rollback refused too), nothing pending
+            return ctl.idle()
+
+        await _until("the refused task's end", idle)
+        # this host was fenced off the VM: it leaves it as it was (to the lock's next holder, a
+        # survivor's recovery or the leader's orphan watch), it does not move it itself
+        row = await ctl.store.pools.get_vm(first)
+        assert row is not None and row.ready_at is None and row.state == VMState.SPAWNING
     finally:
         await ctl.stop()
