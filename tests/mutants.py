@@ -500,8 +500,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/steps.py",
-                    "    if external:\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
-                    "    if False:  # MUTANT\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
+                    "    if external:\n        await h.apply_vm(name, VMEvent.FORGOTTEN,",
+                    "    if False:  # MUTANT\n        await h.apply_vm(name, VMEvent.FORGOTTEN,",
                 ),
             ),
         ),
