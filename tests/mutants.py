@@ -951,6 +951,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
     ),
+    Mutant(
+        "evict-unfenced",
+        "preallocation evicts an idle used VM without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/preallocation.py",
+                    "                fence=ctl.lease_fence(pool),\n",
+                    "                fence=None,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "eviction"),
+    ),
 )
 
 

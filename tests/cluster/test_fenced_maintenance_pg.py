@@ -212,3 +212,45 @@ async def test_a_jobs_vm_write_after_its_lock_grant_was_freed_is_refused(
         assert row is not None and row.ready_at is None and row.state == VMState.SPAWNING
     finally:
         await ctl.stop()
+
+
+async def test_a_stale_leaders_eviction_is_refused(
+    pg_cluster_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Breakage caught: preallocation evicting an idle used VM (to make room for a fresh one a
+    waiting ticket needs) without its lease's fence: a leader paused after its check retires a
+    VM of a pool another host leads."""
+    pool = {
+        "backend": {"type": "fake"},
+        "max": 1,
+        "min_ready": 0,
+        "poll_interval": 0.05,
+        "reuse": {"sandbox": True},
+    }
+    ctl = await _make(pg_cluster_url, tmp_path, pool, Offset())
+    try:
+        await ctl.start()
+        first = await ctl.create_ticket(owner="o", pool="p", sandbox="a")
+        first = await ctl.wait_ticket(first.id, timeout=DEADLINE)
+        assert first.state is TicketState.ASSIGNED and first.vm is not None
+        used = first.vm
+        await ctl.close_ticket(first.id)
+
+        async def reusable() -> bool:  # cleaned and back, serving sandbox a only
+            vm = await ctl.get_vm(used)
+            return vm.state is VMState.READY and vm.ticket is None
+
+        await _until("the used VM back in the pool", reusable)
+        _take_lease_elsewhere(ctl, pg_cluster_url)
+        before = await ctl.store.pools.get_vm(used)
+        with caplog.at_level(logging.ERROR):
+            # a ticket of another sandbox: the full pool's top-up evicts the idle used VM
+            await ctl.create_ticket(owner="o", pool="p", sandbox="b")
+
+            async def refused() -> bool:
+                return f"refused a write of VM {used}" in caplog.text
+
+            await _until("the refused eviction", refused)
+        assert await ctl.store.pools.get_vm(used) == before
+    finally:
+        await ctl.stop()
