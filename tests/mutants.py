@@ -965,6 +965,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "eviction"),
     ),
+    Mutant(
+        "orphan-watch-unfenced",
+        "the leader's orphan watch terminates rows without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/takeover.py",
+                    "await recovery.act(ctl, pool, plan, fence=ctl.lease_fence(pool))",
+                    "await recovery.act(ctl, pool, plan)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
 )
 
 

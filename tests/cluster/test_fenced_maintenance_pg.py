@@ -18,7 +18,7 @@ import pytest
 
 from corral import exceptions
 from corral.config import parse_config
-from corral.controller import Controller, records, recovery
+from corral.controller import Controller, records, recovery, takeover
 from corral.controller.reconcile import ReconcilePlan
 from corral.pools.model import TicketState, VMState
 
@@ -109,7 +109,8 @@ async def test_a_stale_leaders_maintenance_writes_are_refused_and_change_nothing
     """Breakages caught: the maintenance round not passing its lease's fence to hold expiry,
     retirement, livechecks or ticket expiry, or a drain or an orphan's termination made
     without it (the check before the round is all there is: a leader paused after it makes
-    each of these writes on a pool another host leads)."""
+    each of these writes on a pool another host leads); the orphan watch terminating a row
+    without the fence."""
     ctl, clock = leader
 
     async def three_ready() -> bool:
@@ -151,10 +152,20 @@ async def test_a_stale_leaders_maintenance_writes_are_refused_and_change_nothing
         assert f"refused a write of VM {ready}" in caplog.text
         with pytest.raises(exceptions.StaleEpoch):
             await ctl.operators.drain_idle("p", fence=ctl.lease_fence("p"))
+        # the leader's orphan watch: the row stays without a task for a lease, then its
+        # termination is refused
+        assert ctl.cluster is not None
+        member = ctl.cluster.member
+        watch_clock = Offset()
+        watch = takeover.OrphanWatch(member, ctl, clock=watch_clock)
+        caplog.clear()
+        await watch.update(member.hosts, False)
+        watch_clock.by = member.lease + 1.0
+        await watch.update(member.hosts, False)
+        assert f"refused a write of VM {orphan.name}" in caplog.text
         with pytest.raises(exceptions.StaleEpoch):
             plan = ReconcilePlan(orphans=(records.vm(orphan),))
             await recovery.act(ctl, "p", plan, fence=ctl.lease_fence("p"))
-        assert f"refused a write of VM {orphan.name}" in caplog.text
 
     assert {v.name: v for v in await ctl.store.pools.list_vms(pool="p")} == vms_before
     assert await ctl.store.pools.list_tickets() == tickets_before
