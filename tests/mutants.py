@@ -979,6 +979,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
     ),
+    Mutant(
+        "job-tokens-dropped",
+        "the engine does not keep a grant's fencing tokens for its jobs (ctx.lock_token is "
+        "None: the steps' VM writes carry no fence; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/tasks/driver.py",
+                    "                task.tokens = locking.tokens_of(task.held, task.locks)\n",
+                    "                pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/tasks/test_lock_tokens.py",),
+    ),
 )
 
 
