@@ -500,8 +500,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/steps.py",
-                    "    if external:\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
-                    "    if False:  # MUTANT\n        await h.apply_vm(name, VMEvent.FORGOTTEN)\n",
+                    "    if external:\n        await h.apply_vm(name, VMEvent.FORGOTTEN,",
+                    "    if False:  # MUTANT\n        await h.apply_vm(name, VMEvent.FORGOTTEN,",
                 ),
             ),
         ),
@@ -897,18 +897,14 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/tasks/driver.py",
-                    "            return held.token(key)\n",
-                    "            return _FIRST.setdefault((task.id, key), held.token(key))"
-                    "  # MUTANT\n",
-                ),
-                Patch(
-                    "corral/tasks/driver.py",
-                    'T = TypeVar("T")\n',
-                    'T = TypeVar("T")\n_FIRST: dict[tuple[str, str], int] = {}  # MUTANT\n',
+                    "        task.tokens = locking.tokens_of(task.held, task.locks)\n"
+                    "        task.holds_locks = True\n        return True\n",
+                    "        task.tokens = task.tokens or locking.tokens_of(task.held, task.locks)"
+                    "  # MUTANT\n        task.holds_locks = True\n        return True\n",
                 ),
             ),
         ),
-        ("tests/tasks/test_lock_token.py",),
+        ("tests/tasks/test_lock_tokens.py", "-k", "retaken"),
     ),
     Mutant(
         "fence-older-admitted",
@@ -951,6 +947,213 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/api/test_guard_text.py",),
+    ),
+    # --- fence-store (issue 11): every write on behalf of a lease or a lock is fenced ---
+    Mutant(
+        "vm-write-unfenced",
+        "the store moves a VM whatever its lease or lock fence says (a stale leader's or a "
+        "reaped job's write lands; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    fenced = _fence_of(conn, fence)\n    if changes:\n",
+                    "    fenced = None  # MUTANT\n    if changes:\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py",),
+    ),
+    Mutant(
+        "ticket-end-unfenced",
+        "the store ends a ticket (and frees its VM) whatever the leader's lease fence says "
+        "(issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    fenced = _fence_of(conn, fence)\n"
+                    '    params: dict[str, Any] = {"b_id": ticket_id,',
+                    '    fenced = None  # MUTANT\n    params: dict[str, Any] = {"b_id": ticket_id,',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py", "-k", "ticket_end"),
+    ),
+    Mutant(
+        "lock-fence-key-only",
+        "a lock fence passes while any grant of the key at least as new holds it (an old "
+        "token is not refused; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    'lock_grants.c.token == bindparam("f_token")',
+                    'lock_grants.c.token >= bindparam("f_token")  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_writes_pg.py", "-k", "lock_grant"),
+    ),
+    Mutant(
+        "retire-unfenced",
+        "the maintenance round retires VMs without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "        fence = ctl.lease_fence(pool)  # a leader paused since its check "
+                    "retires nothing\n",
+                    "        fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "hold-expiry-unfenced",
+        "the maintenance round ends holds without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "await ctl.operators.expire_holds(name, now, fence=fence)",
+                    "await ctl.operators.expire_holds(name, now)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "livecheck-unfenced",
+        "livecheck results (and the tickets they fail) are written without the lease's "
+        "fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "            fence = ctl.lease_fence(pool)\n",
+                    "            fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "ticket-expiry-unfenced",
+        "lease expiry ends tickets without the pool leader's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/maintenance.py",
+                    "                fence = None if pool is None else "
+                    "self._ctl.lease_fence(pool)\n",
+                    "                fence = None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "drain-unfenced",
+        "a drain's retirements ignore the fence they are given (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/operators.py",
+                    'vm.name, VMEvent.RETIRED, fence=fence, reason="pool draining"',
+                    'vm.name, VMEvent.RETIRED, reason="pool draining"  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "orphan-unfenced",
+        "reconciliation's orphan moves ignore the leader's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/recovery.py",
+                    "await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state, fence=fence)",
+                    "await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "job-vm-write-unfenced",
+        "a task's job moves its VM without its vm/<name> grant's token (a job whose lock "
+        "was reaped still marks the VM ready; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/steps.py",
+                    "    return h.lock_fence(key, ctx.lock_token(key))\n",
+                    "    return None  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
+    ),
+    Mutant(
+        "fenced-task-after-check",
+        "a host whose VM task was fenced off (its write refused) still moves the VM itself "
+        "after the task ends (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/vmtasks.py",
+                    "                and info.code not in FENCED\n",
+                    "                and True  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "lock_grant"),
+    ),
+    Mutant(
+        "evict-unfenced",
+        "preallocation evicts an idle used VM without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/preallocation.py",
+                    "                fence=ctl.lease_fence(pool),\n",
+                    "                fence=None,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "eviction"),
+    ),
+    Mutant(
+        "orphan-watch-unfenced",
+        "the leader's orphan watch terminates rows without its lease's fence (issue 11)",
+        (
+            (
+                Patch(
+                    "corral/controller/takeover.py",
+                    "await recovery.act(ctl, pool, plan, fence=ctl.lease_fence(pool))",
+                    "await recovery.act(ctl, pool, plan)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_fenced_maintenance_pg.py", "-k", "maintenance_writes"),
+    ),
+    Mutant(
+        "job-tokens-dropped",
+        "the engine does not keep a grant's fencing tokens for its jobs (ctx.lock_token is "
+        "None: the steps' VM writes carry no fence; issue 11)",
+        (
+            (
+                Patch(
+                    "corral/tasks/driver.py",
+                    "                task.tokens = locking.tokens_of(task.held, task.locks)\n",
+                    "                pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/tasks/test_lock_tokens.py",),
     ),
 )
 

@@ -56,7 +56,7 @@ from corral.pools.lifecycle import (
 from corral.pools.model import VM, PoolStatus, Request, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
-from corral.store.pools import AuditEntry, LeaseFence, VMRow
+from corral.store.pools import AuditEntry, LeaseFence, LockFence, VMRow, WriteFence
 from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
@@ -305,6 +305,15 @@ class Controller:
             raise exceptions.StaleEpoch(f"host {cluster.member.host_id} does not lead {pool!r}")
         return LeaseFence(leadership.lease_name(pool), cluster.member.session, epoch)
 
+    def lock_fence(self, key: str, token: int | None) -> LockFence | None:
+        """The fence of a write a task makes while it holds lock ``key`` with ``token``:
+        checked by the store in the write's own statement against the cluster's lock table.
+        ``None`` when the locks are not that table (a single-host store, in-process locks) or
+        the task holds no such grant."""
+        if token is None or isinstance(self.locks, LockManager):
+            return None
+        return LockFence(key, token)
+
     async def list_hosts(self) -> list[leadership.HostView]:
         """Every host of the cluster (this one alone on a single-host store) and what it leads;
         empty for a secondary controller (it is no member)."""
@@ -412,7 +421,13 @@ class Controller:
         return self.config.pool(pool)
 
     async def apply_vm(
-        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+        self,
+        name: str,
+        event: VMEvent,
+        *,
+        current: str | None = None,
+        fence: WriteFence | None = None,
+        **changes: object,
     ) -> VMRow | None:
         """Move VM ``name`` by ``event``: the one way a VM changes.
 
@@ -420,12 +435,17 @@ class Controller:
         conditional on (only ``current`` when the caller read the VM in that state; an event the
         table lacks for it raises) and the new state; once written, the move's effects are carried
         out. ``None`` when the VM was not in a state the event applies to (nothing changed).
+        ``fence``: a write on behalf of the pool's leadership (:meth:`lease_fence`) or of a task
+        holding the VM's lock (:meth:`lock_fence`), refused by the store (``StaleEpoch``,
+        ``StaleToken``, logged) once it no longer holds.
         """
         move = vm_move(event, current)
         if move.state is not None:
             changes["state"] = move.state
             changes.setdefault("state_since", self.clock())
-        row = await self.store.pools.update_vm(name, expect=move.expect, changes=changes)
+        row = await self.store.pools.update_vm(
+            name, expect=move.expect, changes=changes, fence=fence
+        )
         if row is not None:
             await self.vm_moved(row, move.effects)
         return row
@@ -666,10 +686,17 @@ class Controller:
         return await self.ticket_ops.close(ticket_id)
 
     async def end_ticket(
-        self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
+        self,
+        ticket: Ticket,
+        state: TicketState,
+        reason: str | None,
+        *,
+        reuse: bool = True,
+        fence: LeaseFence | None = None,
     ) -> Ticket | None:
-        """Move an open ticket to ``state`` and free its VM; ``None`` if it changed meanwhile."""
-        return await self.ticket_ops.end(ticket, state, reason, reuse=reuse)
+        """Move an open ticket to ``state`` and free its VM; ``None`` if it changed meanwhile.
+        ``fence``: on behalf of the pool's leader (lease expiry, a failed livecheck)."""
+        return await self.ticket_ops.end(ticket, state, reason, reuse=reuse, fence=fence)
 
     async def list_tickets(
         self,

@@ -5,6 +5,11 @@ path from "VM ready" to "ticket assigned", which is event-driven. Decisions come
 :mod:`corral.pools.allocation`; state changes are conditional writes, and backend actions are tasks
 submitted through the controller. This module must not call a backend except ``livecheck`` through
 the guard.
+
+In a cluster (issue 11) every write a round makes for a pool carries the pool leader's lease
+fence (:meth:`corral.controller.Controller.lease_fence`), checked by the store in the write's own
+statement: a leader paused after its round's epoch check makes no late write. A refused write
+(``StaleEpoch``, logged by the store) ends this host's work on that pool for the round.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from corral.pools.lifecycle import (
     values,
 )
 from corral.pools.model import VM, TicketState, VMState
+from corral.store.pools import LeaseFence
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +95,16 @@ class Maintenance:
         for name in sorted(ctl.config.pools):
             if not await self._leading(name):
                 continue  # another host leads this pool's maintenance (issue 11)
-            await ctl.operators.expire_holds(name, now)
-            if ctl.pool_mode(name) is PoolMode.DRAINING:
-                await ctl.operators.drain_idle(name)
-            await self.retire(name, now)
-            await self.redrive(name, now)
+            try:
+                fence = ctl.lease_fence(name)
+                await ctl.operators.expire_holds(name, now, fence=fence)
+                if ctl.pool_mode(name) is PoolMode.DRAINING:
+                    await ctl.operators.drain_idle(name, fence=fence)
+                await self.retire(name, now)
+                await self.redrive(name, now)
+            except exceptions.StaleEpoch as exc:
+                log.warning("maintenance: pool %s: no longer led here, stopped: %s", name, exc)
+                continue
             job = asyncio.get_running_loop().create_task(self.livechecks(name, now))
             self._checks.add(job)
             job.add_done_callback(self._checks.discard)
@@ -149,14 +160,23 @@ class Maintenance:
             states=values(OPEN_TICKET_STATES), expired_before=now
         )
         done = 0
+        stale: set[str] = set()
         for row in rows:
             ticket = records.ticket(row)
-            if ticket.pool is not None and not self._ctl.leads(ticket.pool):
+            pool = ticket.pool
+            if pool is not None and (pool in stale or not self._ctl.leads(pool)):
                 continue  # the pool's leader expires it
-            if await self._ctl.end_ticket(
-                ticket, TicketState.EXPIRED, "lease expired", reuse=False
-            ):
-                done += 1
+            try:
+                # fenced: a leader paused since it read the ticket expires nothing once
+                # another host leads the pool
+                fence = None if pool is None else self._ctl.lease_fence(pool)
+                if await self._ctl.end_ticket(
+                    ticket, TicketState.EXPIRED, "lease expired", reuse=False, fence=fence
+                ):
+                    done += 1
+            except exceptions.StaleEpoch as exc:
+                log.warning("maintenance: pool %s: no longer led here, stopped: %s", pool, exc)
+                stale.add(str(pool))
         return done
 
     async def retire(self, pool: str, now: float) -> int:
@@ -176,8 +196,11 @@ class Maintenance:
             limits, list(vms.values()), now, alive=alive, keep_fresh=keep_fresh
         )
         done = 0
+        fence = ctl.lease_fence(pool)  # a leader paused since its check retires nothing
         for item in plan:
-            row = await ctl.apply_vm(item.vm, VMEvent.RETIRED, state_since=now, reason=item.reason)
+            row = await ctl.apply_vm(
+                item.vm, VMEvent.RETIRED, fence=fence, state_since=now, reason=item.reason
+            )
             if row is not None:
                 done += 1
                 if vms[item.vm].fresh:
@@ -216,9 +239,20 @@ class Maintenance:
             last = self._last_check.get(row.name, row.ready_at or row.state_since)
             if now - last >= period and row.name not in self._checking:
                 due.append(records.vm(row))
-        await asyncio.gather(*(self._check(vm, now) for vm in due))
+        try:
+            fence = ctl.lease_fence(pool)
+        except exceptions.StaleEpoch:
+            return  # no longer led here: the new leader checks them
+        found = await asyncio.gather(
+            *(self._check(vm, now, fence) for vm in due), return_exceptions=True
+        )
+        for outcome in found:
+            if isinstance(outcome, exceptions.StaleEpoch):
+                log.warning("maintenance: pool %s: a livecheck's write refused: %s", pool, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
-    async def _check(self, vm: VM, now: float) -> None:
+    async def _check(self, vm: VM, now: float, fence: LeaseFence | None = None) -> None:
         ctl = self._ctl
         self._checking.add(vm.name)
         self._last_check[vm.name] = now
@@ -236,19 +270,26 @@ class Maintenance:
             if ok:
                 if row.livecheck_failures:
                     await ctl.apply_vm(
-                        vm.name, VMEvent.LIVECHECK_PASSED, current=row.state, livecheck_failures=0
+                        vm.name,
+                        VMEvent.LIVECHECK_PASSED,
+                        current=row.state,
+                        fence=fence,
+                        livecheck_failures=0,
                     )
                 return
-            await self._failed(row.name, row.state, row.livecheck_failures + 1, now)
+            await self._failed(row.name, row.state, row.livecheck_failures + 1, now, fence)
         finally:
             self._checking.discard(vm.name)
 
-    async def _failed(self, name: str, state: str, failures: int, now: float) -> None:
+    async def _failed(
+        self, name: str, state: str, failures: int, now: float, fence: LeaseFence | None = None
+    ) -> None:
         ctl = self._ctl
         row = await ctl.apply_vm(
             name,
             VMEvent.LIVECHECK_FAILED,
             current=state,
+            fence=fence,
             livecheck_failures=failures,
             last_livecheck_at=now,
         )
@@ -261,9 +302,9 @@ class Maintenance:
         if row.state == VMState.IN_USE and row.ticket is not None:
             for held_by in row.tickets or (row.ticket,):  # a shared VM fails all its tickets
                 ticket = await ctl.get_ticket(held_by)
-                await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False)
+                await ctl.end_ticket(ticket, TicketState.FAILED, reason, reuse=False, fence=fence)
             return
-        await ctl.apply_vm(name, VMEvent.RETIRED, state_since=now, reason=reason)
+        await ctl.apply_vm(name, VMEvent.RETIRED, fence=fence, state_since=now, reason=reason)
 
     def forget(self, name: str) -> None:
         """Drop the bookkeeping of a VM that is gone."""

@@ -19,7 +19,7 @@ from corral import exceptions
 from corral.controller import ports, records
 from corral.pools.lifecycle import VMEvent, VMState, values
 from corral.pools.model import VM
-from corral.store.pools import AuditEntry
+from corral.store.pools import AuditEntry, LeaseFence
 
 MAX_HOLD = 7 * 24 * 3600.0
 """The longest hold an operator may ask for (seconds)."""
@@ -77,11 +77,14 @@ class Operators:
         rows = await self._ctl.store.pools.list_vms(pool=pool, states=values([VMState.READY]))
         return [records.vm(r) for r in rows if r.ticket is None]
 
-    async def drain_idle(self, pool: str) -> int:
-        """Terminate the idle ready VMs of a draining pool; how many were."""
+    async def drain_idle(self, pool: str, *, fence: LeaseFence | None = None) -> int:
+        """Terminate the idle ready VMs of a draining pool; how many were (``fence``: the
+        pool leader's maintenance, refused by the store once the lease moved)."""
         done = 0
         for vm in await self.drain_plan(pool):
-            row = await self._ctl.apply_vm(vm.name, VMEvent.RETIRED, reason="pool draining")
+            row = await self._ctl.apply_vm(
+                vm.name, VMEvent.RETIRED, fence=fence, reason="pool draining"
+            )
             done += row is not None
         return done
 
@@ -132,14 +135,19 @@ class Operators:
         await self.audit(actor, "release-hold", "vm", name)
         return records.vm(row)
 
-    async def expire_holds(self, pool: str, now: float) -> int:
-        """Terminate the held VMs of ``pool`` whose hold ran out."""
+    async def expire_holds(self, pool: str, now: float, *, fence: LeaseFence | None = None) -> int:
+        """Terminate the held VMs of ``pool`` whose hold ran out (``fence``: as
+        :meth:`drain_idle`)."""
         rows = await self._ctl.store.pools.list_vms(pool=pool, states=values([VMState.HELD]))
         done = 0
         for row in rows:
             if row.hold_until is not None and row.hold_until <= now:
                 moved = await self._ctl.apply_vm(
-                    row.name, VMEvent.HOLD_ENDED, current=row.state, reason="hold expired"
+                    row.name,
+                    VMEvent.HOLD_ENDED,
+                    current=row.state,
+                    fence=fence,
+                    reason="hold expired",
                 )
                 done += moved is not None
         return done

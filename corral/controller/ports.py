@@ -24,7 +24,7 @@ from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import Effect, TicketState, VMEvent
 from corral.pools.model import Ticket
 from corral.store import Store
-from corral.store.pools import LeaseFence, VMRow
+from corral.store.pools import LeaseFence, VMRow, WriteFence
 from corral.tasks import TaskEngine
 from corral.types import JSON
 
@@ -101,9 +101,16 @@ class VMWrites(Protocol):
     """The one way a VM changes (:meth:`corral.controller.Controller.apply_vm`)."""
 
     async def apply_vm(
-        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+        self,
+        name: str,
+        event: VMEvent,
+        *,
+        current: str | None = None,
+        fence: WriteFence | None = None,
+        **changes: object,
     ) -> VMRow | None:
-        """Move a VM by ``event``: the lifecycle's conditional write and its effects."""
+        """Move a VM by ``event``: the lifecycle's conditional write and its effects (with
+        ``fence``: made only while the lease or lock it names holds, checked by the store)."""
         ...
 
     async def vm_moved(self, row: VMRow, effects: Sequence[Effect]) -> None:
@@ -221,9 +228,20 @@ class MaintenanceHost(Base, Pools, Stats, Kicks, VMWrites, Protocol):
         ...
 
     async def end_ticket(
-        self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
+        self,
+        ticket: Ticket,
+        state: TicketState,
+        reason: str | None,
+        *,
+        reuse: bool = True,
+        fence: LeaseFence | None = None,
     ) -> Ticket | None:
-        """End an open ticket and free its VM."""
+        """End an open ticket and free its VM (``fence``: on behalf of the pool's leader)."""
+        ...
+
+    def lease_fence(self, pool: str) -> LeaseFence | None:
+        """The fence of a write on behalf of ``pool``'s leadership (``None`` on a single host;
+        ``StaleEpoch`` when this host does not lead it)."""
         ...
 
     async def submit_terminate(self, name: str, *, row: VMRow | None = None) -> None:
@@ -265,4 +283,9 @@ class RecoveryHost(Base, Kicks, VMWrites, TicketNews, Protocol):
 
     def leads(self, pool: str) -> bool:
         """Whether this host leads ``pool``'s maintenance (always, on a single-host store)."""
+        ...
+
+    def lease_fence(self, pool: str) -> LeaseFence | None:
+        """The fence of a write on behalf of ``pool``'s leadership (``None`` on a single host;
+        ``StaleEpoch`` when this host does not lead it)."""
         ...

@@ -149,8 +149,12 @@ class Preallocator:
             self.expected(pool),
         )
         for name in plan.evict:
+            # fenced: a leader paused since its check evicts nothing once another host leads
             row = await ctl.apply_vm(
-                name, VMEvent.RETIRED, reason="evicted: a waiting ticket needs a fresh VM"
+                name,
+                VMEvent.RETIRED,
+                fence=ctl.lease_fence(pool),
+                reason="evicted: a waiting ticket needs a fresh VM",
             )
             if row is not None:
                 log.info("pool %s: terminating idle %s to make room for a fresh VM", pool, name)

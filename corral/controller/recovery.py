@@ -28,6 +28,7 @@ from corral.pools import restart
 from corral.pools.lifecycle import Effect, TicketEvent, TicketState, VMEvent, VMState, ticket_move
 from corral.store import ownership
 from corral.store import parse as parse_store_url
+from corral.store.pools import LeaseFence
 from corral.tasks import Step
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ async def reconcile(
             if vm.alive:  # the host's committed capacity survives our restart
                 backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
         _report(name, plans[name].foreign, issued)
-        await act(ctl, name, plans[name])
+        await act(ctl, name, plans[name], fence=ctl.lease_fence(name))
     return plans
 
 
@@ -151,8 +152,16 @@ async def _list(backend: GuardedBackend) -> list[Handle] | None:
         return None
 
 
-async def act(ctl: RecoveryHost, pool: str, plan: reconciliation.ReconcilePlan) -> None:
-    """Sweep leaked machines, mark lost VMs, terminate orphans (one pool)."""
+async def act(
+    ctl: RecoveryHost,
+    pool: str,
+    plan: reconciliation.ReconcilePlan,
+    *,
+    fence: LeaseFence | None = None,
+) -> None:
+    """Sweep leaked machines, mark lost VMs, terminate orphans (one pool). ``fence``: the
+    pool leader's lease, carried by every store write (refused with ``StaleEpoch`` once it
+    moved); the sweep writes no row (its tasks hold the machine's lock)."""
     for handle in plan.sweep:
         log.warning("pool %s: terminating unknown machine %s", pool, handle.name)
         await ctl.tasks.submit(
@@ -166,19 +175,27 @@ async def act(ctl: RecoveryHost, pool: str, plan: reconciliation.ReconcilePlan) 
     for vm in plan.lost:
         log.warning("pool %s: the backend lost VM %s (%s)", pool, vm.name, vm.state)
         for held_by in vm.tickets or (() if vm.ticket is None else (vm.ticket,)):
-            await _fail_ticket(ctl, held_by, vm.name)
+            await _fail_ticket(ctl, held_by, vm.name, fence)
         await ctl.apply_vm(
-            vm.name, VMEvent.LOST, current=vm.state, ticket=None, owner=None, reason=LOST
+            vm.name,
+            VMEvent.LOST,
+            current=vm.state,
+            fence=fence,
+            ticket=None,
+            owner=None,
+            reason=LOST,
         )
     for vm in plan.gone:
         log.info("pool %s: VM %s was terminated while corral was down", pool, vm.name)
-        await ctl.apply_vm(vm.name, VMEvent.LOST_WHILE_TERMINATING, current=vm.state)
+        await ctl.apply_vm(vm.name, VMEvent.LOST_WHILE_TERMINATING, current=vm.state, fence=fence)
     for vm in plan.orphans:
         # the termination it leads to is submitted by the move's effects
-        await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state)
+        await ctl.apply_vm(vm.name, VMEvent.ORPHANED, current=vm.state, fence=fence)
 
 
-async def _fail_ticket(ctl: RecoveryHost, ticket: str, vm: str) -> None:
+async def _fail_ticket(
+    ctl: RecoveryHost, ticket: str, vm: str, fence: LeaseFence | None = None
+) -> None:
     """End the ticket of a lost VM as failed; the VM keeps its state for its own move."""
     move = ticket_move(TicketEvent.FAILED, TicketState.ASSIGNED)
     closed = await ctl.store.pools.close_ticket(
@@ -188,12 +205,13 @@ async def _fail_ticket(ctl: RecoveryHost, ticket: str, vm: str) -> None:
         vm_state=VMState.IN_USE.value,
         now=ctl.clock(),
         reason="its VM was lost by the backend",
+        fence=fence,
     )
     if closed is None:
         return
     for other in closed.others:
         # the other machines of a multi-machine ticket: freed with it, not reused
-        await ctl.apply_vm(other.name, VMEvent.FREED_TO_TERMINATE, current=other.state)
+        await ctl.apply_vm(other.name, VMEvent.FREED_TO_TERMINATE, current=other.state, fence=fence)
     if Effect.WAKE_WAITERS in move.effects:
         # with its pool, as every ticket end: 'corral events --pool P' filters by it
         pool = closed.ticket.pool

@@ -36,7 +36,7 @@ from corral.controller.operators import Operators, PoolMode
 from corral.pools.lifecycle import ALIVE_VM_STATES, Effect, TicketState, VMEvent, VMState, vm_move
 from corral.pools.model import VM, Ticket
 from corral.store import Store
-from corral.store.pools import VMRow
+from corral.store.pools import VMRow, WriteFence
 
 NAME_LIMIT = 128
 """The longest VM name the store keeps."""
@@ -70,7 +70,13 @@ class RegistryHost(Protocol):
         ...
 
     async def apply_vm(
-        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+        self,
+        name: str,
+        event: VMEvent,
+        *,
+        current: str | None = None,
+        fence: WriteFence | None = None,
+        **changes: object,
     ) -> VMRow | None:
         """Move VM ``name`` by ``event`` (the lifecycle's conditional write and its effects)."""
         ...

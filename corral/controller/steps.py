@@ -22,7 +22,7 @@ from corral.backends.guard import GuardedBackend
 from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import DEAD_VM_STATES, VMEvent, VMState
 from corral.store import Store
-from corral.store.pools import VMRow
+from corral.store.pools import LockFence, VMRow, WriteFence
 from corral.tasks import JobContext, StepRegistry
 from corral.types import JSON
 
@@ -48,10 +48,21 @@ class VMHooks(Protocol):
         ...
 
     async def apply_vm(
-        self, name: str, event: VMEvent, *, current: str | None = None, **changes: object
+        self,
+        name: str,
+        event: VMEvent,
+        *,
+        current: str | None = None,
+        fence: WriteFence | None = None,
+        **changes: object,
     ) -> VMRow | None:
         """Move VM ``name`` by ``event`` (the lifecycle's conditional write and its effects);
         the new row, or ``None`` when the VM was not in a state the event applies to."""
+        ...
+
+    def lock_fence(self, key: str, token: int | None) -> LockFence | None:
+        """The fence of a write made under lock ``key`` granted with ``token`` (``None`` where
+        the store cannot check it)."""
         ...
 
     async def spawn_finished(
@@ -92,6 +103,14 @@ def _hooks(ctx: JobContext) -> VMHooks:
 def fence_of(ctx: JobContext, h: VMHooks, name: str) -> Fence | None:
     """The fence of this task's lock on VM ``name``, for the backend calls made under it."""
     return h.fence(ctx.lock_token(f"vm/{name}"))
+
+
+def _fence(ctx: JobContext, h: VMHooks, name: str) -> LockFence | None:
+    """The fence of this task's writes of VM ``name``: its grant of ``vm/<name>`` (issue 11).
+    Once the grant is gone (this host's lease lapsed and the lock was freed, a survivor took
+    the task over), the store refuses the write (``StaleToken``, logged) and the job fails."""
+    key = f"vm/{name}"
+    return h.lock_fence(key, ctx.lock_token(key))
 
 
 def handle_of(row: VMRow) -> Handle:
@@ -165,6 +184,7 @@ async def spawn(
     ready = await h.apply_vm(
         name,
         VMEvent.CAME_UP,
+        fence=_fence(ctx, h, name),
         address=result.address,
         ready_at=now,
         handle=handle.to_json(),
@@ -187,7 +207,12 @@ async def _create(
         if result is None or result.status is not PollStatus.UP:
             # not up yet: the handle is stored before waiting, so that the rollback of a spawn
             # interrupted now terminates the machine by its handle
-            stored = await h.apply_vm(spec.name, VMEvent.HANDLE_KNOWN, handle=handle.to_json())
+            stored = await h.apply_vm(
+                spec.name,
+                VMEvent.HANDLE_KNOWN,
+                fence=_fence(ctx, h, spec.name),
+                handle=handle.to_json(),
+            )
             if stored is None:
                 raise exceptions.Conflict(
                     f"VM {spec.name} stopped spawning while the backend created it"
@@ -225,14 +250,19 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
     if row.state == VMState.READY and requested:
         # an operator stopped the spawn just as the VM came up: honour the termination (the
         # termination task this submits waits for this task's lock on the VM)
-        await h.apply_vm(name, VMEvent.TERMINATE_REQUESTED, current=row.state)
+        await h.apply_vm(
+            name, VMEvent.TERMINATE_REQUESTED, current=row.state, fence=_fence(ctx, h, name)
+        )
         return None
     if row.state not in (VMState.SPAWNING, VMState.TERMINATING):
         return None  # the spawn completed (ready or beyond): nothing to undo
     if row.state == VMState.SPAWNING:
         reason = h.take_failure(name) or "spawn interrupted (a restart or a stopped task)"
         moved = await h.apply_vm(
-            name, VMEvent.SPAWN_ABANDONED, reason=row.reason if requested else reason
+            name,
+            VMEvent.SPAWN_ABANDONED,
+            fence=_fence(ctx, h, name),
+            reason=row.reason if requested else reason,
         )
         if moved is None:
             return None
@@ -240,7 +270,9 @@ async def spawn_undo(ctx: JobContext, *, name: str) -> JSON:
         if not requested:
             await h.spawn_finished(row.pool, False, None, reason)
     await _terminate(h, row.pool, handle_of(row), fence_of(ctx, h, name))
-    await h.apply_vm(name, VMEvent.TERMINATED if requested else VMEvent.UNDONE)
+    await h.apply_vm(
+        name, VMEvent.TERMINATED if requested else VMEvent.UNDONE, fence=_fence(ctx, h, name)
+    )
     return None
 
 
@@ -259,7 +291,9 @@ async def release(ctx: JobContext, *, name: str) -> JSON:
     if backend.has(Capability.RELEASE):
         await backend.release(handle_of(row), fence=fence_of(ctx, h, name))
     now = h.clock()
-    await h.apply_vm(name, VMEvent.CLEANED, ready_at=now, livecheck_failures=0)
+    await h.apply_vm(
+        name, VMEvent.CLEANED, fence=_fence(ctx, h, name), ready_at=now, livecheck_failures=0
+    )
     return None
 
 
@@ -268,7 +302,9 @@ async def release_undo(ctx: JobContext, *, name: str) -> JSON:
     """A VM that could not be cleaned is not reused: terminate it (the termination task waits
     for this task's lock on the VM)."""
     h = _hooks(ctx)
-    await h.apply_vm(name, VMEvent.CLEANUP_ABANDONED, reason="release failed")
+    await h.apply_vm(
+        name, VMEvent.CLEANUP_ABANDONED, fence=_fence(ctx, h, name), reason="release failed"
+    )
     return None
 
 
@@ -299,11 +335,11 @@ async def terminate(
     else:
         target = _parse_handle(name, handle)
     if external:
-        await h.apply_vm(name, VMEvent.FORGOTTEN)
+        await h.apply_vm(name, VMEvent.FORGOTTEN, fence=_fence(ctx, h, name))
         return {"forgotten": name}
     await ctx.push_recovery("vm.terminate.undo", name=name)
     await _terminate(h, pool, target, fence_of(ctx, h, name))
-    await h.apply_vm(name, VMEvent.TERMINATED)
+    await h.apply_vm(name, VMEvent.TERMINATED, fence=_fence(ctx, h, name))
     return None
 
 

@@ -267,7 +267,11 @@ class OrphanWatch:
                 len(confirmed),
                 ", ".join(vm.name for vm in confirmed),
             )
-            await recovery.act(ctl, pool, reconciliation.ReconcilePlan(orphans=tuple(confirmed)))
+            plan = reconciliation.ReconcilePlan(orphans=tuple(confirmed))
+            try:  # fenced: a leader paused since its check terminates nothing
+                await recovery.act(ctl, pool, plan, fence=ctl.lease_fence(pool))
+            except exceptions.StaleEpoch:
+                continue
             for vm in confirmed:
                 seen.pop((pool, vm.name), None)
         self._seen = seen

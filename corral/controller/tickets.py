@@ -32,7 +32,7 @@ from corral.pools.lifecycle import (
     ticket_move,
 )
 from corral.pools.model import Request, Ticket, TicketState
-from corral.store.pools import TicketRow
+from corral.store.pools import LeaseFence, TicketRow
 from corral.types import JSON
 
 MAX_REQUESTS = 16
@@ -406,11 +406,18 @@ class Tickets:
         raise exceptions.Conflict(f"ticket {ticket_id} keeps changing; try again")
 
     async def end(
-        self, ticket: Ticket, state: TicketState, reason: str | None, *, reuse: bool = True
+        self,
+        ticket: Ticket,
+        state: TicketState,
+        reason: str | None,
+        *,
+        reuse: bool = True,
+        fence: LeaseFence | None = None,
     ) -> Ticket | None:
         """Move an open ticket to ``state`` and free its VM (reused if allowed, else terminated).
 
-        ``None`` when the ticket changed state meanwhile (nothing was done).
+        ``None`` when the ticket changed state meanwhile (nothing was done). ``fence``: a pool
+        leader's write (the store refuses it with ``StaleEpoch`` once the lease moved).
         """
         ticket_move(ticket_end_event(state), ticket.state)  # raises on a move the table lacks
         now = self._ctl.clock()
@@ -427,7 +434,9 @@ class Tickets:
                     )
                 )
             vm_state = VMState.RELEASING if keep else VMState.TERMINATING
-        return await self._finish(ticket.id, ticket.state, state, vm_state, reason, now=now)
+        return await self._finish(
+            ticket.id, ticket.state, state, vm_state, reason, now=now, fence=fence
+        )
 
     async def _finish(
         self,
@@ -438,6 +447,7 @@ class Tickets:
         reason: str | None,
         *,
         now: float | None = None,
+        fence: LeaseFence | None = None,
     ) -> Ticket | None:
         move = ticket_move(ticket_end_event(state), current)
         vm_event = None if vm_state is None else VM_FREE_EVENTS[vm_state]
@@ -448,6 +458,7 @@ class Tickets:
             vm_state=None if vm_state is None else vm_state.value,
             now=self._ctl.clock() if now is None else now,
             reason=reason,
+            fence=fence,
         )
         if closed is None:
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from corral import exceptions
 from corral.controller import ports
 from corral.pools.lifecycle import VMEvent, VMState
 from corral.store.pools import VMRow
@@ -17,6 +18,19 @@ from corral.tasks import DONE, Step, TaskEvent, TaskState
 from corral.types import JSON
 
 TAG_PREFIX = "vm:"
+
+FENCED = frozenset(
+    e.code
+    for e in (
+        exceptions.StaleToken,
+        exceptions.StaleEpoch,
+        exceptions.TaskTakenOver,
+        exceptions.LeaseLost,
+    )
+)
+"""Codes of a task that ended because this host lost the right to act (issue 11): its VM is
+left to whoever holds that right now (a survivor's recovery, the lock's next holder, the
+leader's orphan watch), not checked by this host."""
 
 
 class VMTasks:
@@ -152,8 +166,13 @@ class VMTasks:
         name = self._task_vm.pop(info.id, None)
         if name is not None and self._busy.get(name) == info.id:
             del self._busy[name]
-            # a finished job left its VM where it belongs; anything else is checked
-            if not self._ctl.stopped and event.state is not TaskState.FINISHED:
+            # a finished job left its VM where it belongs; anything else is checked, unless
+            # this host was fenced off the VM (its write refused: not its VM to move now)
+            if (
+                not self._ctl.stopped
+                and event.state is not TaskState.FINISHED
+                and info.code not in FENCED
+            ):
                 self._ctl.background(self.after_task(name))
 
     async def after_task(self, name: str) -> None:
@@ -166,7 +185,9 @@ class VMTasks:
             return
         if row.state in (VMState.SPAWNING, VMState.RELEASING):
             reason = ctl.take_failure(name) if row.state == VMState.SPAWNING else None
-            changes = {} if reason is None else {"reason": reason}
-            await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state, **changes)
+            if reason is None:
+                await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state)
+            else:
+                await ctl.apply_vm(name, VMEvent.ORPHANED, current=row.state, reason=reason)
         elif row.state == VMState.TERMINATING:
             self.terminate_later(name, min(30.0, ctl.pool_config(row.pool).terminate_timeout))

@@ -47,6 +47,20 @@ class LeaseFence:
 
 
 @dataclass(frozen=True, slots=True)
+class LockFence:
+    """A write on behalf of a held lock (a task's ``vm/<name>``): the grant of ``key`` with
+    fencing ``token`` must still be in the cluster's lock table when the write commits (see
+    :meth:`PoolsRepository.update_vm`)."""
+
+    key: str
+    token: int
+
+
+WriteFence = LeaseFence | LockFence
+"""What a fenced write carries: a leader's lease or a lock holder's grant (issue 11)."""
+
+
+@dataclass(frozen=True, slots=True)
 class VMRow:
     """One VM as stored. ``owner`` is the owner of ``ticket`` while the VM is assigned."""
 
@@ -276,10 +290,22 @@ class PoolsRepository(Protocol):
         ...
 
     async def update_vm(
-        self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
+        self,
+        name: str,
+        *,
+        expect: Sequence[str] | None,
+        changes: Mapping[str, object],
+        fence: WriteFence | None = None,
     ) -> VMRow | None:
         """Change columns of VM ``name`` (only :data:`VM_COLUMNS`) if its state is in ``expect``
-        (any state when ``None``); the new row, or ``None`` if no VM matched."""
+        (any state when ``None``); the new row, or ``None`` if no VM matched.
+
+        With ``fence`` the write is made only while the fence holds, checked in the same
+        statement under a share lock of the lease row or the grant row (so the lease cannot
+        change hands, nor the grant be freed, before the write commits): a ``LeaseFence`` that
+        no longer holds raises ``StaleEpoch``, a ``LockFence`` whose grant is gone
+        ``StaleToken``, and nothing is written. Only the PostgreSQL store has cluster leases
+        and a lock table: the other stores are single-host and ignore it."""
         ...
 
     async def delete_vm(self, name: str) -> bool:
@@ -392,13 +418,19 @@ class PoolsRepository(Protocol):
         vm_state: str | None,
         now: float,
         reason: str | None = None,
+        fence: LeaseFence | None = None,
     ) -> Closed | None:
         """End a ticket whose state is in ``expect`` and, in the same transaction, free its VMs:
         each VM (if the ticket had it in ``in_use``) loses the ticket; the last ticket of a VM
         frees it (``load`` 0, moved to ``vm_state``: :attr:`Closed.vm` and
         :attr:`Closed.others`), while a VM other tickets still share only counts one less (a
         conditional update on its count) and stays ``in_use``. ``None`` if the ticket was not
-        in ``expect``."""
+        in ``expect``.
+
+        With ``fence`` (a pool leader ending a ticket: lease expiry, a failed livecheck) the
+        ticket's end is written only while that lease is live under that epoch, checked in the
+        ending statement as :meth:`update_vm` does; otherwise ``StaleEpoch`` and nothing is
+        written (single-host stores ignore it)."""
         ...
 
     # --- operators: pool modes and the audit trail ---------------------------------------------

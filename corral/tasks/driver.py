@@ -74,16 +74,6 @@ class _Control:
             n = len(self._task.jobs)
             self._task.set_message(f"running job {self._index + 1} of {n}: {text}")
 
-    def lock_token(self, key: str) -> int | None:
-        task = self._task
-        held = task.held
-        if held is None or not task.holds_locks:
-            return None
-        try:
-            return held.token(key)
-        except exceptions.LockError:  # not one of the task's keys, or released meanwhile
-            return None
-
     async def _commit(self) -> None:
         task = self._task
         task.in_persist = True  # a stop must not cancel the job half-way through a commit
@@ -267,6 +257,7 @@ class Driver:
                     self._abort(task, "task_aborted", "stopped while waiting for locks")
                     return
                 task.held = acquiring.result()
+                task.tokens = locking.tokens_of(task.held, task.locks)
         except exceptions.CorralError as exc:
             self._abort(task, exc.code, f"locks not granted: {exc.message}")
             return
@@ -367,6 +358,7 @@ class Driver:
             control=control,
             job_index=index,
             jobs_total=len(task.jobs),
+            tokens=task.tokens,
         )
 
     def _after_abort(self, task: TaskRuntime) -> None:
@@ -393,6 +385,7 @@ class Driver:
             task.set_result(exc.code, f"locks not granted for the rollback: {exc.message}")
             return False
         task.held = acquiring.result()
+        task.tokens = locking.tokens_of(task.held, task.locks)
         task.holds_locks = True
         return True
 

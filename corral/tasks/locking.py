@@ -24,8 +24,20 @@ class HeldLike(Protocol):
         ...
 
     def token(self, key: str) -> int:
-        """The fencing token of the grant of ``key`` (``NotHeld``/``LockReleased`` if none)."""
+        """The fencing token of the grant of ``key``."""
         ...
+
+
+def tokens_of(held: HeldLike, locks: Mapping[str, str]) -> dict[str, int]:
+    """The fencing token of every key of a grant, read at the grant (a job's fenced writes
+    carry them: issue 11); a key whose token cannot be read (released meanwhile) is left out."""
+    found: dict[str, int] = {}
+    for key in locks:
+        try:
+            found[key] = held.token(key)
+        except exceptions.CorralError:
+            continue
+    return found
 
 
 class LockManagerLike(Protocol):

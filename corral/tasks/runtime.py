@@ -98,6 +98,9 @@ class TaskRuntime:
         it is (the engine's one-operation-at-a-time rule)."""
         self.holds_locks = False
         self.held: HeldLike | None = None
+        self.tokens: dict[str, int] = {}
+        """The fencing token of each lock of the task's latest grant (kept after a release:
+        a write carrying one is refused by whoever checks it once the grant is gone)."""
         self.has_slot = False
         self.waiters: list[asyncio.Future[TaskInfo]] = []
         self.broken: BaseException | None = None

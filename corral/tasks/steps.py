@@ -112,10 +112,6 @@ class TaskControl(Protocol):
         """Record a progress note for the current job."""
         ...
 
-    def lock_token(self, key: str) -> int | None:
-        """The fencing token of the task's grant of ``key``; ``None`` when it holds none."""
-        ...
-
 
 class JobContext:
     """What a running job (or recovery) may do; ``deps`` is the engine's application object."""
@@ -131,6 +127,7 @@ class JobContext:
         control: TaskControl,
         job_index: int | None,
         jobs_total: int,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
         self.task_id = task_id
         self.verb = verb
@@ -139,6 +136,7 @@ class JobContext:
         self.job_index = job_index
         """0-based index of the running job; ``None`` in a recovery."""
         self.jobs_total = jobs_total
+        self._tokens = tokens if tokens is not None else {}
         self._registry = registry
         self._control = control
 
@@ -168,11 +166,12 @@ class JobContext:
         await self._control.replace(step, text)
 
     def lock_token(self, key: str) -> int | None:
-        """The fencing token of this task's grant of lock ``key`` (SPEC §3), to hand to whoever
-        applies a change made under it (a backend that checks fences); ``None`` when the task
-        does not hold ``key``. A recovery that had to take the task's locks again (after a restart,
+        """The fencing token of the task's grant of lock ``key`` (``None`` when it holds none),
+        read when the engine got the grant (SPEC §3, issue 11): pass it with a write made under
+        the lock, so that the store refuses the write once the grant is gone, and to a backend
+        that checks fences. A recovery that had to take the task's locks again (after a restart,
         a takeover, or the rollback of a finished task) runs under a new grant: a newer token."""
-        return self._control.lock_token(key)
+        return self._tokens.get(key)
 
     def progress(self, text: str) -> None:
         """Report progress: shown in the task's message after ``running job i of n``."""

@@ -72,7 +72,12 @@ async def test_a_survivor_leads_and_takes_over_the_dead_hosts_spawn(
     """Breakages caught: no takeover (the dead host's spawn stays unfinished, its VM
     ``spawning`` for ever); a takeover that undoes the spawn before its deadline (the dead
     host's script could still be creating it); leadership not moving (no VM is made ready
-    again); the survivor recovering the task twice or not at all (``taken``)."""
+    again); the survivor recovering the task twice or not at all (``taken``).
+
+    Guarded against the load, not the behaviour: with a 1 s lease a host whose event loop
+    stalls for a second rejoins as a new incarnation (A before it dies, B while it survives),
+    so A's task is looked for under any of A's incarnations, and B's claims of its own earlier
+    incarnation's tasks are allowed beside it."""
     id_a, id_b = ordered_ids()
     slow = backend(tmp_path, latency=60.0)
     a = await Controller.create(
@@ -100,9 +105,11 @@ async def test_a_survivor_leads_and_takes_over_the_dead_hosts_spawn(
         await until(_async(lambda: b_ctl.leads("p")), "B leads the pool")
         assert b.cluster is not None and b.cluster.takeover is not None
         takeover = b.cluster.takeover
-        await until(_async(lambda: bool(takeover.taken)), "B claimed A's tasks")
-        assert list(takeover.taken) == [f"{id_a}#1"]
-        assert len(takeover.taken[f"{id_a}#1"]) == len(spawning) == 1
+        await until(_async(lambda: bool(_of(takeover.taken, id_a))), "B claimed A's tasks")
+        # exactly A's one spawn task, claimed once; anything else B claimed is its own
+        claimed = _of(takeover.taken, id_a)
+        assert sum(len(ids) for ids in claimed.values()) == len(spawning) == 1
+        assert set(takeover.taken) == set(claimed) | set(_of(takeover.taken, id_b))
 
         # not undone before the spawn's deadline: A's VM is still spawning right after the claim
         if time.monotonic() - died < SPAWN_TIMEOUT:
@@ -123,6 +130,11 @@ async def test_a_survivor_leads_and_takes_over_the_dead_hosts_spawn(
         if b is not None:
             await b.stop()
         await a.stop()
+
+
+def _of(taken: dict[str, list[str]], host_id: str) -> dict[str, list[str]]:
+    """The claims of ``taken`` from any incarnation of ``host_id``."""
+    return {key: ids for key, ids in taken.items() if key.startswith(f"{host_id}#")}
 
 
 async def _spawning(ctl: Controller) -> bool:

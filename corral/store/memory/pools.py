@@ -39,6 +39,7 @@ from corral.store.pools import (
     PoolSnapshot,
     TicketRow,
     VMRow,
+    WriteFence,
     wanted_candidates,
     wanted_shared,
 )
@@ -234,9 +235,15 @@ class MemoryPoolsRepository:
         return [self._vms[name] for name in itertools.islice(names, max(0, limit))]
 
     async def update_vm(
-        self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
+        self,
+        name: str,
+        *,
+        expect: Sequence[str] | None,
+        changes: Mapping[str, object],
+        fence: WriteFence | None = None,
     ) -> VMRow | None:
-        """See :meth:`corral.store.pools.PoolsRepository.update_vm`."""
+        """See :meth:`corral.store.pools.PoolsRepository.update_vm` (one process: no cluster
+        lease nor lock table, ``fence`` is ignored)."""
         bad = set(changes) - set(VM_COLUMNS)
         if bad:
             raise exceptions.InvalidInput(f"cannot change VM columns {sorted(bad)}")
@@ -475,8 +482,10 @@ class MemoryPoolsRepository:
         vm_state: str | None,
         now: float,
         reason: str | None = None,
+        fence: LeaseFence | None = None,
     ) -> Closed | None:
-        """See :meth:`corral.store.pools.PoolsRepository.close_ticket`."""
+        """See :meth:`corral.store.pools.PoolsRepository.close_ticket` (``fence`` is ignored:
+        one process)."""
         ticket = self._tickets.get(ticket_id)
         if ticket is None or ticket.state not in expect:
             return None

@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     delete,
     exc,
+    exists,
     func,
     insert,
     or_,
@@ -55,15 +56,17 @@ from corral.store.pools import (
     Closed,
     IdleUsedVM,
     LeaseFence,
+    LockFence,
     PoolSnapshot,
     TicketRow,
     VMRow,
+    WriteFence,
     wanted_candidates,
     wanted_shared,
 )
 from corral.store.sql.executor import SqlExecutor
 from corral.store.sql.prepared import Prepared
-from corral.store.sql.schema_cluster import cluster_leases
+from corral.store.sql.schema_cluster import cluster_leases, lock_grants
 from corral.store.sql.schema_pools import (
     audit,
     pool_counters,
@@ -493,13 +496,83 @@ P_HELD_BY = Prepared("held_by", HELD_BY)
 P_UNDO_TAKE_TICKET = Prepared("undo_take_ticket", UNDO_TAKE_TICKET)
 P_TAKE_VM = Prepared("take_vm", TAKE_VM)
 P_FREE_VM = Prepared("free_vm", FREE_VM)
-_UPDATE_VM: dict[tuple[tuple[str, ...], int | None], Prepared] = {}
-_END_TICKET: dict[int, Prepared] = {}
+_UPDATE_VM: dict[tuple[tuple[str, ...], int | None, str], Prepared] = {}
+_END_TICKET: dict[tuple[int, str], Prepared] = {}
+
+# --- fencing (issue 11): a write on behalf of a lease or a lock, checked in its own statement --
+
+LEASE_HELD = (
+    # FOR SHARE: a host taking the lease (an UPDATE of this row) waits for this transaction,
+    # so the write commits under the epoch it was checked against
+    select(cluster_leases.c.name)
+    .where(
+        cluster_leases.c.name == bindparam("f_name"),
+        cluster_leases.c.session == bindparam("f_session"),
+        cluster_leases.c.epoch == bindparam("f_epoch"),
+        cluster_leases.c.expires_at >= func.corral_lock_now(),
+    )
+    .with_for_update(read=True)
+)
+GRANT_HELD = (
+    # FOR SHARE: the lock table cannot free the grant (a release, the reaper of a lapsed host)
+    # before this transaction ends, so no new holder acts on the VM before the write commits
+    select(lock_grants.c.key)
+    .where(lock_grants.c.key == bindparam("f_key"), lock_grants.c.token == bindparam("f_token"))
+    .with_for_update(read=True)
+)
+P_LEASE_HELD = Prepared("lease_held", LEASE_HELD)
+P_GRANT_HELD = Prepared("grant_held", GRANT_HELD)
+NO_FENCE, LEASE, LOCK = "", "lease", "lock"
 
 
-def _end_ticket_statement(expect: int) -> Prepared:
-    """:data:`END_TICKET` for ``expect`` expected states, one compiled statement per count."""
-    found = _END_TICKET.get(expect)
+def _fence_of(conn: Connection, fence: WriteFence | None) -> WriteFence | None:
+    """The fence to check: only PostgreSQL has cluster leases and a lock table (the other
+    stores are single-host and accept the fence without checking it)."""
+    return fence if fence is not None and conn.dialect.name == "postgresql" else None
+
+
+def _fence_kind(fence: WriteFence | None) -> str:
+    if fence is None:
+        return NO_FENCE
+    return LEASE if isinstance(fence, LeaseFence) else LOCK
+
+
+def _fence_clause(kind: str) -> ColumnElement[bool]:
+    """The condition a fenced statement adds to its ``WHERE``: the lease or grant still held."""
+    return exists(LEASE_HELD if kind == LEASE else GRANT_HELD)
+
+
+def _fence_params(fence: WriteFence | None) -> dict[str, Any]:
+    if isinstance(fence, LeaseFence):
+        return {"f_name": fence.name, "f_session": fence.session, "f_epoch": fence.epoch}
+    if isinstance(fence, LockFence):
+        return {"f_key": fence.key, "f_token": fence.token}
+    return {}
+
+
+def check_fence(conn: Connection, fence: WriteFence, what: str) -> None:
+    """After a fenced statement matched nothing: was it the fence? Then log and refuse
+    (``StaleEpoch`` for a lease, ``StaleToken`` for a lock); otherwise return (the row's own
+    condition failed). Only on this failure path: a write that succeeds costs no extra round
+    trip."""
+    params = _fence_params(fence)
+    if isinstance(fence, LeaseFence):
+        if P_LEASE_HELD.exists(conn, params):
+            return
+        log.error("cluster: refused %s: %s lapsed or moved", what, fence)
+        raise exceptions.StaleEpoch(
+            f"{what}: lease {fence.name} epoch {fence.epoch} is no longer this host's"
+        )
+    if P_GRANT_HELD.exists(conn, params):
+        return
+    log.error("cluster: refused %s: %s is no longer granted", what, fence)
+    raise exceptions.StaleToken(f"{what}: lock {fence.key} token {fence.token} is no longer held")
+
+
+def _end_ticket_statement(expect: int, kind: str = NO_FENCE) -> Prepared:
+    """:data:`END_TICKET` for ``expect`` expected states (and a fence kind), one compiled
+    statement per shape."""
+    found = _END_TICKET.get((expect, kind))
     if found is None:
         query = (
             update(tickets)
@@ -513,19 +586,25 @@ def _end_ticket_statement(expect: int) -> Prepared:
                 reason=bindparam("b_reason"),
             )
         )
-        found = _END_TICKET.setdefault(expect, Prepared(f"end_ticket{expect}", query))
+        if kind:
+            query = query.where(_fence_clause(kind))
+        found = _END_TICKET.setdefault((expect, kind), Prepared(f"end_ticket{expect}{kind}", query))
     return found
 
 
-def _update_vm_statement(columns: tuple[str, ...], expect: int | None) -> Prepared:
-    """``UPDATE vms SET <columns> WHERE name = ? [AND state IN (<expect> states)] RETURNING *``,
-    one compiled statement per shape."""
-    key = (columns, expect)
+def _update_vm_statement(
+    columns: tuple[str, ...], expect: int | None, kind: str = NO_FENCE
+) -> Prepared:
+    """``UPDATE vms SET <columns> WHERE name = ? [AND state IN (<expect> states)] [AND <the
+    fence holds>] RETURNING *``, one compiled statement per shape."""
+    key = (columns, expect, kind)
     found = _UPDATE_VM.get(key)
     if found is None:
         query = update(vms).where(vms.c.name == bindparam("b_name"))
         if expect is not None:
             query = query.where(vms.c.state.in_([bindparam(f"b_e{i}") for i in range(expect)]))
+        if kind:
+            query = query.where(_fence_clause(kind))
         query = query.values({c: bindparam(f"v_{c}") for c in columns}).returning(*vms.c)
         found = _UPDATE_VM.setdefault(key, Prepared(f"update_vm{key}", query))
     return found
@@ -677,21 +756,35 @@ def list_vms(
 
 
 def update_vm(
-    conn: Connection, name: str, expect: Sequence[str] | None, changes: Mapping[str, object]
+    conn: Connection,
+    name: str,
+    expect: Sequence[str] | None,
+    changes: Mapping[str, object],
+    fence: WriteFence | None = None,
 ) -> VMRow | None:
-    """Conditional update of one VM; the new row or ``None``."""
+    """Conditional update of one VM; the new row or ``None``. With ``fence`` (PostgreSQL), the
+    fence is one more condition of the same statement (:func:`check_fence` on a miss)."""
     if expect is not None and not expect:
         return None  # no state is expected: nothing can match
+    fenced = _fence_of(conn, fence)
     if changes:
         columns = tuple(sorted(changes))
-        statement = _update_vm_statement(columns, None if expect is None else len(expect))
+        kind = _fence_kind(fenced)
+        statement = _update_vm_statement(columns, None if expect is None else len(expect), kind)
         params: dict[str, Any] = {f"v_{c}": changes[c] for c in columns}
         params["b_name"] = name
         for i, state in enumerate(expect or ()):
             params[f"b_e{i}"] = state
+        params.update(_fence_params(fenced))
         # one statement: the new row comes back with the update (SQLite >= 3.35, PostgreSQL)
         updated = statement.rows(conn, params)
-        return _vm_t(updated[0]) if updated else None
+        if updated:
+            return _vm_t(updated[0])
+        if fenced is not None:
+            check_fence(conn, fenced, f"a write of VM {name}")
+        return None
+    if fenced is not None:
+        check_fence(conn, fenced, f"a write of VM {name}")
     rows = P_SELECT_VM.rows(conn, {"b_name": name})
     if not rows:
         return None
@@ -996,14 +1089,21 @@ def close_ticket(
     vm_state: str | None,
     now: float,
     reason: str | None,
+    fence: LeaseFence | None = None,
 ) -> Closed | None:
-    """End a ticket and free its VM in one transaction."""
+    """End a ticket and free its VM in one transaction; with ``fence`` (PostgreSQL), the
+    ticket's end is conditional on the leader's lease in the same statement."""
     if not expect:
         return None  # no state is expected: nothing can match
+    fenced = _fence_of(conn, fence)
     params: dict[str, Any] = {"b_id": ticket_id, "b_state": state, "b_now": now, "b_reason": reason}
     for i, expected in enumerate(expect):
         params[f"b_e{i}"] = expected
-    if _end_ticket_statement(len(expect)).write(conn, params) != 1:
+    params.update(_fence_params(fenced))
+    statement = _end_ticket_statement(len(expect), _fence_kind(fenced))
+    if statement.write(conn, params) != 1:
+        if fenced is not None:
+            check_fence(conn, fenced, f"the end of ticket {ticket_id}")
         return None
     ticket = _ticket_t(P_SELECT_TICKET.rows(conn, {"b_id": ticket_id})[0])
     vm: VMRow | None = None
@@ -1192,14 +1292,19 @@ class SqlPoolsRepository:
         return await self._executor.read(lambda conn: [_vm(r) for r in conn.execute(query, params)])
 
     async def update_vm(
-        self, name: str, *, expect: Sequence[str] | None, changes: Mapping[str, object]
+        self,
+        name: str,
+        *,
+        expect: Sequence[str] | None,
+        changes: Mapping[str, object],
+        fence: WriteFence | None = None,
     ) -> VMRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.update_vm`."""
         bad = set(changes) - set(VM_COLUMNS)
         if bad:
             raise exceptions.InvalidInput(f"cannot change VM columns {sorted(bad)}")
         values = dict(changes)
-        return await self._executor.run(lambda conn: update_vm(conn, name, expect, values))
+        return await self._executor.run(lambda conn: update_vm(conn, name, expect, values, fence))
 
     async def delete_vm(self, name: str) -> bool:
         """See :meth:`corral.store.pools.PoolsRepository.delete_vm`."""
@@ -1312,10 +1417,11 @@ class SqlPoolsRepository:
         vm_state: str | None,
         now: float,
         reason: str | None = None,
+        fence: LeaseFence | None = None,
     ) -> Closed | None:
         """See :meth:`corral.store.pools.PoolsRepository.close_ticket`."""
         return await self._executor.run(
-            lambda conn: close_ticket(conn, ticket_id, expect, state, vm_state, now, reason)
+            lambda conn: close_ticket(conn, ticket_id, expect, state, vm_state, now, reason, fence)
         )
 
     async def set_pool_mode(self, pool: str, mode: str | None) -> None:
