@@ -787,6 +787,104 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_events_log.py", "-k", "resume_each_others or pruned_id"),
     ),
+    # --- cloud500 (issue 13: targeted describes by instance id) ---
+    Mutant(
+        "ec2-poll-by-name-always",
+        "the readiness poll selects VMs this process made cleanly by a tag filter of their names "
+        "(moto walks every tag of the account per instance: ~1 s per call at 500 VMs)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            clean = handle.ref in self._created and handle.name not in "
+                    "self._by_name\n",
+                    "            clean = False  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "readiness"),
+    ),
+    Mutant(
+        "ec2-selector-filter-last",
+        "a targeted describe's selecting filter (ids, names) comes after the pool's tag filters",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            *first,\n"
+                    "            *cloud_tags.ec2_filters(self.opts.namespace, self.pool),\n"
+                    '            {"Name": "instance-state-name", "Values": '
+                    "list(model.DESCRIBED_STATES)},\n",
+                    "            *cloud_tags.ec2_filters(self.opts.namespace, self.pool),\n"
+                    '            {"Name": "instance-state-name", "Values": '
+                    "list(model.DESCRIBED_STATES)},\n"
+                    "            *first,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "readiness"),
+    ),
+    Mutant(
+        "ec2-poll-by-id-after-restart",
+        "a VM this process did not create (a restarted controller) is polled by id: its twin "
+        "with the same name lives on",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            clean = handle.ref in self._created and handle.name not in "
+                    "self._by_name\n",
+                    "            clean = handle.name not in self._by_name  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and another_process"),
+    ),
+    Mutant(
+        "ec2-adopted-polled-by-id",
+        "a VM whose spawn adopted an instance found by name is polled by id (a second twin lives)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "        self._by_name[name] = None  # there may be more than the one "
+                    "adopted\n",
+                    "        pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and adopted"),
+    ),
+    Mutant(
+        "ec2-lost-create-polled-by-id",
+        "a VM whose create lost its answer is polled by id (the retry's twin lives on)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "                    self._by_name[spec.name] = None  # it may have, not "
+                    "visible yet: a twin\n",
+                    "                    pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and lost_answer"),
+    ),
+    Mutant(
+        "ec2-id-poll-never-gone",
+        "an instance polled by id and terminated behind corral's back stays 'pending' for the "
+        "not-found grace instead of failing",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            if (vm in names or inst_id in ids) and inst_id not in current:\n",
+                    "            if vm in names and inst_id not in current:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "behind_our_back"),
+    ),
 )
 
 

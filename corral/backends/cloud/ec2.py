@@ -185,6 +185,10 @@ class EC2Backend(Backend):
         """Instance id -> VM name, as targeted describes saw them."""
         self._gone: dict[str, None] = {}
         """Instances a describe showed and a later one did not: terminated (oldest first)."""
+        self._by_name: dict[str, None] = {}
+        """VMs whose polls ask by name, not by instance id: a create of theirs lost its answer,
+        ran beside another create of the same name, or found an instance to adopt (a duplicate
+        may exist, and only a describe by name shows it)."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         # describes and terminates go before creates for the account's tokens: space their
         # rounds so that each kind takes at most a fifth of the budget, or creates would starve
@@ -192,9 +196,11 @@ class EC2Backend(Backend):
         self._describer: Coalescer[str, model.Snapshot] = Coalescer(
             self._describe_round, min_interval=max(options.describe_interval, share)
         )
-        # polls and spawns ask only about their VMs (by name, so duplicates show too): a describe
-        # of the whole pool grows with its live instances (seconds at 500), and polls got rare
-        self._targeted: Coalescer[str, model.Snapshot] = Coalescer(
+        # polls and spawns ask only about their VMs: a describe of the whole pool grows with its
+        # live instances (seconds at 500), and polls got rare. A poll asks by instance id when
+        # this process made the instance with one clean create (a tag filter costs moto a walk
+        # over the account's tags per instance); by name otherwise, so duplicates show
+        self._targeted: Coalescer[model.Ask, model.Snapshot] = Coalescer(
             self._targeted_round, min_interval=max(options.describe_interval, share)
         )
         self._terminator: Coalescer[str, None] = Coalescer(
@@ -425,16 +431,18 @@ class EC2Backend(Backend):
             await self._refresh_status(snapshot)
         return snapshot
 
-    async def _targeted_round(self, names: frozenset[str]) -> model.Snapshot:
-        """Only the pool's instances named ``names`` (one call per chunk of 200 names)."""
+    async def _targeted_round(self, asks: frozenset[model.Ask]) -> model.Snapshot:
+        """Only the pool's instances asked for, by id or by VM name (one call per chunk of 200
+        ids, one per chunk of 200 names)."""
         instances: list[model.Instance] = []
-        for chunk in model.chunks(names, FILTER_VALUES):
-            vm_filter: dict[str, object] = {"Name": f"tag:{cloud_tags.VM}", "Values": list(chunk)}
-            instances.extend(await self._describe_pages([vm_filter]))
+        for selector in model.targeted_filters(asks, FILTER_VALUES):
+            instances.extend(await self._describe_pages([selector]))
         snapshot = model.Snapshot(tuple(instances))
         current = {i.id for i in instances}
+        names = {a.value for a in asks if a.by == "vm"}
+        ids = {a.value for a in asks if a.by == "id"}
         for inst_id, vm in list(self._named.items()):
-            if vm in names and inst_id not in current:
+            if (vm in names or inst_id in ids) and inst_id not in current:
                 self._gone[inst_id] = None
                 del self._named[inst_id]
         for inst in instances:
@@ -450,14 +458,18 @@ class EC2Backend(Backend):
             del self._gone[next(iter(self._gone))]
         while len(self._named) > GONE_MEMORY:
             del self._named[next(iter(self._named))]
+        while len(self._by_name) > GONE_MEMORY:
+            del self._by_name[next(iter(self._by_name))]
 
-    async def _describe_pages(self, extra: list[dict[str, object]]) -> list[model.Instance]:
+    async def _describe_pages(self, first: list[dict[str, object]]) -> list[model.Instance]:
+        """The pool's instances passing the filters ``first`` (given first: the selective ones,
+        see :func:`model.targeted_filters`), every page."""
         instances: list[model.Instance] = []
         token: str | None = None
         filters = [
+            *first,
             *cloud_tags.ec2_filters(self.opts.namespace, self.pool),
             {"Name": "instance-state-name", "Values": list(model.DESCRIBED_STATES)},
-            *extra,
         ]
         while True:
             kwargs: dict[str, object] = {"Filters": filters, "MaxResults": 1000}
@@ -534,16 +546,21 @@ class EC2Backend(Backend):
 
     async def _existing(self, name: str) -> model.Instance | None:
         """A live instance already carrying the VM's name (a previous create that succeeded)."""
-        alive = [i for i in (await self._targeted.submit(name)).by_vm(name) if i.alive]
+        snapshot = await self._targeted.submit(model.Ask("vm", name))
+        alive = [i for i in snapshot.by_vm(name) if i.alive]
         return min(alive, key=lambda i: i.id) if alive else None
 
     def _adopt(self, name: str, inst: model.Instance) -> Handle:
         log.info("pool %s: VM %s already exists as %s: adopted", self.pool, name, inst.id)
+        self._by_name[name] = None  # there may be more than the one adopted
         self._created.setdefault(inst.id, time.monotonic())
         return Handle(name=name, ref=inst.id)
 
     async def spawn(self, spec: VMSpec) -> Handle:
         """Create the instance (returns once EC2 accepted it; ``poll`` tells when it is up)."""
+        earlier = self._creating.get(spec.name)
+        if earlier is not None and not earlier.done():  # a create the guard gave up on
+            self._by_name[spec.name] = None
         found = await self._existing(spec.name)
         if found is not None:
             return self._adopt(spec.name, found)
@@ -573,6 +590,7 @@ class EC2Backend(Backend):
                     found = await self._existing(spec.name)  # did the lost call create it?
                     if found is not None:
                         return self._adopt(spec.name, found)
+                    self._by_name[spec.name] = None  # it may have, not visible yet: a twin
                 continue
             created = model.parse_instances({"Reservations": [answer]})
             if not created:
@@ -595,7 +613,9 @@ class EC2Backend(Backend):
         self, handle: Handle, *, targeted: bool = False
     ) -> tuple[model.Snapshot, model.Instance | None]:
         if targeted:
-            snapshot = await self._targeted.submit(handle.name)
+            clean = handle.ref in self._created and handle.name not in self._by_name
+            ask = model.Ask("id", handle.ref) if clean else model.Ask("vm", handle.name)
+            snapshot = await self._targeted.submit(ask)
         else:
             snapshot = await self._describer.submit()
         if handle.ref:

@@ -90,3 +90,16 @@ def test_tags_mark_only_our_pool() -> None:
     assert not tags.is_ours(mine, "other", "p") and not tags.is_ours(mine, "ns", "q")
     assert not tags.is_ours({}, "ns", "p")
     assert tags.from_ec2_tag_list(tags.ec2_tag_list(mine)) == mine
+
+
+def test_targeted_filters_select_ids_and_names_in_chunks() -> None:
+    """One selecting filter per call: the ids asked for (chunks of ``size``), then the VM names
+    (chunks of ``size``); an id and a name never share a call (filters are ANDed)."""
+    asks = [m.Ask("id", f"i-{n:08x}") for n in range(5)] + [m.Ask("vm", "p-2"), m.Ask("vm", "p-1")]
+    asks.append(m.Ask("id", "i-00000000"))  # asked twice: once in the call
+    assert m.targeted_filters(asks, 3) == [
+        {"Name": "instance-id", "Values": ["i-00000000", "i-00000001", "i-00000002"]},
+        {"Name": "instance-id", "Values": ["i-00000003", "i-00000004"]},
+        {"Name": "tag:corral:vm", "Values": ["p-1", "p-2"]},
+    ]
+    assert m.targeted_filters([], 200) == []
