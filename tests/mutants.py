@@ -885,6 +885,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_ec2.py", "-k", "behind_our_back"),
     ),
+    Mutant(
+        "libcloud-deadline-gate-only",
+        "the libcloud backend checks a call's cluster-slot deadline only at the gate in its worker "
+        "thread, not where the driver's request leaves (a request built late leaves late)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/libcloud.py",
+                    "                self._hook_sending(driver)\n",
+                    "                pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_libcloud.py", "-k", "too_late"),
+    ),
 )
 
 
