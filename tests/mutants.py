@@ -900,6 +900,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_libcloud.py", "-k", "too_late"),
     ),
+    Mutant(
+        "libcloud-every-request-held",
+        "every request of a libcloud driver call is checked against the call's slot (a second "
+        "page, late by nature, misses the slot on every try: the listing never ends)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/libcloud.py",
+                    "            self._sending.permit = None\n            self.limiter.check_slot",
+                    "            self.limiter.check_slot",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_libcloud.py", "-k", "first_request"),
+    ),
 )
 
 

@@ -283,11 +283,14 @@ class LibcloudBackend(Backend):
         connection.pre_connect_hook = hook
 
     def _before_send(self) -> None:
-        """The request is about to leave: a call later than its cluster slot's margin by now
-        raises :class:`MissedSlot` (building the request can take long on a busy interpreter
-        too) and is not sent."""
+        """The call's first request is about to leave: a call later than its cluster slot's
+        margin by now raises :class:`MissedSlot` (building the request can take long on a busy
+        interpreter too) and is not sent. Only the first: a driver call is one token, and the
+        further requests some drivers make for one call (pages of a listing) come later by
+        nature; checking them would miss the slot on every try."""
         permit: Permit | None = getattr(self._sending, "permit", None)
         if permit is not None:
+            self._sending.permit = None
             self.limiter.check_slot(permit)
 
     def _invoke(

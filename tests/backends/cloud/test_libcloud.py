@@ -7,6 +7,7 @@ did not create surviving the sweep.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,35 @@ async def test_a_call_too_late_for_its_slot_is_not_sent_and_asks_for_a_new_one(
     assert proxy.traffic.calls["DescribeInstances"] == 1
     assert backend.calls["create_node"] == 1 and backend.calls["list_nodes"] == 1
     assert live_instances(moto.url, namespace=namespace) == {"p-000001": [handle.ref]}
+
+
+async def test_only_a_driver_calls_first_request_is_held_to_its_slot(
+    proxy: FaultProxy, moto: MotoServer, namespace: str
+) -> None:
+    """A driver call that makes two requests (a listing's second page): the second comes
+    after the first's answer, so later than the slot by nature. Breakage caught: checking
+    every request of the call against the slot; a second page later than the margin would miss
+    the slot on every try and the listing would never end (a missed slot costs no attempt)."""
+    raw = ec2_driver_options(proxy.port, namespace)
+    backend = load_backend("libcloud", raw, pool="p")
+    assert isinstance(backend, LibcloudBackend)
+    checked: list[int] = []
+    check = backend.limiter.check_slot
+
+    def second_is_late(permit: ratelimit.Permit) -> None:
+        checked.append(permit.seq)
+        if checked.count(permit.seq) > 1:
+            raise ratelimit.MissedSlot("a later page, late (test)")
+        check(permit)
+
+    backend.limiter.check_slot = second_is_late  # type: ignore[method-assign]
+    driver = backend._driver_sync()
+    one_page = driver.list_nodes
+    driver.list_nodes = lambda: [*one_page(), *one_page()]  # two requests for one call
+    try:
+        nodes = await asyncio.wait_for(backend._api("list_nodes"), 30)
+    finally:
+        await backend.aclose()
+    assert isinstance(nodes, list)  # other tests' (terminated) instances may be in it
+    assert proxy.traffic.calls["DescribeInstances"] == 2
+    assert backend.calls["list_nodes"] == 1
