@@ -5,9 +5,10 @@ RunInstances call, so no instance ever exists untagged, and ``list()`` returns o
 Calls go through the account's shared rate limit (:mod:`ratelimit`): admitted on the event loop,
 then gated again in the worker thread right before each request; throttling answers pause the
 whole account and are retried with backoff; boto3's own retries are off, so every HTTP request is
-one token of the bucket. Polls, livechecks, lists and the look-ups before a create or a terminate
-share one DescribeInstances per ``describe_interval`` for the whole pool, and concurrent
-terminations share one TerminateInstances (:mod:`batching`).
+one token of the bucket. Polls and the look-ups before a create share one DescribeInstances per
+``describe_interval`` of the VMs asked about (by instance id, or by name where a twin may exist);
+livechecks, lists and terminations by name share one of the whole pool; concurrent terminations
+share one TerminateInstances (:mod:`batching`).
 
 A create is idempotent on retry: a ClientToken (EC2 returns the first instance again) *and* a
 look-up by the ``corral:vm`` tag before creating (for clouds, or moto, that ignore the token). A
