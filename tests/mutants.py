@@ -915,6 +915,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_libcloud.py", "-k", "first_request"),
     ),
+    Mutant(
+        "ec2-mixed-round-two-calls",
+        "a targeted round with polls by id and a look-up by name makes two describes (ids, then "
+        "names) instead of one by name",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2_model.py",
+                    "    if by_id(asks):\n"
+                    '        name, values = "instance-id", {str(a.id) for a in asks}\n'
+                    "    else:\n"
+                    '        name, values = f"tag:{tags.VM}", {a.vm for a in asks}\n'
+                    '    return [{"Name": name, "Values": chunk} '
+                    "for chunk in chunks(values, size)]\n",
+                    "    ids = {str(a.id) for a in asks if a.id is not None}  # MUTANT\n"
+                    "    names = {a.vm for a in asks if a.id is None}\n"
+                    '    pairs = (("instance-id", ids), (f"tag:{tags.VM}", names))\n'
+                    '    return [{"Name": n, "Values": c} '
+                    "for n, v in pairs for c in chunks(v, size)]\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "look_up_by_name"),
+    ),
 )
 
 

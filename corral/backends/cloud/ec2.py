@@ -433,15 +433,15 @@ class EC2Backend(Backend):
         return snapshot
 
     async def _targeted_round(self, asks: frozenset[model.Ask]) -> model.Snapshot:
-        """Only the pool's instances asked for, by id or by VM name (one call per chunk of 200
-        ids, one per chunk of 200 names)."""
+        """Only the pool's instances asked for, by id or by VM name (one call per chunk of 200;
+        :func:`model.targeted_filters`)."""
         instances: list[model.Instance] = []
         for selector in model.targeted_filters(asks, FILTER_VALUES):
             instances.extend(await self._describe_pages([selector]))
         snapshot = model.Snapshot(tuple(instances))
         current = {i.id for i in instances}
-        names = {a.value for a in asks if a.by == "vm"}
-        ids = {a.value for a in asks if a.by == "id"}
+        ids = {a.id for a in asks} if model.by_id(asks) else set()
+        names = set() if ids else {a.vm for a in asks}
         for inst_id, vm in list(self._named.items()):
             if (vm in names or inst_id in ids) and inst_id not in current:
                 self._gone[inst_id] = None
@@ -547,7 +547,7 @@ class EC2Backend(Backend):
 
     async def _existing(self, name: str) -> model.Instance | None:
         """A live instance already carrying the VM's name (a previous create that succeeded)."""
-        snapshot = await self._targeted.submit(model.Ask("vm", name))
+        snapshot = await self._targeted.submit(model.Ask(name))
         alive = [i for i in snapshot.by_vm(name) if i.alive]
         return min(alive, key=lambda i: i.id) if alive else None
 
@@ -615,7 +615,7 @@ class EC2Backend(Backend):
     ) -> tuple[model.Snapshot, model.Instance | None]:
         if targeted:
             clean = handle.ref in self._created and handle.name not in self._by_name
-            ask = model.Ask("id", handle.ref) if clean else model.Ask("vm", handle.name)
+            ask = model.Ask(handle.name, handle.ref if clean else None)
             snapshot = await self._targeted.submit(ask)
         else:
             snapshot = await self._describer.submit()

@@ -322,6 +322,30 @@ async def test_duplicate_instances_of_one_vm_are_terminated_at_poll(
     assert live_instances(moto.url, namespace=namespace) == {"p-000001": [handle.ref]}
 
 
+async def test_a_round_with_a_look_up_by_name_is_still_one_describe(ec2: EC2Backend) -> None:
+    """Polls that may go by id and a spawn's look-up by name in one round: one describe, every
+    VM by name. Breakage caught: a round asking by ids and by names in two calls (two
+    describes in one interval for the pool where the target is at most one)."""
+    asked: list[dict[str, object]] = []
+    real_api = ec2._api
+
+    async def recording(operation: str, **kwargs: object) -> dict[str, object]:
+        if operation == "describe_instances":
+            asked.append(kwargs)
+        return await real_api(operation, **kwargs)
+
+    guard = GuardedBackend(ec2, call_timeout=30, max_concurrency=64, poll_interval=0.02)
+    made = await asyncio.gather(*(guard.spawn(spec(f"p-{i:06d}", id_in_pool=i)) for i in range(3)))
+    ec2._api = recording  # type: ignore[method-assign]
+    polled = await asyncio.gather(*(ec2.poll(h) for h in made), ec2._existing("p-000009"))
+    assert [r.status for r in polled[:3]] == [PollStatus.UP] * 3 and polled[3] is None
+    assert len(asked) == 1
+    filters = asked[0]["Filters"]
+    assert isinstance(filters, list)
+    assert filters[0] == {"Name": "tag:corral:vm", "Values": [*(h.name for h in made), "p-000009"]}
+    await asyncio.gather(*(guard.terminate(h) for h in made))
+
+
 async def test_an_instance_polled_by_id_and_terminated_behind_our_back_fails_its_poll(
     ec2: EC2Backend, moto: MotoServer
 ) -> None:
