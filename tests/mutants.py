@@ -939,6 +939,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_ec2.py", "-k", "look_up_by_name"),
     ),
+    Mutant(
+        "cloud-gate-no-horizon",
+        "the PostgreSQL bucket row's conditional reservation (the path the limiter uses; "
+        "cloud-bucket-no-horizon breaks reserve_sync, which no production path calls) does not "
+        "move its horizon: every host's every call is granted at once",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/shared.py",
+                    '"next_at": horizon + 1.0 / rate})',
+                    '"next_at": horizon + 0.0 / rate})  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_cluster_gate.py", "-k", "idle_bucket"),
+    ),
 )
 
 
