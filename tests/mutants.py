@@ -746,13 +746,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "cloud-bucket-no-horizon",
-        "the PostgreSQL bucket row's reservation does not move its horizon (all go at once)",
+        "the PostgreSQL bucket row's reservation does not move its horizon (all go at once), "
+        "seen from two connections",
         (
             (
                 Patch(
                     "corral/backends/cloud/shared.py",
-                    "        ) + 1.0 / :rate\n    FROM clock",
-                    "        ) + 0.0 / :rate  -- MUTANT\n    FROM clock",
+                    '"next_at": horizon + 1.0 / rate})',
+                    '"next_at": horizon + 0.0 / rate})  # MUTANT',
                 ),
             ),
         ),
@@ -1154,6 +1155,173 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/tasks/test_lock_tokens.py",),
+    ),
+    # --- cloud500 (issue 13: targeted describes by instance id) ---
+    Mutant(
+        "ec2-poll-by-name-always",
+        "the readiness poll selects VMs this process made cleanly by a tag filter of their names "
+        "(moto walks every tag of the account per instance: ~1 s per call at 500 VMs)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            clean = handle.ref in self._created and handle.name not in "
+                    "self._by_name\n",
+                    "            clean = False  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "readiness"),
+    ),
+    Mutant(
+        "ec2-selector-filter-last",
+        "a targeted describe's selecting filter (ids, names) comes after the pool's tag filters",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            *first,\n"
+                    "            *cloud_tags.ec2_filters(self.opts.namespace, self.pool),\n"
+                    '            {"Name": "instance-state-name", "Values": '
+                    "list(model.DESCRIBED_STATES)},\n",
+                    "            *cloud_tags.ec2_filters(self.opts.namespace, self.pool),\n"
+                    '            {"Name": "instance-state-name", "Values": '
+                    "list(model.DESCRIBED_STATES)},\n"
+                    "            *first,  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "readiness"),
+    ),
+    Mutant(
+        "ec2-poll-by-id-after-restart",
+        "a VM this process did not create (a restarted controller) is polled by id: its twin "
+        "with the same name lives on",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            clean = handle.ref in self._created and handle.name not in "
+                    "self._by_name\n",
+                    "            clean = handle.name not in self._by_name  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and another_process"),
+    ),
+    Mutant(
+        "ec2-adopted-polled-by-id",
+        "a VM whose spawn adopted an instance found by name is polled by id (a second twin lives)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "        self._by_name[name] = None  # there may be more than the one "
+                    "adopted\n",
+                    "        pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and adopted"),
+    ),
+    Mutant(
+        "ec2-lost-create-polled-by-id",
+        "a VM whose create lost its answer is polled by id (the retry's twin lives on)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "                    self._by_name[spec.name] = None  # it may have, not "
+                    "visible yet: a twin\n",
+                    "                    pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "duplicate and lost_answer"),
+    ),
+    Mutant(
+        "ec2-id-poll-never-gone",
+        "an instance polled by id and terminated behind corral's back stays 'pending' for the "
+        "not-found grace instead of failing",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2.py",
+                    "            if (vm in names or inst_id in ids) and inst_id not in current:\n",
+                    "            if vm in names and inst_id not in current:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "behind_our_back"),
+    ),
+    Mutant(
+        "libcloud-deadline-gate-only",
+        "the libcloud backend checks a call's cluster-slot deadline only at the gate in its worker "
+        "thread, not where the driver's request leaves (a request built late leaves late)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/libcloud.py",
+                    "                self._hook_sending(driver)\n",
+                    "                pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_libcloud.py", "-k", "too_late"),
+    ),
+    Mutant(
+        "libcloud-every-request-held",
+        "every request of a libcloud driver call is checked against the call's slot (a second "
+        "page, late by nature, misses the slot on every try: the listing never ends)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/libcloud.py",
+                    "            self._sending.permit = None\n            self.limiter.check_slot",
+                    "            self.limiter.check_slot",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_libcloud.py", "-k", "first_request"),
+    ),
+    Mutant(
+        "ec2-mixed-round-two-calls",
+        "a targeted round with polls by id and a look-up by name makes two describes (ids, then "
+        "names) instead of one by name",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ec2_model.py",
+                    "    if by_id(asks):\n"
+                    '        name, values = "instance-id", {str(a.id) for a in asks}\n'
+                    "    else:\n"
+                    '        name, values = f"tag:{tags.VM}", {a.vm for a in asks}\n'
+                    '    return [{"Name": name, "Values": chunk} '
+                    "for chunk in chunks(values, size)]\n",
+                    "    ids = {str(a.id) for a in asks if a.id is not None}  # MUTANT\n"
+                    "    names = {a.vm for a in asks if a.id is None}\n"
+                    '    pairs = (("instance-id", ids), (f"tag:{tags.VM}", names))\n'
+                    '    return [{"Name": n, "Values": c} '
+                    "for n, v in pairs for c in chunks(v, size)]\n",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ec2.py", "-k", "look_up_by_name"),
+    ),
+    Mutant(
+        "cloud-gate-no-horizon",
+        "the PostgreSQL bucket row's reservation does not move its horizon: every host's every "
+        "call is granted at once",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/shared.py",
+                    '"next_at": horizon + 1.0 / rate})',
+                    '"next_at": horizon + 0.0 / rate})  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_cluster_gate.py", "-k", "idle_bucket"),
     ),
 )
 

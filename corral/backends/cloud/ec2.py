@@ -5,9 +5,10 @@ RunInstances call, so no instance ever exists untagged, and ``list()`` returns o
 Calls go through the account's shared rate limit (:mod:`ratelimit`): admitted on the event loop,
 then gated again in the worker thread right before each request; throttling answers pause the
 whole account and are retried with backoff; boto3's own retries are off, so every HTTP request is
-one token of the bucket. Polls, livechecks, lists and the look-ups before a create or a terminate
-share one DescribeInstances per ``describe_interval`` for the whole pool, and concurrent
-terminations share one TerminateInstances (:mod:`batching`).
+one token of the bucket. Polls and the look-ups before a create share one DescribeInstances per
+``describe_interval`` of the VMs asked about (by instance id, or by name where a twin may exist);
+livechecks, lists and terminations by name share one of the whole pool; concurrent terminations
+share one TerminateInstances (:mod:`batching`).
 
 A create is idempotent on retry: a ClientToken (EC2 returns the first instance again) *and* a
 look-up by the ``corral:vm`` tag before creating (for clouds, or moto, that ignore the token). A
@@ -195,6 +196,10 @@ class EC2Backend(FencedBackend):
         """Instance id -> VM name, as targeted describes saw them."""
         self._gone: dict[str, None] = {}
         """Instances a describe showed and a later one did not: terminated (oldest first)."""
+        self._by_name: dict[str, None] = {}
+        """VMs whose polls ask by name, not by instance id: a create of theirs lost its answer,
+        ran beside another create of the same name, or found an instance to adopt (a duplicate
+        may exist, and only a describe by name shows it)."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         # describes and terminates go before creates for the account's tokens: space their
         # rounds so that each kind takes at most a fifth of the budget, or creates would starve
@@ -202,9 +207,11 @@ class EC2Backend(FencedBackend):
         self._describer: Coalescer[str, model.Snapshot] = Coalescer(
             self._describe_round, min_interval=max(options.describe_interval, share)
         )
-        # polls and spawns ask only about their VMs (by name, so duplicates show too): a describe
-        # of the whole pool grows with its live instances (seconds at 500), and polls got rare
-        self._targeted: Coalescer[str, model.Snapshot] = Coalescer(
+        # polls and spawns ask only about their VMs: a describe of the whole pool grows with its
+        # live instances (seconds at 500), and polls got rare. A poll asks by instance id when
+        # this process made the instance with one clean create (a tag filter costs moto a walk
+        # over the account's tags per instance); by name otherwise, so duplicates show
+        self._targeted: Coalescer[model.Ask, model.Snapshot] = Coalescer(
             self._targeted_round, min_interval=max(options.describe_interval, share)
         )
         self._terminator: Coalescer[str, None] = Coalescer(
@@ -435,16 +442,18 @@ class EC2Backend(FencedBackend):
             await self._refresh_status(snapshot)
         return snapshot
 
-    async def _targeted_round(self, names: frozenset[str]) -> model.Snapshot:
-        """Only the pool's instances named ``names`` (one call per chunk of 200 names)."""
+    async def _targeted_round(self, asks: frozenset[model.Ask]) -> model.Snapshot:
+        """Only the pool's instances asked for, by id or by VM name (one call per chunk of 200;
+        :func:`model.targeted_filters`)."""
         instances: list[model.Instance] = []
-        for chunk in model.chunks(names, FILTER_VALUES):
-            vm_filter: dict[str, object] = {"Name": f"tag:{cloud_tags.VM}", "Values": list(chunk)}
-            instances.extend(await self._describe_pages([vm_filter]))
+        for selector in model.targeted_filters(asks, FILTER_VALUES):
+            instances.extend(await self._describe_pages([selector]))
         snapshot = model.Snapshot(tuple(instances))
         current = {i.id for i in instances}
+        ids = {a.id for a in asks} if model.by_id(asks) else set()
+        names = set() if ids else {a.vm for a in asks}
         for inst_id, vm in list(self._named.items()):
-            if vm in names and inst_id not in current:
+            if (vm in names or inst_id in ids) and inst_id not in current:
                 self._gone[inst_id] = None
                 del self._named[inst_id]
         for inst in instances:
@@ -460,14 +469,18 @@ class EC2Backend(FencedBackend):
             del self._gone[next(iter(self._gone))]
         while len(self._named) > GONE_MEMORY:
             del self._named[next(iter(self._named))]
+        while len(self._by_name) > GONE_MEMORY:
+            del self._by_name[next(iter(self._by_name))]
 
-    async def _describe_pages(self, extra: list[dict[str, object]]) -> list[model.Instance]:
+    async def _describe_pages(self, first: list[dict[str, object]]) -> list[model.Instance]:
+        """The pool's instances passing the filters ``first`` (given first: the selective ones,
+        see :func:`model.targeted_filters`), every page."""
         instances: list[model.Instance] = []
         token: str | None = None
         filters = [
+            *first,
             *cloud_tags.ec2_filters(self.opts.namespace, self.pool),
             {"Name": "instance-state-name", "Values": list(model.DESCRIBED_STATES)},
-            *extra,
         ]
         while True:
             kwargs: dict[str, object] = {"Filters": filters, "MaxResults": 1000}
@@ -544,11 +557,13 @@ class EC2Backend(FencedBackend):
 
     async def _existing(self, name: str) -> model.Instance | None:
         """A live instance already carrying the VM's name (a previous create that succeeded)."""
-        alive = [i for i in (await self._targeted.submit(name)).by_vm(name) if i.alive]
+        snapshot = await self._targeted.submit(model.Ask(name))
+        alive = [i for i in snapshot.by_vm(name) if i.alive]
         return min(alive, key=lambda i: i.id) if alive else None
 
     def _adopt(self, name: str, inst: model.Instance) -> Handle:
         log.info("pool %s: VM %s already exists as %s: adopted", self.pool, name, inst.id)
+        self._by_name[name] = None  # there may be more than the one adopted
         self._created.setdefault(inst.id, time.monotonic())
         return Handle(name=name, ref=inst.id)
 
@@ -588,6 +603,9 @@ class EC2Backend(FencedBackend):
         """Create the instance (returns once EC2 accepted it; ``poll`` tells when it is up),
         tagged with ``fence``; an instance of the VM that exists already is checked against
         ``fence`` (``StaleFence``) before it is adopted."""
+        earlier = self._creating.get(spec.name)
+        if earlier is not None and not earlier.done():  # a create the guard gave up on
+            self._by_name[spec.name] = None
         found = await self._existing(spec.name)
         if found is not None:
             await self._fence(spec.name, "spawn", [found], fence)
@@ -618,6 +636,7 @@ class EC2Backend(FencedBackend):
                     found = await self._existing(spec.name)  # did the lost call create it?
                     if found is not None:
                         return self._adopt(spec.name, found)
+                    self._by_name[spec.name] = None  # it may have, not visible yet: a twin
                 continue
             created = model.parse_instances({"Reservations": [answer]})
             if not created:
@@ -640,7 +659,9 @@ class EC2Backend(FencedBackend):
         self, handle: Handle, *, targeted: bool = False
     ) -> tuple[model.Snapshot, model.Instance | None]:
         if targeted:
-            snapshot = await self._targeted.submit(handle.name)
+            clean = handle.ref in self._created and handle.name not in self._by_name
+            ask = model.Ask(handle.name, handle.ref if clean else None)
+            snapshot = await self._targeted.submit(ask)
         else:
             snapshot = await self._describer.submit()
         if handle.ref:
@@ -713,7 +734,7 @@ class EC2Backend(FencedBackend):
     async def _terminate_fenced(self, handle: Handle, fence: Fence) -> None:
         """Terminate the VM's instances seen by the shared targeted describe (by its name, so
         duplicates show too) once ``fence`` is checked and recorded on them."""
-        snapshot = await self._targeted.submit(handle.name)
+        snapshot = await self._targeted.submit(model.Ask(handle.name))
         doomed = {i.id: i for i in snapshot.by_vm(handle.name) if i.alive}
         known = snapshot.by_id(handle.ref) if handle.ref else None
         if known is not None and known.alive:

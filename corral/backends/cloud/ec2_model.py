@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from corral.backends.base import PollResult, PollStatus, is_valid_address
 from corral.backends.cloud import tags
@@ -203,3 +204,36 @@ def chunks(items: Iterable[str], size: int) -> list[list[str]]:
     """``items`` sorted and cut into lists of at most ``size``."""
     ordered = sorted(items)
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+class Ask(NamedTuple):
+    """What a targeted describe asks about: a VM, by its instance's id when that is enough, else
+    by its name (every instance carrying it: a duplicate create of the VM shows only this way)."""
+
+    vm: str
+    id: str | None = None
+    """The instance's id when the VM may be asked for by id; ``None``: by name."""
+
+
+def by_id(asks: Iterable[Ask]) -> bool:
+    """Whether a round answers ``asks`` by instance id: only when every one of them may be (one
+    filter per call, and filters are ANDed: a round by ids and names would be two calls)."""
+    asks = list(asks)
+    return bool(asks) and all(a.id is not None for a in asks)
+
+
+def targeted_filters(asks: Iterable[Ask], size: int) -> list[dict[str, object]]:
+    """The selecting filter of each DescribeInstances call answering ``asks``, in chunks of
+    ``size`` values (EC2 takes at most 200 values in one filter): instance ids when every ask
+    has one, else the VM names of all of them, so that a round is one call while at most
+    ``size`` VMs are asked about (at most one describe per interval). The caller puts it *first*
+    among the call's filters: a cloud that evaluates filters in order (moto, instance by
+    instance, in Python) then looks at the tags of the selected instances only, where a tag
+    filter first costs it a walk over every tag of the account per instance (about a second
+    per call at 500 instances, whatever the answer's size)."""
+    asks = list(asks)
+    if by_id(asks):
+        name, values = "instance-id", {str(a.id) for a in asks}
+    else:
+        name, values = f"tag:{tags.VM}", {a.vm for a in asks}
+    return [{"Name": name, "Values": chunk} for chunk in chunks(values, size)]

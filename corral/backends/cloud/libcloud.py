@@ -183,6 +183,9 @@ class LibcloudBackend(FencedBackend):
             )
         self._driver: Any = None
         self._driver_lock = threading.Lock()
+        self._sending = threading.local()
+        """The permit of the call each SDK thread is making (checked before the request leaves,
+        :meth:`_before_send`)."""
         self._creating: dict[str, Future[Any]] = {}
         self._created: dict[str, float] = {}
         self._rng = random.Random()  # noqa: S311 - jitter
@@ -273,10 +276,40 @@ class LibcloudBackend(FencedBackend):
             if self._driver is None:
                 args: dict[str, Any] = dict(self.opts.driver_args)
                 if self._secret is not None:
-                    self._driver = self._driver_cls(self._key, self._secret, **args)
+                    driver = self._driver_cls(self._key, self._secret, **args)
                 else:
-                    self._driver = self._driver_cls(self._key, **args)
+                    driver = self._driver_cls(self._key, **args)
+                self._hook_sending(driver)
+                self._driver = driver
             return self._driver
+
+    def _hook_sending(self, driver: Any) -> None:
+        """Check the slot's deadline in libcloud's ``pre_connect_hook`` of the driver's connection:
+        its last step before the request goes to the socket, after the request is built (and, for
+        AWS's signature v4, signed). A driver without one (the dummy driver makes no request)
+        is checked at the gate only."""
+        connection = getattr(driver, "connection", None)
+        original = getattr(connection, "pre_connect_hook", None)
+        if connection is None or original is None:
+            return
+
+        def hook(params: Any, headers: Any) -> Any:
+            answer = original(params, headers)
+            self._before_send()
+            return answer
+
+        connection.pre_connect_hook = hook
+
+    def _before_send(self) -> None:
+        """The call's first request is about to leave: a call later than its cluster slot's
+        margin by now raises :class:`MissedSlot` (building the request can take long on a busy
+        interpreter too) and is not sent. Only the first: a driver call is one token, and the
+        further requests some drivers make for one call (pages of a listing) come later by
+        nature; checking them would miss the slot on every try."""
+        permit: Permit | None = getattr(self._sending, "permit", None)
+        if permit is not None:
+            self._sending.permit = None
+            self.limiter.check_slot(permit)
 
     def _invoke(
         self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], permit: Permit
@@ -286,7 +319,14 @@ class LibcloudBackend(FencedBackend):
         driver = self._driver_sync()
         self.limiter.wait_sync(permit)
         self.calls[operation] += 1
-        return getattr(driver, operation)(*args, **kwargs)
+        self._sending.permit = permit
+        try:
+            return getattr(driver, operation)(*args, **kwargs)
+        except MissedSlot:
+            self.calls[operation] -= 1  # never sent
+            raise
+        finally:
+            self._sending.permit = None
 
     @staticmethod
     def _error(exc: BaseException) -> tuple[errors.ErrorKind, str]:
@@ -399,7 +439,14 @@ class LibcloudBackend(FencedBackend):
             extra["location"] = NodeLocation(
                 id=opts.location, name=opts.location, country="", driver=driver
             )
-        return driver.create_node(image=image, size=size, **extra, **kwargs)
+        self._sending.permit = permit
+        try:
+            return driver.create_node(image=image, size=size, **extra, **kwargs)
+        except MissedSlot:
+            self.calls["create_node"] -= 1  # never sent
+            raise
+        finally:
+            self._sending.permit = None
 
     async def _fence(
         self, name: str, operation: str, nodes: list[_Node], fence: Fence | None

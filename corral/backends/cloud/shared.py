@@ -38,21 +38,6 @@ from corral.backends.cloud.quota import NOTHING, QuotaOptions, Usage, check_quot
 from corral.backends.cloud.ratelimit import Slot, next_slot
 from corral.store.url import parse
 
-_RESERVE = sa.text(
-    """
-    WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now)
-    UPDATE cloud_rate_buckets AS b
-    SET next_at = GREATEST(
-            b.next_at,
-            GREATEST(clock.now, b.paused_until) - (:burst - 1.0) / :rate
-        ) + 1.0 / :rate
-    FROM clock
-    WHERE b.account = :account
-    RETURNING b.next_at - 1.0 / :rate - clock.now
-    """
-)
-"""Reserve the account's next slot; returns how long the caller must wait for it (may be < 0)."""
-
 _LOCK_ROW = sa.text(
     "SELECT next_at, paused_until FROM cloud_rate_buckets WHERE account = :account FOR UPDATE"
 )
@@ -119,17 +104,6 @@ class SharedCloud:
         self._rate_thread = ThreadPoolExecutor(1, thread_name_prefix="corral-cloud-rate")
 
     # --- rate limits (called in SDK worker threads) ----------------------------------------
-
-    def reserve_sync(self, account: str, rate: float, burst: float) -> float:
-        """Reserve one call of ``account`` for the whole cluster; seconds to wait (>= 0)."""
-        params = {"account": account, "rate": float(rate), "burst": float(burst)}
-        while True:
-            with self.engine.begin() as conn:
-                wait = conn.execute(_RESERVE, params).scalar_one_or_none()
-            if wait is not None:
-                return max(0.0, float(wait))
-            with self.engine.begin() as conn:  # the account's first call in this database
-                conn.execute(_CREATE_BUCKET, {"account": account})
 
     async def try_reserve(self, account: str, rate: float, burst: float, lead: float) -> Slot:
         """Take the account's next slot if it is due within ``lead`` seconds (the limiter's

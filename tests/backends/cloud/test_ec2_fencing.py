@@ -16,6 +16,7 @@ import pytest
 
 from corral import exceptions
 from corral.backends.base import Capability, Fence, Handle
+from corral.backends.cloud import ec2_model
 from corral.backends.cloud import tags as cloud_tags
 from corral.backends.cloud.ec2 import EC2Backend
 from corral.backends.guard import GuardedBackend
@@ -70,7 +71,9 @@ async def test_a_stale_holder_is_refused_and_the_survivor_acts(
     try:
         handle = await host_a.spawn(spec("p-000001"), fence=A1)
         assert isinstance(host_b.backend, EC2Backend)
-        instance = (await host_b.backend._targeted.submit("p-000001")).by_id(handle.ref)
+        instance = (await host_b.backend._targeted.submit(ec2_model.Ask("p-000001"))).by_id(
+            handle.ref
+        )
         assert instance is not None
         await host_b.backend._fence("p-000001", "terminate", [instance], B)  # B records first
         assert _tags(moto.url, handle.ref)[cloud_tags.FENCE] == "8"

@@ -90,3 +90,20 @@ def test_tags_mark_only_our_pool() -> None:
     assert not tags.is_ours(mine, "other", "p") and not tags.is_ours(mine, "ns", "q")
     assert not tags.is_ours({}, "ns", "p")
     assert tags.from_ec2_tag_list(tags.ec2_tag_list(mine)) == mine
+
+
+def test_targeted_filters_select_by_id_only_when_every_ask_may_be() -> None:
+    """One selecting filter per call, in chunks of ``size``: instance ids when every VM asked
+    about may be asked for by id; else every VM by name, so that a round with one look-up by
+    name is still one call (two filters would be ANDed: ids and names take two calls)."""
+    asks = [m.Ask(f"p-{n}", f"i-{n:08x}") for n in range(5)]
+    asks.append(m.Ask("p-0", "i-00000000"))  # asked twice: once in the call
+    assert m.targeted_filters(asks, 3) == [
+        {"Name": "instance-id", "Values": ["i-00000000", "i-00000001", "i-00000002"]},
+        {"Name": "instance-id", "Values": ["i-00000003", "i-00000004"]},
+    ]
+    assert m.by_id(asks) and not m.by_id([*asks, m.Ask("p-9")]) and not m.by_id([])
+    assert m.targeted_filters([*asks[:2], m.Ask("p-9")], 200) == [
+        {"Name": "tag:corral:vm", "Values": ["p-0", "p-1", "p-9"]}
+    ]
+    assert m.targeted_filters([], 200) == []

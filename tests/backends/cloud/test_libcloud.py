@@ -7,6 +7,7 @@ did not create surviving the sweep.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ import pytest
 from corral import exceptions
 from corral.backends import load_backend, validate_options
 from corral.backends.base import Backend, Capability, Handle, PollStatus
+from corral.backends.cloud import ratelimit
 from corral.backends.cloud.libcloud import LibcloudBackend
 from corral.backends.guard import GuardedBackend
 
 from .. import test_contract as contract
 from ..conftest import spec
 from ..test_contract import *  # noqa: F403 - the contract's tests, collected here again
-from .cloudsim import AMI, FAKE_CREDENTIALS, REGION, MotoServer, live_instances
+from .cloudsim import AMI, FAKE_CREDENTIALS, REGION, FaultProxy, MotoServer, live_instances
 from .libcloudsim import fix_moto_namespace
 
 SECRET = FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
@@ -195,3 +197,71 @@ async def test_ec2_driver_tags_instances_and_only_lists_them(
         assert live_instances(moto.url, pool="p", namespace=namespace) == {}
     finally:
         await guard.aclose()
+
+
+async def test_a_call_too_late_for_its_slot_is_not_sent_and_asks_for_a_new_one(
+    proxy: FaultProxy, moto: MotoServer, namespace: str, cleanup: None
+) -> None:
+    """Through libcloud's EC2 driver, the limiter finds the look-up's ``list_nodes`` and the
+    ``create_node`` late for their cluster slots once each, in the driver connection's last step
+    before the request leaves (``pre_connect_hook``, after signing): neither is sent, each takes
+    a new slot and goes, at no cost of an attempt (``max_attempts: 1``). Breakages caught: the
+    deadline checked only at the gate in the worker thread (a request built late would leave
+    late, beside the other hosts' calls of the next slots: no MissedSlot here, and the test
+    sees no miss), a late call sent anyway (the proxy would count it twice), a missed slot
+    counted as a failed attempt (the spawn fails)."""
+    raw = ec2_driver_options(proxy.port, namespace, max_attempts=1)
+    backend = load_backend("libcloud", raw, pool="p")
+    assert isinstance(backend, LibcloudBackend)
+    missed: list[ratelimit.Permit] = []
+    check = backend.limiter.check_slot
+
+    def late_once(permit: ratelimit.Permit) -> None:
+        if permit.seq not in {p.seq for p in missed}:
+            missed.append(permit)
+            raise ratelimit.MissedSlot("late (test)")
+        check(permit)
+
+    backend.limiter.check_slot = late_once  # type: ignore[method-assign]
+    try:
+        handle = await backend.spawn(spec("p-000001"))
+    finally:
+        await backend.aclose()
+    assert handle.ref.startswith("i-")
+    assert len(missed) == 2  # the look-up's list_nodes and the create, once each
+    assert proxy.traffic.calls["RunInstances"] == 1
+    assert proxy.traffic.calls["DescribeInstances"] == 1
+    assert backend.calls["create_node"] == 1 and backend.calls["list_nodes"] == 1
+    assert live_instances(moto.url, namespace=namespace) == {"p-000001": [handle.ref]}
+
+
+async def test_only_a_driver_calls_first_request_is_held_to_its_slot(
+    proxy: FaultProxy, moto: MotoServer, namespace: str
+) -> None:
+    """A driver call that makes two requests (a listing's second page): the second comes
+    after the first's answer, so later than the slot by nature. Breakage caught: checking
+    every request of the call against the slot; a second page later than the margin would miss
+    the slot on every try and the listing would never end (a missed slot costs no attempt)."""
+    raw = ec2_driver_options(proxy.port, namespace)
+    backend = load_backend("libcloud", raw, pool="p")
+    assert isinstance(backend, LibcloudBackend)
+    checked: list[int] = []
+    check = backend.limiter.check_slot
+
+    def second_is_late(permit: ratelimit.Permit) -> None:
+        checked.append(permit.seq)
+        if checked.count(permit.seq) > 1:
+            raise ratelimit.MissedSlot("a later page, late (test)")
+        check(permit)
+
+    backend.limiter.check_slot = second_is_late  # type: ignore[method-assign]
+    driver = backend._driver_sync()
+    one_page = driver.list_nodes
+    driver.list_nodes = lambda: [*one_page(), *one_page()]  # two requests for one call
+    try:
+        nodes = await asyncio.wait_for(backend._api("list_nodes"), 30)
+    finally:
+        await backend.aclose()
+    assert isinstance(nodes, list)  # other tests' (terminated) instances may be in it
+    assert proxy.traffic.calls["DescribeInstances"] == 2
+    assert backend.calls["list_nodes"] == 1
