@@ -5,9 +5,10 @@ shared/exclusive, float timeouts, multi-key all-or-nothing in sorted order, upgr
 ``AlreadyHeld``, ``release_all``, status) across processes and hosts. Every semantic lives in the
 PL/pgSQL functions of migration 0007; this module only calls them and waits:
 
-- one :class:`~corral.cluster.batcher.Batcher` thread runs the calls in order, many per
-  transaction (contenders share commits); a grant is always committed durably, so fencing tokens
-  strictly increase per resource even across a PostgreSQL crash;
+- one :class:`~corral.cluster.loopsql.LoopBatcher` runs the calls in order on the event loop
+  (no thread), every call of one turn of the loop in one transaction (contenders share
+  commits); a grant is always committed durably, so fencing tokens strictly increase per
+  resource even across a PostgreSQL crash;
 - one :class:`~corral.cluster.notify.Listener` thread LISTENs on this session's channel: a
   waiter is woken by the NOTIFY of the transaction that granted it, never by polling; it also
   heartbeats the host lease and reaps the requests of hosts whose lease lapsed;
@@ -23,7 +24,6 @@ Guarded objects are per process and not offered here. Use one manager per event 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 from collections.abc import Callable, Generator
@@ -34,7 +34,8 @@ import psycopg
 
 from corral import exceptions
 from corral.cluster import hosts
-from corral.cluster.batcher import Batcher, Command
+from corral.cluster.batcher import Command
+from corral.cluster.loopsql import LoopBatcher
 from corral.cluster.notify import STOP, LeaseLapsed, Listener
 from corral.locks import keys as _keys
 from corral.locks.base import Held, KeySpec, ShellRequest, _released
@@ -260,26 +261,25 @@ class PgLockManager:
         self._counter = itertools.count(1)
         self._requests: dict[str, PgLockRequest] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: Batcher | None = None
+        self._batcher: LoopBatcher | None = None
         self._listener: Listener | None = None
         self._orphans: list[ShellRequest] = []
         self._factories: dict[str, object] = {}
-        # answers from the batcher's thread, drained on the loop (see _send)
-        self._inbox: collections.deque[tuple[Callable[..., None], Any, Any, Any]] = (
-            collections.deque()
-        )
-        self._inbox_scheduled = False
 
     # --- life ---------------------------------------------------------------------------------
 
     async def start(self) -> PgLockManager:
-        """Register this host, start the SQL and LISTEN threads; wait until listening."""
+        """Register this host, connect the SQL batcher, start the LISTEN thread; wait until
+        listening."""
         self._loop = asyncio.get_running_loop()
         if self._member is not None:
             self.session, self.incarnation = self._member.session, self._member.incarnation
         await asyncio.to_thread(self._register)
-        self._batcher = Batcher(self._url, name=f"corral-locks-{self.host_id}")
-        self._batcher.start()
+        try:
+            batcher = LoopBatcher(self._url, name=f"corral-locks-{self.host_id}")
+            self._batcher = await batcher.start()
+        except psycopg.OperationalError as exc:
+            raise exceptions.StoreError(f"lock manager cannot connect: {exc}") from exc
         self._listener = Listener(
             self._url,
             self._channel(self.session),
@@ -312,8 +312,7 @@ class PgLockManager:
                 batcher.submit(Command(_CANCEL, (rid,)))
         batcher.submit(Command(_REAP, ()))
         batcher.submit(Command("SELECT pg_notify(%s, %s)", (listener.channel, STOP)))
-        batcher.stop()
-        await asyncio.to_thread(batcher.join, 70.0)
+        await batcher.aclose(70.0)
         await asyncio.to_thread(listener.join, 70.0)
         self._batcher = self._listener = None
 
@@ -382,7 +381,8 @@ class PgLockManager:
         holders: dict[str, list[tuple[int, HolderStatus]]] = {}
         queues: dict[str, list[tuple[int, WaiterStatus]]] = {}
         tokens: dict[str, int] = {}
-        for kind, key, owner, letter, since, token, seq in rows:
+        for kind, key, owner, letter, since_text, token_text, seq_text in rows:
+            since, token, seq = float(since_text), int(token_text), int(seq_text)
             if kind == "h":
                 holders.setdefault(key, []).append(
                     (seq, HolderStatus(owner, _MODE[letter], since, token))
@@ -430,7 +430,7 @@ class PgLockManager:
         assert self._batcher is not None  # noqa: S101 - checked by _running_loop
         try:
             return self._batcher.call(sql, params, rows)
-        except psycopg.Error as exc:
+        except (psycopg.Error, TimeoutError) as exc:
             raise exceptions.StoreError(f"lock query failed: {exc}") from exc
 
     def _send(
@@ -447,28 +447,11 @@ class PgLockManager:
             return
         done = None
         if then is not None:
-            loop = self._running_loop()
-            inbox = self._inbox
 
             def done(result: Any, error: BaseException | None) -> None:
-                # On the batcher's thread: a batch's answers reach the loop with one wake-up.
-                inbox.append((then, req, result, error))
-                if not self._inbox_scheduled:
-                    self._inbox_scheduled = True
-                    try:
-                        loop.call_soon_threadsafe(self._drain_inbox)
-                    except RuntimeError:
-                        pass  # the loop is closed: nobody waits any more
+                then(req, result, error)  # on the loop, when the batch's answer is read
 
         batcher.submit(Command(sql, params, done, rows))
-
-    def _drain_inbox(self) -> None:
-        """On the loop: run the callbacks of every answer delivered so far, in order."""
-        self._inbox_scheduled = False  # before draining: a later answer schedules a new drain
-        inbox = self._inbox
-        while inbox:
-            then, req, result, error = inbox.popleft()
-            then(req, result, error)
 
     def _from_listener(self, payload: str) -> None:
         loop = self._loop
