@@ -787,6 +787,57 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/cluster/test_events_log.py", "-k", "resume_each_others or pruned_id"),
     ),
+    # --- the lock manager's SQL on the event loop (helper pglocks) ---
+    Mutant(
+        "loopsql-no-batching",
+        "the loop batcher sends each command as its own transaction (no shared commit)",
+        ((Patch("corral/cluster/loopsql.py", "BATCH = 64\n", "BATCH = 1  # MUTANT\n"),),),
+        ("tests/locks/test_loopsql.py", "-k", "one_turn"),
+    ),
+    Mutant(
+        "loopsql-call-jumps-queue",
+        "the blocking call() runs before the commands submitted earlier (status() misses a "
+        "release just sent)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "            self._queue.append(command)\n            self._finish_blocking()",
+                    "            self._queue.appendleft(command)  # MUTANT\n"
+                    "            self._finish_blocking()",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "call_runs_after"),
+    ),
+    Mutant(
+        "loopsql-unescaped",
+        "parameters pasted between quotes without escaping",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "                out.append(esc.escape_literal(str(value).encode()))",
+                    '                out.append(b"\'" + str(value).encode() + b"\'")  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "parameters"),
+    ),
+    Mutant(
+        "loopsql-lost-batch-dropped",
+        "a batch in flight when its connection dies is dropped instead of sent again",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "            self._queue.extendleft(reversed(sent))",
+                    "            pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "terminated"),
+    ),
 )
 
 
