@@ -147,6 +147,9 @@ class LoopBatcher:
         self._conn = conn
         self._fd = conn.pgconn.socket
         self._down_since = None
+        assert self._loop is not None  # noqa: S101 - set by start()
+        # registered for the connection's life: answers, and an idle connection's end
+        self._loop.add_reader(self._fd, self._readable)
 
     def _drop(self) -> None:
         conn, fd = self._conn, self._fd
@@ -222,8 +225,6 @@ class LoopBatcher:
         except psycopg.OperationalError as exc:
             self._lost(exc)
             return
-        assert self._loop is not None  # noqa: S101 - set by start()
-        self._loop.add_reader(self._fd, self._readable)
 
     def _send(self, batch: list[Command]) -> None:
         conn = self._conn
@@ -255,6 +256,9 @@ class LoopBatcher:
 
     def _readable(self) -> None:
         """Reader callback: take what arrived; answer the batch once it is complete."""
+        if self._sent is None:
+            self._idle_input()
+            return
         try:
             done = self._take()
         except psycopg.OperationalError as exc:
@@ -262,6 +266,21 @@ class LoopBatcher:
             return
         if done:
             self._complete()
+
+    def _idle_input(self) -> None:
+        """Input while no batch is in flight: a notice, or the end of the connection (the
+        server terminated it): reconnect now rather than at the next batch."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.pgconn.consume_input()
+            while conn.pgconn.notifies() is not None:
+                pass
+            if conn.pgconn.status == pq.ConnStatus.BAD:
+                raise psycopg.OperationalError("the connection is broken")
+        except psycopg.OperationalError as exc:
+            self._lost(exc)
 
     def _take(self) -> bool:
         """Read what the socket has; True once the batch's last result came."""
@@ -284,8 +303,7 @@ class LoopBatcher:
         return True
 
     def _complete(self) -> None:
-        assert self._loop is not None and self._sent is not None  # noqa: S101
-        self._loop.remove_reader(self._fd)
+        assert self._sent is not None  # noqa: S101 - a batch is in flight
         batch, results = self._sent, self._results
         self._sent, self._results = None, []
         self._down_since = None
