@@ -318,7 +318,7 @@ class LoopBatcher:
         else:
             for command, res in zip(batch, results, strict=True):
                 if command.done is not None:
-                    command.done(_value(res, command.rows), None)
+                    _call_done(command, _value(res, command.rows), None)
         if self._queue:
             self._kick()
         else:
@@ -380,9 +380,18 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+def _call_done(command: Command, result: Any, error: BaseException | None) -> None:
+    """``command.done``; a callback that raises is logged, the batch's others still run."""
+    assert command.done is not None  # noqa: S101 - checked by the callers
+    try:
+        command.done(result, error)
+    except Exception:
+        log.exception("callback of %s failed", command.sql)
+
+
 def _deliver_error(batch: list[Command], exc: BaseException) -> None:
     for command in batch:
         if command.done is not None:
-            command.done(None, exc)
+            _call_done(command, None, exc)
         else:
             log.error("SQL command failed: %s: %s", command.sql, exc)
