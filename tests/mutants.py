@@ -838,6 +838,36 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/locks/test_loopsql.py", "-k", "terminated"),
     ),
+    Mutant(
+        "loopsql-no-relisten",
+        "the batcher's new connection does not LISTEN again (grants notified after a reconnect "
+        "go nowhere)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    '            self._queue.appendleft(Command(f"LISTEN {self._channel}", ()))',
+                    "            pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_pg.py", "-k", "heard_on_the_batchers_connection"),
+    ),
+    Mutant(
+        "loopsql-no-resync",
+        "no re-read of the session's rows after the batcher reconnects (a grant notified while "
+        "it was down is lost)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "                self._loop.call_soon(self.on_reconnect)",
+                    "                pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_pg.py", "-k", "notified_while_the_batcher_was_down"),
+    ),
 )
 
 

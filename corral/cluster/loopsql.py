@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 BATCH = 64
 RETRY_FOR = 60.0
 _CONNECT_TIMEOUT = 10
+_CHANNEL = re.compile(r"[a-z0-9_]{1,63}")
 
 
 def _split(sql: str) -> list[str]:
@@ -70,6 +73,11 @@ class LoopBatcher:
         self._closing = False
         self._drained: asyncio.Future[None] | None = None
         self._parts: dict[str, list[str]] = {}
+        self._channel: str | None = None
+        self._notes: list[str] = []
+        self._connects = 0
+        self.on_notify: Callable[[str], None] | None = None
+        self.on_reconnect: Callable[[], None] | None = None
         self.reconnects = 0
         self.transactions = 0
 
@@ -140,6 +148,25 @@ class LoopBatcher:
             raise error
         return result
 
+    @property
+    def channel(self) -> str | None:
+        """The channel this batcher LISTENs on (``None`` before :meth:`listen`)."""
+        return self._channel
+
+    def listen(
+        self, channel: str, done: Callable[[Any, BaseException | None], None] | None = None
+    ) -> None:
+        """LISTEN on ``channel`` (instead of the previous one), queued like any command and
+        issued again first on every new connection; its payloads go to ``on_notify`` on the
+        loop. A NOTIFY sent while the connection was down is lost: ``on_reconnect`` runs once
+        the LISTEN is queued on a new connection, for the caller to re-read its state."""
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(f"channel must be 1-63 of [a-z0-9_], got {channel!r}")
+        old, self._channel = self._channel, channel
+        if old is not None and old != channel:
+            self.submit(Command(f"UNLISTEN {old}", ()))
+        self.submit(Command(f"LISTEN {channel}", (), done))
+
     # --- the connection -----------------------------------------------------------------------
 
     def _adopt(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -148,8 +175,14 @@ class LoopBatcher:
         self._fd = conn.pgconn.socket
         self._down_since = None
         assert self._loop is not None  # noqa: S101 - set by start()
-        # registered for the connection's life: answers, and an idle connection's end
+        # registered for the connection's life: answers, notifications, the connection's end
         self._loop.add_reader(self._fd, self._readable)
+        self._connects += 1
+        if self._connects > 1 and self._channel is not None:
+            # before the batch that was in flight: no grant of it may be notified unheard
+            self._queue.appendleft(Command(f"LISTEN {self._channel}", ()))
+            if self.on_reconnect is not None:
+                self._loop.call_soon(self.on_reconnect)
 
     def _drop(self) -> None:
         conn, fd = self._conn, self._fd
@@ -258,14 +291,31 @@ class LoopBatcher:
         """Reader callback: take what arrived; answer the batch once it is complete."""
         if self._sent is None:
             self._idle_input()
+        else:
+            try:
+                done = self._take()
+            except psycopg.OperationalError as exc:
+                self._lost(exc)
+                done = False
+            if done:
+                self._complete()
+        self._deliver_notes()
+
+    def _collect_notes(self, pgconn: pq.abc.PGconn) -> None:
+        while (note := pgconn.notifies()) is not None:
+            if note.relname.decode() == self._channel:
+                self._notes.append(note.extra.decode())
+
+    def _deliver_notes(self) -> None:
+        notes, self._notes = self._notes, []
+        callback = self.on_notify
+        if callback is None:
             return
-        try:
-            done = self._take()
-        except psycopg.OperationalError as exc:
-            self._lost(exc)
-            return
-        if done:
-            self._complete()
+        for payload in notes:
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("%s: notification callback failed", self.name)
 
     def _idle_input(self) -> None:
         """Input while no batch is in flight: a notice, or the end of the connection (the
@@ -275,8 +325,7 @@ class LoopBatcher:
             return
         try:
             conn.pgconn.consume_input()
-            while conn.pgconn.notifies() is not None:
-                pass
+            self._collect_notes(conn.pgconn)
             if conn.pgconn.status == pq.ConnStatus.BAD:
                 raise psycopg.OperationalError("the connection is broken")
         except psycopg.OperationalError as exc:
@@ -288,6 +337,7 @@ class LoopBatcher:
         assert conn is not None  # noqa: S101 - a batch is in flight
         pgconn = conn.pgconn
         pgconn.consume_input()
+        self._collect_notes(pgconn)
         while not pgconn.is_busy():
             res = pgconn.get_result()
             if res is None:
@@ -357,6 +407,8 @@ class LoopBatcher:
                 else:
                     self._drop()
                 time.sleep(0.05)
+        if self._notes and self._loop is not None:
+            self._loop.call_soon(self._deliver_notes)
 
 
 def _value(res: pq.abc.PGresult, rows: bool) -> Any:

@@ -154,13 +154,14 @@ class PgLockRequest(ShellRequest):
         self.upgrade_waiter = None
         self.ending = None
         self.since = loop.time()
-        self.rid = rid = f"{m.session}.{next(m._counter)}"
+        session = m._follow_session()
+        self.rid = rid = f"{session}.{next(m._counter)}"
         m._requests[rid] = self
         waiter = self.waiter = loop.create_future()
         keys = _SEP.join(self.keys)
         modes = "".join(_LETTER[mode] for mode in self.modes)
         sql = _ACQUIRE if self.durable else _ACQUIRE_COVERED
-        m._send(sql, (m.session, rid, self.owner, keys, modes), self, m._on_acquired)
+        m._send(sql, (session, rid, self.owner, keys, modes), self, m._on_acquired)
         timer = None
         if self.timeout is not None:
             timer = loop.call_later(self.timeout, m._end_wait, self, "timed out")
@@ -280,9 +281,23 @@ class PgLockManager:
             self._batcher = await batcher.start()
         except psycopg.OperationalError as exc:
             raise exceptions.StoreError(f"lock manager cannot connect: {exc}") from exc
+        # grants are notified on the batcher's own connection, read on the loop; after it
+        # reconnects, the session's rows are read again (a NOTIFY sent meanwhile is lost)
+        batcher.on_notify = self._on_notify
+        batcher.on_reconnect = self._resync
+        listened: asyncio.Future[None] = self._loop.create_future()
+        batcher.listen(
+            self._channel(self.session),
+            lambda _r, e: listened.set_exception(e) if e else listened.set_result(None),
+        )
+        try:
+            await asyncio.wait_for(listened, 30.0)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise exceptions.StoreError(f"could not LISTEN for lock grants: {exc}") from exc
+        # the thread heartbeats the lease and reaps; its channel only carries STOP
         self._listener = Listener(
             self._url,
-            self._channel(self.session),
+            self._beat_channel(self.session),
             self.heartbeat,
             self._from_listener,
             self._beat,
@@ -325,6 +340,21 @@ class PgLockManager:
     @staticmethod
     def _channel(session: str) -> str:
         return f"cl_{session}"
+
+    @staticmethod
+    def _beat_channel(session: str) -> str:
+        return f"cb_{session}"
+
+    def _follow_session(self) -> str:
+        """On the loop: LISTEN on the current session's channel (it changes when the host
+        rejoins after a lapsed lease), before any request of that session is sent; return
+        that session."""
+        session = self.session  # read once: the listener's thread may change it
+        batcher = self._batcher
+        channel = self._channel(session)
+        if batcher is not None and batcher.channel != channel:
+            batcher.listen(channel)
+        return session
 
     def _register(self) -> None:
         with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
@@ -498,7 +528,7 @@ class PgLockManager:
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._lost, old)
-        return self._channel(session)
+        return self._beat_channel(session)
 
     # --- on the loop: results and notifications -----------------------------------------------
 
@@ -641,6 +671,7 @@ class PgLockManager:
                 self._wake_upgrader(req)
 
     def _lost(self, old_session: str) -> None:
+        self._follow_session()
         for req in [r for r in self._requests.values() if r.rid.startswith(old_session + ".")]:
             self._fail(req, _LEASE_LOST)
 
