@@ -70,7 +70,8 @@ async def test_call_runs_after_everything_submitted_before_it(batcher: LoopBatch
     """The blocking ``call`` (``status()``, ``release_all()``) sees a batch in flight and the
     commands queued behind it, as the thread's queue order did.
     Breakage caught: ``call`` jumping the queue (a release just sent missing from status)."""
-    in_flight = _send(batcher, "INSERT INTO t VALUES (1)")
+    # in flight for a while: a fast batch could be answered between two polls of the condition
+    in_flight = _send(batcher, "INSERT INTO t SELECT 1 FROM pg_sleep(0.5)")
     await eventually(lambda: batcher._sent is not None, 30)
     queued = _send(batcher, "INSERT INTO t VALUES (2)")
     assert batcher.call("SELECT count(*) FROM t", ()) == "2"
