@@ -868,6 +868,29 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/locks/test_pg.py", "-k", "notified_while_the_batcher_was_down"),
     ),
+    Mutant(
+        "loopsql-notes-before-results",
+        "notifications collected only before a batch's results are taken (a NOTIFY read with "
+        "the answer stays in libpq: a waiter's grant is never delivered)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "        pgconn.consume_input()\n        finished = False\n",
+                    "        pgconn.consume_input()\n"
+                    "        self._collect_notes(pgconn)  # MUTANT\n"
+                    "        finished = False\n",
+                ),
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "        # result is taken (is_busy/get_result), and the socket may have "
+                    "nothing more to say\n        self._collect_notes(pgconn)\n",
+                    "        pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "notify_read_with"),
+    ),
 )
 
 

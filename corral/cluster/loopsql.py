@@ -337,13 +337,17 @@ class LoopBatcher:
         assert conn is not None  # noqa: S101 - a batch is in flight
         pgconn = conn.pgconn
         pgconn.consume_input()
-        self._collect_notes(pgconn)
+        finished = False
         while not pgconn.is_busy():
             res = pgconn.get_result()
             if res is None:
+                finished = True
                 break
             self._results.append(res)
-        else:
+        # after the results: libpq parses a NOTIFY that follows a result only while the
+        # result is taken (is_busy/get_result), and the socket may have nothing more to say
+        self._collect_notes(pgconn)
+        if not finished:
             if pgconn.status == pq.ConnStatus.BAD:
                 raise psycopg.OperationalError("the connection is broken")
             return False

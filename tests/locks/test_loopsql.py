@@ -134,3 +134,26 @@ async def test_a_terminated_connection_runs_the_batch_again(
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert await asyncio.wait_for(_send(batcher, "INSERT INTO t VALUES (3)"), 60) is None
     assert batcher.call("SELECT count(*) FROM t", ()) == "1"
+
+
+async def test_a_notify_read_with_a_batchs_answer_is_delivered(batcher: LoopBatcher) -> None:
+    """A NOTIFY that arrives in the same read as a batch's results (here the batch's own, sent
+    at its commit, between its last result and the end of the answer) reaches ``on_notify``
+    although nothing more comes on the socket. Breakage caught: notifications collected only
+    before the results are taken (libpq parses such a NOTIFY only while the results are
+    taken): a lock waiter whose grant came that way waits forever (seen in the 4-process
+    bench)."""
+    notes: asyncio.Queue[str] = asyncio.Queue()
+    batcher.on_notify = notes.put_nowait
+    listened = _send(batcher, "SELECT 'listening'")
+    batcher.listen("ch_test")
+    await asyncio.wait_for(listened, 30)
+    futs = [
+        _send(batcher, "SELECT 1"),
+        _send(batcher, "SELECT pg_notify('ch_test', 'x')::text"),
+        _send(batcher, "SELECT 2"),
+    ]
+    await asyncio.wait_for(asyncio.gather(*futs), 30)
+    assert await asyncio.wait_for(notes.get(), 10) == "x"
+    with pytest.raises(ValueError, match="channel"):
+        batcher.listen("Bad Channel")
