@@ -145,7 +145,7 @@ def _pct(values: list[float], q: float) -> float:
 def _time_waits(locks: Any, waits: list[float], batches: list[float]) -> None:
     """Record each acquire's wait for its grant and each batch's round trip (bench only: wraps
     the request class's ``_enter`` for the rest of the process, once, and this manager's
-    batcher's ``_run``)."""
+    loop batcher's ``_send`` and ``_complete``)."""
     from corral.locks import pg
 
     original = getattr(pg.PgLockRequest, "_bench_enter", pg.PgLockRequest._enter)
@@ -159,17 +159,22 @@ def _time_waits(locks: Any, waits: list[float], batches: list[float]) -> None:
             waits.append(time.perf_counter() - start)
 
     pg.PgLockRequest._enter = enter  # type: ignore[method-assign]
+    # the loop batcher: from a batch's send to its last answer read
     batcher = locks._batcher
-    run = batcher._run
+    send, complete = batcher._send, batcher._complete
+    sent_at: list[float] = []
 
-    def timed_run(conn: Any, batch: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return run(conn, batch)
-        finally:
-            batches.append(time.perf_counter() - start)
+    def timed_send(batch: Any) -> None:
+        sent_at[:] = [time.perf_counter()]
+        send(batch)
 
-    batcher._run = timed_run
+    def timed_complete() -> None:
+        if sent_at:
+            batches.append(time.perf_counter() - sent_at[0])
+        complete()
+
+    batcher._send = timed_send
+    batcher._complete = timed_complete
 
 
 def main() -> None:

@@ -1323,6 +1323,110 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_cluster_gate.py", "-k", "idle_bucket"),
     ),
+    # --- the lock manager's SQL on the event loop (helper pglocks) ---
+    Mutant(
+        "loopsql-no-batching",
+        "the loop batcher sends each command as its own transaction (no shared commit)",
+        ((Patch("corral/cluster/loopsql.py", "BATCH = 64\n", "BATCH = 1  # MUTANT\n"),),),
+        ("tests/locks/test_loopsql.py", "-k", "one_turn"),
+    ),
+    Mutant(
+        "loopsql-call-jumps-queue",
+        "the blocking call() runs before the commands submitted earlier (status() misses a "
+        "release just sent)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "            self._queue.append(command)\n            self._finish_blocking()",
+                    "            self._queue.appendleft(command)  # MUTANT\n"
+                    "            self._finish_blocking()",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "call_runs_after"),
+    ),
+    Mutant(
+        "loopsql-unescaped",
+        "parameters pasted between quotes without escaping",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "                out.append(esc.escape_literal(str(value).encode()))",
+                    '                out.append(b"\'" + str(value).encode() + b"\'")  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "parameters"),
+    ),
+    Mutant(
+        "loopsql-lost-batch-dropped",
+        "a batch in flight when its connection dies is dropped instead of sent again",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "            self._queue.extendleft(reversed(sent))",
+                    "            pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "terminated"),
+    ),
+    Mutant(
+        "loopsql-no-relisten",
+        "the batcher's new connection does not LISTEN again (grants notified after a reconnect "
+        "go nowhere)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    '            self._queue.appendleft(Command(f"LISTEN {self._channel}", ()))',
+                    "            pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_pg.py", "-k", "heard_on_the_batchers_connection"),
+    ),
+    Mutant(
+        "loopsql-no-resync",
+        "no re-read of the session's rows after the batcher reconnects (a grant notified while "
+        "it was down is lost)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "                self._loop.call_soon(self.on_reconnect)",
+                    "                pass  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/locks/test_pg.py", "-k", "notified_while_the_batcher_was_down"),
+    ),
+    Mutant(
+        "loopsql-notes-before-results",
+        "notifications collected only before a batch's results are taken (a NOTIFY read with "
+        "the answer stays in libpq: a waiter's grant is never delivered)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "        pgconn.consume_input()\n        finished = False\n",
+                    "        pgconn.consume_input()\n"
+                    "        self._collect_notes(pgconn)  # MUTANT\n"
+                    "        finished = False\n",
+                ),
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "        # result is taken (is_busy/get_result), and the socket may have "
+                    "nothing more to say\n        self._collect_notes(pgconn)\n",
+                    "        pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "notify_read_with"),
+    ),
 )
 
 

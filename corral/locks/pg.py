@@ -5,9 +5,10 @@ shared/exclusive, float timeouts, multi-key all-or-nothing in sorted order, upgr
 ``AlreadyHeld``, ``release_all``, status) across processes and hosts. Every semantic lives in the
 PL/pgSQL functions of migration 0007; this module only calls them and waits:
 
-- one :class:`~corral.cluster.batcher.Batcher` thread runs the calls in order, many per
-  transaction (contenders share commits); a grant is always committed durably, so fencing tokens
-  strictly increase per resource even across a PostgreSQL crash;
+- one :class:`~corral.cluster.loopsql.LoopBatcher` runs the calls in order on the event loop
+  (no thread), every call of one turn of the loop in one transaction (contenders share
+  commits); a grant is always committed durably, so fencing tokens strictly increase per
+  resource even across a PostgreSQL crash;
 - one :class:`~corral.cluster.notify.Listener` thread LISTENs on this session's channel: a
   waiter is woken by the NOTIFY of the transaction that granted it, never by polling; it also
   heartbeats the host lease and reaps the requests of hosts whose lease lapsed;
@@ -23,7 +24,6 @@ Guarded objects are per process and not offered here. Use one manager per event 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 from collections.abc import Callable, Generator
@@ -34,7 +34,8 @@ import psycopg
 
 from corral import exceptions
 from corral.cluster import hosts
-from corral.cluster.batcher import Batcher, Command
+from corral.cluster.batcher import Command
+from corral.cluster.loopsql import LoopBatcher
 from corral.cluster.notify import STOP, LeaseLapsed, Listener
 from corral.locks import keys as _keys
 from corral.locks.base import Held, KeySpec, ShellRequest, _released
@@ -153,13 +154,14 @@ class PgLockRequest(ShellRequest):
         self.upgrade_waiter = None
         self.ending = None
         self.since = loop.time()
-        self.rid = rid = f"{m.session}.{next(m._counter)}"
+        session = m._follow_session()
+        self.rid = rid = f"{session}.{next(m._counter)}"
         m._requests[rid] = self
         waiter = self.waiter = loop.create_future()
         keys = _SEP.join(self.keys)
         modes = "".join(_LETTER[mode] for mode in self.modes)
         sql = _ACQUIRE if self.durable else _ACQUIRE_COVERED
-        m._send(sql, (m.session, rid, self.owner, keys, modes), self, m._on_acquired)
+        m._send(sql, (session, rid, self.owner, keys, modes), self, m._on_acquired)
         timer = None
         if self.timeout is not None:
             timer = loop.call_later(self.timeout, m._end_wait, self, "timed out")
@@ -260,29 +262,42 @@ class PgLockManager:
         self._counter = itertools.count(1)
         self._requests: dict[str, PgLockRequest] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: Batcher | None = None
+        self._batcher: LoopBatcher | None = None
         self._listener: Listener | None = None
         self._orphans: list[ShellRequest] = []
         self._factories: dict[str, object] = {}
-        # answers from the batcher's thread, drained on the loop (see _send)
-        self._inbox: collections.deque[tuple[Callable[..., None], Any, Any, Any]] = (
-            collections.deque()
-        )
-        self._inbox_scheduled = False
 
     # --- life ---------------------------------------------------------------------------------
 
     async def start(self) -> PgLockManager:
-        """Register this host, start the SQL and LISTEN threads; wait until listening."""
+        """Register this host, connect the SQL batcher, start the LISTEN thread; wait until
+        listening."""
         self._loop = asyncio.get_running_loop()
         if self._member is not None:
             self.session, self.incarnation = self._member.session, self._member.incarnation
         await asyncio.to_thread(self._register)
-        self._batcher = Batcher(self._url, name=f"corral-locks-{self.host_id}")
-        self._batcher.start()
+        try:
+            batcher = LoopBatcher(self._url, name=f"corral-locks-{self.host_id}")
+            self._batcher = await batcher.start()
+        except psycopg.OperationalError as exc:
+            raise exceptions.StoreError(f"lock manager cannot connect: {exc}") from exc
+        # grants are notified on the batcher's own connection, read on the loop; after it
+        # reconnects, the session's rows are read again (a NOTIFY sent meanwhile is lost)
+        batcher.on_notify = self._on_notify
+        batcher.on_reconnect = self._resync
+        listened: asyncio.Future[None] = self._loop.create_future()
+        batcher.listen(
+            self._channel(self.session),
+            lambda _r, e: listened.set_exception(e) if e else listened.set_result(None),
+        )
+        try:
+            await asyncio.wait_for(listened, 30.0)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise exceptions.StoreError(f"could not LISTEN for lock grants: {exc}") from exc
+        # the thread heartbeats the lease and reaps; its channel only carries STOP
         self._listener = Listener(
             self._url,
-            self._channel(self.session),
+            self._beat_channel(self.session),
             self.heartbeat,
             self._from_listener,
             self._beat,
@@ -312,8 +327,7 @@ class PgLockManager:
                 batcher.submit(Command(_CANCEL, (rid,)))
         batcher.submit(Command(_REAP, ()))
         batcher.submit(Command("SELECT pg_notify(%s, %s)", (listener.channel, STOP)))
-        batcher.stop()
-        await asyncio.to_thread(batcher.join, 70.0)
+        await batcher.aclose(70.0)
         await asyncio.to_thread(listener.join, 70.0)
         self._batcher = self._listener = None
 
@@ -326,6 +340,21 @@ class PgLockManager:
     @staticmethod
     def _channel(session: str) -> str:
         return f"cl_{session}"
+
+    @staticmethod
+    def _beat_channel(session: str) -> str:
+        return f"cb_{session}"
+
+    def _follow_session(self) -> str:
+        """On the loop: LISTEN on the current session's channel (it changes when the host
+        rejoins after a lapsed lease), before any request of that session is sent; return
+        that session."""
+        session = self.session  # read once: the listener's thread may change it
+        batcher = self._batcher
+        channel = self._channel(session)
+        if batcher is not None and batcher.channel != channel:
+            batcher.listen(channel)
+        return session
 
     def _register(self) -> None:
         with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
@@ -382,7 +411,8 @@ class PgLockManager:
         holders: dict[str, list[tuple[int, HolderStatus]]] = {}
         queues: dict[str, list[tuple[int, WaiterStatus]]] = {}
         tokens: dict[str, int] = {}
-        for kind, key, owner, letter, since, token, seq in rows:
+        for kind, key, owner, letter, since_text, token_text, seq_text in rows:
+            since, token, seq = float(since_text), int(token_text), int(seq_text)
             if kind == "h":
                 holders.setdefault(key, []).append(
                     (seq, HolderStatus(owner, _MODE[letter], since, token))
@@ -430,7 +460,7 @@ class PgLockManager:
         assert self._batcher is not None  # noqa: S101 - checked by _running_loop
         try:
             return self._batcher.call(sql, params, rows)
-        except psycopg.Error as exc:
+        except (psycopg.Error, TimeoutError) as exc:
             raise exceptions.StoreError(f"lock query failed: {exc}") from exc
 
     def _send(
@@ -447,28 +477,11 @@ class PgLockManager:
             return
         done = None
         if then is not None:
-            loop = self._running_loop()
-            inbox = self._inbox
 
             def done(result: Any, error: BaseException | None) -> None:
-                # On the batcher's thread: a batch's answers reach the loop with one wake-up.
-                inbox.append((then, req, result, error))
-                if not self._inbox_scheduled:
-                    self._inbox_scheduled = True
-                    try:
-                        loop.call_soon_threadsafe(self._drain_inbox)
-                    except RuntimeError:
-                        pass  # the loop is closed: nobody waits any more
+                then(req, result, error)  # on the loop, when the batch's answer is read
 
         batcher.submit(Command(sql, params, done, rows))
-
-    def _drain_inbox(self) -> None:
-        """On the loop: run the callbacks of every answer delivered so far, in order."""
-        self._inbox_scheduled = False  # before draining: a later answer schedules a new drain
-        inbox = self._inbox
-        while inbox:
-            then, req, result, error = inbox.popleft()
-            then(req, result, error)
 
     def _from_listener(self, payload: str) -> None:
         loop = self._loop
@@ -515,7 +528,7 @@ class PgLockManager:
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._lost, old)
-        return self._channel(session)
+        return self._beat_channel(session)
 
     # --- on the loop: results and notifications -----------------------------------------------
 
@@ -658,6 +671,7 @@ class PgLockManager:
                 self._wake_upgrader(req)
 
     def _lost(self, old_session: str) -> None:
+        self._follow_session()
         for req in [r for r in self._requests.values() if r.rid.startswith(old_session + ".")]:
             self._fail(req, _LEASE_LOST)
 

@@ -478,3 +478,78 @@ async def test_release_all_on_another_host_reaches_a_grant_without_request_row(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_grants_are_heard_on_the_batchers_connection_after_it_reconnects(
+    pg_locks_url: str,
+) -> None:
+    """Grants are notified on the SQL batcher's own connection (read on the loop): with the
+    listener thread kept away, a waiter is still granted after that connection was killed and
+    came back. Breakage caught: LISTEN not issued again on the new connection (the grant's
+    NOTIFY goes nowhere; the re-read after the reconnect ran before the release)."""
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0, heartbeat=20.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0, heartbeat=20.0)
+    gate = threading.Event()
+    connect = b._listener._connect
+
+    def gated_connect() -> Any:
+        gate.wait(60)
+        return connect()
+
+    b._listener._connect = gated_connect
+    try:
+        await _terminate(pg_locks_url, [b._listener.backend_pid()])
+        await eventually(lambda: not b._listener.listening.is_set(), 30)
+        held = await a.acquire("vm/a", owner="a1")
+        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1"))
+        await eventually(lambda: queued(a, "vm/a") == 1, 30)
+        old = b._batcher.backend_pid()
+        await _terminate(pg_locks_url, [old])
+        await eventually(lambda: b._batcher.backend_pid() not in (None, old), 30)
+        # the re-read after the reconnect is answered before the release
+        await eventually(lambda: b._batcher._sent is None and not b._batcher._queue, 30)
+        assert not waiting.done()
+        held.release()
+        got = await asyncio.wait_for(waiting, 30)
+        assert got.token("vm/a") == 2
+        got.release()
+    finally:
+        gate.set()
+        await a.close()
+        await b.close()
+
+
+async def test_a_grant_notified_while_the_batcher_was_down_is_read_again(
+    pg_locks_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant whose NOTIFY was sent while the batcher's connection was down is found by the
+    re-read after it reconnects. Breakage caught: no re-read on the batcher's reconnect (the
+    waiter waits forever)."""
+    from corral.cluster import loopsql
+
+    a = await open_pg_locks(pg_locks_url, host_id="a", lease=60.0, heartbeat=20.0)
+    b = await open_pg_locks(pg_locks_url, host_id="b", lease=60.0, heartbeat=20.0)
+    gate = asyncio.Event()
+    original = loopsql.psycopg.AsyncConnection.connect
+
+    async def gated(*args: Any, **kw: Any) -> Any:
+        await gate.wait()
+        return await original(*args, **kw)
+
+    monkeypatch.setattr(loopsql.psycopg.AsyncConnection, "connect", gated)
+    try:
+        held = await a.acquire("vm/a", owner="a1")
+        waiting = asyncio.ensure_future(b.acquire("vm/a", owner="b1"))
+        await eventually(lambda: queued(a, "vm/a") == 1, 30)
+        await _terminate(pg_locks_url, [b._batcher.backend_pid()])
+        await eventually(lambda: b._batcher.backend_pid() is None, 30)
+        held.release()  # its NOTIFY goes to a connection that is gone
+        await eventually(lambda: [h.owner for s in a.status() for h in s.holders] == ["b1"], 30)
+        gate.set()
+        got = await asyncio.wait_for(waiting, 30)
+        assert got.token("vm/a") == 2
+        got.release()
+    finally:
+        gate.set()
+        await a.close()
+        await b.close()
