@@ -132,10 +132,13 @@ Event = tuple[float, str, str]
 """(monotonic time, probe name, thread name)."""
 
 
-def _find(events: list[Event], name: str, start: float, end: float = float("inf")) -> Event:
-    """The first event called ``name`` (or ``name#...``) within ``[start, end]``."""
+def _find(
+    events: list[Event], name: str, start: float, end: float = float("inf"), by: str = ""
+) -> Event:
+    """The first event called ``name`` (or ``name#...``) within ``[start, end]`` (a store unit:
+    queued by the store method ``by``, when given)."""
     for event in events:
-        if start <= event[0] <= end and event[1].split("#")[0] == name:
+        if start <= event[0] <= end and event[1].split("#")[0] == name and event[2].startswith(by):
             return event
     raise LookupError(f"{name} not seen in [{start}, {end}]")
 
@@ -159,14 +162,14 @@ def create_steps(events: list[Event], t0: float, t1: float) -> dict[str, float]:
     """The steps of one create answered at once, each as a duration (s)."""
     recv = _find(events, "recv", t0, t1)[0]
     entered = _find(events, "tickets.create>", t0, t1)[0]
-    insert = _find(events, "store.run>", entered, t1)
+    insert = _find(events, "store.run>", entered, t1, by="insert_ticket<")
     i_start, i_end, i_back = _unit(events, insert)
     created = _find(events, "tickets.create<", i_back, t1)[0]
     changed = _find(events, "changed", created, t1)[0]
     round_ = _last(events, "assign_once>", i_back, changed)[0]
-    read = _find(events, "store.read>", round_, changed)
+    read = _find(events, "store.read>", round_, changed, by="allocation_inputs<")
     r_start, r_end, r_back = _unit(events, read)
-    write = _last(events, "store.run>", r_back, changed)
+    write = _find(events, "store.run>", r_back, changed, by="assign<")
     w_start, w_end, w_back = _unit(events, write)
     woken = _find(events, "tickets.wait<", changed, t1)[0]
     sent = _find(events, "sent", woken, t1)[0]
@@ -196,7 +199,7 @@ def close_steps(events: list[Event], t2: float, t3: float) -> dict[str, float]:
     """The steps of one close, each as a duration (s)."""
     recv = _find(events, "recv", t2, t3)[0]
     entered = _find(events, "tickets.close>", t2, t3)[0]
-    write = _find(events, "store.run>", entered, t3)
+    write = _find(events, "store.run>", entered, t3, by="close_ticket<")
     w_start, w_end, w_back = _unit(events, write)
     closed = _find(events, "tickets.close<", w_back, t3)[0]
     sent = _find(events, "sent", closed, t3)[0]
