@@ -1427,6 +1427,34 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/locks/test_loopsql.py", "-k", "notify_read_with"),
     ),
+    Mutant(
+        "assign-handed-forgotten",
+        "the assignment does not give back the VMs it handed out (each answer reads its VM again)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "return self._handed.get(name)",
+                    "return None",
+                ),
+            ),
+        ),
+        ("tests/api/test_assigned_address.py",),
+    ),
+    Mutant(
+        "convert-ignores-handed",
+        "the ticket's answer ignores the VM the assignment handed out and reads it",
+        (
+            (
+                Patch(
+                    "corral/api/convert.py",
+                    "if handed is not None:",
+                    "if handed is not None and False:",
+                ),
+            ),
+        ),
+        ("tests/api/test_assigned_address.py",),
+    ),
 )
 
 

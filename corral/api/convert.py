@@ -2,7 +2,9 @@
 
 Pure functions, except that a ticket's address is looked up on its VM (the ticket record names the
 VM, the client wants the address). A VM's name is never reused and its address never changes once
-it is up, so :class:`Addresses` remembers them and a warm pool's tickets cost no lookup. This
+it is up, so :class:`Addresses` remembers them and a warm pool's tickets cost no lookup; a VM this
+process's assignment just handed out (a new one for every ticket of a pool without reuse) is
+taken as the assignment read it, not read again. This
 module must not change anything.
 """
 
@@ -61,6 +63,10 @@ async def ticket(
     reaches: list[Reach | None] = []
     for name in _held(record):
         reach = None if addresses is None else addresses.get(name)
+        if reach is None:
+            handed = controller.assigned_vm(name)  # a VM this process just handed out
+            if handed is not None:
+                reach = _reach(handed)
         if reach is None:
             try:
                 reach = _reach(await controller.get_vm(name))

@@ -98,6 +98,10 @@ class ControllerFacade(Protocol):
     async def get_vm(self, name: str, /) -> VM:
         """One VM (``VMNotFound`` otherwise)."""
 
+    def assigned_vm(self, name: str, /) -> VM | None:
+        """VM ``name`` as this process's assignment read it when it handed it out recently
+        (``None`` otherwise): its address and handle without a store read."""
+
     async def find_vms(
         self,
         *,

@@ -9,6 +9,7 @@ process was faster) just makes the runner decide again. This module must not dec
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from corral.controller import ports, records
@@ -16,13 +17,16 @@ from corral.controller.events import Event
 from corral.controller.runner import Coalescer
 from corral.pools import allocation
 from corral.pools.lifecycle import VM_RULES, VMEvent, vm_target
-from corral.pools.model import Ticket, TicketState
+from corral.pools.model import VM, Ticket, TicketState
 from corral.types import JSON
 
 _VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
 """The state the store's assignment moves a VM to."""
 _TAKEABLE = tuple(str(state) for state in VM_RULES[VMEvent.ASSIGNED].sources)
 """The states of a VM an assignment can take (in a pool of single-ticket VMs), from the table."""
+
+HANDED_LIMIT = 4096
+"""VMs remembered as handed out by :meth:`Assigner.handed_out` (the oldest forgotten first)."""
 
 
 class Assigner:
@@ -37,6 +41,15 @@ class Assigner:
         self._runner: Coalescer[None] = Coalescer(
             "assignment", self._work, on_error=self._retry_later
         )
+        # The VMs this assigner handed out, as the round that did it read them: the answer to
+        # the ticket's create or long-poll gives their address without reading them again.
+        self._handed: OrderedDict[str, VM] = OrderedDict()
+
+    def handed_out(self, name: str) -> VM | None:
+        """VM ``name`` as the assignment round that handed it out read it (``None`` when this
+        assigner did not hand it out recently). Its address and handle are fixed once it is up;
+        its other fields (state, ticket) may have moved on since."""
+        return self._handed.get(name)
 
     @property
     def idle(self) -> bool:
@@ -92,6 +105,7 @@ class Assigner:
         plan = allocation.allocate(waiting, vms, limits, inputs.held, now=ctl.clock())
         by_id = {t.id: t for t in waiting}
         pools_of = {v.name: v.pool for v in vms}
+        by_name = {v.name: v for v in vms}
         done = 0
         for choice in plan:
             now = ctl.clock()
@@ -100,6 +114,7 @@ class Assigner:
                 self.kick()  # someone else moved first: decide again
                 continue
             done += 1
+            self._remember(choice, by_name)
             self._announce(choice, by_id[choice.ticket], pools_of, now)
         if len(plan) < len(waiting):
             for name in limits:
@@ -140,6 +155,16 @@ class Assigner:
         return await ctl.store.pools.assign(
             choice.ticket, choice.vm, now=now, max_per_owner=limits[pool].max_per_owner
         )
+
+    def _remember(self, choice: allocation.Assignment, by_name: Mapping[str, VM]) -> None:
+        """Note the VMs of a written assignment for :meth:`handed_out`."""
+        for name, _ in choice.vms:
+            vm = by_name.get(name)
+            if vm is not None:
+                self._handed[name] = vm
+                self._handed.move_to_end(name)
+        while len(self._handed) > HANDED_LIMIT:
+            self._handed.popitem(last=False)
 
     def _announce(
         self,

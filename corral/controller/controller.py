@@ -718,6 +718,12 @@ class Controller:
             raise exceptions.VMNotFound(f"no VM named {name!r}")
         return self._with_machine_state(records.vm(row))
 
+    def assigned_vm(self, name: str, /) -> VM | None:
+        """VM ``name`` as this controller's assignment read it when it handed the VM out, if it
+        did so recently (``None`` otherwise): its address and handle, fixed once the VM is up,
+        without a store read; its state and ticket may have moved on since."""
+        return self.assignment.handed_out(name)
+
     async def list_vms(self, *, pool: str | None = None, state: str | None = None) -> list[VM]:
         """VMs, optionally of one pool and in one state."""
         return await self.find_vms(pool=pool, states=None if state is None else [state])
