@@ -1455,6 +1455,80 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/api/test_assigned_address.py",),
     ),
+    # --- review fixes (issue 11): a backend's refusal ends the host's part; damaged records ---
+    Mutant(
+        "fenced-codes-miss-backend",
+        "a task ended by a backend's refusal of its stale fence is followed by the host's own "
+        "unfenced after-task check of the VM",
+        (
+            (
+                Patch(
+                    "corral/controller/vmtasks.py",
+                    "        exceptions.StaleFence,\n",
+                    "",
+                ),
+            ),
+        ),
+        ("tests/controller/test_fenced_task_end.py",),
+    ),
+    Mutant(
+        "fence-parse-any-digit",
+        "a recorded fence is parsed with str.isdigit alone: a damaged record raises ValueError",
+        (
+            (
+                Patch(
+                    "corral/backends/fencing.py",
+                    "not (token.isascii() and token.isdigit())",
+                    "not token.isdigit()  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/backends/test_fencing.py", "-k", "whole_records"),
+    ),
+    Mutant(
+        "reconcile-stale-epoch-escapes",
+        "a lease lost during start-up reconciliation fails the host's start",
+        (
+            (
+                Patch(
+                    "corral/controller/recovery.py",
+                    "        except exceptions.StaleEpoch as exc:\n",
+                    "        except ZeroDivisionError as exc:  # type: ignore[misc]  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_restart_reconcile.py", "-k", "lease_lost"),
+    ),
+    Mutant(
+        "loopsql-render-fails-batch",
+        "a command that cannot be rendered takes the rest of its batch down with it",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    "            except (ValueError, TypeError, UnicodeError, psycopg.DataError)"
+                    " as exc:\n                _deliver_error([command], exc)\n"
+                    "                continue\n",
+                    "            except ZeroDivisionError:  # MUTANT\n                continue\n",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "rendered"),
+    ),
+    Mutant(
+        "loopsql-bare-numbers",
+        "numbers pasted bare into the SQL (a negative one after '-' starts a comment)",
+        (
+            (
+                Patch(
+                    "corral/cluster/loopsql.py",
+                    '    return f"({value!r})".encode()\n',
+                    "    return str(value).encode()  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/locks/test_loopsql.py", "-k", "unchanged"),
+    ),
 )
 
 

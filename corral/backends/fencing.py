@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def parse(token: str | None, holder: str | None) -> Fence | None:
     """The fence recorded as text (a tag, a metadata element); ``None`` when absent or
     malformed (a machine from before fencing, or a record someone damaged: nothing to honour)."""
-    if not token or not holder or not token.isdigit():
+    if not token or not holder or not (token.isascii() and token.isdigit()):
         return None
     try:
         return Fence(int(token), holder)

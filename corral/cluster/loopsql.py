@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import re
 import select
 import threading
@@ -258,16 +259,42 @@ class LoopBatcher:
         except psycopg.OperationalError as exc:
             self._lost(exc)
             return
+        except Exception as exc:
+            log.error("%s: a batch could not be sent: %r", self.name, exc)
+            failed, self._sent, self._results = self._sent or batch, None, []
+            _deliver_error(failed, exc)
+            self._kick_soon()
 
     def _send(self, batch: list[Command]) -> None:
         conn = self._conn
         assert conn is not None  # noqa: S101 - checked by the callers
         pgconn = conn.pgconn
-        self._sent, self._results = batch, []
-        text = b";".join(self._render(pgconn, c) for c in batch)
-        pgconn.send_query(text)
+        # Render every command before anything is marked sent: a command that cannot be
+        # rendered (a programming error: a wrong parameter count, text that cannot be encoded)
+        # fails alone, through its own callback, and never stalls the commands behind it.
+        texts: list[bytes] = []
+        sendable: list[Command] = []
+        for command in batch:
+            try:
+                texts.append(self._render(pgconn, command))
+            except (ValueError, TypeError, UnicodeError, psycopg.DataError) as exc:
+                _deliver_error([command], exc)
+                continue
+            sendable.append(command)
+        if not sendable:
+            self._kick_soon()
+            return
+        self._sent, self._results = sendable, []
+        pgconn.send_query(b";".join(texts))
         while pgconn.flush():  # the rest waits for the socket: rare for a few kB
             select.select([], [self._fd], [], 1.0)
+
+    def _kick_soon(self) -> None:
+        if self._queue and self._loop is not None and not self._kicked:
+            self._kicked = True
+            self._loop.call_soon(self._kick)
+        else:
+            self._check_drained()
 
     def _render(self, pgconn: pq.abc.PGconn, command: Command) -> bytes:
         parts = self._parts.get(command.sql)
@@ -281,7 +308,7 @@ class LoopBatcher:
             if value is None:
                 out.append(b"NULL")
             elif isinstance(value, bool | int | float):
-                out.append(str(value).encode())
+                out.append(_number(value))
             else:
                 out.append(esc.escape_literal(str(value).encode()))
             out.append(part.encode())
@@ -430,6 +457,17 @@ def _lost_connection(res: pq.abc.PGresult) -> bool:
         return False
     state = res.error_field(pq.DiagnosticField.SQLSTATE) or b""
     return state.startswith((b"57P", b"08"))
+
+
+def _number(value: bool | int | float) -> bytes:
+    """A number as an SQL literal that reads the same wherever it lands: parenthesised (a
+    negative one after ``-`` must not start a ``--`` comment), non-finite floats spelled out."""
+    if isinstance(value, bool):
+        return b"TRUE" if value else b"FALSE"
+    if isinstance(value, float) and not math.isfinite(value):
+        word = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return f"'{word}'::float8".encode()
+    return f"({value!r})".encode()
 
 
 def _text(value: bytes | None) -> str | None:

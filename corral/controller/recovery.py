@@ -93,7 +93,13 @@ async def reconcile(
             if vm.alive:  # the host's committed capacity survives our restart
                 backend.recommit(VMSpec(vm.name, name, vm.id_in_pool, template))
         _report(name, plans[name].foreign, issued)
-        await act(ctl, name, plans[name], fence=ctl.lease_fence(name))
+        try:
+            await act(ctl, name, plans[name], fence=ctl.lease_fence(name))
+        except exceptions.StaleEpoch as exc:
+            # the lease lapsed or moved since ``leads``: the pool is another host's now (its
+            # orphan watch, leak sweep and livechecks cover what this plan did not finish);
+            # the start goes on with the other pools
+            log.warning("pool %s: start-up reconciliation stopped: %s", name, exc.message)
     return plans
 
 

@@ -24,13 +24,15 @@ FENCED = frozenset(
     for e in (
         exceptions.StaleToken,
         exceptions.StaleEpoch,
+        exceptions.StaleFence,
         exceptions.TaskTakenOver,
         exceptions.LeaseLost,
     )
 )
-"""Codes of a task that ended because this host lost the right to act (issue 11): its VM is
-left to whoever holds that right now (a survivor's recovery, the lock's next holder, the
-leader's orphan watch), not checked by this host."""
+"""Codes of a task that ended because this host lost the right to act (issue 11: a store write
+or a backend call refused for its stale epoch or token, the task claimed by a survivor, the
+host's lease lost): its VM is left to whoever holds that right now (a survivor's recovery, the
+lock's next holder, the leader's orphan watch), not checked by this host."""
 
 
 class VMTasks:

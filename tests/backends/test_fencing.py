@@ -55,6 +55,10 @@ def test_parse_reads_only_whole_records() -> None:
     assert fencing.parse("12", "h#1") == Fence(12, "h#1")
     for token, holder in (("", "h"), ("12", ""), ("x", "h"), ("-1", "h"), ("0", "h"), (None, None)):
         assert fencing.parse(token, holder) is None
+    # a damaged record is no record, whatever str.isdigit thinks of it (superscripts, other
+    # scripts' digits): never a ValueError that fails every fenced call on the machine
+    for damaged in ("\u00b2", "1\u00b2", "\u0663", "\u2460"):
+        assert fencing.parse(damaged, "h#1") is None
 
 
 @pytest.mark.parametrize(

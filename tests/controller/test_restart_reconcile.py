@@ -13,13 +13,13 @@ from corral import exceptions
 from corral.backends.base import Handle
 from corral.backends.fake import FakeBackend
 from corral.config import parse_config
-from corral.controller import Controller
+from corral.controller import Controller, recovery
 from corral.controller import reconcile as reconciliation
 from corral.pools.model import VM, VMState
 from corral.store import Store, open_store
 from corral.testing import ManualClock
 
-from .conftest import counts, eventually, fake_backend
+from .conftest import controller, counts, eventually, fake_backend
 
 OLD_MACHINES = ("p-000101", "p-000102", "p-000103")
 """Machines an earlier store made (it had issued 103 names): the fresh store issues p-000001..."""
@@ -186,3 +186,24 @@ def test_serve_adopt_reaches_the_controller(
     )
     assert seen == [bool(flag)]
     assert "error: store_in_use: stop here" in result.output
+
+
+async def test_a_lease_lost_during_start_up_reconciliation_does_not_stop_the_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In a cluster the pool's lease may lapse or move between the check that this host leads
+    it and the plan's fenced writes: the plan stops for that pool (its new leader's orphan watch,
+    sweep and livechecks take over), logged, and the start goes on. Breakage caught: the
+    ``StaleEpoch`` escaping reconcile, which failed the host's start (review of issue 11)."""
+    async with controller(start=False) as ctl:
+        await ctl.store.pools.create_vm("p", state="ready", now=1.0)  # the backend lacks it
+
+        def moved(pool: str) -> Any:
+            raise exceptions.StaleEpoch(f"host a does not lead {pool!r}")
+
+        ctl.lease_fence = moved  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="corral.controller.recovery"):
+            plans = await recovery.reconcile(ctl)
+        assert plans["p"].lost  # the plan was made; its writes were refused
+        assert "start-up reconciliation stopped" in caplog.text
+        assert [vm.state for vm in await ctl.list_vms()] == [VMState.READY]  # nothing written

@@ -100,7 +100,31 @@ async def test_parameters_arrive_unchanged(batcher: LoopBatcher) -> None:
         assert got == value
     assert await asyncio.wait_for(_send(batcher, "SELECT %s::text IS NULL", None), 30) == "t"
     assert await asyncio.wait_for(_send(batcher, "SELECT %s + 1", 41), 30) == "42"
+    # numbers read the same wherever they land: after a minus (no "--" comment), non-finite
+    assert await asyncio.wait_for(_send(batcher, "SELECT 1 -%s", -5), 30) == "6"
+    assert await asyncio.wait_for(_send(batcher, "SELECT %s::float8", 0.1), 30) == "0.1"
+    assert await asyncio.wait_for(_send(batcher, "SELECT %s::float8", float("inf")), 30) == (
+        "Infinity"
+    )
+    assert await asyncio.wait_for(_send(batcher, "SELECT %s::text", True), 30) == "true"
     assert batcher.call("SELECT count(*) FROM t", ()) == "0"
+
+
+async def test_a_command_that_cannot_be_rendered_fails_alone(batcher: LoopBatcher) -> None:
+    """A command whose parameters cannot be rendered (a wrong count, text that cannot be
+    encoded: programming errors) fails through its own callback; the commands beside and behind
+    it are sent and answered. Breakage caught: the batch marked sent before it was rendered,
+    which left every later lock call of the host unanswered (review of issue 11)."""
+    futs = [
+        _send(batcher, "INSERT INTO t VALUES (1)"),
+        _send(batcher, "SELECT %s::text, %s::text", "only one"),
+        _send(batcher, "SELECT %s::text", "lone \udc80 surrogate"),
+        _send(batcher, "INSERT INTO t VALUES (2)"),
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 30)
+    assert isinstance(results[1], ValueError) and isinstance(results[2], UnicodeError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[3], BaseException)
+    assert await asyncio.wait_for(_send(batcher, "SELECT count(*) FROM t"), 30) == "2"
 
 
 async def test_an_error_fails_the_whole_batch_and_commits_nothing(batcher: LoopBatcher) -> None:
