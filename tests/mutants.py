@@ -1529,6 +1529,23 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/locks/test_loopsql.py", "-k", "unchanged"),
     ),
+    Mutant(
+        "api-guard-complete-body-waits",
+        "a complete body sent for a head that declared none is read as a partial one (the guard "
+        "waits for a message that never comes)",
+        (
+            (
+                Patch(
+                    "corral/api/guard.py",
+                    "        if not message.get(\"more_body\", False):\n"
+                    "            self._check_size(len(chunk))",
+                    "        if not message.get(\"more_body\", False) and not chunk:  # MUTANT\n"
+                    "            self._check_size(len(chunk))",
+                ),
+            ),
+        ),
+        ("tests/api/test_guard_text.py", "-k", "after_all"),
+    ),
 )
 
 

@@ -206,15 +206,23 @@ class Guard:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunk = message.get("body", b"")
-        if not message.get("more_body", False) and not chunk:
-            return b""
-        # a server that sends something after all: read the rest within the deadline
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            self._check_size(len(chunk))  # a server that sends a body after all: bounded too
+            return chunk
+        # more is coming after all: read the rest within the deadline
         return await self._read_body(receive, first=chunk)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_body:
+            raise exceptions.BodyTooLarge(
+                f"request body: more than {self.max_body} bytes, the most this server accepts"
+            )
 
     async def _read_body(self, receive: Receive, first: bytes = b"") -> bytes | None:
         chunks: list[bytes] = [first] if first else []
         size = len(first)
+        self._check_size(size)
         try:
             async with asyncio.timeout(self.body_timeout):
                 while True:
@@ -223,11 +231,7 @@ class Guard:
                         return None
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_body:
-                        raise exceptions.BodyTooLarge(
-                            f"request body: more than {self.max_body} bytes, the most this "
-                            "server accepts"
-                        )
+                    self._check_size(size)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks)
