@@ -48,12 +48,13 @@ class Response:
 
 def usable(url: str, environ: Mapping[str, str] | None = None) -> bool:
     """Whether :class:`PlainHTTP` sends to ``url`` what httpx would: a plain ``http://`` URL
-    with no proxy configured in the environment."""
+    without credentials in it (httpx would send them as basic auth) and with no proxy configured
+    in the environment."""
     env = os.environ if environ is None else environ
     if any(env.get(name) for name in PROXY_VARIABLES):
         return False
     parts = urlsplit(url)
-    return parts.scheme.lower() == "http" and bool(parts.hostname)
+    return parts.scheme.lower() == "http" and bool(parts.hostname) and "@" not in parts.netloc
 
 
 def _text(value: object) -> str:

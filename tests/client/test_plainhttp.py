@@ -39,13 +39,14 @@ def test_the_query_is_httpx_s(params: dict[str, object]) -> None:
         ("http://127.0.0.1:8642", {"HTTP_PROXY": "http://proxy:3128"}, False),
         ("http://127.0.0.1:8642", {"all_proxy": "socks5://proxy"}, False),
         ("http://", {}, False),
+        ("http://user:secret@127.0.0.1:8642", {}, False),
     ],
 )
 def test_only_plain_http_without_a_proxy_is_sent_without_httpx(
     url: str, environ: dict[str, str], usable: bool
 ) -> None:
-    """Breakage caught: a TLS URL sent in clear, or a proxy set in the environment bypassed
-    (httpx would have used it)."""
+    """Breakage caught: a TLS URL sent in clear, a proxy set in the environment bypassed or
+    credentials in the URL dropped (httpx would have used them)."""
     assert plainhttp.usable(url, environ) is usable
 
 
