@@ -1537,14 +1537,85 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/api/guard.py",
-                    "        if not message.get(\"more_body\", False):\n"
+                    '        if not message.get("more_body", False):\n'
                     "            self._check_size(len(chunk))",
-                    "        if not message.get(\"more_body\", False) and not chunk:  # MUTANT\n"
+                    '        if not message.get("more_body", False) and not chunk:  # MUTANT\n'
                     "            self._check_size(len(chunk))",
                 ),
             ),
         ),
         ("tests/api/test_guard_text.py", "-k", "after_all"),
+    ),
+    # --- issue 14, fast CLI: a client command on plain http:// without httpx (h/clistart) ---
+    Mutant(
+        "cli-client-through-httpx",
+        "the CLI's client sends through httpx again on a plain http:// URL (httpx imported)",
+        (
+            (
+                Patch(
+                    "corral/cli/common.py",
+                    "http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else None",
+                    "http = None  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cli/test_cli_startup_imports.py", "-k", "plain_http_imports_no_httpx"),
+    ),
+    Mutant(
+        "client-imports-httpx-eagerly",
+        "import corral.client imports httpx at once again (every client command pays for it)",
+        (
+            (
+                Patch(
+                    "corral/client/__init__.py",
+                    "from corral.client import httpxload\n",
+                    "from corral.client import httpxload\n\nhttpxload.load()  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/cli/test_cli_startup_imports.py", "-k", "plain_http_imports_no_httpx"),
+    ),
+    Mutant(
+        "plainhttp-query-python-bools",
+        "the standard library transport writes a boolean query value as Python's True",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    'return "true"',
+                    'return "True"  # MUTANT',
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "query"),
+    ),
+    Mutant(
+        "plainhttp-refused-escapes",
+        "a refused connection escapes the standard library transport as ConnectionRefusedError",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "except (OSError, http.client.HTTPException) as exc:",
+                    "except http.client.HTTPException as exc:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "unreachable"),
+    ),
+    Mutant(
+        "plainhttp-ignores-proxy",
+        "a proxy set in the environment is bypassed by the standard library transport",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "if any(env.get(name) for name in PROXY_VARIABLES):",
+                    "if False:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "proxy"),
     ),
 )
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from corral import config_messages, exceptions
 from corral.cli import output
-from corral.client import Client, models
+from corral.client import Client, models, plainhttp
 from corral.pools.lifecycle import TicketState
 
 P = ParamSpec("P")
@@ -100,8 +100,14 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 @contextmanager
 def client(url: str, token: str | None) -> Iterator[Client]:
-    """A client of ``url``, closed afterwards."""
-    with Client(url, token=token) as c:
+    """A client of ``url``, closed afterwards.
+
+    A plain ``http://`` URL with no proxy configured is sent to through the standard library
+    (:mod:`corral.client.plainhttp`), which spares every command the import of httpx (issue
+    14); any other URL goes through httpx.
+    """
+    http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else None
+    with Client(url, token=token, http=http) as c:
         yield c
 
 

@@ -17,40 +17,11 @@ command built on it) does not load asyncio.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
-
-def _import_httpx_without_its_command_line() -> None:
-    """Import httpx without ``httpx._main``, its own command line tool, and leave no trace.
-
-    ``import httpx`` runs ``from ._main import main``, which imports click, pygments and rich's
-    progress, live and syntax modules whenever they are installed (corral's CLI brings them):
-    about a sixth of the instructions of ``import corral.client`` and a fifth of a client
-    process's start (issue 14). A ``None`` in ``sys.modules`` makes that import raise
-    ``ImportError``, which httpx catches by defining a stub ``main``. Unlike the ``corral``
-    command (:func:`corral.cli.entry.skip_httpx_cli`), a library must not change what the
-    program importing it can import, so the ``None`` is removed again at once: ``import
-    httpx._main`` still works afterwards; only the attribute ``httpx.main`` of a process that
-    imported corral's client before httpx is httpx's stub (httpx's own ``httpx`` command runs
-    in a process of its own, which never gets here first).
-    """
-    if "httpx" in sys.modules:
-        return
-    blocked = "httpx._main" not in sys.modules
-    if blocked:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]
-    try:
-        import httpx  # noqa: F401
-    finally:
-        if blocked and "httpx._main" in sys.modules and sys.modules["httpx._main"] is None:
-            del sys.modules["httpx._main"]
-
-
-_import_httpx_without_its_command_line()
-
-from corral.client.models import VM, LockStatus, PoolStatus, Task, Ticket  # noqa: E402
-from corral.client.sync import Client  # noqa: E402
+from corral.client import httpxload
+from corral.client.models import VM, LockStatus, PoolStatus, Task, Ticket
+from corral.client.sync import Client
 
 if TYPE_CHECKING:
     from corral.client.aio import AsyncClient
@@ -61,6 +32,7 @@ __all__ = ["VM", "AsyncClient", "Client", "LockStatus", "PoolStatus", "Task", "T
 def __getattr__(name: str) -> object:
     """``AsyncClient``, imported when first asked for (PEP 562)."""
     if name == "AsyncClient":
+        httpxload.load()
         from corral.client.aio import AsyncClient
 
         return AsyncClient

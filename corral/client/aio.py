@@ -16,11 +16,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar, Unpack
 
-import httpx
+from corral.client import httpxload
 
-from corral import exceptions
-from corral.client import core, flows, models, sse
-from corral.types import JSON
+httpxload.load()  # before ``import httpx``: without its command line tool
+
+import httpx  # noqa: E402
+
+from corral import exceptions  # noqa: E402
+from corral.client import core, flows, models, sse  # noqa: E402
+from corral.types import JSON  # noqa: E402
 
 T = TypeVar("T")
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote
 
-import httpx
 from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from corral import __version__, exceptions
-from corral.client import models
+from corral.client import models, plainhttp
 from corral.pools.lifecycle import TicketState
 from corral.types import JSON
 
@@ -581,13 +581,24 @@ def request(call: Call[object], headers: Mapping[str, str], timeout: float) -> d
 
 @contextmanager
 def transport_errors(url: str, timeout: float) -> Iterator[None]:
-    """Translate httpx's failures to reach ``url`` into :class:`ServerUnreachable`."""
+    """Translate the transport's failures to reach ``url`` (httpx's, or
+    :mod:`~corral.client.plainhttp`'s) into :class:`ServerUnreachable`.
+
+    httpx is not imported here: a failure can only be httpx's if httpx was imported to send it.
+    """
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise exceptions.ServerUnreachable(f"{url}: no answer within {timeout:g} s") from exc
-    except httpx.HTTPError as exc:
-        raise exceptions.ServerUnreachable(f"cannot reach corral at {url}: {exc}") from exc
+    except Exception as exc:
+        httpx = sys.modules.get("httpx")
+        if isinstance(exc, plainhttp.TransportTimeout) or (
+            httpx is not None and isinstance(exc, httpx.TimeoutException)
+        ):
+            raise exceptions.ServerUnreachable(f"{url}: no answer within {timeout:g} s") from exc
+        if isinstance(exc, plainhttp.TransportError) or (
+            httpx is not None and isinstance(exc, httpx.HTTPError)
+        ):
+            raise exceptions.ServerUnreachable(f"cannot reach corral at {url}: {exc}") from exc
+        raise
 
 
 def decode(status: int, content: bytes) -> JSON:

@@ -1,6 +1,7 @@
 """The blocking Python client: :class:`Client`, one thin I/O layer over :mod:`corral.client.core`.
 
-Every method sends one :class:`~corral.client.core.Call` with httpx and returns its typed result;
+Every method sends one :class:`~corral.client.core.Call` with httpx (or, when given one, the
+standard library's :class:`~corral.client.plainhttp.PlainHTTP`) and returns its typed result;
 server errors come back as the same :mod:`corral.exceptions` classes. :meth:`Client.acquire` is the
 context manager CI jobs use: it waits for a VM, renews the lease from a background thread while the
 block runs and closes the ticket on exit, also when the block raises.
@@ -16,13 +17,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TypeVar, Unpack
-
-import httpx
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 from corral import exceptions
-from corral.client import core, flows, models, sse
+from corral.client import core, flows, httpxload, models, plainhttp, sse
 from corral.types import JSON
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 
@@ -32,7 +34,9 @@ class Client:
 
     ``url`` defaults to ``http://127.0.0.1:8642``; ``token`` is the bearer token of the server's
     config. ``http`` lets tests and embedders pass their own :class:`httpx.Client` (its base URL and
-    transport are used as given). Use it as a context manager, or call :meth:`close`.
+    transport are used as given), or a :class:`~corral.client.plainhttp.PlainHTTP` of ``url``,
+    which sends without importing httpx (the ``corral`` command's; the event stream then opens
+    an httpx client of its own). Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -41,11 +45,12 @@ class Client:
         *,
         token: str | None = None,
         timeout: float = 10.0,
-        http: httpx.Client | None = None,
+        http: httpx.Client | plainhttp.PlainHTTP | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._http = http or httpx.Client(base_url=url, timeout=timeout, verify=core.verify(url))
+        self._http = http or self._httpx_client()
+        self._streaming: httpx.Client | None = None
         self._headers = core.headers(token)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -72,9 +77,27 @@ class Client:
                 flow.resume(answer)
         return flow.value
 
+    def _httpx_client(self) -> httpx.Client:
+        module = httpxload.load()
+        client: httpx.Client = module.Client(
+            base_url=self.url, timeout=self.timeout, verify=core.verify(self.url)
+        )
+        return client
+
+    def _stream_client(self) -> httpx.Client:
+        """The httpx client that opens the event stream (the given one, unless it is a
+        :class:`~corral.client.plainhttp.PlainHTTP`, which cannot stream)."""
+        if not isinstance(self._http, plainhttp.PlainHTTP):
+            return self._http
+        if self._streaming is None:
+            self._streaming = self._httpx_client()
+        return self._streaming
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+        if self._streaming is not None:
+            self._streaming.close()
 
     def __enter__(self) -> Client:
         return self
@@ -286,11 +309,12 @@ class Client:
         error answer (a bad token, ...) raises its :mod:`corral.exceptions` class.
         """
         resume = sse.Resume(last_id, None if kinds is None else tuple(kinds))
-        timeout = httpx.Timeout(self.timeout, read=sse.READ_TIMEOUT)
+        http = self._stream_client()
+        timeout = httpxload.load().Timeout(self.timeout, read=sse.READ_TIMEOUT)
         while True:
             try:
                 with core.transport_errors(self.url, self.timeout):
-                    with self._http.stream(
+                    with http.stream(
                         "GET",
                         sse.PATH,
                         headers=resume.headers(self._headers),

@@ -80,15 +80,36 @@ def test_both_version_paths_print_the_same(argv: list[str]) -> None:
 def test_a_client_command_skips_httpx_command_line_tool() -> None:
     """Fails when the console script stops keeping ``httpx._main`` out (``skip_httpx_cli`` not
     called before the CLI is imported): ``import httpx`` then loads click, pygments and rich's
-    progress and syntax modules, which no corral command uses."""
-    loaded, _ = _loaded(
-        "import sys\nsys.argv = ['corral', 'tickets', '--url', 'http://127.0.0.1:9']\n"
+    progress and syntax modules, which no corral command uses. An ``https`` URL goes through
+    httpx (a plain ``http`` one does not, see below)."""
+    loaded, out = _loaded(
+        "import sys\nsys.argv = ['corral', 'tickets', '--url', 'https://127.0.0.1:9']\n"
         "from corral.cli.entry import main\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    print(exit.code)"
     )
     # the command ran (through Typer, the client and httpx) and failed to connect: port 9
+    assert out.strip() == "8"
     assert {"httpx", "httpcore", "corral.client.sync", "typer"} <= loaded
     assert not _matching(loaded, ("pygments", "click", "rich.progress", "rich.syntax"))
+
+
+HTTPX_STACK = ("httpx", "httpcore", "h11", "anyio", "http.cookiejar", "urllib.request")
+"""What a request through httpx imports and one through ``corral.client.plainhttp`` does not."""
+
+
+def test_a_client_command_on_plain_http_imports_no_httpx() -> None:
+    """Fails when ``corral tickets`` on a plain ``http://`` URL imports httpx again (about a
+    sixth of its instructions, issue 14): ``common.client`` not passing a ``PlainHTTP``,
+    ``corral.client`` or ``corral.client.core``/``sync`` importing httpx at module level. The
+    command still reaches the server's address and fails as before (exit 8, same message)."""
+    loaded, out = _loaded(
+        "import sys\nsys.argv = ['corral', 'tickets', '--url', 'http://127.0.0.1:9']\n"
+        "from corral.cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    print(exit.code)"
+    )
+    assert out.strip() == "8"
+    assert {"corral.client.plainhttp", "corral.client.sync", "typer"} <= loaded
+    assert _matching(loaded, HTTPX_STACK) == {"httpx._main"} & loaded  # skip_httpx_cli's None
 
 
 def test_httpx_works_without_its_command_line_tool() -> None:
@@ -195,13 +216,15 @@ def test_the_client_library_skips_httpx_command_line_tool_and_leaves_it_importab
     import ``httpx._main`` itself."""
     loaded, out = _loaded(
         "import corral.client, sys\n"
+        "corral.client.Client('http://127.0.0.1:9').close()\n"
         "assert 'httpx' in sys.modules\n"
         "print(sorted(m for m in sys.modules if sys.modules[m] is None and 'httpx' in m))"
     )
     assert out.strip() == "[]"
     assert not _matching(loaded, HTTPX_CLI)
     _, out = _loaded(
-        "import corral.client\nfrom httpx._main import main\nprint(type(main).__module__)"
+        "import corral.client\ncorral.client.Client('http://127.0.0.1:9').close()\n"
+        "from httpx._main import main\nprint(type(main).__module__)"
     )
     assert out.strip().startswith("click")  # the real tool, not httpx's stub function
 
