@@ -108,16 +108,22 @@ action, pool = sys.argv[1:]
 conn = libvirt.open("qemu:///system")
 names = []
 for dom in conn.listAllDomains():
-    mark = domxml.parse_mark(dom.XMLDesc(0))
-    if mark is None or mark.pool != pool:
+    try:  # a transient domain corral is destroying can vanish between the listing and here
+        mark = domxml.parse_mark(dom.XMLDesc(0))
+        if mark is None or mark.pool != pool:
+            continue
+        name = dom.name()
+        if action == "destroy":
+            persistent = dom.isPersistent()
+            if dom.isActive():
+                dom.destroy()
+            if persistent:
+                dom.undefine()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
         continue
-    names.append(dom.name())
-    if action == "destroy":
-        persistent = dom.isPersistent()
-        if dom.isActive():
-            dom.destroy()
-        if persistent:
-            dom.undefine()
+    names.append(name)
 print(json.dumps(names))
 """
 
