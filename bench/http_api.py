@@ -332,6 +332,13 @@ def in_process_rate(store: str) -> float:
     return float(rate)
 
 
+def _corral_command() -> str:
+    """The ``corral`` command of this interpreter's environment (beside ``sys.executable``), else
+    the one on ``PATH``: a bench run as ``venv/bin/python`` without activating the venv."""
+    beside = Path(sys.executable).with_name("corral")
+    return str(beside) if beside.exists() else shutil.which("corral") or "corral"
+
+
 def wall(argv: list[str], runs: int) -> tuple[float, float]:
     """Median wall time and median CPU time (user + system) of ``runs`` runs of ``argv``
     (output discarded), after one run that warms the bytecode cache."""
@@ -438,7 +445,7 @@ def run_store(
             figures.rate = len(latencies) / elapsed
             figures.p50, figures.p90 = percentile(latencies, 50), percentile(latencies, 90)
             figures.worst = max(latencies)
-            corral = shutil.which("corral") or "corral"
+            corral = _corral_command()
             figures.cli["--version"] = wall([corral, "--version"], cli_runs)
             figures.cli["tickets"] = wall([corral, "tickets", "--url", server.url], cli_runs)
             figures.peak_rss = _memory(server.pid, "VmHWM")
