@@ -1,0 +1,316 @@
+"""The best durable, FIFO, fenced exclusive lock on one PostgreSQL, beside tooz and corral.
+
+Run: ``python bench/lock_bound.py`` (about four minutes; ``--quick`` for one short run of each).
+Needs PostgreSQL (``--pg``, default ``postgresql://root@127.0.0.1:5432/test``: a scratch
+database is created next to it and dropped; tooz's advisory locks take no table) and Redis
+(``--redis``).
+
+Issue 11 asks for >= 10x tooz-postgresql with FIFO, fencing tokens and grants that survive a
+PostgreSQL crash. This bench measures the *ideal* protocol for those guarantees, the minimum
+any implementation could do, so the target can be judged against a measurement rather than
+an argument. The ideal lock is one row per key, ``bound_lock(key, holder, token, waiters[])``,
+driven by raw psycopg with server-side prepared statements, no PL/pgSQL, no Python lock layer:
+
+- acquire: one ``UPDATE ... RETURNING``: free -> holder = me, token + 1; held -> me appended
+  to ``waiters`` (the FIFO queue); the row lock serializes contenders and READ COMMITTED's
+  re-check of an updated row makes each UPDATE see the latest queue;
+- release: one ``UPDATE`` hands the key to ``waiters[1]`` with token + 1 and ``pg_notify``s
+  it in the same transaction (delivered after the commit, so after the WAL flush); the
+  releaser that wants the key again is appended to the queue in that same statement, or
+  re-granted at once when nobody waits: one statement, one durable commit per pair;
+- a waiter learns its grant either from the NOTIFY on its only connection (``notify``) or by
+  re-reading the row in a loop (``poll``: a lower bound on wake-up latency that burns a core).
+  A polled grant is durable too: a synchronous commit becomes visible only after its flush.
+
+Each variant runs with ``synchronous_commit = on`` (grants and tokens survive a crash) and
+``off`` (what durability costs). Uncontended is one process on one key; contended is 4
+processes on one key in strict FIFO. Every process checks that its tokens strictly increase
+and all tokens of a run are distinct. Printed as medians of ``--runs`` windows, with the
+hand-over p50 (releaser's send -> waiter's grant, one machine's monotonic clock), the client
+and server-backend CPU per pair, tooz-pg, tooz-redis and corral's ``PgLockManager`` from the
+same run (through ``bench/cluster.py``), and each figure's ratio to 10x tooz-pg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cluster  # bench/cluster.py: tooz and corral workers, scratch databases
+
+KEY = "vm/bench"
+
+_SCHEMA = """
+CREATE TABLE bound_lock (
+    key text PRIMARY KEY,
+    holder int,
+    token bigint NOT NULL DEFAULT 0,
+    waiters int[] NOT NULL DEFAULT '{}',
+    sent float8
+)
+"""
+# Free: take it (token + 1). Held: join the queue. All SET expressions read the old row.
+_ACQUIRE = """
+UPDATE bound_lock SET
+    token = token + (holder IS NULL)::int,
+    waiters = CASE WHEN holder IS NULL THEN waiters ELSE waiters || %(me)s::int END,
+    holder = coalesce(holder, %(me)s::int)
+ WHERE key = %(key)s::text
+RETURNING holder = %(me)s::int, token
+"""
+# The holder releases: the head of the queue gets the key (token + 1) and a NOTIFY; with
+# ``again`` the releaser joins the tail, or keeps the key (token + 1) when nobody waits.
+_RELEASE = """
+WITH u AS (
+  UPDATE bound_lock SET
+      holder = CASE WHEN %(again)s::bool THEN coalesce(waiters[1], %(me)s::int) ELSE waiters[1] END,
+      token = token + (%(again)s::bool OR cardinality(waiters) > 0)::int,
+      waiters = CASE WHEN %(again)s::bool AND cardinality(waiters) > 0
+                     THEN waiters[2:] || %(me)s::int ELSE waiters[2:] END,
+      sent = %(sent)s::float8
+   WHERE key = %(key)s::text AND holder = %(me)s::int
+  RETURNING holder, token)
+SELECT holder, token,
+       CASE WHEN %(notify)s::bool AND holder <> %(me)s::int
+            THEN pg_notify('bound_' || holder, token || ' ' || %(sent)s::float8) END
+  FROM u
+"""
+_POLL = "SELECT holder, token, sent FROM bound_lock WHERE key = %(key)s::text"
+_STALL = 10.0  # a waiter not granted within this is a protocol bug: fail loudly
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One process's window: pairs, tokens in grant order, hand-over latencies, CPU."""
+
+    pairs: int
+    tokens: list[int]
+    handovers: list[float]
+    client_cpu: float
+    backend_cpu: float
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` from /proc (its server backend)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_notify(conn: Any, last: int) -> tuple[int, float]:
+    """Block until a NOTIFY grants a token above ``last`` (older payloads are ignored)."""
+    while True:
+        got = None
+        for note in conn.notifies(timeout=_STALL, stop_after=1):
+            token, sent = note.payload.split()
+            got = int(token), float(sent)
+        if got is None:
+            raise RuntimeError(f"no grant within {_STALL}s: the hand-over protocol stalled")
+        if got[0] > last:
+            return got
+
+
+def _wait_poll(conn: Any, me: int, last: int) -> tuple[int, float]:
+    """Re-read the row until it names this process the holder with a token above ``last``."""
+    cur = conn.cursor()
+    deadline = time.monotonic() + _STALL
+    while time.monotonic() < deadline:
+        holder, token, sent = cur.execute(_POLL, {"key": KEY}, prepare=True).fetchone()
+        if holder == me and token > last:
+            return token, sent
+    raise RuntimeError(f"no grant within {_STALL}s: the hand-over protocol stalled")
+
+
+def _ideal_worker(
+    url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str
+) -> Result:
+    import psycopg
+
+    me = idx + 1
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SET synchronous_commit = {'on' if sync == 'on' else 'off'}")
+        conn.execute(f"LISTEN bound_{me}")
+        backend = conn.info.backend_pid
+        cur = conn.cursor()
+        args = {"key": KEY, "me": me, "notify": wake == "notify", "again": True, "sent": 0.0}
+        tokens: list[int] = []
+        lat: list[float] = []
+        barrier.wait(300)
+        cpu0, bcpu0 = time.process_time(), _proc_cpu(backend)
+        granted, token = cur.execute(_ACQUIRE, args, prepare=True).fetchone()
+        end = time.time() + duration
+        n = 0
+        while True:
+            if not granted:
+                if wake == "notify":
+                    token, sent = _wait_notify(conn, token)
+                else:
+                    token, sent = _wait_poll(conn, me, token)
+                lat.append(time.perf_counter() - sent)
+            tokens.append(token)
+            n += 1
+            # the critical section is empty; then release (and queue again while in the window)
+            args["again"] = time.time() < end
+            args["sent"] = time.perf_counter()
+            row = cur.execute(_RELEASE, args, prepare=True).fetchone()
+            if row is None:
+                raise RuntimeError(f"process {me} released a key it did not hold")
+            if not args["again"]:
+                break
+            holder, token = row[0], (row[1] if row[0] == me else tokens[-1])
+            granted = holder == me
+        return Result(
+            n, tokens, lat, time.process_time() - cpu0, _proc_cpu(backend) - bcpu0
+        )
+
+
+def _run(url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str, out: Any) -> None:
+    try:
+        out.put(_ideal_worker(url, idx, barrier, duration, sync, wake))
+    except BaseException as exc:
+        out.put(exc)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """All processes of one window: pairs/s, hand-over latencies, CPU per pair."""
+
+    rate: float
+    handovers: list[float]
+    client_us: float
+    backend_us: float
+    tokens_ok: bool
+
+
+def measure_ideal(url: str, procs: int, duration: float, sync: str, wake: str) -> Window:
+    """One window of the ideal protocol: ``procs`` processes on one key."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE bound_lock SET holder = NULL, waiters = '{}' WHERE key = %s", (KEY,)
+        )
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(target=_run, args=(url, i, barrier, duration, sync, wake, out))
+        for i in range(procs)
+    ]
+    for proc in workers:
+        proc.start()
+    results = [out.get(True, 600) for _ in workers]
+    for proc in workers:
+        proc.join(60)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise RuntimeError("an ideal-lock worker failed") from r
+    tokens = [t for r in results for t in r.tokens]
+    ok = len(tokens) == len(set(tokens)) and all(
+        all(a < b for a, b in zip(r.tokens, r.tokens[1:], strict=False)) for r in results
+    )
+    pairs = sum(r.pairs for r in results)
+    return Window(
+        pairs / duration,
+        [x for r in results for x in r.handovers],
+        sum(r.client_cpu for r in results) / pairs * 1e6,
+        sum(r.backend_cpu for r in results) / pairs * 1e6,
+        ok,
+    )
+
+
+VARIANTS = [  # (label, processes, synchronous_commit, wake-up)
+    ("ideal durable", 1, "on", "notify"),
+    ("ideal lazy", 1, "off", "notify"),
+    ("ideal durable notify", 4, "on", "notify"),
+    ("ideal durable poll", 4, "on", "poll"),
+    ("ideal lazy notify", 4, "off", "notify"),
+    ("ideal lazy poll", 4, "off", "poll"),
+]
+OTHERS = [  # (label, kind for cluster.measure, target url key)
+    ("tooz-pg", "tooz", "pg"),
+    ("tooz-redis", "tooz", "redis"),
+    ("corral-pg", "corral", "scratch"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", default="postgresql://root@127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--quick", action="store_true", help="one run of 1.5 s per figure")
+    args = parser.parse_args()
+    if args.runs < 1 or args.seconds <= 0:
+        raise SystemExit("--runs must be >= 1 and --seconds > 0")
+    runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
+    name, url = cluster._scratch_db(args.pg)
+    windows: dict[tuple[str, int], list[Window]] = {}
+    others: dict[tuple[str, int], list[float]] = {}
+    loads: list[float] = []
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(_SCHEMA)
+            conn.execute("INSERT INTO bound_lock (key) VALUES (%s)", (KEY,))
+        urls = {"pg": args.pg, "redis": args.redis, "scratch": url}
+        for _ in range(runs):  # interleaved: the load moves during the run
+            for label, procs, sync, wake in VARIANTS:
+                w = measure_ideal(url, procs, seconds, sync, wake)
+                windows.setdefault((label, procs), []).append(w)
+            for label, kind, target in OTHERS:
+                for procs in (1, 4):
+                    rate, _ = cluster.measure(kind, urls[target], procs, seconds)
+                    others.setdefault((label, procs), []).append(rate)
+            loads.append(os.getloadavg()[0])
+    finally:
+        cluster._drop_db(args.pg, name)
+    _print(windows, others, runs, seconds, loads)
+
+
+def _print(
+    windows: dict[tuple[str, int], list[Window]],
+    others: dict[tuple[str, int], list[float]],
+    runs: int,
+    seconds: float,
+    loads: list[float],
+) -> None:
+    tooz = {p: statistics.median(others[("tooz-pg", p)]) for p in (1, 4)}
+    print(
+        f"exclusive acquire+release pairs/s on one key, median of {runs} x {seconds}s, "
+        f"load (1 min) after each round {[round(x, 1) for x in loads]}"
+    )
+    print(
+        f"{'':22} {'procs':>5} {'pairs/s':>9} {'/10x tooz':>9} {'handover p50':>12} "
+        f"{'client us/pair':>14} {'backend us/pair':>15}  runs"
+    )
+    for (label, procs), ws in windows.items():
+        rate = statistics.median(w.rate for w in ws)
+        lat = sorted(x for w in ws for x in w.handovers)
+        p50 = f"{lat[len(lat) // 2] * 1000:.3f} ms" if lat else "-"
+        print(
+            f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {p50:>12} "
+            f"{statistics.median(w.client_us for w in ws):14.0f} "
+            f"{statistics.median(w.backend_us for w in ws):15.0f}  "
+            f"{[round(w.rate) for w in ws]}"
+        )
+    for (label, procs), rates in others.items():
+        rate = statistics.median(rates)
+        print(
+            f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {'':>12} "
+            f"{'':14} {'':15}  {[round(r) for r in rates]}"
+        )
+    ok = all(w.tokens_ok for ws in windows.values() for w in ws)
+    print(f"ideal fencing tokens distinct and increasing per process: {ok}")
+    print(f"10x tooz-pg: uncontended {10 * tooz[1]:,.0f} pairs/s, 4 processes {10 * tooz[4]:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
