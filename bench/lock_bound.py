@@ -26,9 +26,10 @@ Each variant runs with ``synchronous_commit = on`` (grants and tokens survive a 
 ``off`` (what durability costs). Uncontended is one process on one key; contended is 4
 processes on one key in strict FIFO. Every process checks that its tokens strictly increase
 and all tokens of a run are distinct. Printed as medians of ``--runs`` windows, with the
-hand-over p50 (releaser's send -> waiter's grant, one machine's monotonic clock), the client
-and server-backend CPU per pair, tooz-pg, tooz-redis and corral's ``PgLockManager`` from the
-same run (through ``bench/cluster.py``), and each figure's ratio to 10x tooz-pg.
+hand-over p50/mean in ms (releaser's send -> waiter's grant, one machine's monotonic clock),
+the client and server-backend CPU per pair, tooz-pg, tooz-redis and corral's
+``PgLockManager`` from the same run (through ``bench/cluster.py``), and each figure's ratio
+to 10x tooz-pg.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import select
 import statistics
 import time
 from dataclasses import dataclass
@@ -58,29 +60,31 @@ CREATE TABLE bound_lock (
 _ACQUIRE = """
 UPDATE bound_lock SET
     token = token + (holder IS NULL)::int,
-    waiters = CASE WHEN holder IS NULL THEN waiters ELSE waiters || %(me)s::int END,
-    holder = coalesce(holder, %(me)s::int)
- WHERE key = %(key)s::text
-RETURNING holder = %(me)s::int, token
+    waiters = CASE WHEN holder IS NULL THEN waiters ELSE waiters || $2::int END,
+    holder = coalesce(holder, $2::int)
+ WHERE key = $1::text
+RETURNING holder = $2::int, token
 """
 # The holder releases: the head of the queue gets the key (token + 1) and a NOTIFY; with
 # ``again`` the releaser joins the tail, or keeps the key (token + 1) when nobody waits.
 _RELEASE = """
 WITH u AS (
   UPDATE bound_lock SET
-      holder = CASE WHEN %(again)s::bool THEN coalesce(waiters[1], %(me)s::int) ELSE waiters[1] END,
-      token = token + (%(again)s::bool OR cardinality(waiters) > 0)::int,
-      waiters = CASE WHEN %(again)s::bool AND cardinality(waiters) > 0
-                     THEN waiters[2:] || %(me)s::int ELSE waiters[2:] END,
-      sent = %(sent)s::float8
-   WHERE key = %(key)s::text AND holder = %(me)s::int
+      holder = CASE WHEN $3::bool THEN coalesce(waiters[1], $2::int) ELSE waiters[1] END,
+      token = token + ($3::bool OR cardinality(waiters) > 0)::int,
+      waiters = CASE WHEN $3::bool AND cardinality(waiters) > 0
+                     THEN waiters[2:] || $2::int ELSE waiters[2:] END,
+      sent = $5::float8
+   WHERE key = $1::text AND holder = $2::int
   RETURNING holder, token)
 SELECT holder, token,
-       CASE WHEN %(notify)s::bool AND holder <> %(me)s::int
-            THEN pg_notify('bound_' || holder, token || ' ' || %(sent)s::float8) END
+       CASE WHEN $4::bool AND holder <> $2::int
+            THEN pg_notify('bound_' || holder, token || ' ' || $5::float8) END
   FROM u
 """
-_POLL = "SELECT holder, token, sent FROM bound_lock WHERE key = %(key)s::text"
+_POLL = "SELECT holder, token, sent FROM bound_lock WHERE key = $1::text"
+_STATEMENTS = {"acquire": _ACQUIRE, "release": _RELEASE, "poll": _POLL}
+_COMMAND_OK, _TUPLES_OK = 1, 2  # libpq ExecStatus
 _STALL = 10.0  # a waiter not granted within this is a protocol bug: fail loudly
 
 
@@ -102,71 +106,102 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_notify(conn: Any, last: int) -> tuple[int, float]:
-    """Block until a NOTIFY grants a token above ``last`` (older payloads are ignored)."""
-    while True:
-        got = None
-        for note in conn.notifies(timeout=_STALL, stop_after=1):
-            token, sent = note.payload.split()
-            got = int(token), float(sent)
-        if got is None:
-            raise RuntimeError(f"no grant within {_STALL}s: the hand-over protocol stalled")
-        if got[0] > last:
-            return got
+class _Raw:
+    """One libpq connection driven directly (``PQexecPrepared``): no Python layer between the
+    protocol and the loop, so the figures are the server's and the wire's, not a driver's."""
 
+    def __init__(self, url: str, sync: str, me: int) -> None:
+        import psycopg
 
-def _wait_poll(conn: Any, me: int, last: int) -> tuple[int, float]:
-    """Re-read the row until it names this process the holder with a token above ``last``."""
-    cur = conn.cursor()
-    deadline = time.monotonic() + _STALL
-    while time.monotonic() < deadline:
-        holder, token, sent = cur.execute(_POLL, {"key": KEY}, prepare=True).fetchone()
-        if holder == me and token > last:
-            return token, sent
-    raise RuntimeError(f"no grant within {_STALL}s: the hand-over protocol stalled")
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.pg = self.conn.pgconn
+        self.run(f"SET synchronous_commit = {'on' if sync == 'on' else 'off'}")
+        self.run(f"LISTEN bound_{me}")
+        for name, sql in _STATEMENTS.items():
+            res = self.pg.prepare(name.encode(), sql.encode())
+            if res.status != _COMMAND_OK:
+                raise RuntimeError(f"prepare {name}: {res.error_message.decode()}")
+        self.backend = self.pg.backend_pid
+
+    def run(self, sql: str) -> None:
+        res = self.pg.exec_(sql.encode())
+        if res.status != _COMMAND_OK:
+            raise RuntimeError(f"{sql}: {res.error_message.decode()}")
+
+    def row(self, name: bytes, params: list[bytes]) -> list[bytes | None] | None:
+        """The first row of prepared statement ``name`` (None: no row)."""
+        res = self.pg.exec_prepared(name, params)
+        if res.status != _TUPLES_OK:
+            raise RuntimeError(f"{name!r}: {res.error_message.decode()}")
+        if not res.ntuples:
+            return None
+        return [res.get_value(0, i) for i in range(res.nfields)]
+
+    def wait_notify(self, last: int) -> tuple[int, float]:
+        """Block until a NOTIFY grants a token above ``last`` (older payloads are ignored)."""
+        deadline = time.monotonic() + _STALL
+        while True:
+            note = self.pg.notifies()
+            if note is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.pg.socket], [], [], left)[0]:
+                    raise RuntimeError(f"no grant within {_STALL}s: the hand-over stalled")
+                self.pg.consume_input()
+                continue
+            token, sent = note.extra.split()
+            if int(token) > last:
+                return int(token), float(sent)
+
+    def wait_poll(self, me: int, key: bytes, last: int) -> tuple[int, float]:
+        """Re-read the row until it names this process the holder with a token above ``last``."""
+        deadline = time.monotonic() + _STALL
+        mine = str(me).encode()
+        while time.monotonic() < deadline:
+            row = self.row(b"poll", [key])
+            assert row is not None and row[1] is not None
+            if row[0] == mine and int(row[1]) > last:
+                return int(row[1]), float(row[2] or 0)
+        raise RuntimeError(f"no grant within {_STALL}s: the hand-over protocol stalled")
 
 
 def _ideal_worker(
     url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str
 ) -> Result:
-    import psycopg
-
     me = idx + 1
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"SET synchronous_commit = {'on' if sync == 'on' else 'off'}")
-        conn.execute(f"LISTEN bound_{me}")
-        backend = conn.info.backend_pid
-        cur = conn.cursor()
-        args = {"key": KEY, "me": me, "notify": wake == "notify", "again": True, "sent": 0.0}
+    raw = _Raw(url, sync, me)
+    try:
+        key, mine, notify = KEY.encode(), str(me).encode(), b"t" if wake == "notify" else b"f"
         tokens: list[int] = []
         lat: list[float] = []
         barrier.wait(300)
-        cpu0, bcpu0 = time.process_time(), _proc_cpu(backend)
-        granted, token = cur.execute(_ACQUIRE, args, prepare=True).fetchone()
+        cpu0, bcpu0 = time.process_time(), _proc_cpu(raw.backend)
+        row = raw.row(b"acquire", [key, mine])
+        assert row is not None and row[1] is not None
+        granted, token = row[0] == b"t", int(row[1])
         end = time.time() + duration
         n = 0
         while True:
             if not granted:
                 if wake == "notify":
-                    token, sent = _wait_notify(conn, token)
+                    token, sent = raw.wait_notify(token)
                 else:
-                    token, sent = _wait_poll(conn, me, token)
+                    token, sent = raw.wait_poll(me, key, token)
                 lat.append(time.perf_counter() - sent)
             tokens.append(token)
             n += 1
             # the critical section is empty; then release (and queue again while in the window)
-            args["again"] = time.time() < end
-            args["sent"] = time.perf_counter()
-            row = cur.execute(_RELEASE, args, prepare=True).fetchone()
+            again = time.time() < end
+            sent_now = repr(time.perf_counter()).encode()
+            row = raw.row(b"release", [key, mine, b"t" if again else b"f", notify, sent_now])
             if row is None:
                 raise RuntimeError(f"process {me} released a key it did not hold")
-            if not args["again"]:
+            if not again:
                 break
-            holder, token = row[0], (row[1] if row[0] == me else tokens[-1])
-            granted = holder == me
-        return Result(
-            n, tokens, lat, time.process_time() - cpu0, _proc_cpu(backend) - bcpu0
-        )
+            granted = row[0] == mine
+            token = int(row[1] or 0) if granted else tokens[-1]
+        return Result(n, tokens, lat, time.process_time() - cpu0, _proc_cpu(raw.backend) - bcpu0)
+    finally:
+        raw.conn.close()
 
 
 def _run(url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str, out: Any) -> None:
@@ -193,9 +228,7 @@ def measure_ideal(url: str, procs: int, duration: float, sync: str, wake: str) -
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE bound_lock SET holder = NULL, waiters = '{}' WHERE key = %s", (KEY,)
-        )
+        conn.execute("UPDATE bound_lock SET holder = NULL, waiters = '{}' WHERE key = %s", (KEY,))
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(procs), ctx.Queue()
     workers = [
@@ -254,6 +287,7 @@ def main() -> None:
     windows: dict[tuple[str, int], list[Window]] = {}
     others: dict[tuple[str, int], list[float]] = {}
     loads: list[float] = []
+    commits: list[tuple[float, float]] = []
     try:
         import psycopg
 
@@ -269,15 +303,17 @@ def main() -> None:
                 for procs in (1, 4):
                     rate, _ = cluster.measure(kind, urls[target], procs, seconds)
                     others.setdefault((label, procs), []).append(rate)
+            commits.append(cluster.commit_costs(url))
             loads.append(os.getloadavg()[0])
     finally:
         cluster._drop_db(args.pg, name)
-    _print(windows, others, runs, seconds, loads)
+    _print(windows, others, commits, runs, seconds, loads)
 
 
 def _print(
     windows: dict[tuple[str, int], list[Window]],
     others: dict[tuple[str, int], list[float]],
+    commits: list[tuple[float, float]],
     runs: int,
     seconds: float,
     loads: list[float],
@@ -288,13 +324,13 @@ def _print(
         f"load (1 min) after each round {[round(x, 1) for x in loads]}"
     )
     print(
-        f"{'':22} {'procs':>5} {'pairs/s':>9} {'/10x tooz':>9} {'handover p50':>12} "
+        f"{'':22} {'procs':>5} {'pairs/s':>9} {'/10x tooz':>9} {'hand-over ms':>12} "
         f"{'client us/pair':>14} {'backend us/pair':>15}  runs"
     )
     for (label, procs), ws in windows.items():
         rate = statistics.median(w.rate for w in ws)
         lat = sorted(x for w in ws for x in w.handovers)
-        p50 = f"{lat[len(lat) // 2] * 1000:.3f} ms" if lat else "-"
+        p50 = f"{lat[len(lat) // 2] * 1e3:.2f}/{statistics.fmean(lat) * 1e3:.2f}" if lat else "-"
         print(
             f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {p50:>12} "
             f"{statistics.median(w.client_us for w in ws):14.0f} "
@@ -307,6 +343,14 @@ def _print(
             f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {'':>12} "
             f"{'':14} {'':15}  {[round(r) for r in rates]}"
         )
+    durable = statistics.median(c[0] for c in commits)
+    lazy = statistics.median(c[1] for c in commits)
+    print(
+        f"one-row commit round trip (median of {runs} x 300): durable {durable * 1e3:.3f} ms, "
+        f"lazy {lazy * 1e3:.3f} ms -> one durable grant per pair allows at most "
+        f"{1 / durable:,.0f} pairs/s ({1 / durable / (10 * tooz[1]):.2f}x of 10x tooz-pg); "
+        f"runs {[round(c[0] * 1e3, 3) for c in commits]} ms"
+    )
     ok = all(w.tokens_ok for ws in windows.values() for w in ws)
     print(f"ideal fencing tokens distinct and increasing per process: {ok}")
     print(f"10x tooz-pg: uncontended {10 * tooz[1]:,.0f} pairs/s, 4 processes {10 * tooz[4]:,.0f}")
