@@ -35,6 +35,7 @@ to 10x tooz-pg.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import os
 import select
@@ -204,9 +205,55 @@ def _ideal_worker(
         raw.conn.close()
 
 
+def _corral_sql_worker(url: str, idx: int, barrier: Any, duration: float) -> Result:
+    """corral's own lock SQL without its manager: the batch ``PgLockManager`` sends per
+    uncontended pair (the previous grant's ``corral_lock_release`` and the next
+    ``corral_lock_acquire``, one simple query, one implicit transaction) from a bare libpq
+    connection. Splits corral's pair into its server part and its manager's part."""
+    import psycopg
+
+    from corral.cluster import hosts
+
+    session = hosts.new_session()
+    with psycopg.connect(url, autocommit=True) as conn:
+        hosts.register(conn, f"bound-{idx}-{os.getpid()}", session, 600.0)
+        pg, backend = conn.pgconn, conn.pgconn.backend_pid
+
+        def batch(sql: str) -> str:
+            pg.send_query(sql.encode())
+            last = b""
+            while (res := pg.get_result()) is not None:
+                if res.status != _TUPLES_OK:
+                    raise RuntimeError(f"{sql}: {res.error_message.decode()}")
+                last = res.get_value(0, 0) or b""
+            return last.decode()
+
+        acquire = f"SELECT corral_lock_acquire('{session}', '{session}.%d', 'o', '{KEY}', 'x')"
+        release = f"SELECT corral_lock_release('{session}.%d', NULL);"
+        tokens: list[int] = []
+        barrier.wait(300)
+        cpu0, bcpu0 = time.process_time(), _proc_cpu(backend)
+        answer = batch(acquire % 1)
+        end = time.time() + duration
+        n = 0
+        while True:
+            if not answer.startswith("g "):
+                raise RuntimeError(f"uncontended acquire not granted: {answer!r}")
+            tokens.append(int(answer[2:].rstrip("sx")))
+            n += 1
+            if time.time() >= end:
+                batch(release % n)
+                break
+            answer = batch(release % n + acquire % (n + 1))
+        return Result(n, tokens, [], time.process_time() - cpu0, _proc_cpu(backend) - bcpu0)
+
+
 def _run(url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str, out: Any) -> None:
     try:
-        out.put(_ideal_worker(url, idx, barrier, duration, sync, wake))
+        if wake == "corral-sql":
+            out.put(_corral_sql_worker(url, idx, barrier, duration))
+        else:
+            out.put(_ideal_worker(url, idx, barrier, duration, sync, wake))
     except BaseException as exc:
         out.put(exc)
         raise
@@ -257,19 +304,34 @@ def measure_ideal(url: str, procs: int, duration: float, sync: str, wake: str) -
     )
 
 
-VARIANTS = [  # (label, processes, synchronous_commit, wake-up)
-    ("ideal durable", 1, "on", "notify"),
-    ("ideal lazy", 1, "off", "notify"),
-    ("ideal durable notify", 4, "on", "notify"),
-    ("ideal durable poll", 4, "on", "poll"),
-    ("ideal lazy notify", 4, "off", "notify"),
-    ("ideal lazy poll", 4, "off", "poll"),
+# One round, in this order: each figure sits next to the tooz-pg figure it is compared with,
+# since the load (other processes on the machine) moves within a minute. A step is
+# (label, processes, how): "ideal <sync> <wake>", "corral-sql", or "cluster <kind> <url>".
+STEPS = [
+    ("tooz-pg", 1, "cluster tooz pg"),
+    ("ideal durable", 1, "ideal on notify"),
+    ("corral-pg", 1, "cluster corral scratch"),
+    ("corral SQL, bare libpq", 1, "corral-sql"),
+    ("ideal lazy", 1, "ideal off notify"),
+    ("tooz-redis", 1, "cluster tooz redis"),
+    ("tooz-pg", 4, "cluster tooz pg"),
+    ("ideal durable notify", 4, "ideal on notify"),
+    ("ideal durable poll", 4, "ideal on poll"),
+    ("corral-pg", 4, "cluster corral scratch"),
+    ("ideal lazy notify", 4, "ideal off notify"),
+    ("ideal lazy poll", 4, "ideal off poll"),
+    ("tooz-redis", 4, "cluster tooz redis"),
 ]
-OTHERS = [  # (label, kind for cluster.measure, target url key)
-    ("tooz-pg", "tooz", "pg"),
-    ("tooz-redis", "tooz", "redis"),
-    ("corral-pg", "corral", "scratch"),
-]
+
+
+def _step(how: str, procs: int, seconds: float, urls: dict[str, str]) -> Window:
+    what = how.split()
+    if what[0] == "ideal":
+        return measure_ideal(urls["scratch"], procs, seconds, what[1], what[2])
+    if what[0] == "corral-sql":
+        return measure_ideal(urls["scratch"], procs, seconds, "on", "corral-sql")
+    rate, ok = cluster.measure(what[1], urls[what[2]], procs, seconds)
+    return Window(rate, [], math.nan, math.nan, ok)
 
 
 def main() -> None:
@@ -285,7 +347,6 @@ def main() -> None:
     runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
     name, url = cluster._scratch_db(args.pg)
     windows: dict[tuple[str, int], list[Window]] = {}
-    others: dict[tuple[str, int], list[float]] = {}
     loads: list[float] = []
     commits: list[tuple[float, float]] = []
     try:
@@ -295,32 +356,27 @@ def main() -> None:
             conn.execute(_SCHEMA)
             conn.execute("INSERT INTO bound_lock (key) VALUES (%s)", (KEY,))
         urls = {"pg": args.pg, "redis": args.redis, "scratch": url}
-        for _ in range(runs):  # interleaved: the load moves during the run
-            for label, procs, sync, wake in VARIANTS:
-                w = measure_ideal(url, procs, seconds, sync, wake)
-                windows.setdefault((label, procs), []).append(w)
-            for label, kind, target in OTHERS:
-                for procs in (1, 4):
-                    rate, _ = cluster.measure(kind, urls[target], procs, seconds)
-                    others.setdefault((label, procs), []).append(rate)
+        for _ in range(runs):
+            for label, procs, how in STEPS:
+                windows.setdefault((label, procs), []).append(_step(how, procs, seconds, urls))
             commits.append(cluster.commit_costs(url))
             loads.append(os.getloadavg()[0])
     finally:
         cluster._drop_db(args.pg, name)
-    _print(windows, others, commits, runs, seconds, loads)
+    _print(windows, commits, runs, seconds, loads)
 
 
 def _print(
     windows: dict[tuple[str, int], list[Window]],
-    others: dict[tuple[str, int], list[float]],
     commits: list[tuple[float, float]],
     runs: int,
     seconds: float,
     loads: list[float],
 ) -> None:
-    tooz = {p: statistics.median(others[("tooz-pg", p)]) for p in (1, 4)}
+    tooz = {p: [w.rate for w in windows[("tooz-pg", p)]] for p in (1, 4)}
     print(
-        f"exclusive acquire+release pairs/s on one key, median of {runs} x {seconds}s, "
+        f"exclusive acquire+release pairs/s on one key, median of {runs} x {seconds}s; "
+        f"'/10x tooz' is the median over rounds of (figure / 10x tooz-pg of the same round); "
         f"load (1 min) after each round {[round(x, 1) for x in loads]}"
     )
     print(
@@ -329,31 +385,28 @@ def _print(
     )
     for (label, procs), ws in windows.items():
         rate = statistics.median(w.rate for w in ws)
+        ratio = statistics.median(w.rate / (10 * t) for w, t in zip(ws, tooz[procs], strict=True))
         lat = sorted(x for w in ws for x in w.handovers)
         p50 = f"{lat[len(lat) // 2] * 1e3:.2f}/{statistics.fmean(lat) * 1e3:.2f}" if lat else "-"
+        cpu = [statistics.median(getattr(w, f) for w in ws) for f in ("client_us", "backend_us")]
+        cells = [f"{c:.0f}" if not math.isnan(c) else "" for c in cpu]
         print(
-            f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {p50:>12} "
-            f"{statistics.median(w.client_us for w in ws):14.0f} "
-            f"{statistics.median(w.backend_us for w in ws):15.0f}  "
-            f"{[round(w.rate) for w in ws]}"
-        )
-    for (label, procs), rates in others.items():
-        rate = statistics.median(rates)
-        print(
-            f"{label:22} {procs:5} {rate:9,.0f} {rate / (10 * tooz[procs]):8.2f}x {'':>12} "
-            f"{'':14} {'':15}  {[round(r) for r in rates]}"
+            f"{label:22} {procs:5} {rate:9,.0f} {ratio:8.2f}x {p50:>12} {cells[0]:>14} "
+            f"{cells[1]:>15}  {[round(w.rate) for w in ws]}"
         )
     durable = statistics.median(c[0] for c in commits)
     lazy = statistics.median(c[1] for c in commits)
     print(
-        f"one-row commit round trip (median of {runs} x 300): durable {durable * 1e3:.3f} ms, "
-        f"lazy {lazy * 1e3:.3f} ms -> one durable grant per pair allows at most "
-        f"{1 / durable:,.0f} pairs/s ({1 / durable / (10 * tooz[1]):.2f}x of 10x tooz-pg); "
-        f"runs {[round(c[0] * 1e3, 3) for c in commits]} ms"
+        f"one-row commit round trip (median of {runs} x 300, end of each round): durable "
+        f"{durable * 1e3:.3f} ms, lazy {lazy * 1e3:.3f} ms -> one durable grant per pair allows "
+        f"at most {1 / durable:,.0f} pairs/s; runs {[round(c[0] * 1e3, 3) for c in commits]} ms"
     )
     ok = all(w.tokens_ok for ws in windows.values() for w in ws)
-    print(f"ideal fencing tokens distinct and increasing per process: {ok}")
-    print(f"10x tooz-pg: uncontended {10 * tooz[1]:,.0f} pairs/s, 4 processes {10 * tooz[4]:,.0f}")
+    print(f"fencing tokens (ideal, corral) distinct and increasing per process: {ok}")
+    print(
+        f"tooz-pg per round: uncontended {[round(x) for x in tooz[1]]}, "
+        f"4 processes {[round(x) for x in tooz[4]]}"
+    )
 
 
 if __name__ == "__main__":
