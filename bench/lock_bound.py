@@ -248,10 +248,39 @@ def _corral_sql_worker(url: str, idx: int, barrier: Any, duration: float) -> Res
         return Result(n, tokens, [], time.process_time() - cpu0, _proc_cpu(backend) - bcpu0)
 
 
+def _corral_worker(url: str, idx: int, barrier: Any, duration: float) -> Result:
+    """corral's ``PgLockManager``, as in ``bench/cluster.py``, with the CPU of its process
+    (every thread) and of its SQL connection's server backend."""
+    import asyncio
+
+    from corral.locks.pg import PgLockManager
+
+    async def main() -> Result:
+        async with PgLockManager(url, host_id=f"bound-{idx}-{os.getpid()}", lease=30.0) as locks:
+            # a bench may look inside: the backend of the manager's one SQL connection
+            backend = locks._batcher._conn.pgconn.backend_pid  # type: ignore[union-attr]
+            owner = f"owner-{idx}"
+            tokens: list[int] = []
+            await asyncio.to_thread(barrier.wait, 300)
+            cpu0, bcpu0 = time.process_time(), _proc_cpu(backend)
+            end = time.time() + duration
+            n = 0
+            while time.time() < end:
+                async with locks.acquire(KEY, owner=owner) as held:
+                    tokens.append(held.token(KEY))
+                n += 1
+            cpu, bcpu = time.process_time() - cpu0, _proc_cpu(backend) - bcpu0
+            return Result(n, tokens, [], cpu, bcpu)
+
+    return asyncio.run(main())
+
+
 def _run(url: str, idx: int, barrier: Any, duration: float, sync: str, wake: str, out: Any) -> None:
     try:
         if wake == "corral-sql":
             out.put(_corral_sql_worker(url, idx, barrier, duration))
+        elif wake == "corral":
+            out.put(_corral_worker(url, idx, barrier, duration))
         else:
             out.put(_ideal_worker(url, idx, barrier, duration, sync, wake))
     except BaseException as exc:
@@ -270,8 +299,9 @@ class Window:
     tokens_ok: bool
 
 
-def measure_ideal(url: str, procs: int, duration: float, sync: str, wake: str) -> Window:
-    """One window of the ideal protocol: ``procs`` processes on one key."""
+def measure_window(url: str, procs: int, duration: float, sync: str, wake: str) -> Window:
+    """One window of ``procs`` processes on one key: the ideal protocol (``wake`` = notify or
+    poll), corral's bare SQL (``corral-sql``) or its manager (``corral``)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -310,14 +340,14 @@ def measure_ideal(url: str, procs: int, duration: float, sync: str, wake: str) -
 STEPS = [
     ("tooz-pg", 1, "cluster tooz pg"),
     ("ideal durable", 1, "ideal on notify"),
-    ("corral-pg", 1, "cluster corral scratch"),
+    ("corral-pg", 1, "corral"),
     ("corral SQL, bare libpq", 1, "corral-sql"),
     ("ideal lazy", 1, "ideal off notify"),
     ("tooz-redis", 1, "cluster tooz redis"),
     ("tooz-pg", 4, "cluster tooz pg"),
     ("ideal durable notify", 4, "ideal on notify"),
     ("ideal durable poll", 4, "ideal on poll"),
-    ("corral-pg", 4, "cluster corral scratch"),
+    ("corral-pg", 4, "corral"),
     ("ideal lazy notify", 4, "ideal off notify"),
     ("ideal lazy poll", 4, "ideal off poll"),
     ("tooz-redis", 4, "cluster tooz redis"),
@@ -327,9 +357,9 @@ STEPS = [
 def _step(how: str, procs: int, seconds: float, urls: dict[str, str]) -> Window:
     what = how.split()
     if what[0] == "ideal":
-        return measure_ideal(urls["scratch"], procs, seconds, what[1], what[2])
-    if what[0] == "corral-sql":
-        return measure_ideal(urls["scratch"], procs, seconds, "on", "corral-sql")
+        return measure_window(urls["scratch"], procs, seconds, what[1], what[2])
+    if what[0] in ("corral-sql", "corral"):
+        return measure_window(urls["scratch"], procs, seconds, "on", what[0])
     rate, ok = cluster.measure(what[1], urls[what[2]], procs, seconds)
     return Window(rate, [], math.nan, math.nan, ok)
 
