@@ -30,6 +30,12 @@ hand-over p50/mean in ms (releaser's send -> waiter's grant, one machine's monot
 the client and server-backend CPU per pair, tooz-pg, tooz-redis and corral's
 ``PgLockManager`` from the same run (through ``bench/cluster.py``), and each figure's ratio
 to 10x tooz-pg.
+
+Reading the figures: every durable figure is bound by the WAL flush (the ideal uncontended
+pair is one durable commit round trip; the contended chain adds a flush to every hand-over),
+while tooz-pg is bound by CPU (it opens a new connection, so a new server backend, for every
+acquire). On a shared machine their ratio moves with what the neighbours load, the disk or the
+CPU: compare per round, and look at the commit round trip of the same run.
 """
 
 from __future__ import annotations
