@@ -108,6 +108,12 @@ def next_slot(
     return floor if next_at is None else max(next_at, floor)
 
 
+SLACK = 1e-9
+"""A slot due within this many seconds of ``now + lead`` is granted: without it, float rounding
+could refuse a caller who waited exactly the ``wait`` it was told (``now + wait + lead`` one ulp
+below the horizon), with a ``wait`` of 0 or 1e-16 that sends it straight back."""
+
+
 @dataclass(slots=True)
 class TokenBucket:
     """``rate`` calls per second on average, at most ``burst`` at once. Pure: time is passed in."""
@@ -151,8 +157,9 @@ class TokenBucket:
         priority) asking in the meantime gets it first.
         """
         horizon = self._horizon(now)
-        if horizon > now + lead:
-            return Slot(False, horizon - lead - now)
+        early = horizon - lead - now
+        if early > SLACK:
+            return Slot(False, early)
         self._next = horizon + 1.0 / self.rate
         return Slot(True, max(0.0, horizon - now))
 
