@@ -1617,6 +1617,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/client/test_plainhttp.py", "-k", "proxy"),
     ),
+    Mutant(
+        "ratelimit-no-slack",
+        "a slot one float ulp past now + lead is refused with a wait of 0 (refused again after "
+        "waiting as told)",
+        (
+            (
+                Patch(
+                    "corral/backends/cloud/ratelimit.py",
+                    "if early > SLACK:",
+                    "if horizon > now + lead:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/backends/cloud/test_ratelimit.py", "-k", "conditional_reservations"),
+    ),
 )
 
 
