@@ -1617,6 +1617,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/client/test_plainhttp.py", "-k", "proxy"),
     ),
+    Mutant(
+        "spawn-wakeup-echo",
+        "a host that does not lead a pool relays the spawn wake-ups it hears (followers echo)",
+        (
+            (
+                Patch(
+                    "corral/controller/crosshost.py",
+                    "if ctl.maintains and pool in ctl.pool_names() and ctl.leads(pool):",
+                    "if ctl.maintains and pool in ctl.pool_names():  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_crosshost_wakeups.py", "-k", "echo"),
+    ),
 )
 
 

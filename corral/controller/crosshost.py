@@ -39,6 +39,10 @@ class CrossHostHost(Protocol):
         """The pools this controller runs."""
         ...
 
+    def leads(self, pool: str) -> bool:
+        """Whether this host runs ``pool``'s maintenance (its preallocation) now."""
+        ...
+
     def kick_assign(self) -> None:
         """Re-run the assignment soon."""
         ...
@@ -101,8 +105,12 @@ class CrossHost:
     # --- the other hosts' changes -------------------------------------------------------------
 
     def _on_spawn(self, pool: str) -> None:
-        if self._ctl.maintains and pool in self._ctl.pool_names():
-            self._ctl.kick_spawn(pool)
+        # Only the pool's leader re-plans. A host that does not lead the pool must not even
+        # kick: its kick would announce the wake-up again (it asks "the host that preallocates"),
+        # and two such hosts would echo it to each other for ever (issue 11, scale-out row).
+        ctl = self._ctl
+        if ctl.maintains and pool in ctl.pool_names() and ctl.leads(pool):
+            ctl.kick_spawn(pool)
 
     def _resync(self) -> None:
         # Announcements sent while the connection was down are lost: decide everything again.
