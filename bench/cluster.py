@@ -290,6 +290,8 @@ class ScaleRun:
     """The client processes (the same work for 1, 2 and 3 hosts)."""
     database: float
     """The PostgreSQL backends connected to the scratch database (the ones alive at the end)."""
+    wait: tuple[float, float]
+    """p50 and p90 of a ticket's wait for its VM (``assigned_at - created_at``), in ms."""
 
     def per_ticket(self, seconds: float) -> float:
         """``seconds`` of CPU per ticket, in ms."""
@@ -317,6 +319,18 @@ def _db_backends(admin: str, name: str) -> list[int]:
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def _ticket_waits(url: str) -> tuple[float, float]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY assigned_at - "
+            "created_at) FROM tickets WHERE assigned_at IS NOT NULL"
+        ).fetchone()
+    p50, p90 = row[0] if row and row[0] else (0.0, 0.0)
+    return p50 * 1000, p90 * 1000
 
 
 def scale_out(
@@ -404,6 +418,7 @@ def scale_out(
                 scripts=sum(after[p.pid][1] - before[p.pid][1] for p in procs),
                 clients=clients_cpu,
                 database=db_cpu,
+                wait=_ticket_waits(url),
             )
         finally:
             for proc in procs:
@@ -648,6 +663,8 @@ def _print_scale(scale: dict[int, list[ScaleRun]], runs: int) -> None:
             f" ({each}) | scripts {med(r.per_ticket(r.scripts) for r in rs):.2f}"
             f" | clients {med(r.per_ticket(r.clients) for r in rs):.2f}"
             f" | db {med(r.per_ticket(r.database) for r in rs):.2f}"
+            f"; ticket wait p50/p90 {med(r.wait[0] for r in rs):.0f}/"
+            f"{med(r.wait[1] for r in rs):.0f} ms"
         )
 
 

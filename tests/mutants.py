@@ -1631,6 +1631,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/controller/test_crosshost_wakeups.py", "-k", "echo"),
     ),
+    Mutant(
+        "vm-move-announces-spawn",
+        "a VM's move announces its spawn kick to every host (twice from a follower)",
+        (
+            (
+                Patch(
+                    "corral/controller/crosshost.py",
+                    "            wakeups.assign()\n",
+                    "            wakeups.assign()\n"
+                    "        if wakeups is not None and Effect.KICK_SPAWN in effects:  # MUTANT\n"
+                    "            wakeups.spawn(pool)\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_crosshost.py",),
+    ),
 )
 
 

@@ -83,14 +83,14 @@ class CrossHost:
     # --- this host's changes ------------------------------------------------------------------
 
     def vm_changed(self, pool: str, effects: Sequence[Effect]) -> None:
-        """Announce the kicks a VM's move causes (``effects`` of :mod:`corral.pools.lifecycle`)."""
+        """Announce the assignment kick a VM's move causes (``effects`` of
+        :mod:`corral.pools.lifecycle`). Its spawn kick is not announced here: the controller's
+        own :meth:`~CrossHostHost.kick_spawn` of the move asks the pool's leader when this host
+        is not it (:meth:`spawn_wanted`), and a leader has nobody to ask (sending it as well
+        cost every host a wake-up per VM move, for nothing)."""
         wakeups = self.wakeups
-        if wakeups is None:
-            return
-        if Effect.KICK_ASSIGN in effects:
+        if wakeups is not None and Effect.KICK_ASSIGN in effects:
             wakeups.assign()
-        if Effect.KICK_SPAWN in effects:
-            wakeups.spawn(pool)
 
     def spawn_wanted(self, pool: str) -> None:
         """Ask the hosts that preallocate to re-plan ``pool`` (this one does not)."""
