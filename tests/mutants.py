@@ -1632,20 +1632,19 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/controller/test_crosshost_wakeups.py", "-k", "echo"),
     ),
     Mutant(
-        "vm-move-announces-spawn",
-        "a VM's move announces its spawn kick to every host (twice from a follower)",
+        "remote-assign-rounds",
+        "another host's announcement makes this host run an assignment round (hosts race)",
         (
             (
                 Patch(
                     "corral/controller/crosshost.py",
-                    "            wakeups.assign()\n",
-                    "            wakeups.assign()\n"
-                    "        if wakeups is not None and Effect.KICK_SPAWN in effects:  # MUTANT\n"
-                    "            wakeups.spawn(pool)\n",
+                    "on_ticket=self._ctl.ticket_ops.changed_elsewhere,",
+                    "on_ticket=lambda t: (self._ctl.ticket_ops.changed_elsewhere(t), "
+                    "self._ctl.kick_assign()) and None,  # MUTANT",
                 ),
             ),
         ),
-        ("tests/controller/test_crosshost.py",),
+        ("tests/controller/test_crosshost_wakeups.py", "-k", "race"),
     ),
 )
 

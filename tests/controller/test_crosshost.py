@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.controller.crosshost import CrossHost
-from corral.pools.lifecycle import Effect
 
 
 class Sent:
@@ -14,9 +13,6 @@ class Sent:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, str]] = []
-
-    def assign(self) -> None:
-        self.messages.append(("assign", ""))
 
     def ticket(self, ticket_id: str) -> None:
         self.messages.append(("ticket", ticket_id))
@@ -55,19 +51,6 @@ def crosshost(host: Host) -> tuple[CrossHost, Sent]:
     sent = Sent()
     cross.wakeups = sent  # type: ignore[assignment]
     return cross, sent
-
-
-def test_a_vm_move_announces_its_assignment_kick_only() -> None:
-    """The spawn kick of a move is the controller's own ``kick_spawn`` (which asks the leader
-    when this host does not lead): announcing it here too sent it twice from a follower and
-    uselessly from the leader. Breakage caught: the spawn kick announced by the move (mutant
-    ``vm-move-announces-spawn``)."""
-    for leads in (True, False):
-        cross, sent = crosshost(Host(leads))
-        cross.vm_changed("p", [Effect.KICK_ASSIGN, Effect.KICK_SPAWN])
-        assert sent.messages == [("assign", "")]
-        cross.vm_changed("p", [Effect.KICK_SPAWN])
-        assert sent.messages == [("assign", "")]
 
 
 def test_only_the_pools_leader_acts_on_a_spawn_wakeup() -> None:

@@ -187,3 +187,37 @@ async def test_a_spawn_wakeup_is_not_echoed_between_hosts_that_do_not_lead(pg_ur
         ticket = await followers[0].create_ticket(owner="dave", pool="p")
         got = await followers[0].wait_ticket(ticket.id, timeout=DEADLINE)
         assert got.state is TicketState.ASSIGNED
+
+
+async def test_a_vm_freed_on_a_runs_no_assignment_round_on_b_so_the_hosts_do_not_race(
+    pg_url: str,
+) -> None:
+    """A's VM becomes ready and A assigns its own ticket with it: B hears of the ticket but
+    runs no assignment round (A's round after its commit covers every host's tickets; a round
+    on every host made them race for the same tickets and VMs). Breakage caught: a host
+    re-running its assignment on another host's announcement (mutant
+    ``remote-assign-rounds``)."""
+    async with two_hosts(pg_url) as (a, b):
+        rounds = 0
+        assign_once = b.assignment.assign_once
+
+        async def counted() -> int:
+            nonlocal rounds
+            rounds += 1
+            return await assign_once()
+
+        b.assignment.assign_once = counted  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)  # B's own start-up round is done
+        rounds = 0
+        assert b.crosshost.wakeups is not None
+        heard = b.crosshost.wakeups.received
+        ticket = await a.create_ticket(owner="erin", pool="p")
+        got = await a.wait_ticket(ticket.id, timeout=DEADLINE)
+        assert got.state is TicketState.ASSIGNED
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE
+        while b.crosshost.wakeups.received == heard:  # A's announcement of the ticket
+            assert loop.time() < end, "B heard nothing of A's ticket"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert rounds == 0
