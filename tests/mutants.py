@@ -1646,6 +1646,34 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/controller/test_crosshost_wakeups.py", "-k", "race"),
     ),
+    Mutant(
+        "event-log-reads-own-batch",
+        "a host reads every batch it appended back from the table (a read per own batch)",
+        (
+            (
+                Patch(
+                    "corral/cluster/eventlog.py",
+                    "if not await self._hand_own(batch, ids):",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "own_batches"),
+    ),
+    Mutant(
+        "event-log-reads-seen-notes",
+        "a host reads on every notification, its own and those of ids it handed over already",
+        (
+            (
+                Patch(
+                    "corral/cluster/eventlog.py",
+                    "if self._unseen(note.payload):",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "own_batches"),
+    ),
 )
 
 
