@@ -36,6 +36,8 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -153,14 +155,16 @@ async def handover(url: str, rounds: int) -> list[float]:
 
 async def wakeup(url: str, rounds: int) -> list[float]:
     """Latency (s) from a VM becoming ready through host A to the waiting ticket of host B
-    assigned by B and its long-poll answered (SPEC §8 wake-ups).
+    assigned and B's long-poll answered (SPEC §8 wake-ups).
 
     Two controllers on one database, each with its own connections (two hosts in one
     process: one event loop runs both). A spawns (it maintains the pool), B only serves
-    tickets; A's own assignment runner is stopped, so B assigns, woken by A's NOTIFY. Both
-    ticks are 120 s, so no periodic re-read can deliver it. Each round B queues a ticket
-    behind the pool's only VM (``max: 1``) and closes the previous one: the VM is terminated,
-    A spawns the next (the fake backend, instant) and its ``ready`` event on A starts the clock.
+    tickets. A's assignment round after its own commit assigns B's ticket (a VM freed on one
+    host is not announced to the others: its host's round covers every host's tickets), and
+    B's long-poll hears of it by A's NOTIFY. Both ticks are 120 s, so no periodic re-read can
+    deliver it. Each round B queues a ticket behind the pool's only VM (``max: 1``) and closes
+    the previous one: the VM is terminated, A spawns the next (the fake backend, instant) and
+    its ``ready`` event on A starts the clock.
     """
     from corral.backends import validate_options
     from corral.backends.fake import FakeBackend
@@ -172,7 +176,6 @@ async def wakeup(url: str, rounds: int) -> list[float]:
     fake = FakeBackend(validate_options("fake", {"seed": 7}), pool="p")
     a = await Controller.create(cfg, backends={"p": fake}, tick=120.0)
     await a.start()
-    await a.assignment.close()
     b = await Controller.create(cfg, backends={"p": fake}, recover=False, tick=120.0)
     await b.start()
     ready_at: dict[str, float] = {}
@@ -273,12 +276,78 @@ with httpx.Client(base_url=url, timeout=60) as http:
 """One client process of the scale-out row: create -> long-poll -> close, nothing else."""
 
 
-def scale_out(admin: str, hosts: int, clients: int = 10, per_client: int = 20) -> float:
+@dataclass(frozen=True, slots=True)
+class ScaleRun:
+    """One run of the scale-out row: its rate and where the CPU went during the timed window
+    (seconds of user + system time, read from ``/proc``; 10 ms resolution per process)."""
+
+    tickets: int
+    rate: float
+    hosts: tuple[float, ...]
+    """Each ``corral serve`` process's own CPU."""
+    scripts: float
+    """The hosts' reaped children (the script backend's ``sh -c sleep 0.1``, ``true``)."""
+    clients: float
+    """The client processes (the same work for 1, 2 and 3 hosts)."""
+    database: float
+    """The PostgreSQL backends connected to the scratch database (the ones alive at the end)."""
+    wait: tuple[float, float]
+    """p50 and p90 of a ticket's wait for its VM (``assigned_at - created_at``), in ms."""
+
+    def per_ticket(self, seconds: float) -> float:
+        """``seconds`` of CPU per ticket, in ms."""
+        return seconds / self.tickets * 1000
+
+
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of process ``pid``; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    # fields[0] is the state (stat's field 3): utime, stime, cutime, cstime are 14-17
+    own = (int(fields[11]) + int(fields[12])) / tick
+    return own, (int(fields[13]) + int(fields[14])) / tick
+
+
+def _db_backends(admin: str, name: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _ticket_waits(url: str) -> tuple[float, float]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY assigned_at - "
+            "created_at) FROM tickets WHERE assigned_at IS NOT NULL"
+        ).fetchone()
+    p50, p90 = row[0] if row and row[0] else (0.0, 0.0)
+    return p50 * 1000, p90 * 1000
+
+
+def scale_out(
+    admin: str,
+    hosts: int,
+    clients: int = 10,
+    per_client: int = 20,
+    on_start: Callable[[list[int]], None] | None = None,
+) -> ScaleRun:
     """The resalloc workload of issue 4 (script backend, ``sleep 0.1`` spawns, no reuse, max
     50, min_ready 20; 10 client processes x 20 tickets closed once assigned) through
     ``corral serve`` on ``hosts`` hosts sharing a fresh PostgreSQL database, client ``i``
     talking to host ``i % hosts``: tickets/s from before the first client starts to the last
-    one's end. Every host is a separate process on this machine."""
+    one's end, and the CPU of every party in that window. Every host is a separate process
+    on this machine. ``on_start(host_pids)`` is called right before the clients start (a
+    profiler attaches there)."""
     import subprocess
     import sys
     import tempfile
@@ -317,6 +386,11 @@ def scale_out(admin: str, hosts: int, clients: int = 10, per_client: int = 20) -
                         if time.monotonic() > deadline:
                             raise SystemExit(f"{u}: no 20 ready VMs within 120 s")
                         time.sleep(0.05)
+            if on_start is not None:
+                on_start([p.pid for p in procs])
+            backends = _db_backends(admin, name)
+            before = {p.pid: _proc_cpu(p.pid) for p in procs}
+            db_before = {pid: _proc_cpu(pid)[0] for pid in backends}
             start = time.perf_counter()
             workers = [
                 subprocess.Popen(
@@ -325,12 +399,28 @@ def scale_out(admin: str, hosts: int, clients: int = 10, per_client: int = 20) -
                 )
                 for i in range(clients)
             ]
+            clients_cpu = 0.0
             for w in workers:
-                w.wait(timeout=300)
+                _, status, usage = os.wait4(w.pid, 0)
+                w.returncode = os.waitstatus_to_exitcode(status)
+                clients_cpu += usage.ru_utime + usage.ru_stime
             elapsed = time.perf_counter() - start
+            after = {p.pid: _proc_cpu(p.pid) for p in procs}
+            db_cpu = sum(
+                _proc_cpu(pid)[0] - db_before.get(pid, 0.0) for pid in _db_backends(admin, name)
+            )
             if any(w.returncode for w in workers):
                 raise SystemExit("a scale-out client failed")
-            return clients * per_client / elapsed
+            tickets = clients * per_client
+            return ScaleRun(
+                tickets=tickets,
+                rate=tickets / elapsed,
+                hosts=tuple(after[p.pid][0] - before[p.pid][0] for p in procs),
+                scripts=sum(after[p.pid][1] - before[p.pid][1] for p in procs),
+                clients=clients_cpu,
+                database=db_cpu,
+                wait=_ticket_waits(url),
+            )
         finally:
             for proc in procs:
                 proc.terminate()
@@ -432,7 +522,7 @@ def main() -> None:
     chosen = _choice(args.targets, TARGETS, "--targets")
     runs, seconds = (1, 1.5) if args.quick else (args.runs, args.seconds)
     table, tokens_ok, costs, tasks, lat, wake = _measure(args, rows, chosen, runs, seconds)
-    scale: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    scale: dict[int, list[ScaleRun]] = {1: [], 2: [], 3: []}
     for _ in range(runs if "scale" in rows else 0):
         for hosts in scale:  # interleaved: the load moves during the run
             scale[hosts].append(scale_out(args.pg, hosts))
@@ -456,8 +546,9 @@ def main() -> None:
     if wake:
         p50, p99 = _pcts(wake)
         print(
-            f"cross-host wake-up (VM ready on host A -> ticket assigned on host B, long-poll "
-            f"answered): p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(wake)} (target p50 <= 10 ms)"
+            f"cross-host wake-up (VM ready on host A -> the ticket waiting on host B assigned, "
+            f"its long-poll answered): p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(wake)} "
+            f"(target p50 <= 10 ms)"
         )
     if scale[1]:
         _print_scale(scale, runs)
@@ -549,19 +640,34 @@ def _print_tasks(tasks: dict[bool, list[float]], runs: int) -> None:
     )
 
 
-def _print_scale(scale: dict[int, list[float]], runs: int) -> None:
-    one = statistics.median(scale[1])
+def _print_scale(scale: dict[int, list[ScaleRun]], runs: int) -> None:
+    one = statistics.median(r.rate for r in scale[1])
     cells = ", ".join(
-        f"{h} host{'s' if h > 1 else ''} {statistics.median(r):.0f} "
-        f"({statistics.median(r) / one:.2f}x)"
-        for h, r in scale.items()
+        f"{h} host{'s' if h > 1 else ''} {statistics.median(r.rate for r in rs):.0f} "
+        f"({statistics.median(r.rate for r in rs) / one:.2f}x)"
+        for h, rs in scale.items()
     )
     print(
         f"scale-out, resalloc workload through corral serve on PostgreSQL (10 clients x 20, "
         f"clients spread over the hosts, median of {runs}): tickets/s {cells}; target >= 0.8x "
-        f"of one host; runs {[[round(x) for x in r] for r in scale.values()]} "
+        f"of one host; runs {[[round(r.rate) for r in rs] for rs in scale.values()]} "
         f"(load {os.getloadavg()[0]:.1f})"
     )
+    print(
+        "scale-out CPU per ticket (ms, median of the runs): hosts (each) | scripts | clients | db"
+    )
+    for h, rs in scale.items():
+        med = statistics.median
+        each = " + ".join(f"{med(r.per_ticket(r.hosts[i]) for r in rs):.2f}" for i in range(h))
+        total = med(r.per_ticket(sum(r.hosts)) for r in rs)
+        print(
+            f"  {h} host{'s' if h > 1 else ' '}  hosts {total:5.2f}"
+            f" ({each}) | scripts {med(r.per_ticket(r.scripts) for r in rs):.2f}"
+            f" | clients {med(r.per_ticket(r.clients) for r in rs):.2f}"
+            f" | db {med(r.per_ticket(r.database) for r in rs):.2f}"
+            f"; ticket wait p50/p90 {med(r.wait[0] for r in rs):.0f}/"
+            f"{med(r.wait[1] for r in rs):.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -1632,6 +1632,63 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/backends/cloud/test_ratelimit.py", "-k", "conditional_reservations"),
     ),
+    Mutant(
+        "spawn-wakeup-echo",
+        "a host that does not lead a pool relays the spawn wake-ups it hears (followers echo)",
+        (
+            (
+                Patch(
+                    "corral/controller/crosshost.py",
+                    "if ctl.maintains and pool in ctl.pool_names() and ctl.leads(pool):",
+                    "if ctl.maintains and pool in ctl.pool_names():  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_crosshost_wakeups.py", "-k", "echo"),
+    ),
+    Mutant(
+        "remote-assign-rounds",
+        "another host's announcement makes this host run an assignment round (hosts race)",
+        (
+            (
+                Patch(
+                    "corral/controller/crosshost.py",
+                    "on_ticket=self._ctl.ticket_ops.changed_elsewhere,",
+                    "on_ticket=lambda t: (self._ctl.ticket_ops.changed_elsewhere(t), "
+                    "self._ctl.kick_assign()) and None,  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_crosshost_wakeups.py", "-k", "race"),
+    ),
+    Mutant(
+        "event-log-reads-own-batch",
+        "a host reads every batch it appended back from the table (a read per own batch)",
+        (
+            (
+                Patch(
+                    "corral/cluster/eventlog.py",
+                    "if not await self._hand_own(batch, ids):",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "own_batches"),
+    ),
+    Mutant(
+        "event-log-reads-seen-notes",
+        "a host reads on every notification, its own and those of ids it handed over already",
+        (
+            (
+                Patch(
+                    "corral/cluster/eventlog.py",
+                    "if self._unseen(note.payload):",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/cluster/test_events_log.py", "-k", "own_batches"),
+    ),
 )
 
 

@@ -2,10 +2,13 @@
 
 Each host appends the events its controller publishes to ``cluster_events`` (migration 0017),
 **one insert per batch** (what gathered during one write tick of the hub), and sends ``NOTIFY
-corral_events`` in the same transaction. Every host tails the table (on a notification, on its
-own appends, and by a slow safety poll) and hands the rows, in id order, to its hub
+corral_events`` (payload: the batch's last id and its origin) in the same transaction. Every
+host tails the table (on another host's notification of an id it has not handed over yet, and
+by a slow safety poll) and hands the rows, in id order, to its hub
 (:class:`corral.api.stream.EventHub`), so every host streams the same events under the same ids
-and a client can resume with ``Last-Event-ID`` on any host.
+and a client can resume with ``Last-Event-ID`` on any host. Its own batch, when its first id
+directly follows the last one handed over, is handed over as appended, without reading it back
+(no other row can lie between: the guard below); otherwise it is read like the others'.
 
 **Why the appenders are serialised.** The ids come from the table's sequence, and a sequence
 hands out numbers in the order transactions *ask*, not in the order they *commit*: without a
@@ -43,7 +46,7 @@ from corral.cluster.wakeups import libpq_url
 log = logging.getLogger(__name__)
 
 CHANNEL = "corral_events"
-"""The channel every append notifies (payload: the batch's last id)."""
+"""The channel every append notifies (payload: the batch's last id, a space, its origin)."""
 
 APPEND_GUARD = 7363201
 """The advisory lock every append holds until it commits (the lock table's is 7363200)."""
@@ -137,7 +140,7 @@ async def append_in(
     )
     ids = [int(r[0]) for r in await cursor.fetchall()]
     if ids:
-        await conn.execute(_NOTIFY, (CHANNEL, str(ids[-1])))
+        await conn.execute(_NOTIFY, (CHANNEL, f"{ids[-1]} {origin}"))
     return ids
 
 
@@ -212,6 +215,8 @@ class EventLog:
         """Insert statements that committed (one per batch)."""
         self.reconnects = 0
         """Connections made again after one failed."""
+        self.reads = 0
+        """Reads of new rows made by the tailer."""
 
     # --- life --------------------------------------------------------------------------------
 
@@ -286,13 +291,29 @@ class EventLog:
                 await asyncio.sleep(delay)  # what gathers meanwhile shares this insert
             batch, self._pending = self._pending, []
             self._batches += 1
-            await self._write(batch, f"{self.origin}/{self._batches}")
+            ids = await self._write(batch, f"{self.origin}/{self._batches}")
             if not self._pending:
                 self._has_pending.clear()
             last = loop.time()
-            self._kick.set()  # our own rows: read them now rather than on the notification
+            if not await self._hand_own(batch, ids):
+                self._kick.set()  # our own rows: read them now rather than on the notification
 
-    async def _write(self, batch: list[Entry], origin: str) -> None:
+    async def _hand_own(self, batch: list[Entry], ids: list[int] | None) -> bool:
+        """Hand this host's batch over as appended, without reading it back, when its ids
+        directly follow the last one handed over: the guard makes ids visible in order, so no
+        other row lies between, and none can come later. False: it must be read."""
+        if ids is None or len(ids) != len(batch) or ids[-1] - ids[0] != len(ids) - 1:
+            return False  # unknown ids (a retried batch), or a gap inside the batch
+        async with self._read_lock:
+            if ids[0] != self.tail + 1:
+                return False  # rows of others (or a gap) before it: read them in order
+            self.tail = ids[-1]
+            self._on_rows([Row(i, e[0], e[1], e[2]) for i, e in zip(ids, batch, strict=True)])
+        return True
+
+    async def _write(self, batch: list[Entry], origin: str) -> list[int] | None:
+        """Append ``batch`` (retrying); its ids, or ``None`` when a retry found that the lost
+        connection had committed it."""
         before = self.tail  # every id of this batch is above the position read so far
         delay = 0.01
         attempt = 0
@@ -304,11 +325,11 @@ class EventLog:
                 if attempt:
                     cursor = await conn.execute(_HAS_ORIGIN, (before, origin))
                     if await cursor.fetchone() is not None:
-                        return  # the lost connection had committed it
+                        return None  # the lost connection had committed it
                 ids = await append_batch(conn, batch, origin, self._clock())
                 self.appended += len(ids)
                 self.inserts += 1
-                return
+                return ids
             except psycopg.Error as exc:
                 attempt += 1
                 log.warning("event log: append failed (%s); retrying", exc)
@@ -331,6 +352,7 @@ class EventLog:
         while True:
             try:
                 async with self._read_lock:
+                    self.reads += 1
                     rows = await read_rows(await self._reader(), self.tail, self._read_batch)
             except psycopg.Error as exc:
                 log.warning("event log: read failed (%s); resuming after %d", exc, self.tail)
@@ -377,14 +399,28 @@ class EventLog:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 delay = 0.01
                 self._kick.set()  # what was sent while nobody listened: read it now
-                async for _note in conn.notifies():
-                    self._kick.set()
+                async for note in conn.notifies():
+                    if self._unseen(note.payload):
+                        self._kick.set()
             except psycopg.Error as exc:
                 log.warning("event log: LISTEN connection failed (%s); reconnecting", exc)
             await self._drop(self._listen_conn)
             self._listen_conn = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _unseen(self, payload: str) -> bool:
+        """Whether a notification's batch may hold rows not handed over yet: not one of this
+        host's own batches (its appender hands it over or reads it), and its last id is above
+        the tail (rows are handed over as a prefix of the log, so one at or below it was handed
+        over already, by an earlier read)."""
+        last, _, origin = payload.partition(" ")
+        if origin.startswith(f"{self.origin}/"):
+            return False
+        try:
+            return int(last) > self.tail
+        except ValueError:
+            return True
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._closed:

@@ -2,12 +2,16 @@
 
 Several ``corral serve`` processes share one PostgreSQL (SPEC §8). A VM that becomes ready
 through host A must reach a ticket waiting on host B within milliseconds, not at B's next
-tick. Each host sends a ``NOTIFY`` after its own store write committed, and LISTENs for the
-others' on one channel per purpose:
+tick: A assigns it (A's assignment round after its own commit covers every host's tickets)
+and B's long-poll must hear of it. Each host sends a ``NOTIFY`` after its own store write
+committed, and LISTENs for the others' on one channel per purpose:
 
-- ``corral_assign``: a VM became free for assignment somewhere: re-run the assignment;
 - ``corral_ticket`` (payload: a ticket id): that ticket changed: its long-poll waiters re-read it;
-- ``corral_spawn`` (payload: a pool): a VM of that pool was consumed: re-plan its preallocation.
+- ``corral_spawn`` (payload: a pool): the pool needs supply: its leader re-plans its
+  preallocation.
+
+(``corral_assign``, "a VM became free: re-run the assignment", is no longer sent nor heard:
+see :mod:`corral.controller.crosshost`.)
 
 Every payload starts with the sender's session id, so a host ignores its own messages (it has
 already acted on them locally). Sending goes through a :class:`~corral.cluster.batcher.Batcher`
@@ -40,10 +44,9 @@ from corral.cluster.notify import STOP, Listener
 
 log = logging.getLogger(__name__)
 
-ASSIGN = "corral_assign"
 TICKET = "corral_ticket"
 SPAWN = "corral_spawn"
-CHANNELS = (ASSIGN, TICKET, SPAWN)
+CHANNELS = (TICKET, SPAWN)
 
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _KEEPALIVE = "SELECT 1"
@@ -62,7 +65,7 @@ def libpq_url(url: str) -> str:
 class Wakeups:
     """Send and receive cross-host wake-ups on one PostgreSQL database.
 
-    ``on_assign()``, ``on_ticket(ticket_id)``, ``on_spawn(pool)`` are called on the event loop
+    ``on_ticket(ticket_id)`` and ``on_spawn(pool)`` are called on the event loop
     of :meth:`start` for other hosts' messages; ``on_resync()`` after a reconnect of the
     listening connection. ``keepalive`` is how often the listening connection is checked (s).
     """
@@ -71,7 +74,6 @@ class Wakeups:
         self,
         url: str,
         *,
-        on_assign: Callable[[], None],
         on_ticket: Callable[[str], None],
         on_spawn: Callable[[str], None],
         on_resync: Callable[[], None],
@@ -83,7 +85,6 @@ class Wakeups:
         self._keepalive = float(keepalive)
         self.session = hosts.new_session()
         self._handlers: dict[str, Callable[[str], None]] = {
-            ASSIGN: lambda _arg: on_assign(),
             TICKET: on_ticket,
             SPAWN: on_spawn,
         }
@@ -142,10 +143,6 @@ class Wakeups:
 
     # --- sending (never waits) ----------------------------------------------------------------
 
-    def assign(self) -> None:
-        """Tell the other hosts to re-run their assignment (a VM became free here)."""
-        self._send(ASSIGN, "")
-
     def ticket(self, ticket_id: str) -> None:
         """Tell the other hosts that ``ticket_id`` changed (its waiters re-read it)."""
         self._send(TICKET, ticket_id)
@@ -196,4 +193,4 @@ class Wakeups:
             pass  # the loop is closed: nobody waits any more
 
 
-__all__ = ["ASSIGN", "CHANNELS", "SPAWN", "TICKET", "Wakeups", "libpq_url"]
+__all__ = ["CHANNELS", "SPAWN", "TICKET", "Wakeups", "libpq_url"]

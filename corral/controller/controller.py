@@ -475,7 +475,6 @@ class Controller:
             Event("vm", row.name, row.state, self.clock(), {"pool": row.pool, "ticket": row.ticket})
         )
         if row.pool in self._limits:
-            self.crosshost.vm_changed(row.pool, effects)
             if Effect.KICK_ASSIGN in effects:
                 self.kick_assign()
             if Effect.KICK_SPAWN in effects:

@@ -1,9 +1,18 @@
 """The controller's side of cross-host wake-ups (:mod:`corral.cluster.wakeups`, SPEC §8).
 
-On a PostgreSQL store, what this controller changes is announced to the other hosts (a VM
-freed for assignment, a ticket changed, a pool that consumed a VM), and what they announce
-kicks this controller's runners and wakes its long-poll waiters at once instead of at the next
-tick. On any other store this does nothing (SQLite and memory stores are single-host).
+On a PostgreSQL store, what this controller changes is announced to the other hosts (a ticket
+changed, a pool that needs supply), and what they announce wakes this controller's long-poll
+waiters and kicks its preallocation at once instead of at the next tick. On any other store
+this does nothing (SQLite and memory stores are single-host).
+
+A VM freed for assignment is *not* announced: the host whose commit freed it runs an
+assignment round right after that commit, over every waiting ticket of the cluster, and so
+does the host whose commit created a ticket. Of two such commits, the round that follows the
+later one sees both, so no ticket is left waiting beside a ready VM; the ticket's waiters on
+other hosts learn of its assignment by the ticket's announcement. (Every host also running a
+round on every freed VM made the hosts race for the same tickets and VMs, and all but one lose
+and read again: issue 11, scale-out row.)
+
 This module only translates; it must not decide anything about tickets or VMs.
 """
 
@@ -13,7 +22,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from corral.pools.lifecycle import Effect
 from corral.store import Store
 from corral.store import parse as parse_store_url
 
@@ -37,6 +45,10 @@ class CrossHostHost(Protocol):
 
     def pool_names(self) -> Sequence[str]:
         """The pools this controller runs."""
+        ...
+
+    def leads(self, pool: str) -> bool:
+        """Whether this host runs ``pool``'s maintenance (its preallocation) now."""
         ...
 
     def kick_assign(self) -> None:
@@ -64,7 +76,6 @@ class CrossHost:
 
         self.wakeups = await Wakeups(
             self._ctl.store.url,
-            on_assign=self._ctl.kick_assign,
             on_ticket=self._ctl.ticket_ops.changed_elsewhere,
             on_spawn=self._on_spawn,
             on_resync=self._resync,
@@ -77,16 +88,6 @@ class CrossHost:
             await wakeups.close()
 
     # --- this host's changes ------------------------------------------------------------------
-
-    def vm_changed(self, pool: str, effects: Sequence[Effect]) -> None:
-        """Announce the kicks a VM's move causes (``effects`` of :mod:`corral.pools.lifecycle`)."""
-        wakeups = self.wakeups
-        if wakeups is None:
-            return
-        if Effect.KICK_ASSIGN in effects:
-            wakeups.assign()
-        if Effect.KICK_SPAWN in effects:
-            wakeups.spawn(pool)
 
     def spawn_wanted(self, pool: str) -> None:
         """Ask the hosts that preallocate to re-plan ``pool`` (this one does not)."""
@@ -101,8 +102,12 @@ class CrossHost:
     # --- the other hosts' changes -------------------------------------------------------------
 
     def _on_spawn(self, pool: str) -> None:
-        if self._ctl.maintains and pool in self._ctl.pool_names():
-            self._ctl.kick_spawn(pool)
+        # Only the pool's leader re-plans. A host that does not lead the pool must not even
+        # kick: its kick would announce the wake-up again (it asks "the host that preallocates"),
+        # and two such hosts would echo it to each other for ever (issue 11, scale-out row).
+        ctl = self._ctl
+        if ctl.maintains and pool in ctl.pool_names() and ctl.leads(pool):
+            ctl.kick_spawn(pool)
 
     def _resync(self) -> None:
         # Announcements sent while the connection was down are lost: decide everything again.

@@ -303,3 +303,36 @@ async def test_only_the_leader_publishes_the_periodic_pool_counts(pg_cluster_url
         assert b.event_log.appended == 1
     finally:
         await b.close()
+
+
+async def test_a_host_hands_its_own_batches_over_without_reading_them_back(
+    pg_cluster_url: str,
+) -> None:
+    """One host alone: every batch it appends directly follows what it handed over, so it is
+    handed over as appended (same ids and rows as the table), with no read; a notification
+    of its own batch, or of an id already handed over, makes no read either; one of a newer
+    id does. Breakages caught: reading every own batch back, and a
+    read per notification whatever its id (``reads`` grows; mutants
+    ``event-log-reads-own-batch``, ``event-log-reads-seen-notes``)."""
+    got: list[eventlog.Row] = []
+    log = eventlog.EventLog(pg_cluster_url, got.extend, origin="solo", poll=60.0)
+    await log.start()
+    try:
+        await asyncio.sleep(0.3)  # the read that follows LISTEN (what came before it) is done
+        reads = log.reads
+        for i in range(5):
+            log.append("vm", None, json.dumps({"i": i}))
+            await until(lambda i=i: len(got) == i + 1, f"batch {i} handed over")
+            await asyncio.sleep(0.1)  # its own notification arrives meanwhile
+        assert log.reads == reads
+        assert [r.id for r in got] == table_ids(pg_cluster_url)
+        assert [json.loads(r.payload)["i"] for r in got] == list(range(5))
+        with psycopg.connect(pg_cluster_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (eventlog.CHANNEL, f"{got[0].id} other/1"))
+        await asyncio.sleep(0.3)
+        assert log.reads == reads
+        with psycopg.connect(pg_cluster_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (eventlog.CHANNEL, f"{got[-1].id + 1} o/1"))
+        await until(lambda: log.reads == reads + 1, "a read for a newer id")
+    finally:
+        await log.close()

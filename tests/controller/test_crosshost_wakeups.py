@@ -132,3 +132,92 @@ async def test_tasks_on_postgresql_take_their_locks_in_the_shared_lock_table(
             while name in await fake.names():
                 assert loop.time() < end, "the machine was not destroyed after the release"
                 await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def three_hosts(pg_url: str) -> AsyncIterator[list[Controller]]:
+    """Three full hosts of one cluster (each joins, leads what rendezvous hashing gives it,
+    preallocates what it leads); the pool keeps nothing ready, so only a wake-up spawns."""
+    from corral.config import parse_config
+
+    fake = fake_backend()
+    pool = {"backend": {"type": "fake"}, "max": 5, "min_ready": 0, "poll_interval": 0.01}
+    hosts: list[Controller] = []
+    try:
+        for i in range(3):
+            raw = {"store": pg_url, "pools": {"p": pool}, "cluster": {"host_id": f"echo-{i}"}}
+            cfg = parse_config(raw, env={})
+            ctl = await Controller.create(cfg, backends={"p": fake}, tick=TICK)
+            hosts.append(ctl)
+            await ctl.start()
+        yield hosts
+    finally:
+        for ctl in reversed(hosts):
+            await ctl.stop()
+
+
+def _received(hosts: list[Controller]) -> int:
+    total = 0
+    for ctl in hosts:
+        assert ctl.crosshost.wakeups is not None
+        total += ctl.crosshost.wakeups.received
+    return total
+
+
+async def test_a_spawn_wakeup_is_not_echoed_between_hosts_that_do_not_lead(pg_url: str) -> None:
+    """With three hosts, the two that do not lead the pool hear each other's "re-plan the
+    pool" wake-ups: only the leader acts on one. Then a quiet cluster stays quiet, and a
+    ticket waiting on a follower still gets its VM spawned by the leader. Breakage caught: a
+    follower relaying a spawn wake-up it received (the two followers echo it to each other
+    for ever: hundreds of messages a second on an idle cluster, a core burnt; mutant
+    ``spawn-wakeup-echo``)."""
+    async with three_hosts(pg_url) as hosts:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE
+        while sum(ctl.leads("p") for ctl in hosts) != 1:
+            assert loop.time() < end, "no single leader of pool p"
+            await asyncio.sleep(0.05)
+        followers = [ctl for ctl in hosts if not ctl.leads("p")]
+        for ctl in followers:
+            ctl.kick_spawn("p")  # each asks the leader (and, by LISTEN, the other follower)
+        await asyncio.sleep(0.5)
+        before = _received(hosts)
+        await asyncio.sleep(1.0)
+        assert _received(hosts) - before <= 3, "wake-ups keep flowing in an idle cluster"
+        ticket = await followers[0].create_ticket(owner="dave", pool="p")
+        got = await followers[0].wait_ticket(ticket.id, timeout=DEADLINE)
+        assert got.state is TicketState.ASSIGNED
+
+
+async def test_a_vm_freed_on_a_runs_no_assignment_round_on_b_so_the_hosts_do_not_race(
+    pg_url: str,
+) -> None:
+    """A's VM becomes ready and A assigns its own ticket with it: B hears of the ticket but
+    runs no assignment round (A's round after its commit covers every host's tickets; a round
+    on every host made them race for the same tickets and VMs). Breakage caught: a host
+    re-running its assignment on another host's announcement (mutant
+    ``remote-assign-rounds``)."""
+    async with two_hosts(pg_url) as (a, b):
+        rounds = 0
+        assign_once = b.assignment.assign_once
+
+        async def counted() -> int:
+            nonlocal rounds
+            rounds += 1
+            return await assign_once()
+
+        b.assignment.assign_once = counted  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)  # B's own start-up round is done
+        rounds = 0
+        assert b.crosshost.wakeups is not None
+        heard = b.crosshost.wakeups.received
+        ticket = await a.create_ticket(owner="erin", pool="p")
+        got = await a.wait_ticket(ticket.id, timeout=DEADLINE)
+        assert got.state is TicketState.ASSIGNED
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE
+        while b.crosshost.wakeups.received == heard:  # A's announcement of the ticket
+            assert loop.time() < end, "B heard nothing of A's ticket"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert rounds == 0
