@@ -15,11 +15,11 @@ from typing import Annotated, ParamSpec, TypeVar, cast
 
 import pydantic
 import typer
-from pydantic import BaseModel
 
 from corral import config_messages, exceptions
 from corral.cli import output
 from corral.client import Client, models, plainhttp
+from corral.client.record import Record
 from corral.pools.lifecycle import TicketState
 
 P = ParamSpec("P")
@@ -123,7 +123,7 @@ def seconds(option: str, value: float | None, *, at_least: float | None = 0.0) -
     return value
 
 
-Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
+Shown = TypeVar("Shown", bound=Record | Sequence[Record])
 
 
 def show(

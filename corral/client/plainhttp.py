@@ -3,10 +3,13 @@
 Importing httpx (with httpcore, h11, ``urllib.request``, ``http.cookiejar``, ...) is about a
 fifth of a client command's instructions (issue 14), and a command such as ``corral tickets``
 sends one plain ``GET``. :class:`PlainHTTP` sends a :func:`corral.client.core.request` with
-:mod:`http.client` instead: the same method, path, query, JSON body and headers, one connection
-per request (so it may be shared by the renewing thread of ``corral acquire -- CMD``), the
-timeout applied to the connection and to every read as httpx applies its own. It answers only
-what :class:`corral.client.Client` reads of a response: its status and body.
+:mod:`http.client` instead: the same method, path, query, JSON body and headers, the timeout
+applied to the connection and to every read as httpx applies its own. Like httpx, it keeps its
+connection open between requests (HTTP/1.1 keep-alive: a client's 60 requests then cost the
+server one accepted connection, not 60), one per thread (the lease renewer of
+:meth:`~corral.client.Client.acquire` sends from its own), and before reusing one it checks, as
+httpcore does, that the server has not closed it meanwhile. It answers only what
+:class:`corral.client.Client` reads of a response: its status and body.
 
 It serves plain ``http://`` URLs without a proxy in the environment (:func:`usable`); anything
 else (TLS, ``HTTP_PROXY``, the event stream) goes through httpx as before. Failures to reach the
@@ -21,6 +24,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +92,9 @@ class PlainHTTP:
         self._host = parts.hostname
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[http.client.HTTPConnection] = set()
 
     def request(
         self,
@@ -107,20 +115,59 @@ class PlainHTTP:
         if json is not None:
             body = _dumps(json)
             sent["Content-Type"] = "application/json"
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        connection = self._connection(timeout)
         try:
             connection.request(method, target, body=body, headers=sent)
             answer = connection.getresponse()
-            return Response(answer.status, answer.read())
+            response = Response(answer.status, answer.read())
         except TimeoutError as exc:
+            self._drop(connection)
             raise TransportTimeout(str(exc)) from exc
         except (OSError, http.client.HTTPException) as exc:
+            self._drop(connection)
             raise TransportError(str(exc)) from exc
-        finally:
-            connection.close()
+        if answer.will_close:
+            self._drop(connection)
+        return response
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """This thread's connection: the open one unless the server closed it meanwhile."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None and (connection.sock is None or _closed(connection.sock)):
+            self._drop(connection)
+            connection = None
+        if connection is None:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            self._local.connection = connection
+            with self._lock:
+                self._open.add(connection)
+        else:
+            connection.timeout = timeout
+            connection.sock.settimeout(timeout)
+        return connection
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        if getattr(self._local, "connection", None) is connection:
+            self._local.connection = None
+        with self._lock:
+            self._open.discard(connection)
 
     def close(self) -> None:
-        """Nothing to close: every request had its own connection."""
+        """Close every thread's connection."""
+        with self._lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            connection.close()
+
+
+def _closed(sock: Any) -> bool:
+    """Whether the server closed (or wrote unasked to) an idle connection: readable at once."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _dumps(value: object) -> bytes:
