@@ -123,28 +123,28 @@ def text(value: object) -> str:
 
 
 def integer(value: object) -> int:
-    """An integer (a float with no fraction, as pydantic's lax mode takes it)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """An integer (a float with no fraction, or a boolean, as pydantic's lax mode reads them)."""
+    if not isinstance(value, int | float):
         raise Unreadable(f"expected an integer, got {_kind(value)}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise Unreadable(f"expected an integer, got {value!r}")
-        return int(value)
-    return value
+    if isinstance(value, float) and not value.is_integer():
+        raise Unreadable(f"expected an integer, got {value!r}")
+    return int(value)
 
 
 def number(value: object) -> float:
-    """A number, as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A number, as a float (a boolean too, as pydantic's lax mode reads it)."""
+    if not isinstance(value, int | float):
         raise Unreadable(f"expected a number, got {_kind(value)}")
     return float(value)
 
 
 def boolean(value: object) -> bool:
-    """``true`` or ``false``."""
-    if not isinstance(value, bool):
-        raise Unreadable(f"expected true or false, got {_kind(value)}")
-    return value
+    """``true`` or ``false`` (or 0 and 1, as pydantic's lax mode reads them)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    raise Unreadable(f"expected true or false, got {value!r}")
 
 
 def anything(value: object) -> object:

@@ -7,6 +7,13 @@ Each test names the breakage it catches.
 
 from __future__ import annotations
 
+import json
+import select
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import httpx
 import pytest
 from apitools import ADMIN_TOKEN, ALICE_TOKEN
@@ -55,7 +62,8 @@ def test_a_client_on_plainhttp_answers_as_on_httpx(server: BackgroundServer) -> 
     way (the ticket is not created, is another owner's, or the filtered list differs), or the
     answer read differently from httpx's."""
     plain = Client(server.url, token=ALICE_TOKEN, http=plainhttp.PlainHTTP(server.url))
-    with plain, Client(server.url, token=ADMIN_TOKEN) as reference:
+    through_httpx = httpx.Client(base_url=server.url)
+    with plain, Client(server.url, token=ADMIN_TOKEN, http=through_httpx) as reference:
         ticket = plain.create_ticket(pool="small", meta={"job": "a b/é"})
         try:
             assert ticket.owner == reference.get_ticket(ticket.id).owner == "alice"
@@ -74,7 +82,11 @@ def test_an_unreachable_server_fails_as_through_httpx() -> None:
     """Breakage caught: a refused connection escaping as ``ConnectionRefusedError`` (a
     traceback on the command line) or worded differently from httpx's failure."""
     url = "http://127.0.0.1:9"
-    with Client(url, http=plainhttp.PlainHTTP(url)) as plain, Client(url) as reference:
+    through_httpx = httpx.Client(base_url=url)
+    with (
+        Client(url, http=plainhttp.PlainHTTP(url)) as plain,
+        Client(url, http=through_httpx) as reference,
+    ):
         with pytest.raises(exceptions.ServerUnreachable) as through_plain:
             plain.list_tickets()
         with pytest.raises(exceptions.ServerUnreachable) as through_httpx:
@@ -94,3 +106,74 @@ def test_an_answer_too_slow_is_a_timeout() -> None:
         with Client(url, timeout=0.2, http=plainhttp.PlainHTTP(url)) as plain:
             with pytest.raises(exceptions.ServerUnreachable, match=r"no answer within 0\.2 s"):
                 plain.list_tickets()
+
+
+class _Health(BaseHTTPRequestHandler):
+    """Answers every GET as ``/healthz`` would, keeping the connection open (HTTP/1.1) unless
+    the server's ``close_after`` says to close it once answered, without saying so."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Recording
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        body = json.dumps({"status": "ok", "version": "test"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.peers.append(self.client_address[1])
+        self.close_connection = self.server.close_after
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+class _Recording(ThreadingHTTPServer):
+    daemon_threads = True
+    peers: list[int]
+    close_after: bool
+
+
+@contextmanager
+def _recording(close_after: bool) -> Iterator[_Recording]:
+    served = _Recording(("127.0.0.1", 0), _Health)
+    served.peers, served.close_after = [], close_after
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.shutdown()
+        served.server_close()
+        thread.join(10)
+
+
+def test_a_client_s_requests_share_one_connection() -> None:
+    """Breakage caught (mutant ``plainhttp-no-keepalive``): a connection per request, which
+    costs the server an accept, a new HTTP parser and a socket per request (issue 14)."""
+    with _recording(close_after=False) as served:
+        url = f"http://127.0.0.1:{served.server_address[1]}"
+        with Client(url) as client:
+            for _ in range(3):
+                assert client.health().status == "ok"
+    assert len(served.peers) == 3
+    assert len(set(served.peers)) == 1, served.peers
+
+
+def test_a_connection_the_server_closed_meanwhile_is_not_reused() -> None:
+    """Breakage caught (mutant ``plainhttp-reuse-closed``): a request sent on a kept-alive
+    connection the server has closed since (its idle timeout) fails as an unreachable server
+    instead of going out on a new connection."""
+    with _recording(close_after=True) as served:
+        url = f"http://127.0.0.1:{served.server_address[1]}"
+        plain = plainhttp.PlainHTTP(url)
+        with Client(url, http=plain) as client:
+            assert client.health().status == "ok"
+            kept = plain._local.connection  # the connection the next request would reuse
+            assert kept is not None and kept.sock is not None
+            readable, _, _ = select.select([kept.sock], [], [], 10)  # the server's close arrived
+            assert readable
+            for _ in range(2):
+                assert client.health().status == "ok"
+    assert len(set(served.peers)) == 3, served.peers
