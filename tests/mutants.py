@@ -602,6 +602,13 @@ MUTANTS: tuple[Mutant, ...] = (
                     "        count=1,  # MUTANT\n        exclusive=exclusive,\n",
                 ),
             ),
+            (
+                Patch(
+                    "corral/client/core.py",
+                    '        fields["count"] = count\n',
+                    "        pass  # MUTANT\n",
+                ),
+            ),
         ),
         ("tests/client/test_client_multi.py", "tests/cli/test_cli_multi.py"),
     ),
