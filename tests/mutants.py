@@ -1565,6 +1565,14 @@ MUTANTS: tuple[Mutant, ...] = (
                     "http = None  # MUTANT",
                 ),
             ),
+            (
+                Patch(
+                    "corral/client/sync.py",
+                    "http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else "
+                    "self._httpx_client()",
+                    "http = self._httpx_client()  # MUTANT",
+                ),
+            ),
         ),
         ("tests/cli/test_cli_startup_imports.py", "-k", "plain_http_imports_no_httpx"),
     ),
@@ -1715,6 +1723,21 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/client/test_records.py", "-k", "current"),
+    ),
+    Mutant(
+        "plainhttp-reads-past-the-body",
+        "the standard library transport reads an answer past its Content-Length (on a "
+        "kept-alive connection it would wait for, or eat, what follows)",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "    body = reader.read(int(length))\n",
+                    "    body = reader.read()  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "no_further"),
     ),
 )
 

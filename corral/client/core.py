@@ -15,13 +15,13 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar
 from urllib.parse import quote
 
 from corral import __version__, exceptions
 from corral.client import models, plainhttp, record
-from corral.pools.lifecycle import TicketState
+from corral.client.records import TicketState
 from corral.types import JSON
 
 if TYPE_CHECKING:
@@ -41,18 +41,17 @@ MAX_WAIT_PER_REQUEST = 30.0
 Params = Mapping[str, str | int | float | Sequence[str]]
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T_co]):
+class Call(NamedTuple, Generic[T_co]):
     """One API request and the parser of its successful response."""
 
     method: str
     path: str
     parse: Callable[[JSON], T_co]
-    params: Params = field(default_factory=dict)
+    params: Params = MappingProxyType({})
     body: JSON = None
     read_timeout: float | None = None
     """Extra seconds the server may legitimately take (long-polls)."""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     """Headers of this call only (the token's are added by the client)."""
 
 

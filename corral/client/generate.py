@@ -15,6 +15,7 @@ import sys
 import textwrap
 import types
 import typing
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, JsonValue
@@ -22,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from corral import wire
+from corral.pools import lifecycle
 
 TARGET = Path(__file__).with_name("records.py")
 
@@ -40,6 +42,8 @@ from JSON by :meth:`~corral.client.record.Record.from_json` and written back by
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from corral.client import record
 from corral.types import JSON
@@ -160,6 +164,16 @@ def _record(model: type[BaseModel], names: set[str]) -> list[str]:
     return lines
 
 
+def _states(states: type[StrEnum]) -> list[str]:
+    """A copy of one of :mod:`corral.pools.lifecycle`'s enums (a module that imports more than
+    the client needs)."""
+    doc = inspect.cleandoc(states.__doc__ or states.__name__)
+    origin = f"Generated from :class:`corral.pools.lifecycle.{states.__name__}`."
+    lines = [f"class {states.__name__}(StrEnum):", *_doc(f"{doc} {origin}", "    "), ""]
+    lines += [f"    {member.name} = {_literal(member.value)}" for member in states]
+    return lines
+
+
 def source() -> str:
     """The text of :mod:`corral.client.records`."""
     models = wire_models()
@@ -170,9 +184,11 @@ def source() -> str:
         "# corral.wire's limits, which the client checks arguments against",
     ]
     parts += [f"{name} = {_literal(getattr(wire, name))}" for name in CONSTANTS]
+    parts += ["", "", *_states(lifecycle.TicketState)]
     for model in models:
         parts += ["", "", *_record(model, names)]
-    exported = sorted([*CONSTANTS, *names], key=lambda name: (not name.isupper(), name))
+    exported = [*CONSTANTS, *names, lifecycle.TicketState.__name__]
+    exported.sort(key=lambda name: (not name.isupper(), name))
     parts += ["", "", "__all__ = [", *(f'    "{name}",' for name in exported), "]", ""]
     return "\n".join(parts)
 

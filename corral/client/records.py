@@ -10,6 +10,8 @@ from JSON by :meth:`~corral.client.record.Record.from_json` and written back by
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from corral.client import record
 from corral.types import JSON
 
@@ -20,6 +22,19 @@ MAX_TTL = 604800.0
 MAX_COUNT = 1000
 MAX_REQUESTS = 16
 MAX_HOLD = 604800.0
+
+
+class TicketState(StrEnum):
+    """Where a ticket is in its life (SPEC §5). Generated from
+    :class:`corral.pools.lifecycle.TicketState`.
+    """
+
+    WAITING = "waiting"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"
 
 
 class ErrorDetail(record.Record):
@@ -1312,4 +1327,5 @@ __all__ = [
     "Task",
     "Ticket",
     "TicketPart",
+    "TicketState",
 ]

@@ -20,11 +20,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 from corral import exceptions
-from corral.client import core, flows, httpxload, models, plainhttp, sse
+from corral.client import core, flows, httpxload, models, plainhttp
 from corral.types import JSON
 
 if TYPE_CHECKING:
     import httpx
+
+    from corral.client import sse
 
 T = TypeVar("T")
 
@@ -313,6 +315,8 @@ class Client:
         break ends the iteration (a lost connection raises :class:`ServerUnreachable`). An
         error answer (a bad token, ...) raises its :mod:`corral.exceptions` class.
         """
+        from corral.client import sse  # here: only the event stream needs it
+
         resume = sse.Resume(last_id, None if kinds is None else tuple(kinds))
         http = self._stream_client()
         timeout = httpxload.load().Timeout(self.timeout, read=sse.READ_TIMEOUT)

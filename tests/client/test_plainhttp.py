@@ -7,6 +7,7 @@ Each test names the breakage it catches.
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import threading
@@ -115,7 +116,7 @@ class _Health(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Recording
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         body = json.dumps({"status": "ok", "version": "test"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -177,3 +178,86 @@ def test_a_connection_the_server_closed_meanwhile_is_not_reused() -> None:
             for _ in range(2):
                 assert client.health().status == "ok"
     assert len(set(served.peers)) == 3, served.peers
+
+
+def _read(raw: bytes, method: str = "GET") -> tuple[tuple[int, bytes, bool], bytes]:
+    """What :func:`plainhttp.read` reads of ``raw``, and what it leaves for the next answer."""
+    reader = io.BytesIO(raw)
+    return plainhttp.read(reader, method), reader.read()
+
+
+NEXT = b"HTTP/1.1 204 No Content\r\n\r\n"
+"""A second answer on the same connection, which reading the first must leave alone."""
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", (200, b"{}", False)),
+        (b"HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n\r\nnull", (404, b"null", False)),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n1", (200, b"1", True)),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n1", (200, b"1", True)),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3;ext=1\r\n[1,\r\n2\r\n 2\r\n1\r\n]\r\n0\r\nTrailer: x\r\n\r\n",
+            (200, b"[1, 2]", False),
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            (201, b"", False),
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"", False)),
+    ],
+)
+def test_an_answer_is_read_to_its_end_and_no_further(
+    raw: bytes, expected: tuple[int, bytes, bool]
+) -> None:
+    """Breakage caught (mutant ``plainhttp-reads-past-the-body``): a body read past its length
+    or its last chunk (the next answer on the kept-alive connection eaten), chunks not
+    decoded, an interim 100 taken for the answer, a ``close`` not honoured."""
+    assert _read(raw + NEXT) == (expected, NEXT)
+
+
+def test_an_answer_delimited_by_the_end_of_the_connection() -> None:
+    assert _read(b"HTTP/1.1 200 OK\r\n\r\nall of it") == ((200, b"all of it", True), b"")
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"", "without sending a response"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "incomplete answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "not a header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed in the headers"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "closed in a chunk"),
+    ],
+)
+def test_a_broken_answer_is_a_transport_error(raw: bytes, problem: str) -> None:
+    """Breakage caught: a truncated or non-HTTP answer read as a (wrong) answer, or escaping
+    as a ``ValueError`` traceback instead of an unreachable server."""
+    with pytest.raises(plainhttp.TransportError, match=problem):
+        plainhttp.read(io.BytesIO(raw), "GET")
+
+
+def test_a_server_that_answers_garbage_is_unreachable_not_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def answer() -> None:
+            peer, _ = listener.accept()
+            with peer:
+                peer.recv(65536)
+                peer.sendall(b"garbage\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with Client(url, timeout=5) as client, pytest.raises(exceptions.ServerUnreachable):
+            client.health()
+        thread.join(10)
