@@ -1615,6 +1615,14 @@ MUTANTS: tuple[Mutant, ...] = (
                     "except http.client.HTTPException as exc:  # MUTANT",
                 ),
             ),
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "            except OSError as exc:\n"
+                    "                raise TransportError(str(exc)) from exc\n",
+                    "            except TransportError:  # MUTANT\n                raise\n",
+                ),
+            ),
         ),
         ("tests/client/test_plainhttp.py", "-k", "unreachable"),
     ),
@@ -1640,7 +1648,7 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/client/plainhttp.py",
-                    "        if answer.will_close:\n            self._drop(connection)",
+                    "        if will_close:\n            self._drop(connection)",
                     "        self._drop(connection)  # MUTANT",
                 ),
             ),
@@ -1655,8 +1663,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/client/plainhttp.py",
-                    "(connection.sock is None or _closed(connection.sock))",
-                    "connection.sock is None  # MUTANT",
+                    "if connection is not None and _closed(connection.sock):",
+                    "if False:  # MUTANT",
                 ),
             ),
         ),
