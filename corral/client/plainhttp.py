@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -49,6 +50,17 @@ class TransportTimeout(TransportError):
 
 MAX_LINE = 65536
 """The longest status or header line read (as :mod:`http.client`'s limit)."""
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A method or header name (RFC 9110's token)."""
+
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+"""What a request target must not contain (as :mod:`http.client` refuses it): no control
+characters, no space (a request line or header smuggled in)."""
+
+_UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What a header value must not contain: no control characters but tab (no CR or LF, which
+would end the header and smuggle another)."""
 
 MAX_HEADERS = 100
 """The most header lines one response may have (as :mod:`http.client`'s limit)."""
@@ -123,6 +135,11 @@ class PlainHTTP:
         if params:
             target += ("&" if "?" in target else "?") + query(params)
         body = b"" if json is None else _dumps(json)
+        if not _TOKEN.fullmatch(method) or _UNSAFE.search(target):
+            raise ValueError(f"invalid method or URL for HTTP: {method} {target!r}")
+        for name, value in headers.items():
+            if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
+                raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
         head = [f"{method} {target} HTTP/1.1", f"Host: {self._authority}"]
         head.append("Accept-Encoding: identity")
         head += [f"{name}: {value}" for name, value in headers.items()]

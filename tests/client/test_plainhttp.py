@@ -261,3 +261,22 @@ def test_a_server_that_answers_garbage_is_unreachable_not_a_traceback() -> None:
         with Client(url, timeout=5) as client, pytest.raises(exceptions.ServerUnreachable):
             client.health()
         thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("headers", "path"),
+    [
+        ({"Idempotency-Key": "k\r\nX-Admin: yes"}, "/healthz"),
+        ({"Bad Name": "v"}, "/healthz"),
+        ({}, "/healthz HTTP/1.1\r\nX-Admin: yes\r\n\r\nGET /x"),
+        ({}, "/a b"),
+    ],
+)
+def test_a_header_or_path_that_would_smuggle_a_line_is_refused(
+    headers: dict[str, str], path: str
+) -> None:
+    """Breakage caught: CR/LF or spaces written into the request as given (another header, or
+    another request, injected), where http.client and httpx refuse them."""
+    plain = plainhttp.PlainHTTP("http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="invalid"):
+        plain.request(method="GET", url=path, params={}, json=None, headers=headers, timeout=1)
