@@ -12,7 +12,8 @@ on SQLite and on PostgreSQL, printed side by side:
 3. 10 client processes x 20 tickets, the clock started *before* the 10 processes are started
    (their interpreter start and imports included, as a user's would be): tickets/s, latency
    p50/p90/max (target max <= 1 s), and the ratio to the in-process figure of the same workload
-   measured in the same run by ``bench/pools.py``'s code (target >= 0.6);
+   measured in the same run by ``bench/pools.py``'s code (target >= 0.6); each process runs
+   corral's own client library (``--client httpx``: bare httpx instead);
 4. CLI start-up: ``corral --version`` and ``corral tickets`` against the running server (target
    <= 300 ms wall), beside the bare interpreter's start.
 
@@ -122,7 +123,8 @@ with httpx.Client(base_url=url, timeout=60) as http:
         http.post(f"/v1/tickets/{ticket['id']}/close").raise_for_status()
 print(json.dumps(latencies))
 """
-"""One client process: the create -> long-poll -> close loop, with nothing but httpx imported.
+"""One client process (``--client httpx``): the create -> long-poll -> close loop, with nothing
+but httpx imported.
 
 A bare ``import httpx`` also imports httpx's own command line tool (``httpx._main``: click,
 pygments, rich) when they are installed, and ``httpx.Client`` loads the certificate authorities'
@@ -148,8 +150,9 @@ with Client(url, timeout=60) as corral:
         corral.close_ticket(ticket.id)
 print(json.dumps(latencies))
 """
-"""The same loop through corral's own client library (``--client corral``): what a Python
-program using corral runs, its import (pydantic, the wire models) included."""
+"""The same loop through corral's own client library (``--client corral``, the default): what a
+Python program using corral runs, its import included (the standard library's HTTP/1.1 over one
+kept-alive connection, the answers read into records without pydantic; issue 14)."""
 
 CLIENTS = {"httpx": CLIENT, "corral": CORRAL_CLIENT}
 
@@ -302,7 +305,7 @@ def warm_sequential(url: str, n: int) -> list[float]:
 
 
 def load(
-    url: str, clients: int, per_client: int, client: str = "httpx"
+    url: str, clients: int, per_client: int, client: str = "corral"
 ) -> tuple[float, list[float], float]:
     """``clients`` processes x ``per_client`` tickets, each process running :data:`CLIENTS`'s
     ``client``; (elapsed from before the first process starts to the last one's end, every
@@ -416,7 +419,7 @@ def import_costs() -> list[tuple[str, int, float]]:
 
 
 def run_store(
-    kind: str, warm: int, per_client: int, cli_runs: int, client: str = "httpx"
+    kind: str, warm: int, per_client: int, cli_runs: int, client: str = "corral"
 ) -> Figures:
     """Every part on one store kind."""
     figures = Figures()
@@ -570,8 +573,8 @@ def main() -> None:
     parser.add_argument(
         "--client",
         choices=sorted(CLIENTS),
-        default="httpx",
-        help="what the 10 client processes run: bare httpx (default) or corral.client",
+        default="corral",
+        help="what the 10 client processes run: corral.client (default) or bare httpx",
     )
     args = parser.parse_args()
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]

@@ -602,6 +602,13 @@ MUTANTS: tuple[Mutant, ...] = (
                     "        count=1,  # MUTANT\n        exclusive=exclusive,\n",
                 ),
             ),
+            (
+                Patch(
+                    "corral/client/core.py",
+                    '        fields["count"] = count\n',
+                    "        pass  # MUTANT\n",
+                ),
+            ),
         ),
         ("tests/client/test_client_multi.py", "tests/cli/test_cli_multi.py"),
     ),
@@ -1558,6 +1565,14 @@ MUTANTS: tuple[Mutant, ...] = (
                     "http = None  # MUTANT",
                 ),
             ),
+            (
+                Patch(
+                    "corral/client/sync.py",
+                    "http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else "
+                    "self._httpx_client()",
+                    "http = self._httpx_client()  # MUTANT",
+                ),
+            ),
         ),
         ("tests/cli/test_cli_startup_imports.py", "-k", "plain_http_imports_no_httpx"),
     ),
@@ -1598,6 +1613,14 @@ MUTANTS: tuple[Mutant, ...] = (
                     "corral/client/plainhttp.py",
                     "except (OSError, http.client.HTTPException) as exc:",
                     "except http.client.HTTPException as exc:  # MUTANT",
+                ),
+            ),
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "            except OSError as exc:\n"
+                    "                raise TransportError(str(exc)) from exc\n",
+                    "            except TransportError:  # MUTANT\n                raise\n",
                 ),
             ),
         ),
@@ -1688,6 +1711,113 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/cluster/test_events_log.py", "-k", "own_batches"),
+    ),
+    Mutant(
+        "plainhttp-no-keepalive",
+        "the standard library transport closes its connection after every request (a new "
+        "connection, accept and parser on the server per request; issue 14)",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "        if will_close:\n            self._drop(connection)",
+                    "        self._drop(connection)  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "share_one_connection"),
+    ),
+    Mutant(
+        "plainhttp-reuse-closed",
+        "a kept-alive connection the server closed meanwhile is reused (the request fails as "
+        "an unreachable server)",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "if connection is not None and _closed(connection.sock):",
+                    "if False:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "closed_meanwhile"),
+    ),
+    Mutant(
+        "client-default-httpx",
+        "the client sends to a plain http:// URL through httpx again (its import is most of a "
+        "short client process's CPU; issue 14)",
+        (
+            (
+                Patch(
+                    "corral/client/sync.py",
+                    "http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else "
+                    "self._httpx_client()",
+                    "http = self._httpx_client()  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_client_imports.py",),
+    ),
+    Mutant(
+        "client-imports-wire",
+        "the client imports corral.wire (pydantic and the models' build) at import again",
+        (
+            (
+                Patch(
+                    "corral/client/core.py",
+                    "from corral.client import models, plainhttp, record\n",
+                    "from corral.client import models, plainhttp, record\n"
+                    "from corral import wire  # noqa: F401  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_client_imports.py",),
+    ),
+    Mutant(
+        "record-integer-loose",
+        "a record reads 2.5 as the integer 2 where the wire model refuses it",
+        (
+            (
+                Patch(
+                    "corral/client/record.py",
+                    "if isinstance(value, float) and not value.is_integer():",
+                    "if False:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/client/test_records.py",),
+    ),
+    Mutant(
+        "records-stale",
+        "a wire model gains a field and corral.client.records is not regenerated (the client "
+        "would drop it silently)",
+        (
+            (
+                Patch(
+                    "corral/wire.py",
+                    '    meta: dict[str, str] = Field(default_factory=dict, description="Metadata '
+                    'given at creation.")\n',
+                    '    meta: dict[str, str] = Field(default_factory=dict, description="Metadata '
+                    'given at creation.")\n    mutant: int = 0  # MUTANT\n',
+                ),
+            ),
+        ),
+        ("tests/client/test_records.py", "-k", "current"),
+    ),
+    Mutant(
+        "plainhttp-reads-past-the-body",
+        "the standard library transport reads an answer past its Content-Length (on a "
+        "kept-alive connection it would wait for, or eat, what follows)",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "    body = reader.read(int(length))\n",
+                    "    body = reader.read()  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "no_further"),
     ),
 )
 

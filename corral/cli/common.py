@@ -15,11 +15,11 @@ from typing import Annotated, ParamSpec, TypeVar, cast
 
 import pydantic
 import typer
-from pydantic import BaseModel
 
 from corral import config_messages, exceptions
 from corral.cli import output
-from corral.client import Client, models, plainhttp
+from corral.client import Client, models
+from corral.client.record import Record
 from corral.pools.lifecycle import TicketState
 
 P = ParamSpec("P")
@@ -102,12 +102,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 def client(url: str, token: str | None) -> Iterator[Client]:
     """A client of ``url``, closed afterwards.
 
-    A plain ``http://`` URL with no proxy configured is sent to through the standard library
-    (:mod:`corral.client.plainhttp`), which spares every command the import of httpx (issue
-    14); any other URL goes through httpx.
+    The client sends to a plain ``http://`` URL with no proxy configured through the standard
+    library (:mod:`corral.client.plainhttp`), which spares every command the import of httpx
+    (issue 14); any other URL goes through httpx.
     """
-    http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else None
-    with Client(url, token=token, http=http) as c:
+    with Client(url, token=token) as c:
         yield c
 
 
@@ -123,7 +122,7 @@ def seconds(option: str, value: float | None, *, at_least: float | None = 0.0) -
     return value
 
 
-Shown = TypeVar("Shown", bound=BaseModel | Sequence[BaseModel])
+Shown = TypeVar("Shown", bound=Record | Sequence[Record])
 
 
 def show(

@@ -226,6 +226,7 @@ def acquire(
     if entries is not None:
         del request["pool"], request["tags"], request["count"]
         request["requests"] = entries
+    core.check_request(request)  # worded by option (the client would leave it to the server)
     if command:
         raise typer.Exit(_run(url, token, request, timeout, command))
     acquisition = flows.Acquisition(timeout=timeout, **request)
@@ -674,8 +675,8 @@ def status(
     if json:
         output.print_json(
             {
-                "health": health.model_dump(mode="json"),
-                "pools": [p.model_dump(mode="json") for p in found],
+                "health": health.to_json(),
+                "pools": [p.to_json() for p in found],
                 "failing": {p.name: p.problem for p in failing},
                 **({} if text is None else {"summary": text}),
             }

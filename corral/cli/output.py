@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 from corral import exceptions
 from corral.cli import plain
+from corral.client.record import Record
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -99,14 +98,15 @@ def exit_code(error: exceptions.CorralError) -> Exit:
     return Exit.ERROR
 
 
-def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, object]) -> None:
-    """Write ``value`` as JSON to standard output (one document)."""
-    if isinstance(value, BaseModel):
-        data: object = value.model_dump(mode="json")
+def print_json(value: Record | Sequence[Record] | dict[str, object]) -> None:
+    """Write ``value`` (the client's records, or plain data) as JSON to standard output (one
+    document)."""
+    if isinstance(value, Record):
+        data: object = value.to_json()
     elif isinstance(value, dict):
         data = value
     else:
-        data = [v.model_dump(mode="json") for v in value]
+        data = [v.to_json() for v in value]
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
 

@@ -223,7 +223,7 @@ def vm_logs(
             for entry in follow_logs(c, name, follow=follow, interval=interval):
                 printed = True
                 if json:
-                    _emit(entry.model_dump_json())
+                    _emit(jsonlib.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":")))
                 else:
                     for line in log_lines(entry):
                         _emit(line)

@@ -11,22 +11,25 @@ This module must not do I/O: no sockets, no threads, no event loop, no clock.
 from __future__ import annotations
 
 import json
-import ssl
+import math
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypedDict, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar
 from urllib.parse import quote
 
-from pydantic import JsonValue, TypeAdapter, ValidationError
-
 from corral import __version__, exceptions
-from corral.client import models, plainhttp
-from corral.pools.lifecycle import TicketState
+from corral.client import models, plainhttp, record
+from corral.client.records import TicketState
 from corral.types import JSON
 
+if TYPE_CHECKING:
+    import ssl
+
+
 T = TypeVar("T")
+R = TypeVar("R", bound=record.Record)
 T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_URL = "http://127.0.0.1:8642"
@@ -38,38 +41,18 @@ MAX_WAIT_PER_REQUEST = 30.0
 Params = Mapping[str, str | int | float | Sequence[str]]
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T_co]):
+class Call(NamedTuple, Generic[T_co]):
     """One API request and the parser of its successful response."""
 
     method: str
     path: str
     parse: Callable[[JSON], T_co]
-    params: Params = field(default_factory=dict)
+    params: Params = MappingProxyType({})
     body: JSON = None
     read_timeout: float | None = None
     """Extra seconds the server may legitimately take (long-polls)."""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     """Headers of this call only (the token's are added by the client)."""
-
-
-def _parser(model: type[T]) -> Callable[[JSON], T]:
-    # The adapter is built on the first answer it reads, not at import: a command that lists
-    # tickets then builds the ticket model's validator only (``corral tickets`` starts faster).
-    adapters: list[TypeAdapter[T]] = []
-
-    def parse(data: JSON) -> T:
-        if not adapters:
-            adapters.append(TypeAdapter(model))
-        try:
-            return adapters[0].validate_python(data)
-        except ValidationError as exc:
-            name = getattr(model, "__name__", str(model))
-            raise exceptions.CorralError(
-                f"the server sent a {name} the client cannot read: {exc}"
-            ) from exc
-
-    return parse
 
 
 def _segment(value: str, what: str) -> str:
@@ -111,27 +94,36 @@ def _strings(value: str | Sequence[str] | None, what: str) -> list[str] | None:
     return list(value)
 
 
-_ticket = _parser(models.Ticket)
-_tickets = _parser(list[models.Ticket])
-_vm = _parser(models.VM)
-_vms = _parser(list[models.VM])
-_pool = _parser(models.PoolStatus)
-_pools = _parser(list[models.PoolStatus])
-_task = _parser(models.Task)
-_tasks = _parser(list[models.Task])
-_locks = _parser(list[models.LockStatus])
-_hosts = _parser(list[models.Host])
-_health = _parser(models.Health)
-_summary = _parser(models.PoolSummary)
-_mode = _parser(models.PoolMode)
-_drain = _parser(models.DrainResult)
-_audit = _parser(list[models.AuditEntry])
-_reconcile = _parser(list[models.ReconcileReport])
-_reload = _parser(models.ReloadResult)
-_command_logs = _parser(list[models.CommandLogEntry])
-_machine = _parser(models.Machine)
-_info = _parser(dict[str, JsonValue])
-_info_entry = _parser(models.PoolInfoEntry)
+_ticket = models.Ticket.from_json
+
+
+def _list(model: type[R]) -> Callable[[JSON], list[R]]:
+    """The parser of an answer that is a list of ``model``'s records."""
+    return record.parser(record.list_of(record.record(model)), f"list[{model.__name__}]")
+
+
+_tickets = _list(models.Ticket)
+_vm = models.VM.from_json
+_vms = _list(models.VM)
+_pool = models.PoolStatus.from_json
+_pools = _list(models.PoolStatus)
+_task = models.Task.from_json
+_tasks = _list(models.Task)
+_locks = _list(models.LockStatus)
+_hosts = _list(models.Host)
+_health = models.Health.from_json
+_summary = models.PoolSummary.from_json
+_mode = models.PoolMode.from_json
+_drain = models.DrainResult.from_json
+_audit = _list(models.AuditEntry)
+_reconcile = _list(models.ReconcileReport)
+_reload = models.ReloadResult.from_json
+_command_logs = _list(models.CommandLogEntry)
+_machine = models.Machine.from_json
+_info: Callable[[JSON], dict[str, JSON]] = record.parser(
+    record.dict_of(record.anything), "dict[str, JsonValue]"
+)
+_info_entry = models.PoolInfoEntry.from_json
 
 
 def _ignore(_: JSON) -> None:
@@ -169,27 +161,30 @@ class TicketArgs(TypedDict, total=False):
     ticket's ``vms`` in entry order) and released together."""
 
 
-def _entries(requests: object) -> list[models.TicketEntry]:
-    """A list ticket's entries, checked before sending (``InvalidInput`` naming the entry)."""
+def _entries(requests: object) -> list[JSON]:
+    """A list ticket's entries, checked before sending (``InvalidInput`` naming the entry) with
+    :mod:`corral.wire`'s model of an entry (imported here: pydantic only for list tickets)."""
+    from corral.wire import TicketEntry
+
     if isinstance(requests, str | bytes | Mapping) or not isinstance(requests, Sequence):
         raise exceptions.InvalidInput("requests must be a list of entries such as {'pool': 'x86'}")
     if not 1 <= len(requests) <= models.MAX_REQUESTS:
         raise exceptions.InvalidInput(
             f"requests must hold 1 to {models.MAX_REQUESTS} entries, not {len(requests)}"
         )
-    found = []
+    found: list[JSON] = []
     for i, entry in enumerate(requests):
         if not isinstance(entry, Mapping):
             raise exceptions.InvalidInput(f"requests[{i}] must be a mapping, not {entry!r}")
         try:
-            checked = models.TicketEntry.model_validate(dict(entry))
+            checked = TicketEntry.model_validate(dict(entry))
         except ValueError as exc:
             raise exceptions.InvalidInput(f"requests[{i}]: {exc}") from None
         if (checked.pool is None) == (not checked.tags):
             raise exceptions.InvalidInput(
                 f"requests[{i}] must name a pool or give tags (one of the two, not both)"
             )
-        found.append(checked)
+        found.append(checked.model_dump(mode="json", exclude_none=True))
     return found
 
 
@@ -230,28 +225,29 @@ def create_ticket(
         )
     if not isinstance(exclusive, bool):
         raise exceptions.InvalidInput(f"exclusive must be True or False, not {exclusive!r}")
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl)
+    ):
+        raise exceptions.InvalidInput(f"ttl must be a finite number of seconds, not {ttl!r}")
     if wait is not None and wait < 0:
         raise exceptions.InvalidInput(f"wait must be >= 0, got {wait}")
     wait = None if wait is None else min(wait, MAX_WAIT_PER_REQUEST)
-    request = models.TicketRequest(
-        pool=pool,
-        tags=list(tags),
-        owner=owner,
-        sandbox=sandbox,
-        priority=priority,
-        ttl=ttl,
-        meta=dict(meta or {}),
-        count=count,
-        exclusive=exclusive,
-        requests=entries,
-    )
-    fields = request.model_dump(mode="json", exclude_none=True)
+    # The body as corral.wire.TicketRequest's model_dump(exclude_none=True) writes it; the
+    # server validates it against that model (422 ``invalid_input`` naming the field), so the
+    # client need not import pydantic to send it. An older server refuses a field it does not
+    # know: meta, count and exclusive are sent only when they differ from their defaults.
+    fields: dict[str, JSON] = {"pool": pool, "tags": list(tags), "owner": owner}
+    fields |= {"sandbox": sandbox, "priority": priority, "ttl": ttl}
+    fields = {name: value for name, value in fields.items() if value is not None}
     if entries is not None:
         del fields["tags"]
-    # an older server refuses a field it does not know: send only what differs from the default
-    for name, default in (("meta", {}), ("count", 1), ("exclusive", False)):
-        if fields[name] == default:
-            del fields[name]
+        fields["requests"] = entries
+    if meta:
+        fields["meta"] = dict(meta)
+    if count != 1:
+        fields["count"] = count
+    if exclusive:
+        fields["exclusive"] = True
     body: JSON = fields
     return Call(
         "POST",
@@ -262,6 +258,20 @@ def create_ticket(
         read_timeout=wait,
         headers={} if key is None else {"Idempotency-Key": key},
     )
+
+
+def check_request(request: TicketArgs) -> None:
+    """Check a ticket request as the server will, without sending it: the body
+    :func:`create_ticket` makes, read by :mod:`corral.wire`'s ``TicketRequest`` as the server
+    reads it (pydantic's ``ValidationError`` naming each bad field).
+
+    The client leaves this check to the server (``InvalidInput`` naming the field), since it
+    imports pydantic, about 0.1 s of CPU; the ``corral`` command, which words the error by
+    its options, calls it before it sends anything.
+    """
+    from corral.wire import TicketRequest
+
+    TicketRequest.model_validate_json(json.dumps(create_ticket(**request).body))
 
 
 def get_ticket(ticket_id: str, *, wait: float | None = None) -> Call[models.Ticket]:
@@ -478,7 +488,7 @@ def machine_maintenance(name: str, reason: str) -> Call[models.Machine]:
     return Call("POST", path, _machine, body={"reason": reason})
 
 
-def get_pool_info(pool: str) -> Call[dict[str, JsonValue]]:
+def get_pool_info(pool: str) -> Call[dict[str, JSON]]:
     """``GET /v1/pools/{pool}/info``: every key/value pair of the pool's info."""
     return Call("GET", f"/v1/pools/{_segment(pool, 'pool')}/info", _info)
 
@@ -563,6 +573,8 @@ def verify(url: str) -> ssl.SSLContext | bool:
     """
     if url.lower().startswith("https:"):
         return True
+    import ssl  # here: only httpx asks, and the standard library's transport needs none
+
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
 
 

@@ -21,26 +21,33 @@ passed in.
 from __future__ import annotations
 
 import functools
-import logging
-import uuid
+import os
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Generic, TypeVar, Unpack
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar, Unpack
 
 from corral import exceptions
 from corral.client import core, models
-from corral.pools.lifecycle import TicketState
+from corral.client.records import TicketState
+
+if TYPE_CHECKING:
+    import logging
 
 R = TypeVar("R")
 
-log = logging.getLogger("corral.client")
+
+def _log() -> logging.Logger:
+    """The client's logger; :mod:`logging` is imported when there is something to say (a
+    retry, a failed renewal or release), not by every program that imports the client."""
+    import logging
+
+    return logging.getLogger("corral.client")
+
 
 Answer = models.Ticket | None
 """What the calls of a flow answer (a :class:`Pause` is answered with ``None``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pause:
+class Pause(NamedTuple):
     """Sleep ``seconds`` before the next call (then ``resume(None)``)."""
 
     seconds: float
@@ -78,7 +85,7 @@ def _with_retries(call: Callable[[], core.Call[Answer]], budget: float) -> Steps
         except RETRYABLE as exc:
             if paused + pause > budget:
                 raise
-            log.info("%s; retrying in %.2g s", exc, pause)
+            _log().info("%s; retrying in %.2g s", exc, pause)
         yield Pause(pause)
         paused += pause
         pause = min(pause * 2, MAX_PAUSE)
@@ -176,7 +183,7 @@ def wait_for(
 
 def renew_failed(ticket_id: str, error: exceptions.CorralError) -> bool:
     """Log a failed renewal; True when renewing is pointless from now on (ticket gone or over)."""
-    log.warning("cannot renew ticket %s: %s", ticket_id, error)
+    _log().warning("cannot renew ticket %s: %s", ticket_id, error)
     return isinstance(error, exceptions.NotFound | exceptions.Conflict)
 
 
@@ -201,7 +208,7 @@ class Acquisition:
             raise exceptions.InvalidInput(f"reconnect must be >= 0, got {reconnect}")
         self.reconnect = reconnect
         """Seconds of pauses spent retrying one call while the server is away."""
-        self.key = key or uuid.uuid4().hex
+        self.key = key or os.urandom(16).hex()  # as uuid4().hex, without importing uuid
         """The idempotency key of the create."""
         self.timeout = timeout
         self.ticket: models.Ticket | None = None
@@ -264,4 +271,4 @@ class Acquisition:
         except exceptions.CorralError as exc:
             if not quiet:
                 raise
-            log.warning("could not close the ticket of key %s: %s", self.key, exc)
+            _log().warning("could not close the ticket of key %s: %s", self.key, exc)

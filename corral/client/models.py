@@ -1,9 +1,17 @@
-"""The wire models, as the client has always exported them: they live in :mod:`corral.wire`, the
-module the server and the clients share (the server never imports the client package)."""
+"""The types the client returns and the limits it checks, as the client has always exported them.
+
+The answers (:class:`Ticket`, :class:`VM`, ...) are the records of :mod:`corral.client.records`,
+generated from :mod:`corral.wire`'s models and read without pydantic (:mod:`corral.client.record`
+says why). The request models (:class:`TicketRequest`, :class:`TicketEntry`, :class:`HoldRequest`)
+and :data:`Text` are :mod:`corral.wire`'s own, imported (with pydantic) when first asked for.
+"""
 
 from __future__ import annotations
 
-from corral.wire import (
+import importlib
+from typing import TYPE_CHECKING
+
+from corral.client.records import (
     MAX_COUNT,
     MAX_HOLD,
     MAX_REQUESTS,
@@ -17,7 +25,6 @@ from corral.wire import (
     ErrorBody,
     ErrorDetail,
     Health,
-    HoldRequest,
     Host,
     LockHolder,
     LockStatus,
@@ -31,11 +38,15 @@ from corral.wire import (
     ReconcileReport,
     ReloadResult,
     Task,
-    Text,
     Ticket,
-    TicketEntry,
-    TicketRequest,
+    TicketPart,
 )
+
+if TYPE_CHECKING:
+    from corral.wire import HoldRequest, Text, TicketEntry, TicketRequest
+
+WIRE_ONLY = ("HoldRequest", "Text", "TicketEntry", "TicketRequest")
+"""Names taken from :mod:`corral.wire` on first use (they need pydantic)."""
 
 __all__ = [
     "MAX_COUNT",
@@ -68,5 +79,13 @@ __all__ = [
     "Text",
     "Ticket",
     "TicketEntry",
+    "TicketPart",
     "TicketRequest",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The request models of :data:`WIRE_ONLY`, from :mod:`corral.wire` (PEP 562)."""
+    if name in WIRE_ONLY:
+        return getattr(importlib.import_module("corral.wire"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,11 +20,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 from corral import exceptions
-from corral.client import core, flows, httpxload, models, plainhttp, sse
+from corral.client import core, flows, httpxload, models, plainhttp
 from corral.types import JSON
 
 if TYPE_CHECKING:
     import httpx
+
+    from corral.client import sse
 
 T = TypeVar("T")
 
@@ -33,10 +35,13 @@ class Client:
     """A blocking client of a corral server.
 
     ``url`` defaults to ``http://127.0.0.1:8642``; ``token`` is the bearer token of the server's
-    config. ``http`` lets tests and embedders pass their own :class:`httpx.Client` (its base URL and
-    transport are used as given), or a :class:`~corral.client.plainhttp.PlainHTTP` of ``url``,
-    which sends without importing httpx (the ``corral`` command's; the event stream then opens
-    an httpx client of its own). Use it as a context manager, or call :meth:`close`.
+    config. A plain ``http://`` URL with no proxy in the environment is sent to through the
+    standard library (:class:`~corral.client.plainhttp.PlainHTTP`, one kept-alive connection
+    per thread), sparing the program the import of httpx; any other URL (TLS, a proxy,
+    credentials in it) through httpx. ``http`` lets tests and embedders pass their own
+    :class:`httpx.Client` (its base URL and transport are used as given) or ``PlainHTTP``; the
+    event stream always opens an httpx client of its own unless given one. Use it as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -49,7 +54,9 @@ class Client:
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._http = http or self._httpx_client()
+        if http is None:
+            http = plainhttp.PlainHTTP(url) if plainhttp.usable(url) else self._httpx_client()
+        self._http = http
         self._streaming: httpx.Client | None = None
         self._headers = core.headers(token)
 
@@ -308,6 +315,8 @@ class Client:
         break ends the iteration (a lost connection raises :class:`ServerUnreachable`). An
         error answer (a bad token, ...) raises its :mod:`corral.exceptions` class.
         """
+        from corral.client import sse  # here: only the event stream needs it
+
         resume = sse.Resume(last_id, None if kinds is None else tuple(kinds))
         http = self._stream_client()
         timeout = httpxload.load().Timeout(self.timeout, read=sse.READ_TIMEOUT)

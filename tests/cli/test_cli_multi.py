@@ -56,7 +56,7 @@ def test_acquire_count_prints_every_vm_and_show_lists_them(multi: BackgroundServ
     got = run(multi, "acquire", "--pool", "trio", "--count", "3", "--timeout", "30",
               "--meta", f"run={run_id}", "--json")  # fmt: skip
     assert got.exit_code == 0, got.output
-    ticket = models.Ticket.model_validate_json(got.stdout)
+    ticket = models.Ticket.from_json(json.loads(got.stdout))
     assert ticket.count == 3 and len(set(ticket.vms)) == 3
     text = run(multi, "ticket", "show", ticket.id)
     assert text.exit_code == 0, text.output
@@ -111,9 +111,9 @@ def test_exclusive_takes_a_whole_shared_vm_and_vm_show_says_so(multi: Background
     time out), ``vm show`` hiding the load, the tickets or the exclusive hold."""
     shared = run(multi, "acquire", "--pool", "shared", "--timeout", "30", "--json")
     assert shared.exit_code == 0, shared.output
-    first = models.Ticket.model_validate_json(shared.stdout)
-    joined = models.Ticket.model_validate_json(
-        run(multi, "acquire", "--pool", "shared", "--timeout", "30", "--json").stdout
+    first = models.Ticket.from_json(json.loads(shared.stdout))
+    joined = models.Ticket.from_json(
+        json.loads(run(multi, "acquire", "--pool", "shared", "--timeout", "30", "--json").stdout)
     )
     assert joined.vm == first.vm, "two shared tickets on a 2-slot VM"
     vm = run(multi, "vm", "show", first.vm or "", token=ADMIN_TOKEN)
@@ -125,7 +125,7 @@ def test_exclusive_takes_a_whole_shared_vm_and_vm_show_says_so(multi: Background
         assert run(multi, "release", t.id).exit_code == 0
     whole = run(multi, "acquire", "--pool", "shared", "--exclusive", "--timeout", "30", "--json")
     assert whole.exit_code == 0, whole.output
-    ticket = models.Ticket.model_validate_json(whole.stdout)
+    ticket = models.Ticket.from_json(json.loads(whole.stdout))
     assert ticket.exclusive
     shown = run(multi, "ticket", "show", ticket.id)
     assert "exclusive: yes" in shown.stdout, shown.stdout

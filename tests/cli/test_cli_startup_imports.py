@@ -213,17 +213,18 @@ def test_the_client_library_skips_httpx_command_line_tool_and_leaves_it_importab
     """Fails when ``import corral.client`` loads ``httpx._main`` again (and with it click,
     pygments and rich: a sixth of the library's import), or when keeping it out leaves a
     ``None`` behind in ``sys.modules``, so that the program importing corral could no longer
-    import ``httpx._main`` itself."""
+    import ``httpx._main`` itself. (An ``https`` URL: the client sends to a plain ``http`` one
+    without httpx.)"""
     loaded, out = _loaded(
         "import corral.client, sys\n"
-        "corral.client.Client('http://127.0.0.1:9').close()\n"
+        "corral.client.Client('https://127.0.0.1:9').close()\n"
         "assert 'httpx' in sys.modules\n"
         "print(sorted(m for m in sys.modules if sys.modules[m] is None and 'httpx' in m))"
     )
     assert out.strip() == "[]"
     assert not _matching(loaded, HTTPX_CLI)
     _, out = _loaded(
-        "import corral.client\ncorral.client.Client('http://127.0.0.1:9').close()\n"
+        "import corral.client\ncorral.client.Client('https://127.0.0.1:9').close()\n"
         "from httpx._main import main\nprint(type(main).__module__)"
     )
     assert out.strip().startswith("click")  # the real tool, not httpx's stub function

@@ -10,7 +10,7 @@ from corral.testing import ManualClock
 
 
 def _ticket(state: str, **fields: object) -> models.Ticket:
-    return models.Ticket.model_validate({"id": "t1", "owner": "alice", "state": state, **fields})
+    return models.Ticket.from_json({"id": "t1", "owner": "alice", "state": state, **fields})
 
 
 def _acquisition(**kw: object) -> flows.Acquisition:
