@@ -56,7 +56,7 @@ from corral.pools.lifecycle import (
 from corral.pools.model import VM, PoolStatus, Request, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
-from corral.store.pools import AuditEntry, LeaseFence, LockFence, VMRow, WriteFence
+from corral.store.pools import AuditEntry, LeaseFence, LockFence, TicketRow, VMRow, WriteFence
 from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
@@ -620,6 +620,13 @@ class Controller:
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
         return await self.assignment.assign_once()
+
+    async def insert_ticket(
+        self, row: TicketRow, inserted: Callable[[TicketRow], None]
+    ) -> Ticket | None:
+        """Store a new ticket with an assignment round in the same store unit (see
+        :meth:`corral.controller.assignment.Assigner.insert`); the ticket if assigned."""
+        return await self.assignment.insert(row, inserted)
 
     def ticket_changed(
         self,

@@ -9,7 +9,7 @@ ticket: conditional on the VM being ready and free and the ticket waiting) and :
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -160,6 +160,38 @@ class AllocationInputs:
     waiting: tuple[TicketRow, ...]
     held: Mapping[tuple[str, str], int]
     ready: tuple[VMRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AssignWrite:
+    """One conditional assignment decided by an allocation round, as
+    :meth:`PoolsRepository.assign_many` takes it (``assign`` is the case of one free VM)."""
+
+    ticket: str
+    vms: tuple[tuple[str, int], ...]
+    now: float
+    slots: int = 1
+    max_per_owner: int | None = None
+    owner_limits: Mapping[str, int] | None = None
+
+
+Decide = Callable[[AllocationInputs], Sequence[AssignWrite]]
+"""An allocation round's decision: the inputs it read -> the conditional writes to make. Pure (it
+runs inside a store transaction, possibly in a worker thread): no I/O, no event loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedAssigned:
+    """The result of :meth:`PoolsRepository.insert_ticket_assigning`."""
+
+    row: TicketRow
+    """The new ticket as inserted (``waiting``, with its ``seq``)."""
+    inputs: AllocationInputs
+    """What the round read, the new ticket among the waiting."""
+    writes: tuple[AssignWrite, ...]
+    """What the round decided, in order."""
+    done: tuple[bool, ...]
+    """Per write: made (True) or refused by its conditions (False, nothing changed)."""
 
 
 def ticket_fits_pool(ticket: TicketRow, pool: str, tags: frozenset[str]) -> bool:
@@ -327,6 +359,22 @@ class PoolsRepository(Protocol):
 
     async def insert_ticket(self, row: TicketRow) -> TicketRow:
         """Record a new ticket (``Conflict`` if the id exists); returns it with its ``seq``."""
+        ...
+
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """Record a new ticket and run an allocation round in the SAME transaction: insert it
+        (as :meth:`insert_ticket`), read :meth:`allocation_inputs` (``pools``, ``shared``),
+        call ``decide`` on them and make each decided write as :meth:`assign_many` would, in
+        order. A fresh ticket on a warm pool is then inserted and assigned in one unit of work
+        (one thread hop) instead of three. A refused write changes nothing; the insert stands
+        whatever the writes did. ``Conflict`` (and nothing stored) if the id exists."""
         ...
 
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:

@@ -34,7 +34,9 @@ from corral.store.pools import (
     AllocationInputs,
     AuditEntry,
     Closed,
+    Decide,
     IdleUsedVM,
+    InsertedAssigned,
     LeaseFence,
     PoolSnapshot,
     TicketRow,
@@ -289,6 +291,33 @@ class MemoryPoolsRepository:
         stored = replace(row, seq=next(self._seq))
         self._put_ticket(stored)
         return stored
+
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket_assigning`."""
+        # one transaction: none of these awaits yields to the loop (they touch memory only)
+        stored = await self.insert_ticket(row)
+        inputs = await self.allocation_inputs(pools, shared=shared)
+        writes = tuple(decide(inputs))
+        done = []
+        for write in writes:
+            done.append(
+                await self.assign_many(
+                    write.ticket,
+                    write.vms,
+                    now=write.now,
+                    slots=write.slots,
+                    max_per_owner=write.max_per_owner,
+                    owner_limits=write.owner_limits,
+                )
+            )
+        return InsertedAssigned(stored, inputs, writes, tuple(done))
 
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""

@@ -52,9 +52,12 @@ from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
+    AssignWrite,
     AuditEntry,
     Closed,
+    Decide,
     IdleUsedVM,
+    InsertedAssigned,
     LeaseFence,
     LockFence,
     PoolSnapshot,
@@ -1176,6 +1179,34 @@ WAITING = (
 P_WAITING = Prepared("waiting_tickets", WAITING)
 
 
+def insert_ticket_assigning(
+    conn: Connection,
+    row: TicketRow,
+    pools: Mapping[str, frozenset[str]],
+    shared: Mapping[str, int] | None,
+    decide: Decide,
+) -> InsertedAssigned:
+    """Insert a ticket, read the allocation inputs and make the decided writes, in one
+    transaction (see :meth:`SqlPoolsRepository.insert_ticket_assigning`)."""
+    stored = insert_ticket(conn, row)
+    inputs = allocation_inputs(conn, pools, shared)
+    writes = tuple(decide(inputs))
+    done = tuple(_assign_write(conn, write) for write in writes)
+    return InsertedAssigned(stored, inputs, writes, done)
+
+
+def _assign_write(conn: Connection, write: AssignWrite) -> bool:
+    return assign_many(
+        conn,
+        write.ticket,
+        write.vms,
+        write.now,
+        write.slots,
+        write.max_per_owner,
+        dict(write.owner_limits or {}),
+    )
+
+
 def allocation_inputs(
     conn: Connection, pools: Mapping[str, frozenset[str]], shared: Mapping[str, int] | None = None
 ) -> AllocationInputs:
@@ -1334,6 +1365,21 @@ class SqlPoolsRepository:
     async def insert_ticket(self, row: TicketRow) -> TicketRow:
         """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
         return await self._executor.run(lambda conn: insert_ticket(conn, row))
+
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket_assigning`."""
+        frozen = dict(pools)
+        slots = None if shared is None else dict(shared)
+        return await self._executor.run(
+            lambda conn: insert_ticket_assigning(conn, row, frozen, slots, decide)
+        )
 
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
