@@ -1617,6 +1617,64 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/client/test_plainhttp.py", "-k", "proxy"),
     ),
+    # --- issue 14 (warm): the insert and the assignment round in one store unit ---
+    Mutant(
+        "insert-assign-separate",
+        "a new ticket is only inserted; the round reads and writes in units of their own",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if self._starved or self._closed or ctl.stopped:",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "one_store_unit"),
+    ),
+    Mutant(
+        "insert-refused-no-round",
+        "a refused conditional write (insert unit or round) kicks no round: the ticket waits "
+        "beside a ready VM",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "            self.kick()  # someone else moved first: decide again\n",
+                    "            pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "refused"),
+    ),
+    Mutant(
+        "insert-starved-reads-queue",
+        "a starved assigner still reads the whole queue in every create's unit (issue 8 item 3)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if self._starved or self._closed or ctl.stopped:",
+                    "if self._closed or ctl.stopped:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "starved"),
+    ),
+    Mutant(
+        "insert-assigns-when-closed",
+        "a closed assigner (a host that must not assign) still assigns in a create's unit",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if self._starved or self._closed or ctl.stopped:",
+                    "if self._starved or ctl.stopped:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_crosshost_wakeups.py", "-k", "lost_wakeup"),
+    ),
 )
 
 
