@@ -1675,6 +1675,51 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/controller/test_crosshost_wakeups.py", "-k", "lost_wakeup"),
     ),
+    Mutant(
+        "none-waiting-after-insert",
+        "a create's unit records 'no ticket waits' even when its ticket waits: the VM made ready "
+        "for it (and the close that frees one) runs no round",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "        return mine",
+                    "self._none_waiting = True  # MUTANT\n        return mine",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "after_a_close"),
+    ),
+    Mutant(
+        "round-ignores-inserts",
+        "a round that read before an insert records 'no ticket waits' when it ends",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "        return done",
+                    "self._none_waiting = done == decided.queued  # MUTANT\n        return done",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "hide"),
+    ),
+    Mutant(
+        "skip-kicks-on-shared-store",
+        "kicks are skipped on a store other controllers share (their tickets are unseen here)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if self._none_waiting and not self._ctl.shared_store:",
+                    "if self._none_waiting:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "shared_store"),
+    ),
 )
 
 

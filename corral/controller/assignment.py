@@ -47,6 +47,12 @@ class Assigner:
         # the ticket's create or long-poll gives their address without reading them again.
         self._handed: OrderedDict[str, VM] = OrderedDict()
         self._closed = False
+        # No ticket waits: the last round (or create's unit) left none waiting and no ticket
+        # was inserted since it read. Tickets only ever enter ``waiting`` by an insert, and on
+        # a store of this controller's own every insert is :meth:`insert`, so while this holds
+        # a kick for a VM made ready or a ticket closed has nothing to serve (issue 14).
+        self._none_waiting = False
+        self._inserts = 0
 
     def handed_out(self, name: str) -> VM | None:
         """VM ``name`` as the assignment round that handed it out read it (``None`` when this
@@ -63,6 +69,14 @@ class Assigner:
         """Run an assignment round soon (coalesced: no lost wake-up, no pile-up)."""
         if not self._ctl.stopped:
             self._runner.kick(None)
+
+    def kick_if_waiting(self) -> None:
+        """Run an assignment round soon, unless it is known that no ticket waits (a kick for a
+        change that can only serve a waiting ticket: a VM made ready, a ticket closed). On a
+        store other controllers share, tickets may be inserted unseen: always a round."""
+        if self._none_waiting and not self._ctl.shared_store:
+            return
+        self.kick()
 
     async def close(self) -> None:
         """Stop assigning."""
@@ -83,6 +97,7 @@ class Assigner:
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
         ctl = self._ctl
+        inserts = self._inserts
         limits = {p.name: p for p in ctl.all_limits()}
         shared = {name: p.slots for name, p in limits.items() if p.slots > 1}
         if self._starved and not shared and not await self._any_ready(limits):
@@ -110,6 +125,7 @@ class Assigner:
             )
             done += self._settle(choice, decided, write.now, ok)
         self._ask_supply(decided, limits)
+        self._none_waiting = done == decided.queued and inserts == self._inserts
         return done
 
     async def insert(self, row: TicketRow, inserted: Callable[[TicketRow], None]) -> Ticket | None:
@@ -124,6 +140,9 @@ class Assigner:
         round counts ready VMs first rather than reading the whole queue per created ticket.
         """
         ctl = self._ctl
+        self._inserts += 1
+        inserts = self._inserts
+        self._none_waiting = False  # before the insert: a kick meanwhile is not skipped
         if self._starved or self._closed or ctl.stopped:
             inserted(await ctl.store.pools.insert_ticket(row))
             self.kick()
@@ -146,12 +165,16 @@ class Assigner:
         decided = rounds[-1]
         self._starved = decided.starved
         mine: Ticket | None = None
+        done = 0
         for choice, ok in zip(decided.plan, result.done, strict=True):
-            if self._settle(choice, decided, now, ok) and choice.ticket == result.row.id:
-                mine = decided.waiting[choice.ticket].with_state(
-                    TicketState.ASSIGNED, vm=choice.vm, vms=_names(choice), assigned_at=now
-                )
+            if self._settle(choice, decided, now, ok):
+                done += 1
+                if choice.ticket == result.row.id:
+                    mine = decided.waiting[choice.ticket].with_state(
+                        TicketState.ASSIGNED, vm=choice.vm, vms=_names(choice), assigned_at=now
+                    )
         self._ask_supply(decided, limits)
+        self._none_waiting = done == decided.queued and inserts == self._inserts
         return mine
 
     def _settle(

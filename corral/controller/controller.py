@@ -477,7 +477,7 @@ class Controller:
         if row.pool in self._limits:
             self.crosshost.vm_changed(row.pool, effects)
             if Effect.KICK_ASSIGN in effects:
-                self.kick_assign()
+                self.assignment.kick_if_waiting()  # a VM ready or freed serves a waiting one
             if Effect.KICK_SPAWN in effects:
                 self.kick_spawn(row.pool)
 
@@ -616,6 +616,11 @@ class Controller:
     def kick_assign(self) -> None:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
         self.assignment.kick()
+
+    def kick_assign_if_waiting(self) -> None:
+        """Re-run the assignment soon unless no ticket is known to wait (see
+        :meth:`corral.controller.assignment.Assigner.kick_if_waiting`)."""
+        self.assignment.kick_if_waiting()
 
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""

@@ -92,6 +92,10 @@ class Kicks(Protocol):
         """Re-run the assignment soon."""
         ...
 
+    def kick_assign_if_waiting(self) -> None:
+        """Re-run the assignment soon unless no ticket is known to wait."""
+        ...
+
     def kick_spawn(self, pool: str) -> None:
         """Re-plan ``pool``'s preallocation soon."""
         ...
@@ -130,6 +134,11 @@ class TicketNews(Protocol):
 
 class AssignerHost(Base, Pools, Stats, Kicks, TicketNews, Protocol):
     """What :class:`corral.controller.assignment.Assigner` uses."""
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether other controllers may change the store (insert tickets unseen here)."""
+        ...
 
     def consumed(self, pool: str) -> None:
         """A ticket took a VM of ``pool`` (demand estimate, top-up)."""

@@ -479,7 +479,8 @@ class Tickets:
                 if freed is not None:
                     await self._ctl.vm_moved(freed, VM_RULES[vm_event].effects)
         if Effect.KICK_ASSIGN in move.effects:
-            self._ctl.kick_assign()
+            # a closed ticket frees what only a waiting ticket can take
+            self._ctl.kick_assign_if_waiting()
         return records.ticket(closed.ticket)
 
     async def list(

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from corral.controller import Controller
 from corral.pools.model import TicketState
 from corral.store import open_store
 from corral.store.pools import AllocationInputs, AssignWrite
 from corral.store.sql.executor import SqlExecutor
 
-from .conftest import controller, counts, eventually
+from .conftest import controller, counts, eventually, fake_backend
 
 LONG_TICK = 60.0
 """No maintenance tick (which re-kicks the assignment) happens within a test."""
@@ -146,3 +147,81 @@ async def test_a_starved_assigner_only_inserts(monkeypatch: pytest.MonkeyPatch) 
         assert third.state is TicketState.WAITING and calls == []
         await ctl.close_ticket(first.id)
         assert (await ctl.wait_ticket(second.id, timeout=5)).state is TicketState.ASSIGNED
+
+
+async def test_a_ticket_waiting_is_served_by_the_vm_made_ready_after_a_close() -> None:
+    """Liveness of the skipped kicks: with no ticket waiting, a close's kick and a VM-ready
+    kick run no round; a ticket that waits must never be left beside a ready VM. Pool of
+    one VM: the second ticket waits, the first's close frees the VM, the replacement comes up
+    and must be handed to it (no tick within the test re-kicks the assignment). Fails when
+    an insert does not end "no ticket waits" (the VM-ready kick is skipped)."""
+    async with controller({"min_ready": 1, "max": 1}, tick=LONG_TICK) as ctl:
+        await _ready(ctl, 1)
+        first = await ctl.create_ticket(owner="alice", pool="p")
+        assert first.state is TicketState.ASSIGNED
+        await eventually(ctl, _idle(ctl))
+        assert ctl.assignment._none_waiting  # the state whose kicks are skipped
+        second = await ctl.create_ticket(owner="bob", pool="p")
+        assert second.state is TicketState.WAITING
+        await ctl.close_ticket(first.id)
+        got = await asyncio.wait_for(ctl.wait_ticket(second.id, timeout=5), 6)
+        assert got.state is TicketState.ASSIGNED
+
+
+async def test_a_round_that_read_before_an_insert_does_not_hide_the_new_ticket() -> None:
+    """A round reads "nothing waits"; before it ends, a create inserts a ticket that waits
+    (no VM yet). The round must not then record "no ticket waits": the VM made ready for the
+    ticket would run no round and the ticket would wait for ever. Fails when a round ignores
+    the inserts made since its read."""
+    fake = fake_backend(spawn_latency=0.3)
+    async with controller({"min_ready": 0, "max": 1}, fake=fake, tick=LONG_TICK) as ctl:
+        await eventually(ctl, _idle(ctl))
+        real = ctl.store.pools.allocation_inputs
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            inputs = await real(*args, **kwargs)
+            if not entered.is_set():  # the round's read (not the create's, in its unit)
+                entered.set()
+                await release.wait()
+            return inputs
+
+        ctl.store.pools.allocation_inputs = slow  # type: ignore[method-assign]
+        ctl.kick_assign()
+        await asyncio.wait_for(entered.wait(), 5)
+        ticket = await ctl.create_ticket(owner="alice", pool="p")  # no VM: it waits
+        assert ticket.state is TicketState.WAITING
+        ctl.store.pools.allocation_inputs = real  # type: ignore[method-assign]
+        release.set()  # the round that read nothing ends now, before the VM is up
+        got = await asyncio.wait_for(ctl.wait_ticket(ticket.id, timeout=5), 6)
+        assert got.state is TicketState.ASSIGNED
+
+
+@pytest.mark.postgres
+async def test_on_a_shared_store_a_close_serves_another_hosts_waiting_ticket(pg_url: str) -> None:
+    """On a store other controllers share, "no ticket waits" cannot be known here: host B
+    (its assignment stopped) inserts a ticket this host never saw; this host's close frees
+    the pool's only VM and its replacement comes up: that must assign B's ticket. Fails when
+    the kicks are skipped on a shared store too (nothing else re-kicks within the test)."""
+    fake = fake_backend()
+    tick = 120.0
+    async with controller({"min_ready": 0, "max": 1}, fake=fake, store_url=pg_url, tick=tick) as a:
+        b = await Controller.create(a.config, backends={"p": fake}, recover=False, tick=tick)
+        await b.start()
+        try:
+            await b.assignment.close()
+            first = await a.create_ticket(owner="alice", pool="p")
+            first = await a.wait_ticket(first.id, timeout=20)
+            assert first.state is TicketState.ASSIGNED
+            await eventually(a, _idle(a))
+            assert a.assignment._none_waiting
+            second = await b.create_ticket(owner="bob", pool="p")
+            assert second.state is TicketState.WAITING
+            await a.close_ticket(first.id)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 20
+            while (await a.get_ticket(second.id)).state is TicketState.WAITING:
+                assert loop.time() < end, "B's ticket was left waiting"
+                await asyncio.sleep(0.05)
+        finally:
+            await b.stop()
