@@ -1720,6 +1720,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/controller/test_insert_assigning.py", "-k", "shared_store"),
     ),
+    Mutant(
+        "snapshot-ignores-unless",
+        "a saturated pool's top-up reads (and converts) every waiting ticket anyway",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    if unless is not None and unless(counts):\n",
+                    "    if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/pools/test_store_contract.py", "-k", "bounded_reads"),
+    ),
 )
 
 

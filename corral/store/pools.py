@@ -260,6 +260,9 @@ class PoolSnapshot:
     held: Mapping[tuple[str, str], int]
     idle_used: tuple[IdleUsedVM, ...] = ()
     """The pool's free ready VMs that were used before, least recently used first."""
+    blocked: bool = False
+    """``unless(counts)`` held (see :meth:`PoolsRepository.pool_snapshot`): only the counts
+    were read (``waiting``, ``held`` and ``idle_used`` are left empty)."""
 
 
 class PoolsRepository(Protocol):
@@ -452,9 +455,14 @@ class PoolsRepository(Protocol):
         room (not exclusive, ``load < slots``) are read too, as many per sandbox as tickets."""
         ...
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """In one transaction: ``pool``'s VM counts per state, every waiting ticket (by priority
-        then age), the held counts and the pool's idle used VMs (least recently used first)."""
+        then age), the held counts and the pool's idle used VMs (least recently used first).
+        With ``unless`` (pure: it may run in a worker thread), the counts are read first and,
+        if ``unless(counts)``, nothing more: a snapshot with ``blocked`` set (a saturated pool
+        costs one small read, in the same unit as the full one would be)."""
         ...
 
     async def close_ticket(

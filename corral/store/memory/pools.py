@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from corral import exceptions
@@ -486,10 +486,15 @@ class MemoryPoolsRepository:
                 ready.extend(itertools.islice(room, limit))
         return AllocationInputs(waiting=tuple(waiting), held=await self.held(), ready=tuple(ready))
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
+        counts = await self.count_vms(pool)
+        if unless is not None and unless(counts):
+            return PoolSnapshot(counts=counts, waiting=(), held={}, blocked=True)
         return PoolSnapshot(
-            counts=await self.count_vms(pool),
+            counts=counts,
             waiting=tuple(await self.list_tickets(states=sorted(_TICKET_TAKE.sources))),
             held=await self.held(),
             idle_used=tuple(

@@ -13,7 +13,7 @@ import builtins
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -1235,10 +1235,16 @@ def allocation_inputs(
     return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
 
 
-def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
-    """Counts, waiting tickets and held counts, in one transaction."""
+def pool_snapshot(
+    conn: Connection, pool: str, unless: Callable[[Mapping[str, int]], bool] | None = None
+) -> PoolSnapshot:
+    """Counts, waiting tickets and held counts, in one transaction (only the counts when
+    ``unless(counts)``)."""
+    counts = {r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})}
+    if unless is not None and unless(counts):
+        return PoolSnapshot(counts=counts, waiting=(), held={}, blocked=True)
     return PoolSnapshot(
-        counts={r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})},
+        counts=counts,
         waiting=tuple(_ticket_t(r) for r in P_WAITING.rows(conn, {})),
         held=held_counts(conn),
         idle_used=tuple(
@@ -1450,9 +1456,11 @@ class SqlPoolsRepository:
         slots = None if shared is None else dict(shared)
         return await self._executor.read(lambda conn: allocation_inputs(conn, frozen, slots))
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
-        return await self._executor.read(lambda conn: pool_snapshot(conn, pool))
+        return await self._executor.read(lambda conn: pool_snapshot(conn, pool, unless))
 
     async def close_ticket(
         self,
