@@ -136,14 +136,17 @@ class Assigner:
         the stored ticket before any assignment is announced. Returns the new ticket if it was
         assigned, else ``None`` (it waits; a refused write kicks a round, as in a round).
 
-        A starved assigner (tickets waiting, no VM) only inserts and kicks, as before: its
-        round counts ready VMs first rather than reading the whole queue per created ticket.
+        Only while no ticket is known to wait (a warm pool: the unit reads the new ticket
+        alone): with tickets waiting (for a VM, or beyond their owner's limit) it only inserts
+        and kicks, as before, so that a burst of creates costs one coalesced round's read of
+        the queue, not a read of the whole queue per created ticket (issue 8 item 3).
         """
         ctl = self._ctl
         self._inserts += 1
         inserts = self._inserts
+        quiet = self._none_waiting
         self._none_waiting = False  # before the insert: a kick meanwhile is not skipped
-        if self._starved or self._closed or ctl.stopped:
+        if not quiet or self._starved or self._closed or ctl.stopped:
             inserted(await ctl.store.pools.insert_ticket(row))
             self.kick()
             return None

@@ -225,3 +225,46 @@ async def test_on_a_shared_store_a_close_serves_another_hosts_waiting_ticket(pg_
                 await asyncio.sleep(0.05)
         finally:
             await b.stop()
+
+
+async def test_with_tickets_waiting_beside_ready_vms_a_create_only_inserts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tickets wait beyond their owner's limit while VMs are ready (the assigner is not
+    starved): a create must still not read the whole queue in its own unit (a burst of
+    creates would read it once each, issue 8 item 3); it inserts, and the coalesced round
+    assigns it."""
+    async with controller({"min_ready": 2, "max_per_owner": 1}, tick=LONG_TICK) as ctl:
+        await _ready(ctl, 2)
+        first = await ctl.create_ticket(owner="alice", pool="p")
+        assert first.state is TicketState.ASSIGNED
+        held_back = await ctl.create_ticket(owner="alice", pool="p")  # alice at her limit
+        assert held_back.state is TicketState.WAITING
+        await _ready(ctl, 1)
+        await eventually(ctl, _idle(ctl))
+        assert not ctl.assignment._starved and not ctl.assignment._none_waiting
+        calls: list[str] = []
+        real = ctl.store.pools.insert_ticket_assigning
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append("insert_ticket_assigning")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(ctl.store.pools, "insert_ticket_assigning", counted)
+        other = await ctl.create_ticket(owner="bob", pool="p")
+        assert calls == []
+        got = await ctl.wait_ticket(other.id, timeout=5)
+        assert got.state is TicketState.ASSIGNED
+
+
+async def test_a_closed_assigner_assigns_nothing_in_a_create() -> None:
+    """An assigner closed (a host told not to assign, or stopping) must not assign in a
+    create's unit either, even on a warm pool with no ticket waiting."""
+    async with controller({"min_ready": 1}, tick=LONG_TICK) as ctl:
+        await _ready(ctl, 1)
+        await eventually(ctl, _idle(ctl))
+        assert ctl.assignment._none_waiting
+        await ctl.assignment.close()
+        ticket = await ctl.create_ticket(owner="alice", pool="p")
+        assert ticket.state is TicketState.WAITING
+        assert (await ctl.get_ticket(ticket.id)).state is TicketState.WAITING
