@@ -1819,6 +1819,123 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/client/test_plainhttp.py", "-k", "no_further"),
     ),
+    # --- issue 14 (warm): the insert and the assignment round in one store unit ---
+    Mutant(
+        "insert-assign-separate",
+        "a new ticket is only inserted; the round reads and writes in units of their own",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if not quiet or self._starved or self._closed or ctl.stopped:",
+                    "if True:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "one_store_unit"),
+    ),
+    Mutant(
+        "insert-refused-no-round",
+        "a refused conditional write (insert unit or round) kicks no round: the ticket waits "
+        "beside a ready VM",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "            self.kick()  # someone else moved first: decide again\n",
+                    "            pass  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "refused"),
+    ),
+    Mutant(
+        "insert-starved-reads-queue",
+        "with tickets waiting, every create's unit reads the whole queue (issue 8 item 3)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if not quiet or self._starved or self._closed or ctl.stopped:",
+                    "if self._closed or ctl.stopped:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "only_inserts"),
+    ),
+    Mutant(
+        "insert-assigns-when-closed",
+        "a closed assigner (a host that must not assign) still assigns in a create's unit",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if not quiet or self._starved or self._closed or ctl.stopped:",
+                    "if not quiet or self._starved or ctl.stopped:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "closed_assigner"),
+    ),
+    Mutant(
+        "none-waiting-after-insert",
+        "a create's unit records 'no ticket waits' even when its ticket waits: the VM made ready "
+        "for it (and the close that frees one) runs no round",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "        return mine",
+                    "self._none_waiting = True  # MUTANT\n        return mine",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "after_a_close"),
+    ),
+    Mutant(
+        "round-ignores-inserts",
+        "a round that read before an insert records 'no ticket waits' when it ends",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "        return done",
+                    "self._none_waiting = done == decided.queued  # MUTANT\n        return done",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "hide"),
+    ),
+    Mutant(
+        "skip-kicks-on-shared-store",
+        "kicks are skipped on a store other controllers share (their tickets are unseen here)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if self._none_waiting and not self._ctl.shared_store:",
+                    "if self._none_waiting:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "shared_store"),
+    ),
+    Mutant(
+        "snapshot-ignores-unless",
+        "a saturated pool's top-up reads (and converts) every waiting ticket anyway",
+        (
+            (
+                Patch(
+                    "corral/store/sql/pools.py",
+                    "    if unless is not None and unless(counts):\n",
+                    "    if False:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/pools/test_store_contract.py", "-k", "bounded_reads"),
+    ),
 )
 
 

@@ -56,7 +56,7 @@ from corral.pools.lifecycle import (
 from corral.pools.model import VM, PoolStatus, Request, Ticket, TicketState, VMState
 from corral.store import Store, open_store, ownership
 from corral.store import parse as parse_store_url
-from corral.store.pools import AuditEntry, LeaseFence, LockFence, VMRow, WriteFence
+from corral.store.pools import AuditEntry, LeaseFence, LockFence, TicketRow, VMRow, WriteFence
 from corral.store.url import prepare as prepare_store_url
 from corral.tasks import TaskEngine, TaskEvent, TaskState
 from corral.types import JSON
@@ -476,7 +476,7 @@ class Controller:
         )
         if row.pool in self._limits:
             if Effect.KICK_ASSIGN in effects:
-                self.kick_assign()
+                self.assignment.kick_if_waiting()  # a VM ready or freed serves a waiting one
             if Effect.KICK_SPAWN in effects:
                 self.kick_spawn(row.pool)
 
@@ -616,9 +616,21 @@ class Controller:
         """Re-run the assignment soon (coalesced: one runner, a dirty flag, no lost wake-up)."""
         self.assignment.kick()
 
+    def kick_assign_if_waiting(self) -> None:
+        """Re-run the assignment soon unless no ticket is known to wait (see
+        :meth:`corral.controller.assignment.Assigner.kick_if_waiting`)."""
+        self.assignment.kick_if_waiting()
+
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
         return await self.assignment.assign_once()
+
+    async def insert_ticket(
+        self, row: TicketRow, inserted: Callable[[TicketRow], None]
+    ) -> Ticket | None:
+        """Store a new ticket with an assignment round in the same store unit (see
+        :meth:`corral.controller.assignment.Assigner.insert`); the ticket if assigned."""
+        return await self.assignment.insert(row, inserted)
 
     def ticket_changed(
         self,

@@ -24,7 +24,7 @@ from corral.pools.config import PoolConfig
 from corral.pools.lifecycle import Effect, TicketState, VMEvent
 from corral.pools.model import Ticket
 from corral.store import Store
-from corral.store.pools import LeaseFence, VMRow, WriteFence
+from corral.store.pools import LeaseFence, TicketRow, VMRow, WriteFence
 from corral.tasks import TaskEngine
 from corral.types import JSON
 
@@ -92,6 +92,10 @@ class Kicks(Protocol):
         """Re-run the assignment soon."""
         ...
 
+    def kick_assign_if_waiting(self) -> None:
+        """Re-run the assignment soon unless no ticket is known to wait."""
+        ...
+
     def kick_spawn(self, pool: str) -> None:
         """Re-plan ``pool``'s preallocation soon."""
         ...
@@ -130,6 +134,11 @@ class TicketNews(Protocol):
 
 class AssignerHost(Base, Pools, Stats, Kicks, TicketNews, Protocol):
     """What :class:`corral.controller.assignment.Assigner` uses."""
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether other controllers may change the store (insert tickets unseen here)."""
+        ...
 
     def consumed(self, pool: str) -> None:
         """A ticket took a VM of ``pool`` (demand estimate, top-up)."""
@@ -175,6 +184,13 @@ class VMTasksHost(Base, Pools, VMWrites, Protocol):
 
 class TicketsHost(Base, Pools, Kicks, VMWrites, TicketNews, Protocol):
     """What :class:`corral.controller.tickets.Tickets` uses."""
+
+    async def insert_ticket(
+        self, row: TicketRow, inserted: Callable[[TicketRow], None]
+    ) -> Ticket | None:
+        """Store a new ticket with an assignment round in the same store unit (see
+        :meth:`corral.controller.assignment.Assigner.insert`); the ticket if assigned."""
+        ...
 
     def pool_mode(self, pool: str) -> PoolMode:
         """How ``pool`` operates now (a draining pool reuses nothing)."""

@@ -271,16 +271,21 @@ class Tickets:
 
     async def _insert(self, new: TicketRow) -> Ticket:
         """Store a new ticket, announce it and ask for an assignment round."""
-        now = new.created_at
-        owner = new.owner
-        row = await self._ctl.store.pools.insert_ticket(new)
-        self._ctl.events.publish(Event("ticket", row.id, row.state, now, {"owner": owner}))
-        ticket = records.ticket(row)
-        self._fresh[row.id] = ticket
-        if len(self._fresh) > FRESH_LIMIT:
-            self._fresh.popitem(last=False)
-        self._ctl.kick_assign()
-        return ticket
+        stored: list[Ticket] = []
+
+        def inserted(row: TicketRow) -> None:
+            self._ctl.events.publish(
+                Event("ticket", row.id, row.state, new.created_at, {"owner": new.owner})
+            )
+            ticket = records.ticket(row)
+            stored.append(ticket)
+            self._fresh[row.id] = ticket
+            if len(self._fresh) > FRESH_LIMIT:
+                self._fresh.popitem(last=False)
+
+        # the insert and an assignment round in one store unit (a warm pool: assigned at once)
+        assigned = await self._ctl.insert_ticket(new, inserted)
+        return stored[-1] if assigned is None else assigned
 
     async def get(self, ticket_id: str, /) -> Ticket:
         """One ticket (``TicketNotFound`` otherwise).
@@ -474,7 +479,8 @@ class Tickets:
                 if freed is not None:
                     await self._ctl.vm_moved(freed, VM_RULES[vm_event].effects)
         if Effect.KICK_ASSIGN in move.effects:
-            self._ctl.kick_assign()
+            # a closed ticket frees what only a waiting ticket can take
+            self._ctl.kick_assign_if_waiting()
         return records.ticket(closed.ticket)
 
     async def list(

@@ -9,7 +9,7 @@ ticket: conditional on the VM being ready and free and the ticket waiting) and :
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -162,6 +162,38 @@ class AllocationInputs:
     ready: tuple[VMRow, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AssignWrite:
+    """One conditional assignment decided by an allocation round, as
+    :meth:`PoolsRepository.assign_many` takes it (``assign`` is the case of one free VM)."""
+
+    ticket: str
+    vms: tuple[tuple[str, int], ...]
+    now: float
+    slots: int = 1
+    max_per_owner: int | None = None
+    owner_limits: Mapping[str, int] | None = None
+
+
+Decide = Callable[[AllocationInputs], Sequence[AssignWrite]]
+"""An allocation round's decision: the inputs it read -> the conditional writes to make. Pure (it
+runs inside a store transaction, possibly in a worker thread): no I/O, no event loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedAssigned:
+    """The result of :meth:`PoolsRepository.insert_ticket_assigning`."""
+
+    row: TicketRow
+    """The new ticket as inserted (``waiting``, with its ``seq``)."""
+    inputs: AllocationInputs
+    """What the round read, the new ticket among the waiting."""
+    writes: tuple[AssignWrite, ...]
+    """What the round decided, in order."""
+    done: tuple[bool, ...]
+    """Per write: made (True) or refused by its conditions (False, nothing changed)."""
+
+
 def ticket_fits_pool(ticket: TicketRow, pool: str, tags: frozenset[str]) -> bool:
     """A ticket may be served by a pool when it names it (or none) and its tags are a subset of
     the pool's (the same rule as :func:`corral.pools.allocation.pools_for`)."""
@@ -228,6 +260,9 @@ class PoolSnapshot:
     held: Mapping[tuple[str, str], int]
     idle_used: tuple[IdleUsedVM, ...] = ()
     """The pool's free ready VMs that were used before, least recently used first."""
+    blocked: bool = False
+    """``unless(counts)`` held (see :meth:`PoolsRepository.pool_snapshot`): only the counts
+    were read (``waiting``, ``held`` and ``idle_used`` are left empty)."""
 
 
 class PoolsRepository(Protocol):
@@ -329,6 +364,22 @@ class PoolsRepository(Protocol):
         """Record a new ticket (``Conflict`` if the id exists); returns it with its ``seq``."""
         ...
 
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """Record a new ticket and run an allocation round in the SAME transaction: insert it
+        (as :meth:`insert_ticket`), read :meth:`allocation_inputs` (``pools``, ``shared``),
+        call ``decide`` on them and make each decided write as :meth:`assign_many` would, in
+        order. A fresh ticket on a warm pool is then inserted and assigned in one unit of work
+        (one thread hop) instead of three. A refused write changes nothing; the insert stands
+        whatever the writes did. ``Conflict`` (and nothing stored) if the id exists."""
+        ...
+
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:
         """The ticket with this id, or ``None``."""
         ...
@@ -404,9 +455,14 @@ class PoolsRepository(Protocol):
         room (not exclusive, ``load < slots``) are read too, as many per sandbox as tickets."""
         ...
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """In one transaction: ``pool``'s VM counts per state, every waiting ticket (by priority
-        then age), the held counts and the pool's idle used VMs (least recently used first)."""
+        then age), the held counts and the pool's idle used VMs (least recently used first).
+        With ``unless`` (pure: it may run in a worker thread), the counts are read first and,
+        if ``unless(counts)``, nothing more: a snapshot with ``blocked`` set (a saturated pool
+        costs one small read, in the same unit as the full one would be)."""
         ...
 
     async def close_ticket(

@@ -178,6 +178,14 @@ async def test_allocation_inputs_and_pool_snapshot_are_bounded_reads(store: Stor
     snap = await store.pools.pool_snapshot("p")
     assert snap.counts == {"ready": 6}
     assert [t.id for t in snap.waiting] == ["t1", "t2"] and snap.held == {}
+    assert not snap.blocked
+    # a saturated pool reads its counts and nothing more, in the same unit
+    seen: list[dict[str, int]] = []
+    blocked = await store.pools.pool_snapshot("p", unless=lambda c: seen.append(dict(c)) or True)
+    assert seen == [{"ready": 6}] and blocked.blocked
+    assert (blocked.counts, blocked.waiting, blocked.idle_used) == ({"ready": 6}, (), ())
+    free = await store.pools.pool_snapshot("p", unless=lambda c: False)
+    assert not free.blocked and [t.id for t in free.waiting] == ["t1", "t2"]
     await store.pools.close_ticket(
         "t1", expect=["waiting"], state="cancelled", vm_state=None, now=2
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from corral import exceptions
@@ -34,7 +34,9 @@ from corral.store.pools import (
     AllocationInputs,
     AuditEntry,
     Closed,
+    Decide,
     IdleUsedVM,
+    InsertedAssigned,
     LeaseFence,
     PoolSnapshot,
     TicketRow,
@@ -290,6 +292,33 @@ class MemoryPoolsRepository:
         self._put_ticket(stored)
         return stored
 
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket_assigning`."""
+        # one transaction: none of these awaits yields to the loop (they touch memory only)
+        stored = await self.insert_ticket(row)
+        inputs = await self.allocation_inputs(pools, shared=shared)
+        writes = tuple(decide(inputs))
+        done = []
+        for write in writes:
+            done.append(
+                await self.assign_many(
+                    write.ticket,
+                    write.vms,
+                    now=write.now,
+                    slots=write.slots,
+                    max_per_owner=write.max_per_owner,
+                    owner_limits=write.owner_limits,
+                )
+            )
+        return InsertedAssigned(stored, inputs, writes, tuple(done))
+
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
         return self._tickets.get(ticket_id)
@@ -457,10 +486,15 @@ class MemoryPoolsRepository:
                 ready.extend(itertools.islice(room, limit))
         return AllocationInputs(waiting=tuple(waiting), held=await self.held(), ready=tuple(ready))
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
+        counts = await self.count_vms(pool)
+        if unless is not None and unless(counts):
+            return PoolSnapshot(counts=counts, waiting=(), held={}, blocked=True)
         return PoolSnapshot(
-            counts=await self.count_vms(pool),
+            counts=counts,
             waiting=tuple(await self.list_tickets(states=sorted(_TICKET_TAKE.sources))),
             held=await self.held(),
             idle_used=tuple(

@@ -13,7 +13,7 @@ import builtins
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -52,9 +52,12 @@ from corral.store.pools import (
     TICKET_COLUMNS,
     VM_COLUMNS,
     AllocationInputs,
+    AssignWrite,
     AuditEntry,
     Closed,
+    Decide,
     IdleUsedVM,
+    InsertedAssigned,
     LeaseFence,
     LockFence,
     PoolSnapshot,
@@ -1176,6 +1179,34 @@ WAITING = (
 P_WAITING = Prepared("waiting_tickets", WAITING)
 
 
+def insert_ticket_assigning(
+    conn: Connection,
+    row: TicketRow,
+    pools: Mapping[str, frozenset[str]],
+    shared: Mapping[str, int] | None,
+    decide: Decide,
+) -> InsertedAssigned:
+    """Insert a ticket, read the allocation inputs and make the decided writes, in one
+    transaction (see :meth:`SqlPoolsRepository.insert_ticket_assigning`)."""
+    stored = insert_ticket(conn, row)
+    inputs = allocation_inputs(conn, pools, shared)
+    writes = tuple(decide(inputs))
+    done = tuple(_assign_write(conn, write) for write in writes)
+    return InsertedAssigned(stored, inputs, writes, done)
+
+
+def _assign_write(conn: Connection, write: AssignWrite) -> bool:
+    return assign_many(
+        conn,
+        write.ticket,
+        write.vms,
+        write.now,
+        write.slots,
+        write.max_per_owner,
+        dict(write.owner_limits or {}),
+    )
+
+
 def allocation_inputs(
     conn: Connection, pools: Mapping[str, frozenset[str]], shared: Mapping[str, int] | None = None
 ) -> AllocationInputs:
@@ -1204,10 +1235,16 @@ def allocation_inputs(
     return AllocationInputs(waiting=tuple(waiting), held=held, ready=tuple(ready))
 
 
-def pool_snapshot(conn: Connection, pool: str) -> PoolSnapshot:
-    """Counts, waiting tickets and held counts, in one transaction."""
+def pool_snapshot(
+    conn: Connection, pool: str, unless: Callable[[Mapping[str, int]], bool] | None = None
+) -> PoolSnapshot:
+    """Counts, waiting tickets and held counts, in one transaction (only the counts when
+    ``unless(counts)``)."""
+    counts = {r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})}
+    if unless is not None and unless(counts):
+        return PoolSnapshot(counts=counts, waiting=(), held={}, blocked=True)
     return PoolSnapshot(
-        counts={r[0]: r[1] for r in P_COUNT_VMS.rows(conn, {"b_pool": pool})},
+        counts=counts,
         waiting=tuple(_ticket_t(r) for r in P_WAITING.rows(conn, {})),
         held=held_counts(conn),
         idle_used=tuple(
@@ -1335,6 +1372,21 @@ class SqlPoolsRepository:
         """See :meth:`corral.store.pools.PoolsRepository.insert_ticket`."""
         return await self._executor.run(lambda conn: insert_ticket(conn, row))
 
+    async def insert_ticket_assigning(
+        self,
+        row: TicketRow,
+        pools: Mapping[str, frozenset[str]],
+        *,
+        shared: Mapping[str, int] | None = None,
+        decide: Decide,
+    ) -> InsertedAssigned:
+        """See :meth:`corral.store.pools.PoolsRepository.insert_ticket_assigning`."""
+        frozen = dict(pools)
+        slots = None if shared is None else dict(shared)
+        return await self._executor.run(
+            lambda conn: insert_ticket_assigning(conn, row, frozen, slots, decide)
+        )
+
     async def get_ticket(self, ticket_id: str) -> TicketRow | None:
         """See :meth:`corral.store.pools.PoolsRepository.get_ticket`."""
 
@@ -1404,9 +1456,11 @@ class SqlPoolsRepository:
         slots = None if shared is None else dict(shared)
         return await self._executor.read(lambda conn: allocation_inputs(conn, frozen, slots))
 
-    async def pool_snapshot(self, pool: str) -> PoolSnapshot:
+    async def pool_snapshot(
+        self, pool: str, *, unless: Callable[[Mapping[str, int]], bool] | None = None
+    ) -> PoolSnapshot:
         """See :meth:`corral.store.pools.PoolsRepository.pool_snapshot`."""
-        return await self._executor.read(lambda conn: pool_snapshot(conn, pool))
+        return await self._executor.read(lambda conn: pool_snapshot(conn, pool, unless))
 
     async def close_ticket(
         self,
