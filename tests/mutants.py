@@ -1936,6 +1936,34 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/pools/test_store_contract.py", "-k", "bounded_reads"),
     ),
+    Mutant(
+        "plainhttp-keeps-interrupted",
+        "a request interrupted mid-answer keeps its connection: the next request reads its answer",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "        except BaseException:\n",
+                    "        except ZeroDivisionError:  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "interrupted"),
+    ),
+    Mutant(
+        "plainhttp-loose-numbers",
+        "a Content-Length or status code checked with str.isdigit (takes '\u00b2')",
+        (
+            (
+                Patch(
+                    "corral/client/plainhttp.py",
+                    "    if not _DIGITS.fullmatch(length):\n",
+                    "    if not length.isdigit():  # MUTANT\n",
+                ),
+            ),
+        ),
+        ("tests/client/test_plainhttp.py", "-k", "broken_answer"),
+    ),
 )
 
 

@@ -58,6 +58,10 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 """What a request target must not contain (as :mod:`http.client` refuses it): no control
 characters, no space (a request line or header smuggled in)."""
 
+_DIGITS = re.compile(r"[0-9]+")
+"""A decimal number as HTTP writes one (``str.isdigit`` also takes ``²`` and other digits)."""
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+"""A chunk size (``int(x, 16)`` also takes ``-5``, ``0x10`` and ``1_0``)."""
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """What a header value must not contain: no control characters but tab (no CR or LF, which
 would end the header and smuggle another)."""
@@ -161,6 +165,11 @@ class PlainHTTP:
         except OSError as exc:
             self._drop(connection)
             raise TransportError(str(exc)) from exc
+        except BaseException:
+            # anything else mid-answer (Ctrl-C, a malformed number): the answer may be half
+            # read, so the connection must not carry the next request (it would read this one's)
+            self._drop(connection)
+            raise
         if will_close:
             self._drop(connection)
         return Response(status, content)
@@ -217,12 +226,15 @@ class _Connection:
 
 
 def _closed(sock: socket.socket) -> bool:
-    """Whether the server closed (or wrote unasked to) an idle connection: readable at once."""
+    """Whether the server closed (or wrote unasked to) an idle connection: readable at once.
+    ``poll``, not ``select``: a process with more than 1,024 open files still keeps its
+    connection."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 # --- reading an answer (no I/O of its own: any binary reader) -----------------------------------
@@ -246,7 +258,7 @@ def read(reader: IO[bytes], method: str) -> tuple[int, bytes, bool]:
     length = headers.get("content-length")
     if length is None:
         return status, reader.read(), True  # delimited by the end of the connection
-    if not length.isdigit():
+    if not _DIGITS.fullmatch(length):
         raise TransportError(f"invalid Content-Length {length!r}")
     body = reader.read(int(length))
     if len(body) < int(length):
@@ -268,7 +280,11 @@ def _line(reader: IO[bytes], what: str) -> bytes:
 def _status(line: bytes) -> tuple[str, int]:
     version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+    if (
+        not version.startswith("HTTP/1.")
+        or not _DIGITS.fullmatch(code)
+        or rest[3:4] not in ("", " ")
+    ):
         raise TransportError(f"not an HTTP/1.x status line: {line[:80]!r}")
     return version, int(code)
 
@@ -293,10 +309,9 @@ def _chunks(reader: IO[bytes]) -> bytes:
     parts: list[bytes] = []
     while True:
         size = _line(reader, "chunk size").split(b";", 1)[0].strip()
-        try:
-            length = int(size, 16)
-        except ValueError:
-            raise TransportError(f"invalid chunk size {size[:20]!r}") from None
+        if not _HEX.fullmatch(size):
+            raise TransportError(f"invalid chunk size {size[:20]!r}")
+        length = int(size, 16)
         if length == 0:
             _headers(reader)  # the trailer
             return b"".join(parts)

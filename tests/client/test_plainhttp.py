@@ -181,6 +181,34 @@ def test_a_connection_the_server_closed_meanwhile_is_not_reused() -> None:
     assert len(set(served.peers)) == 3, served.peers
 
 
+def test_an_answer_interrupted_midway_drops_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Breakage caught (mutant ``plainhttp-keeps-interrupted``): a request interrupted while
+    its answer was being read (Ctrl-C: ``KeyboardInterrupt``, any exception) leaves the
+    connection as the thread's, so the next request (the quiet release after Ctrl-C) reads
+    the interrupted request's answer instead of its own."""
+    with _recording(close_after=False) as served:
+        url = f"http://127.0.0.1:{served.server_address[1]}"
+        plain = plainhttp.PlainHTTP(url)
+        with Client(url, http=plain) as client:
+            assert client.health().status == "ok"
+            first = plain._local.connection
+            real = plainhttp.read
+
+            def interrupted(reader: object, method: str) -> object:
+                monkeypatch.setattr(plainhttp, "read", real)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(plainhttp, "read", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                client.health()
+            assert plain._local.connection is None
+            assert client.health().status == "ok"
+            assert plain._local.connection is not first
+    assert len(set(served.peers)) == 2, served.peers
+
+
 def _read(raw: bytes, method: str = "GET") -> tuple[tuple[int, bytes, bool], bytes]:
     """What :func:`plainhttp.read` reads of ``raw``, and what it leaves for the next answer."""
     reader = io.BytesIO(raw)
@@ -234,6 +262,11 @@ def test_an_answer_delimited_by_the_end_of_the_connection() -> None:
         (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed in the headers"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "closed in a chunk"),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1\u00b2\r\n\r\n1".encode("latin-1"), "Content-Len"),
+        ("HTTP/1.1 2\u00b20 OK\r\n\r\n".encode("latin-1"), "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", "invalid chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\n", "invalid chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", "invalid chunk size"),
     ],
 )
 def test_a_broken_answer_is_a_transport_error(raw: bytes, problem: str) -> None:
