@@ -1827,7 +1827,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/assignment.py",
-                    "if not quiet or self._starved or self._closed or ctl.stopped:",
+                    "if not quiet or self._starved or self._closed or "
+                    "ctl.stopped or ctl.shared_store:",
                     "if True:  # MUTANT",
                 ),
             ),
@@ -1856,8 +1857,9 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/assignment.py",
-                    "if not quiet or self._starved or self._closed or ctl.stopped:",
-                    "if self._closed or ctl.stopped:  # MUTANT",
+                    "if not quiet or self._starved or self._closed or "
+                    "ctl.stopped or ctl.shared_store:",
+                    "if self._closed or ctl.stopped or ctl.shared_store:  # MUTANT",
                 ),
             ),
         ),
@@ -1870,8 +1872,9 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/assignment.py",
-                    "if not quiet or self._starved or self._closed or ctl.stopped:",
-                    "if not quiet or self._starved or ctl.stopped:  # MUTANT",
+                    "if not quiet or self._starved or self._closed or "
+                    "ctl.stopped or ctl.shared_store:",
+                    "if not quiet or self._starved or ctl.stopped or ctl.shared_store:  # MUTANT",
                 ),
             ),
         ),
@@ -1885,7 +1888,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/assignment.py",
-                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts "
+                    "and busy == 0\n"
                     "        return mine",
                     "self._none_waiting = True  # MUTANT\n        return mine",
                 ),
@@ -1900,7 +1904,8 @@ MUTANTS: tuple[Mutant, ...] = (
             (
                 Patch(
                     "corral/controller/assignment.py",
-                    "self._none_waiting = done == decided.queued and inserts == self._inserts\n"
+                    "self._none_waiting = done == decided.queued and inserts == self._inserts "
+                    "and busy == 0\n"
                     "        return done",
                     "self._none_waiting = done == decided.queued  # MUTANT\n        return done",
                 ),
@@ -1963,6 +1968,49 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/client/test_plainhttp.py", "-k", "broken_answer"),
+    ),
+    Mutant(
+        "round-ignores-inserts-in-flight",
+        "a round that began while an insert was in flight records 'no ticket waits'",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "inserts == self._inserts and busy == 0\n        return done",
+                    "inserts == self._inserts  # MUTANT\n        return done",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "began_during"),
+    ),
+    Mutant(
+        "insert-one-unit-on-shared-store",
+        "a create inserts and assigns in one unit on a shared store (its read precedes its commit)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "if not quiet or self._starved or self._closed or "
+                    "ctl.stopped or ctl.shared_store:",
+                    "if not quiet or self._starved or self._closed or ctl.stopped:  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "unit_of_its_own"),
+    ),
+    Mutant(
+        "insert-not-shielded",
+        "a cancelled create cancels the work after its committed unit (an unannounced assignment)",
+        (
+            (
+                Patch(
+                    "corral/controller/assignment.py",
+                    "return await asyncio.shield(task)",
+                    "return await task  # MUTANT",
+                ),
+            ),
+        ),
+        ("tests/controller/test_insert_assigning.py", "-k", "cancelled_create"),
     ),
 )
 

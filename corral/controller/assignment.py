@@ -9,6 +9,7 @@ process was faster) just makes the runner decide again. This module must not dec
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ _VM_TAKEN = str(vm_target(VMEvent.ASSIGNED))
 """The state the store's assignment moves a VM to."""
 _TAKEABLE = tuple(str(state) for state in VM_RULES[VMEvent.ASSIGNED].sources)
 """The states of a VM an assignment can take (in a pool of single-ticket VMs), from the table."""
+
+log = logging.getLogger(__name__)
 
 HANDED_LIMIT = 4096
 """VMs remembered as handed out by :meth:`Assigner.handed_out` (the oldest forgotten first)."""
@@ -53,6 +56,10 @@ class Assigner:
         # a kick for a VM made ready or a ticket closed has nothing to serve (issue 14).
         self._none_waiting = False
         self._inserts = 0
+        # Inserts started and not finished: a round that began while one was in flight may
+        # have read before its commit, so it cannot conclude that no ticket waits.
+        self._inserting = 0
+        self._inserts_running: set[asyncio.Task[Ticket | None]] = set()
 
     def handed_out(self, name: str) -> VM | None:
         """VM ``name`` as the assignment round that handed it out read it (``None`` when this
@@ -97,7 +104,7 @@ class Assigner:
     async def assign_once(self) -> int:
         """Match waiting tickets with ready VMs once; returns how many were assigned."""
         ctl = self._ctl
-        inserts = self._inserts
+        inserts, busy = self._inserts, self._inserting
         limits = {p.name: p for p in ctl.all_limits()}
         shared = {name: p.slots for name, p in limits.items() if p.slots > 1}
         if self._starved and not shared and not await self._any_ready(limits):
@@ -125,7 +132,7 @@ class Assigner:
             )
             done += self._settle(choice, decided, write.now, ok)
         self._ask_supply(decided, limits)
-        self._none_waiting = done == decided.queued and inserts == self._inserts
+        self._none_waiting = done == decided.queued and inserts == self._inserts and busy == 0
         return done
 
     async def insert(self, row: TicketRow, inserted: Callable[[TicketRow], None]) -> Ticket | None:
@@ -139,14 +146,54 @@ class Assigner:
         Only while no ticket is known to wait (a warm pool: the unit reads the new ticket
         alone): with tickets waiting (for a VM, or beyond their owner's limit) it only inserts
         and kicks, as before, so that a burst of creates costs one coalesced round's read of
-        the queue, not a read of the whole queue per created ticket (issue 8 item 3).
+        the queue, not a read of the whole queue per created ticket (issue 8 item 3). Only on
+        a store of this controller's own, too: on a shared one the unit's read comes before its
+        commit, so a VM made ready by another host meanwhile would be seen by neither host's
+        round (and another ticket's failed write would fail this create).
+
+        The work runs to its end even if the caller is cancelled: the unit commits anyway (the
+        store's executor finishes it), and what follows it (the ticket's event, the assignment's
+        announcement, the kick) must not be skipped.
         """
-        ctl = self._ctl
+        busy = self._inserting
+        self._inserting += 1
         self._inserts += 1
         inserts = self._inserts
         quiet = self._none_waiting
         self._none_waiting = False  # before the insert: a kick meanwhile is not skipped
-        if not quiet or self._starved or self._closed or ctl.stopped:
+        task = asyncio.ensure_future(self._insert(row, inserted, quiet, inserts, busy))
+        self._inserts_running.add(task)
+        task.add_done_callback(self._inserted)
+        return await asyncio.shield(task)
+
+    def _inserted(self, task: asyncio.Task[Ticket | None]) -> None:
+        self._inserts_running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("assignment: a ticket's insert failed: %s", task.exception())
+
+    async def _insert(
+        self,
+        row: TicketRow,
+        inserted: Callable[[TicketRow], None],
+        quiet: bool,
+        inserts: int,
+        busy: int,
+    ) -> Ticket | None:
+        try:
+            return await self._insert_and_assign(row, inserted, quiet, inserts, busy)
+        finally:
+            self._inserting -= 1  # before the round it kicked can start
+
+    async def _insert_and_assign(
+        self,
+        row: TicketRow,
+        inserted: Callable[[TicketRow], None],
+        quiet: bool,
+        inserts: int,
+        busy: int,
+    ) -> Ticket | None:
+        ctl = self._ctl
+        if not quiet or self._starved or self._closed or ctl.stopped or ctl.shared_store:
             inserted(await ctl.store.pools.insert_ticket(row))
             self.kick()
             return None
@@ -177,7 +224,7 @@ class Assigner:
                         TicketState.ASSIGNED, vm=choice.vm, vms=_names(choice), assigned_at=now
                     )
         self._ask_supply(decided, limits)
-        self._none_waiting = done == decided.queued and inserts == self._inserts
+        self._none_waiting = done == decided.queued and inserts == self._inserts and busy == 0
         return mine
 
     def _settle(
