@@ -161,7 +161,14 @@ class Assigner:
         inserts = self._inserts
         quiet = self._none_waiting
         self._none_waiting = False  # before the insert: a kick meanwhile is not skipped
-        task = asyncio.ensure_future(self._insert(row, inserted, quiet, inserts, busy))
+
+        async def run() -> Ticket | None:
+            try:
+                return await self._insert_and_assign(row, inserted, quiet, inserts, busy)
+            finally:
+                self._inserting -= 1  # before the round it kicked can start
+
+        task = asyncio.ensure_future(run())
         self._inserts_running.add(task)
         task.add_done_callback(self._inserted)
         return await asyncio.shield(task)
@@ -170,19 +177,6 @@ class Assigner:
         self._inserts_running.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.debug("assignment: a ticket's insert failed: %s", task.exception())
-
-    async def _insert(
-        self,
-        row: TicketRow,
-        inserted: Callable[[TicketRow], None],
-        quiet: bool,
-        inserts: int,
-        busy: int,
-    ) -> Ticket | None:
-        try:
-            return await self._insert_and_assign(row, inserted, quiet, inserts, busy)
-        finally:
-            self._inserting -= 1  # before the round it kicked can start
 
     async def _insert_and_assign(
         self,
